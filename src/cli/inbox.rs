@@ -1,0 +1,137 @@
+//! `scrm inbox count|list|show`.
+
+use anyhow::Context as _;
+use clap::Subcommand;
+
+use crate::config::Config;
+use crate::db::{Db, StoreError};
+use crate::inbox::{self, InboxEntry};
+
+/// `scrm inbox …`.
+#[derive(Debug, Subcommand)]
+pub enum InboxCommand {
+    /// Print the number of stored callbacks (one number).
+    Count {
+        /// Only this corp.
+        #[arg(long)]
+        corp: Option<String>,
+    },
+    /// List the newest stored callbacks.
+    List {
+        /// Only this corp.
+        #[arg(long)]
+        corp: Option<String>,
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one stored callback with its decrypted plaintext.
+    Show {
+        /// Row id (from `list`).
+        id: i64,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run(config: &Config, command: InboxCommand) -> anyhow::Result<i32> {
+    let db = Db::connect(&config.effective_database_url())
+        .await
+        .context("cannot open the database")?;
+    db.migrate()
+        .await
+        .context("cannot apply database migrations")?;
+    let code = match command {
+        InboxCommand::Count { corp } => {
+            println!("{}", inbox::count(&db, corp.as_deref()).await?);
+            0
+        }
+        InboxCommand::List { corp, limit, json } => {
+            let rows = inbox::list(&db, corp.as_deref(), limit.clamp(1, 10_000)).await?;
+            if json {
+                for row in &rows {
+                    println!("{}", serde_json::to_string(row)?);
+                }
+            } else {
+                print_table(&rows);
+            }
+            0
+        }
+        InboxCommand::Show { id, json } => match inbox::get(&db, id).await {
+            Ok(row) if json => {
+                println!("{}", serde_json::to_string_pretty(&row)?);
+                0
+            }
+            Ok(row) => {
+                print_entry(&row);
+                0
+            }
+            Err(StoreError::NotFound) => {
+                eprintln!("inbox 中没有 id 为 {id} 的记录");
+                1
+            }
+            Err(e) => return Err(e.into()),
+        },
+    };
+    db.close().await;
+    Ok(code)
+}
+
+fn received(row: &InboxEntry) -> String {
+    chrono::DateTime::from_timestamp_millis(row.received_at_ms).map_or_else(
+        || row.received_at_ms.to_string(),
+        |t| t.format("%Y-%m-%d %H:%M:%S").to_string(),
+    )
+}
+
+fn kind(row: &InboxEntry) -> String {
+    [
+        Some(row.msg_type.as_str()),
+        row.event.as_deref(),
+        row.change_type.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|s| !s.is_empty())
+    .collect::<Vec<_>>()
+    .join("/")
+}
+
+fn print_table(rows: &[InboxEntry]) {
+    println!(
+        "{:>8}  {:<19}  {:<20}  {:<12}  {:<8}  kind",
+        "id", "received (UTC)", "corp", "app", "state"
+    );
+    for row in rows {
+        println!(
+            "{:>8}  {:<19}  {:<20}  {:<12}  {:<8}  {}",
+            row.id,
+            received(row),
+            row.corp_id,
+            row.app,
+            row.state,
+            kind(row)
+        );
+    }
+}
+
+fn print_entry(row: &InboxEntry) {
+    println!("id:          {}", row.id);
+    println!("corp / app:  {} / {}", row.corp_id, row.app);
+    println!("agent_id:    {}", row.agent_id.as_deref().unwrap_or("-"));
+    println!("kind:        {}", kind(row));
+    println!(
+        "create_time: {}",
+        row.create_time
+            .map_or_else(|| "-".to_owned(), |t| t.to_string())
+    );
+    println!("received:    {} UTC", received(row));
+    println!("state:       {} (attempts {})", row.state, row.attempts);
+    println!("dedup_key:   {}", row.dedup_key);
+    println!();
+    println!("{}", row.body.as_deref().unwrap_or(""));
+}

@@ -1,0 +1,128 @@
+//! The `scrm` command line. Every command reads the same configuration as `serve`.
+
+mod inbox;
+mod selftest;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::startup;
+use crate::telemetry;
+
+/// 企业微信 SCRM 服务端 (self-hosted WeCom SCRM server).
+#[derive(Debug, Parser)]
+#[command(name = "scrm", version, about)]
+pub struct Cli {
+    /// Config file (default: ./scrm.toml when present).
+    #[arg(long, global = true, env = "SCRM_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Database URL (`sqlite://path` or `postgres://…`); overrides the config file.
+    #[arg(long, global = true)]
+    pub database_url: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (applies migrations first).
+    Serve {
+        /// Listen address, e.g. 0.0.0.0:8080 (overrides the config).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Look at stored callbacks.
+    Inbox {
+        /// What to show.
+        #[command(subcommand)]
+        command: inbox::InboxCommand,
+    },
+    /// Check a callback configuration end to end.
+    Callback {
+        /// What to check.
+        #[command(subcommand)]
+        command: CallbackCommand,
+    },
+}
+
+/// `scrm callback …`.
+#[derive(Debug, Subcommand)]
+pub enum CallbackCommand {
+    /// Send a signed URL verification and a signed test event exactly as WeCom would, and say
+    /// precisely what is wrong.
+    Selftest(selftest::SelftestArgs),
+}
+
+/// Parses the command line and runs it. Returns the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let mut config = Config::load(cli.config.as_deref(), &env).context("configuration error")?;
+    if let Some(url) = cli.database_url {
+        config.database_url = Some(url);
+    }
+    match cli.command {
+        Command::Serve { listen } => {
+            telemetry::init_tracing(config.log_format, &config.log_level);
+            if let Some(listen) = listen {
+                config.listen = listen.parse().with_context(|| {
+                    format!("--listen {listen:?} is not an address like 0.0.0.0:8080")
+                })?;
+            }
+            if config.source.is_none() {
+                tracing::info!(
+                    "no config file: running on the embedded SQLite default in {}. Copy deploy/scrm.example.toml to scrm.toml to add a corp.",
+                    config.data_dir.display()
+                );
+            }
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.listen))?;
+            startup::serve(config, listener, shutdown_signal()).await?;
+            Ok(0)
+        }
+        Command::Migrate => {
+            telemetry::init_tracing(config.log_format, &config.log_level);
+            let db = startup::open_database(&config).await?;
+            println!("migrations applied ({})", db.backend());
+            db.close().await;
+            Ok(0)
+        }
+        Command::Inbox { command } => inbox::run(&config, command).await,
+        Command::Callback {
+            command: CallbackCommand::Selftest(args),
+        } => selftest::run(&config, args).await,
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

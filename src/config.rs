@@ -1,0 +1,485 @@
+//! Configuration: defaults, then `scrm.toml`, then `SCRM_…` environment variables, checked once at
+//! start into typed values. A bad value stops start-up with the field and the reason; secrets never
+//! print.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use wecom_sdk::{CallbackCrypto, CorpId, Secret};
+
+use crate::db::Db;
+
+/// The config file read when `--config`/`SCRM_CONFIG` names none and it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "scrm.toml";
+
+/// A configuration problem, naming the field and the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The path tried.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has fields of the wrong type.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The path read.
+        path: PathBuf,
+        /// What the TOML parser said.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// Which field (`corps[0].apps[1].encoding_aes_key`, `SCRM_LISTEN`, …).
+        field: String,
+        /// Why it is refused.
+        reason: String,
+    },
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The file as written (every field optional); see [`Config`] for the checked form.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    callback: RawCallback,
+    #[serde(default)]
+    corps: Vec<RawCorp>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<LogFormat>,
+    level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCallback {
+    max_body_bytes: Option<usize>,
+    timestamp_window_secs: Option<u64>,
+    max_batch: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCorp {
+    corp_id: String,
+    #[serde(default)]
+    apps: Vec<RawApp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    name: String,
+    token: Secret<String>,
+    encoding_aes_key: Secret<String>,
+    secret: Option<Secret<String>>,
+    agent_id: Option<i64>,
+}
+
+/// Callback intake settings.
+#[derive(Debug, Clone)]
+pub struct CallbackSettings {
+    /// Bodies above this are refused with 413 before being read in full.
+    pub max_body_bytes: usize,
+    /// Requests whose `timestamp` is further than this from our clock are refused; 0 turns it off.
+    pub timestamp_window_secs: u64,
+    /// Most rows committed together by the inbox writer.
+    pub max_batch: usize,
+}
+
+impl Default for CallbackSettings {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            timestamp_window_secs: 600,
+            max_batch: 512,
+        }
+    }
+}
+
+/// One WeCom callback configuration (客户联系, 通讯录, 会话存档 or a self-built app), with its own
+/// Token and EncodingAESKey.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    /// The `{app}` in `/wecom/callback/{corp_id}/{app}`.
+    pub name: String,
+    /// Checked crypto built from Token, EncodingAESKey and the corp id.
+    pub crypto: CallbackCrypto,
+    /// The app secret for API calls (used from the API client on).
+    pub secret: Option<Secret<String>>,
+    /// The app's agent id, when it has one.
+    pub agent_id: Option<i64>,
+}
+
+/// A corp and its callback configurations.
+#[derive(Debug, Clone)]
+pub struct CorpConfig {
+    /// The corp id.
+    pub corp_id: CorpId,
+    /// Its callback configurations.
+    pub apps: Vec<AppConfig>,
+}
+
+/// The checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where `serve` listens.
+    pub listen: SocketAddr,
+    /// Folder for the embedded database and other local state.
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; `None` means the SQLite file in `data_dir`.
+    pub database_url: Option<String>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter (`info`, `scrm=debug,info`, …).
+    pub log_level: String,
+    /// Callback intake settings.
+    pub callback: CallbackSettings,
+    /// Configured corps.
+    pub corps: Vec<CorpConfig>,
+    /// The file this came from, if any.
+    pub source: Option<PathBuf>,
+}
+
+impl Config {
+    /// Loads the configuration: `path` if given (it must exist), else `scrm.toml` if present, else
+    /// defaults; then the `SCRM_…` variables of `env`.
+    pub fn load(path: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let (raw, source) = match path {
+            Some(p) => (read_file(p)?, Some(p.to_path_buf())),
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
+                let p = Path::new(DEFAULT_CONFIG_FILE);
+                (read_file(p)?, Some(p.to_path_buf()))
+            }
+            None => (RawConfig::default(), None),
+        };
+        Self::from_raw(raw, env, source)
+    }
+
+    /// Parses TOML text (for tests and tools) and applies `env`.
+    pub fn from_toml(text: &str, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let raw = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<inline>"),
+            message: e.to_string(),
+        })?;
+        Self::from_raw(raw, env, None)
+    }
+
+    fn from_raw(
+        raw: RawConfig,
+        env: &HashMap<String, String>,
+        source: Option<PathBuf>,
+    ) -> Result<Self, ConfigError> {
+        let var = |name: &str| env.get(name).filter(|v| !v.is_empty()).cloned();
+        let listen_text = var("SCRM_LISTEN")
+            .or(raw.listen)
+            .unwrap_or_else(|| "0.0.0.0:8080".to_owned());
+        let listen = listen_text.parse().map_err(|_| {
+            invalid(
+                "listen",
+                format!("{listen_text:?} is not an address like 0.0.0.0:8080"),
+            )
+        })?;
+        let data_dir = var("SCRM_DATA_DIR")
+            .map(PathBuf::from)
+            .or(raw.data_dir)
+            .unwrap_or_else(|| PathBuf::from("data"));
+        let database_url = var("SCRM_DATABASE_URL").or(raw.database_url);
+        if let Some(url) = &database_url {
+            let known = ["sqlite:", "postgres://", "postgresql://"];
+            if !known.iter().any(|p| url.starts_with(p)) {
+                return Err(invalid(
+                    "database_url",
+                    "must start with sqlite: or postgres://",
+                ));
+            }
+        }
+        let log_format = match var("SCRM_LOG_FORMAT") {
+            Some(v) if v == "json" => LogFormat::Json,
+            Some(v) if v == "pretty" => LogFormat::Pretty,
+            Some(v) => {
+                return Err(invalid(
+                    "SCRM_LOG_FORMAT",
+                    format!("{v:?} is neither pretty nor json"),
+                ));
+            }
+            None => raw.log.format.unwrap_or_default(),
+        };
+        let log_level = var("SCRM_LOG_LEVEL")
+            .or(raw.log.level)
+            .unwrap_or_else(|| "info".to_owned());
+
+        let defaults = CallbackSettings::default();
+        let callback = CallbackSettings {
+            max_body_bytes: env_number(env, "SCRM_CALLBACK_MAX_BODY_BYTES")?
+                .or(raw.callback.max_body_bytes)
+                .unwrap_or(defaults.max_body_bytes),
+            timestamp_window_secs: env_number(env, "SCRM_CALLBACK_TIMESTAMP_WINDOW_SECS")?
+                .or(raw.callback.timestamp_window_secs)
+                .unwrap_or(defaults.timestamp_window_secs),
+            max_batch: raw.callback.max_batch.unwrap_or(defaults.max_batch),
+        };
+        if callback.max_body_bytes < 1024 {
+            return Err(invalid("callback.max_body_bytes", "must be at least 1024"));
+        }
+        if !(1..=4096).contains(&callback.max_batch) {
+            return Err(invalid("callback.max_batch", "must be between 1 and 4096"));
+        }
+
+        let corps = check_corps(raw.corps)?;
+        Ok(Self {
+            listen,
+            data_dir,
+            database_url,
+            log_format,
+            log_level,
+            callback,
+            corps,
+            source,
+        })
+    }
+
+    /// The database URL in force: the configured one or the SQLite file in `data_dir`.
+    pub fn effective_database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| Db::default_sqlite_url(&self.data_dir))
+    }
+
+    /// The callback configurations by `(corp_id, app)`.
+    pub fn endpoints(&self) -> HashMap<(String, String), Arc<AppEndpoint>> {
+        self.corps
+            .iter()
+            .flat_map(|corp| {
+                corp.apps.iter().map(move |app| {
+                    let key = (corp.corp_id.to_string(), app.name.clone());
+                    let endpoint = AppEndpoint {
+                        corp_id: corp.corp_id.clone(),
+                        app: app.name.clone(),
+                        crypto: app.crypto.clone(),
+                    };
+                    (key, Arc::new(endpoint))
+                })
+            })
+            .collect()
+    }
+
+    /// One app's configuration.
+    pub fn app(&self, corp_id: &str, app: &str) -> Option<&AppConfig> {
+        self.corps
+            .iter()
+            .find(|c| c.corp_id.as_str() == corp_id)
+            .and_then(|c| c.apps.iter().find(|a| a.name == app))
+    }
+}
+
+/// What the callback handler needs of one configuration.
+#[derive(Debug)]
+pub struct AppEndpoint {
+    /// The corp.
+    pub corp_id: CorpId,
+    /// The configuration's name.
+    pub app: String,
+    /// Its crypto.
+    pub crypto: CallbackCrypto,
+}
+
+fn read_file(path: &Path) -> Result<RawConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+fn env_number<T: std::str::FromStr>(
+    env: &HashMap<String, String>,
+    name: &str,
+) -> Result<Option<T>, ConfigError> {
+    match env.get(name).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| invalid(name, format!("{v:?} is not a whole number"))),
+    }
+}
+
+fn check_corps(raw: Vec<RawCorp>) -> Result<Vec<CorpConfig>, ConfigError> {
+    let mut corps: Vec<CorpConfig> = Vec::with_capacity(raw.len());
+    for (i, corp) in raw.into_iter().enumerate() {
+        let field = format!("corps[{i}].corp_id");
+        let corp_id = CorpId::try_from(corp.corp_id).map_err(|e| invalid(&field, e.to_string()))?;
+        if corps.iter().any(|c| c.corp_id == corp_id) {
+            return Err(invalid(
+                field,
+                format!("corp {corp_id} is configured twice"),
+            ));
+        }
+        let mut apps: Vec<AppConfig> = Vec::with_capacity(corp.apps.len());
+        for (j, app) in corp.apps.into_iter().enumerate() {
+            let at = |f: &str| {
+                format!(
+                    "corps[{i}].apps[{j}].{f} (corp {corp_id}, app {:?})",
+                    app.name
+                )
+            };
+            let name_ok = !app.name.is_empty()
+                && app.name.len() <= 64
+                && app
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !name_ok {
+                return Err(invalid(
+                    at("name"),
+                    "must be 1 to 64 letters, digits, '-' or '_' (it is part of the callback URL)",
+                ));
+            }
+            if apps.iter().any(|a| a.name == app.name) {
+                return Err(invalid(at("name"), "two apps of one corp share this name"));
+            }
+            let crypto = CallbackCrypto::new(
+                app.token.expose(),
+                app.encoding_aes_key.expose(),
+                corp_id.as_str(),
+            )
+            .map_err(|e| match e {
+                wecom_sdk::CryptoError::IllegalToken => invalid(at("token"), e.to_string()),
+                _ => invalid(at("encoding_aes_key"), e.to_string()),
+            })?;
+            apps.push(AppConfig {
+                name: app.name,
+                crypto,
+                secret: app.secret,
+                agent_id: app.agent_id,
+            });
+        }
+        corps.push(CorpConfig { corp_id, apps });
+    }
+    Ok(corps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt";
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, &HashMap::new())
+    }
+
+    #[test]
+    fn defaults_without_a_file() {
+        let c = load("").unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.callback.max_body_bytes, 1024 * 1024);
+        assert_eq!(c.callback.timestamp_window_secs, 600);
+        assert!(c.effective_database_url().starts_with("sqlite://"));
+        assert!(c.corps.is_empty());
+    }
+
+    #[test]
+    fn bad_key_names_corp_and_app() {
+        let text = r#"
+            [[corps]]
+            corp_id = "ww1436e0e65a779aee"
+            [[corps.apps]]
+            name = "contacts"
+            token = "abc"
+            encoding_aes_key = "tooshort"
+        "#;
+        let msg = load(text).unwrap_err().to_string();
+        assert!(msg.contains("corps[0].apps[0].encoding_aes_key"), "{msg}");
+        assert!(
+            msg.contains("ww1436e0e65a779aee") && msg.contains("contacts"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn env_overrides_file_and_is_checked() {
+        let env = HashMap::from([
+            ("SCRM_LISTEN".to_owned(), "127.0.0.1:9999".to_owned()),
+            (
+                "SCRM_CALLBACK_TIMESTAMP_WINDOW_SECS".to_owned(),
+                "0".to_owned(),
+            ),
+        ]);
+        let c = Config::from_toml("listen = \"0.0.0.0:1\"", &env).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9999");
+        assert_eq!(c.callback.timestamp_window_secs, 0);
+        let bad = HashMap::from([("SCRM_CALLBACK_MAX_BODY_BYTES".to_owned(), "lots".to_owned())]);
+        let msg = Config::from_toml("", &bad).unwrap_err().to_string();
+        assert!(msg.contains("SCRM_CALLBACK_MAX_BODY_BYTES"), "{msg}");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let text = format!(
+            "[[corps]]\ncorp_id = \"ww1\"\n[[corps.apps]]\nname = \"app\"\ntoken = \"Tok3nValue\"\nencoding_aes_key = \"{KEY}\"\nsecret = \"S3cretValue\"\n"
+        );
+        let c = load(&text).unwrap();
+        let shown = format!("{c:?}");
+        for secret in ["Tok3nValue", KEY, "S3cretValue"] {
+            assert!(!shown.contains(secret), "{secret} leaked in {shown}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_and_duplicate_apps_are_refused() {
+        assert!(
+            load("lisen = \"x\"")
+                .unwrap_err()
+                .to_string()
+                .contains("lisen")
+        );
+        let text = format!(
+            "[[corps]]\ncorp_id = \"ww1\"\n[[corps.apps]]\nname = \"a\"\ntoken = \"t\"\nencoding_aes_key = \"{KEY}\"\n[[corps.apps]]\nname = \"a\"\ntoken = \"t\"\nencoding_aes_key = \"{KEY}\"\n"
+        );
+        assert!(
+            load(&text)
+                .unwrap_err()
+                .to_string()
+                .contains("share this name")
+        );
+    }
+}

@@ -1,0 +1,59 @@
+//! HTTP surfaces. Handlers stay thin: extract, check, call one domain function, render.
+
+mod callback;
+mod ops;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+pub use callback::CallbackError;
+
+use crate::config::{AppEndpoint, CallbackSettings};
+use crate::db::Db;
+use crate::inbox::InboxWriter;
+
+/// What every handler can reach.
+#[derive(Debug)]
+pub struct AppState {
+    /// Callback configurations: corp id → app name → endpoint.
+    pub endpoints: HashMap<String, HashMap<String, Arc<AppEndpoint>>>,
+    /// Intake settings.
+    pub settings: CallbackSettings,
+    /// The group-commit writer of the inbox.
+    pub writer: InboxWriter,
+    /// The database (readiness, metrics).
+    pub db: Db,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    fn endpoint(&self, corp_id: &str, app: &str) -> Result<&AppEndpoint, CallbackError> {
+        self.endpoints
+            .get(corp_id)
+            .and_then(|apps| apps.get(app))
+            .map(AsRef::as_ref)
+            .ok_or(CallbackError::UnknownEndpoint)
+    }
+}
+
+/// The application's routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    let max_body = state.settings.max_body_bytes;
+    Router::new()
+        .route(
+            "/wecom/callback/{corp_id}/{app}",
+            get(callback::verify_url)
+                .post(callback::receive)
+                .layer(DefaultBodyLimit::max(max_body)),
+        )
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .with_state(state)
+}

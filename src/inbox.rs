@@ -1,0 +1,285 @@
+//! The inbox: every decrypted callback, stored durably before WeCom hears "success".
+//!
+//! Intake hands rows to an [`InboxWriter`], which commits whatever arrived while the previous
+//! commit was on its way to disk as one multi-row `INSERT` (group commit): each caller still waits
+//! for *its* row to be durable, yet a burst of callbacks costs one fsync, not one each.
+
+use std::collections::HashSet;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::{QueryBuilder, Row};
+use tokio::sync::{mpsc, oneshot};
+use wecom_sdk::MessageHeader;
+
+use crate::db::{Db, StoreError};
+use crate::on_db;
+
+/// A row about to be stored.
+#[derive(Debug, Clone)]
+pub struct NewInboxRow {
+    /// The corp the callback URL belongs to.
+    pub corp_id: String,
+    /// The callback configuration's name (the `{app}` in the URL).
+    pub app: String,
+    /// `AgentID` from the envelope or the message, when present.
+    pub agent_id: Option<String>,
+    /// See [`dedup_key`].
+    pub dedup_key: String,
+    /// `MsgType` (empty when absent).
+    pub msg_type: String,
+    /// `Event`.
+    pub event: Option<String>,
+    /// `ChangeType`.
+    pub change_type: Option<String>,
+    /// `CreateTime` (unix seconds).
+    pub create_time: Option<i64>,
+    /// When we received it.
+    pub received_at_ms: i64,
+    /// The decrypted plaintext, exactly as WeCom sent it.
+    pub body: String,
+}
+
+/// The key that tells a retry from a new event (wecom-protocol §2.3): app messages by
+/// corp + agent + `MsgId`; events by SHA-256 of the whole plaintext, because `FromUserName` is `sys`
+/// and `CreateTime` has one-second resolution, so distinct events share those.
+pub fn dedup_key(header: &MessageHeader, plaintext: &[u8]) -> String {
+    if header.is_app_message() {
+        let agent = header.agent_id.as_deref().unwrap_or("");
+        let msg_id = header.msg_id.as_deref().unwrap_or("");
+        return format!("msg:{agent}:{msg_id}");
+    }
+    format!("sha256:{}", hex::encode(Sha256::digest(plaintext)))
+}
+
+/// Whether a row was new or a repeat of one already stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// The first time we saw this event.
+    New,
+    /// WeCom (or someone replaying) sent it before; nothing was added.
+    Duplicate,
+}
+
+/// Stores a batch in one statement. Returns, per row, whether it was new. Two rows of the batch
+/// with the same key count once.
+pub async fn insert_batch(db: &Db, rows: &[&NewInboxRow]) -> Result<Vec<Stored>, StoreError> {
+    let mut seen = HashSet::with_capacity(rows.len());
+    let unique: Vec<&NewInboxRow> = rows
+        .iter()
+        .copied()
+        .filter(|r| seen.insert((r.corp_id.as_str(), r.dedup_key.as_str())))
+        .collect();
+    if unique.is_empty() {
+        return Ok(Vec::new());
+    }
+    const HEAD: &str = "INSERT INTO inbox (corp_id, app, agent_id, dedup_key, msg_type, event, \
+                        change_type, create_time, received_at_ms, body) ";
+    const TAIL: &str = " ON CONFLICT (corp_id, dedup_key) DO NOTHING RETURNING corp_id, dedup_key";
+    let inserted: Vec<(String, String)> = on_db!(db, |pool| {
+        let mut qb = QueryBuilder::new(HEAD);
+        qb.push_values(unique.iter(), |mut b, r| {
+            b.push_bind(r.corp_id.as_str())
+                .push_bind(r.app.as_str())
+                .push_bind(r.agent_id.as_deref())
+                .push_bind(r.dedup_key.as_str())
+                .push_bind(r.msg_type.as_str())
+                .push_bind(r.event.as_deref())
+                .push_bind(r.change_type.as_deref())
+                .push_bind(r.create_time)
+                .push_bind(r.received_at_ms)
+                .push_bind(r.body.as_str());
+        });
+        qb.push(TAIL);
+        let rows = qb.build().fetch_all(pool).await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?
+    });
+    let mut new: HashSet<(String, String)> = inserted.into_iter().collect();
+    Ok(rows
+        .iter()
+        .map(|r| {
+            // `remove`: a second row of this batch with the same key is a duplicate of the first.
+            if new.remove(&(r.corp_id.clone(), r.dedup_key.clone())) {
+                Stored::New
+            } else {
+                Stored::Duplicate
+            }
+        })
+        .collect())
+}
+
+/// Rows in the inbox, for one corp or all.
+pub async fn count(db: &Db, corp_id: Option<&str>) -> Result<i64, StoreError> {
+    const SQL: &str = "SELECT COUNT(*) FROM inbox WHERE ($1 IS NULL OR corp_id = $1)";
+    let n = on_db!(db, |pool| sqlx::query_scalar(SQL)
+        .bind(corp_id)
+        .fetch_one(pool)
+        .await)?;
+    Ok(n)
+}
+
+/// Rows not yet processed by a worker.
+pub async fn count_pending(db: &Db) -> Result<i64, StoreError> {
+    const SQL: &str = "SELECT COUNT(*) FROM inbox WHERE state = 'pending'";
+    let n = on_db!(db, |pool| sqlx::query_scalar(SQL).fetch_one(pool).await)?;
+    Ok(n)
+}
+
+/// One stored callback, as operators see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct InboxEntry {
+    /// Row id.
+    pub id: i64,
+    /// Corp.
+    pub corp_id: String,
+    /// Callback configuration name.
+    pub app: String,
+    /// Agent id, when the callback carried one.
+    pub agent_id: Option<String>,
+    /// De-duplication key.
+    pub dedup_key: String,
+    /// `MsgType`.
+    pub msg_type: String,
+    /// `Event`.
+    pub event: Option<String>,
+    /// `ChangeType`.
+    pub change_type: Option<String>,
+    /// `CreateTime`, unix seconds.
+    pub create_time: Option<i64>,
+    /// Received, epoch ms.
+    pub received_at_ms: i64,
+    /// `pending`, later `done` / `dead`.
+    pub state: String,
+    /// Processing attempts so far.
+    pub attempts: i32,
+    /// The decrypted plaintext (only filled by [`get`]).
+    pub body: Option<String>,
+}
+
+/// The newest `limit` rows, newest first.
+pub async fn list(
+    db: &Db,
+    corp_id: Option<&str>,
+    limit: i64,
+) -> Result<Vec<InboxEntry>, StoreError> {
+    const SQL: &str = "SELECT id, corp_id, app, agent_id, dedup_key, msg_type, event, change_type, \
+                       create_time, received_at_ms, state, attempts, NULL AS body FROM inbox \
+                       WHERE ($1 IS NULL OR corp_id = $1) ORDER BY id DESC LIMIT $2";
+    let rows = on_db!(db, |pool| sqlx::query_as(SQL)
+        .bind(corp_id)
+        .bind(limit)
+        .fetch_all(pool)
+        .await)?;
+    Ok(rows)
+}
+
+/// One row with its plaintext.
+pub async fn get(db: &Db, id: i64) -> Result<InboxEntry, StoreError> {
+    const SQL: &str = "SELECT id, corp_id, app, agent_id, dedup_key, msg_type, event, change_type, \
+                       create_time, received_at_ms, state, attempts, body FROM inbox WHERE id = $1";
+    let row = on_db!(db, |pool| sqlx::query_as(SQL)
+        .bind(id)
+        .fetch_one(pool)
+        .await)?;
+    Ok(row)
+}
+
+/// Whether a row with this key exists (for tests and the durability check).
+pub async fn contains(db: &Db, corp_id: &str, dedup_key: &str) -> Result<bool, StoreError> {
+    const SQL: &str = "SELECT COUNT(*) FROM inbox WHERE corp_id = $1 AND dedup_key = $2";
+    let n: i64 = on_db!(db, |pool| sqlx::query_scalar(SQL)
+        .bind(corp_id)
+        .bind(dedup_key)
+        .fetch_one(pool)
+        .await)?;
+    Ok(n > 0)
+}
+
+type Reply = oneshot::Sender<Result<Stored, WriteError>>;
+
+/// A write that did not happen. Cheap to clone to every caller of a failed batch.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    /// The database is down or overloaded: answer 503, WeCom retries.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The database refused the row.
+    #[error("database refused the row: {0}")]
+    Refused(String),
+    /// The writer has shut down.
+    #[error("inbox writer stopped")]
+    Stopped,
+}
+
+impl From<StoreError> for WriteError {
+    fn from(e: StoreError) -> Self {
+        let detail =
+            std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string);
+        if e.is_unavailable() {
+            Self::Unavailable(detail)
+        } else {
+            Self::Refused(detail)
+        }
+    }
+}
+
+/// The group-commit writer. Cloning shares the one writer task.
+#[derive(Debug, Clone)]
+pub struct InboxWriter {
+    tx: mpsc::Sender<(NewInboxRow, Reply)>,
+}
+
+impl InboxWriter {
+    /// Starts the writer task. `max_batch` bounds the rows of one commit. The task ends when every
+    /// clone of the writer is dropped, after committing what it was handed.
+    pub fn spawn(db: Db, max_batch: usize) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(max_batch.max(1) * 4);
+        let task = tokio::spawn(run_writer(db, rx, max_batch.max(1)));
+        (Self { tx }, task)
+    }
+
+    /// Stores one row and returns once it is durable (committed), or with the reason it is not.
+    pub async fn store(&self, row: NewInboxRow) -> Result<Stored, WriteError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send((row, reply))
+            .await
+            .map_err(|_| WriteError::Stopped)?;
+        answer.await.map_err(|_| WriteError::Stopped)?
+    }
+}
+
+async fn run_writer(db: Db, mut rx: mpsc::Receiver<(NewInboxRow, Reply)>, max_batch: usize) {
+    let mut batch: Vec<(NewInboxRow, Reply)> = Vec::with_capacity(max_batch);
+    while rx.recv_many(&mut batch, max_batch).await > 0 {
+        metrics::histogram!("scrm_inbox_batch_rows").record(batch.len() as f64);
+        let rows: Vec<&NewInboxRow> = batch.iter().map(|(row, _)| row).collect();
+        match insert_batch(&db, &rows).await {
+            Ok(outcomes) => {
+                for ((_, reply), outcome) in batch.drain(..).zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(e) if e.is_unavailable() => {
+                tracing::error!(error = %e, cause = ?std::error::Error::source(&e), rows = batch.len(), "inbox batch not stored");
+                let err = WriteError::from(e);
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(err.clone()));
+                }
+            }
+            Err(e) => {
+                // One bad row must not fail its neighbours: store them one by one.
+                tracing::warn!(error = %e, cause = ?std::error::Error::source(&e), rows = batch.len(), "inbox batch refused; retrying rows singly");
+                for (row, reply) in batch.drain(..) {
+                    let outcome = insert_batch(&db, &[&row])
+                        .await
+                        .map_err(WriteError::from)
+                        .and_then(|o| o.first().copied().ok_or(WriteError::Stopped));
+                    let _ = reply.send(outcome);
+                }
+            }
+        }
+    }
+}

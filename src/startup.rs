@@ -1,0 +1,80 @@
+//! Wiring: open the database, apply migrations, start the inbox writer, serve HTTP until shutdown.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::http::{self, AppState};
+use crate::inbox::InboxWriter;
+use crate::telemetry;
+
+/// Opens the configured database and applies migrations.
+pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
+    let url = config.effective_database_url();
+    let db = Db::connect(&url)
+        .await
+        .with_context(|| format!("cannot open the database ({})", redact_url(&url)))?;
+    db.migrate()
+        .await
+        .context("cannot apply database migrations")?;
+    Ok(db)
+}
+
+/// Serves until `shutdown` resolves, then finishes in-flight requests and commits before returning.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let db = open_database(&config).await?;
+    if config.corps.is_empty() {
+        tracing::warn!(
+            "no corp configured: callbacks will answer 404. Add a [[corps]] section with its [[corps.apps]] to scrm.toml (see deploy/scrm.example.toml)"
+        );
+    }
+    let (writer, writer_task) = InboxWriter::spawn(db.clone(), config.callback.max_batch);
+    let mut endpoints: HashMap<String, HashMap<String, _>> = HashMap::new();
+    for ((corp, app), endpoint) in config.endpoints() {
+        endpoints.entry(corp).or_default().insert(app, endpoint);
+    }
+    let state = Arc::new(AppState {
+        endpoints,
+        settings: config.callback.clone(),
+        writer,
+        db: db.clone(),
+        metrics: telemetry::metrics_handle(),
+    });
+    let addr = listener.local_addr().ok();
+    tracing::info!(addr = ?addr, backend = db.backend(), corps = config.corps.len(), "serving");
+    for corp in &config.corps {
+        for app in &corp.apps {
+            tracing::info!(corp_id = %corp.corp_id, app = %app.name, path = %format!("/wecom/callback/{}/{}", corp.corp_id, app.name), "callback URL");
+        }
+    }
+    axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("HTTP server failed")?;
+    // The router (and with it every writer handle) is gone: the writer drains and stops.
+    writer_task.await.context("inbox writer panicked")?;
+    db.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}://{}:***@{}", &url[..scheme_end], user, &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}

@@ -1,0 +1,229 @@
+//! The outer layer of a callback: the POST body (`<xml><ToUserName/><Encrypt/><AgentID/></xml>`,
+//! or its JSON twin) and the header fields of the decrypted message inside it.
+
+use std::borrow::Cow;
+
+use crate::xml::{self, XmlError};
+
+/// Why a body or a decrypted message could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    /// The body is not UTF-8.
+    #[error("not UTF-8")]
+    NotUtf8,
+    /// The XML is malformed or refused (see [`XmlError`]).
+    #[error(transparent)]
+    Xml(#[from] XmlError),
+    /// The JSON is malformed or not an object.
+    #[error("malformed JSON: {0}")]
+    Json(String),
+    /// The body has no `Encrypt` element (-40002 in the official samples).
+    #[error("no Encrypt element")]
+    NoEncrypt,
+}
+
+/// A callback body as WeCom posts it. Only `encrypt` is covered by the signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope<'a> {
+    /// The corp id (or suite id for third-party instruction callbacks); informational only.
+    pub to_user_name: Option<Cow<'a, str>>,
+    /// The base64 ciphertext, exactly as sent (no trimming: it is what was signed).
+    pub encrypt: Cow<'a, str>,
+    /// The receiving app's agent id; may be absent or empty.
+    pub agent_id: Option<Cow<'a, str>>,
+}
+
+/// Reads a POST body: XML, or JSON when the first non-blank byte is `{`.
+pub fn parse_envelope(body: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
+    let text = std::str::from_utf8(body).map_err(|_| EnvelopeError::NotUtf8)?;
+    if text.trim_start().starts_with('{') {
+        return parse_json_envelope(text);
+    }
+    let mut to_user_name = None;
+    let mut encrypt = None;
+    let mut agent_id = None;
+    xml::walk(text, |leaf| {
+        if leaf.path.len() != 1 {
+            return;
+        }
+        match leaf.name() {
+            "ToUserName" => to_user_name = Some(leaf.text),
+            "Encrypt" => encrypt = Some(leaf.text),
+            "AgentID" => agent_id = Some(leaf.text),
+            _ => {}
+        }
+    })?;
+    Ok(Envelope {
+        to_user_name,
+        encrypt: encrypt.ok_or(EnvelopeError::NoEncrypt)?,
+        agent_id,
+    })
+}
+
+fn parse_json_envelope(text: &str) -> Result<Envelope<'static>, EnvelopeError> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| EnvelopeError::Json(e.to_string()))?;
+    let object = value
+        .as_object()
+        .ok_or_else(|| EnvelopeError::Json("not an object".into()))?;
+    // The official JSON samples disagree on case (`encrypt` vs `Encrypt`): accept both.
+    let field = |name: &str| {
+        object
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| json_scalar(v))
+            .map(Cow::Owned)
+    };
+    Ok(Envelope {
+        to_user_name: field("tousername"),
+        encrypt: field("encrypt").ok_or(EnvelopeError::NoEncrypt)?,
+        agent_id: field("agentid"),
+    })
+}
+
+fn json_scalar(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The header every decrypted message carries; enough to route, de-duplicate and index it.
+/// The typed event is read later from the stored plaintext (see [`crate::event`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageHeader {
+    /// `ToUserName`: the corp id.
+    pub to_user_name: String,
+    /// `FromUserName`: `sys` for system events, the staff userid for app messages.
+    pub from_user_name: String,
+    /// `CreateTime` in unix seconds, when present and numeric.
+    pub create_time: Option<i64>,
+    /// `MsgType`: `event`, `text`, `image`…; empty when absent (third-party suite callbacks).
+    pub msg_type: String,
+    /// `Event`, for `MsgType=event`.
+    pub event: Option<String>,
+    /// `ChangeType`, for the `change_*` events.
+    pub change_type: Option<String>,
+    /// `MsgId`, for app messages.
+    pub msg_id: Option<String>,
+    /// `AgentID`, for app messages and some events.
+    pub agent_id: Option<String>,
+}
+
+impl MessageHeader {
+    /// True for messages a user sent to an app (they carry a `MsgId` and are de-duplicated by it).
+    pub fn is_app_message(&self) -> bool {
+        self.msg_type != "event" && self.msg_id.as_deref().is_some_and(|id| !id.is_empty())
+    }
+}
+
+/// Reads the header of a decrypted message (XML, or JSON when it starts with `{`). The whole
+/// document is checked, so a malformed one is refused here, before anything is stored.
+pub fn parse_header(plaintext: &[u8]) -> Result<MessageHeader, EnvelopeError> {
+    let text = std::str::from_utf8(plaintext).map_err(|_| EnvelopeError::NotUtf8)?;
+    if text.trim_start().starts_with('{') {
+        return parse_json_header(text);
+    }
+    let mut header = MessageHeader::default();
+    xml::walk(text, |leaf| {
+        if leaf.path.len() != 1 {
+            return;
+        }
+        let value = || leaf.text.to_string();
+        match leaf.name() {
+            "ToUserName" => header.to_user_name = value(),
+            "FromUserName" => header.from_user_name = value(),
+            "CreateTime" => header.create_time = leaf.text.trim().parse().ok(),
+            "MsgType" => header.msg_type = value(),
+            "Event" => header.event = Some(value()),
+            "ChangeType" => header.change_type = Some(value()),
+            "MsgId" => header.msg_id = Some(value()),
+            "AgentID" => header.agent_id = Some(value()),
+            _ => {}
+        }
+    })?;
+    Ok(header)
+}
+
+fn parse_json_header(text: &str) -> Result<MessageHeader, EnvelopeError> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| EnvelopeError::Json(e.to_string()))?;
+    let object = value
+        .as_object()
+        .ok_or_else(|| EnvelopeError::Json("not an object".into()))?;
+    let field = |name: &str| {
+        object
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| json_scalar(v))
+    };
+    Ok(MessageHeader {
+        to_user_name: field("ToUserName").unwrap_or_default(),
+        from_user_name: field("FromUserName").unwrap_or_default(),
+        create_time: field("CreateTime").and_then(|t| t.parse().ok()),
+        msg_type: field("MsgType").unwrap_or_default(),
+        event: field("Event"),
+        change_type: field("ChangeType"),
+        msg_id: field("MsgId"),
+        agent_id: field("AgentID"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_xml_envelope_with_whitespace_between_elements() {
+        let body = b"<xml><ToUserName><![CDATA[ww1]]></ToUserName>\n<Encrypt><![CDATA[abc+/=]]></Encrypt>\n<AgentID><![CDATA[1000002]]></AgentID>\n</xml>";
+        let env = parse_envelope(body).unwrap();
+        assert_eq!(env.encrypt, "abc+/=");
+        assert_eq!(env.to_user_name.as_deref(), Some("ww1"));
+        assert_eq!(env.agent_id.as_deref(), Some("1000002"));
+    }
+
+    #[test]
+    fn reads_json_envelope_in_either_case() {
+        let lower =
+            parse_envelope(br#"{"tousername":"ww1","encrypt":"abc","agentid":218}"#).unwrap();
+        assert_eq!(
+            (lower.encrypt.as_ref(), lower.agent_id.as_deref()),
+            ("abc", Some("218"))
+        );
+        let upper =
+            parse_envelope(br#"{"ToUserName":"ww1","Encrypt":"abc","AgentID":218}"#).unwrap();
+        assert_eq!(upper.encrypt, "abc");
+    }
+
+    #[test]
+    fn envelope_without_encrypt_is_refused() {
+        assert_eq!(
+            parse_envelope(b"<xml><ToUserName>x</ToUserName></xml>"),
+            Err(EnvelopeError::NoEncrypt)
+        );
+        assert!(matches!(
+            parse_envelope(b"<xml><Encrypt>"),
+            Err(EnvelopeError::Xml(_))
+        ));
+        assert!(matches!(
+            parse_envelope(b"{\"encrypt\":"),
+            Err(EnvelopeError::Json(_))
+        ));
+        assert_eq!(parse_envelope(&[0xff, 0xfe]), Err(EnvelopeError::NotUtf8));
+    }
+
+    #[test]
+    fn header_of_event_and_app_message() {
+        let ev = parse_header(b"<xml><ToUserName><![CDATA[ww1]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName><CreateTime>1700000000</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[change_external_contact]]></Event><ChangeType>del_external_contact</ChangeType><UserID>zhangsan</UserID></xml>").unwrap();
+        assert_eq!(ev.msg_type, "event");
+        assert_eq!(ev.event.as_deref(), Some("change_external_contact"));
+        assert_eq!(ev.change_type.as_deref(), Some("del_external_contact"));
+        assert_eq!(ev.create_time, Some(1_700_000_000));
+        assert!(!ev.is_app_message());
+        let msg = parse_header("<xml><ToUserName>ww1</ToUserName><FromUserName>lisi</FromUserName><CreateTime>1</CreateTime><MsgType>text</MsgType><Content>你好</Content><MsgId>7382910012345678901</MsgId><AgentID>1000002</AgentID></xml>".as_bytes()).unwrap();
+        assert!(msg.is_app_message());
+        assert_eq!(msg.msg_id.as_deref(), Some("7382910012345678901"));
+        assert_eq!(msg.agent_id.as_deref(), Some("1000002"));
+    }
+}

@@ -1,0 +1,20 @@
+//! The WeCom (企业微信) protocol and nothing else: callback crypto, the callback envelope and
+//! message header, typed callback events, and the
+//! sender side (signed requests exactly as WeCom sends them) for self-tests, benchmarks and tests.
+//!
+//! No database and no web framework live here; the server crate builds on these types.
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod crypto;
+pub mod envelope;
+pub mod event;
+pub mod ids;
+pub mod secret;
+pub mod sender;
+pub mod xml;
+
+pub use crypto::{CallbackCrypto, CryptoError, Decrypted};
+pub use envelope::{Envelope, EnvelopeError, MessageHeader, parse_envelope, parse_header};
+pub use ids::{CorpId, IdError};
+pub use secret::Secret;
