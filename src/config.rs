@@ -90,6 +90,7 @@ struct RawCallback {
     max_body_bytes: Option<usize>,
     timestamp_window_secs: Option<u64>,
     max_batch: Option<usize>,
+    store_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,6 +120,9 @@ pub struct CallbackSettings {
     pub timestamp_window_secs: u64,
     /// Most rows committed together by the inbox writer.
     pub max_batch: usize,
+    /// Longest wait for the durable write before answering 503 (WeCom gives up after 5 s and
+    /// retries; a write that lands late is then recognised as a duplicate).
+    pub store_timeout_ms: u64,
 }
 
 impl Default for CallbackSettings {
@@ -127,6 +131,7 @@ impl Default for CallbackSettings {
             max_body_bytes: 1024 * 1024,
             timestamp_window_secs: 600,
             max_batch: 512,
+            store_timeout_ms: 4000,
         }
     }
 }
@@ -252,9 +257,19 @@ impl Config {
                 .or(raw.callback.timestamp_window_secs)
                 .unwrap_or(defaults.timestamp_window_secs),
             max_batch: raw.callback.max_batch.unwrap_or(defaults.max_batch),
+            store_timeout_ms: raw
+                .callback
+                .store_timeout_ms
+                .unwrap_or(defaults.store_timeout_ms),
         };
         if callback.max_body_bytes < 1024 {
             return Err(invalid("callback.max_body_bytes", "must be at least 1024"));
+        }
+        if !(10..=4500).contains(&callback.store_timeout_ms) {
+            return Err(invalid(
+                "callback.store_timeout_ms",
+                "must be between 10 and 4500 (WeCom waits 5 s)",
+            ));
         }
         if !(1..=4096).contains(&callback.max_batch) {
             return Err(invalid("callback.max_batch", "must be between 1 and 4096"));

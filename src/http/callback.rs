@@ -6,12 +6,11 @@
 //! and stores nothing.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use wecom_sdk::{CryptoError, EnvelopeError, parse_envelope, parse_header};
@@ -197,10 +196,11 @@ pub async fn receive(
     State(state): State<Arc<AppState>>,
     Path((corp_id, app)): Path<(String, String)>,
     query: Result<Query<CallbackQuery>, axum::extract::rejection::QueryRejection>,
-    body: Result<Bytes, BytesRejection>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Response {
     let started = Instant::now();
-    let result = receive_inner(&state, &corp_id, &app, query, body).await;
+    let result = receive_inner(&state, &corp_id, &app, query, &headers, body).await;
     let outcome = match result {
         Ok(Stored::New) => Ok("stored"),
         Ok(Stored::Duplicate) => Ok("duplicate"),
@@ -227,19 +227,13 @@ async fn receive_inner(
     corp_id: &str,
     app: &str,
     query: Result<Query<CallbackQuery>, axum::extract::rejection::QueryRejection>,
-    body: Result<Bytes, BytesRejection>,
+    headers: &HeaderMap,
+    body: Body,
 ) -> Result<Stored, CallbackError> {
     let endpoint = state.endpoint(corp_id, app)?;
     let Query(q) = query.map_err(|_| CallbackError::MalformedQuery)?;
     let (signature, timestamp, nonce) = signature_params(state, &q)?;
-    let body = body.map_err(|e| match e {
-        BytesRejection::FailedToBufferBody(inner)
-            if inner.status() == StatusCode::PAYLOAD_TOO_LARGE =>
-        {
-            CallbackError::TooLarge(state.settings.max_body_bytes)
-        }
-        _ => CallbackError::BodyRead,
-    })?;
+    let body = read_body(headers, body, state.settings.max_body_bytes).await?;
     let envelope = parse_envelope(&body).map_err(CallbackError::Envelope)?;
     let plaintext = endpoint
         .crypto
@@ -269,7 +263,35 @@ async fn receive_inner(
         received_at_ms: crate::db::now_ms(),
         body,
     };
-    state.writer.store(row).await.map_err(CallbackError::Store)
+    let deadline = Duration::from_millis(state.settings.store_timeout_ms);
+    match tokio::time::timeout(deadline, state.writer.store(row)).await {
+        Ok(stored) => stored.map_err(CallbackError::Store),
+        Err(_) => Err(CallbackError::Store(WriteError::Unavailable(format!(
+            "not durable within {} ms",
+            state.settings.store_timeout_ms
+        )))),
+    }
+}
+
+/// Reads the body, refusing a declared length over `limit` before reading anything and an
+/// undeclared one as soon as it crosses `limit`.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, CallbackError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(CallbackError::TooLarge(limit));
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            CallbackError::TooLarge(limit)
+        } else {
+            CallbackError::BodyRead
+        }
+    })
 }
 
 /// Reads and checks `msg_signature`, `timestamp` and `nonce`, including the timestamp window.

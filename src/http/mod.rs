@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -44,13 +43,10 @@ impl AppState {
 
 /// The application's routes.
 pub fn router(state: Arc<AppState>) -> Router {
-    let max_body = state.settings.max_body_bytes;
     Router::new()
         .route(
             "/wecom/callback/{corp_id}/{app}",
-            get(callback::verify_url)
-                .post(callback::receive)
-                .layer(DefaultBodyLimit::max(max_body)),
+            get(callback::verify_url).post(callback::receive),
         )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

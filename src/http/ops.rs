@@ -27,15 +27,17 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-/// Prometheus text format. The inbox gauge is read at scrape time, so it is never stale.
+/// Prometheus text format. The inbox size is read from this instance's database at scrape time
+/// (not kept in the process-wide recorder), so it is never stale.
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let mut text = state.metrics.render();
     match tokio::time::timeout(Duration::from_secs(2), inbox::count_pending(&state.db)).await {
-        Ok(Ok(n)) => metrics::gauge!("scrm_inbox_pending").set(n as f64),
+        Ok(Ok(n)) => {
+            text.push_str("# HELP scrm_inbox_pending Stored callbacks not yet processed.\n");
+            text.push_str("# TYPE scrm_inbox_pending gauge\n");
+            text.push_str(&format!("scrm_inbox_pending {n}\n"));
+        }
         _ => tracing::warn!("metrics: inbox size unavailable"),
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -16,5 +16,6 @@ pub mod xml;
 
 pub use crypto::{CallbackCrypto, CryptoError, Decrypted};
 pub use envelope::{Envelope, EnvelopeError, MessageHeader, parse_envelope, parse_header};
+pub use event::{CallbackEvent, EventError, ParsedEvent, parse_event};
 pub use ids::{CorpId, IdError};
 pub use secret::Secret;

@@ -1,0 +1,291 @@
+//! Shared test harness: a fresh database per test (temp SQLite file or a UUID-named PostgreSQL
+//! database), the real router served on port 0 through `scrm::serve`, and WeCom's side of a
+//! callback (signed, encrypted requests) from `wecom_sdk::sender`.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use scrm::config::Config;
+use scrm::db::Db;
+use tokio::sync::oneshot;
+use wecom_sdk::sender::{self, CallbackRequest};
+use wecom_sdk::{CallbackCrypto, parse_header};
+
+/// Official key set B (wecom-protocol §1.11): the test corp and its "contacts" app.
+pub const CORP: &str = "ww1436e0e65a779aee";
+pub const TOKEN: &str = "hJqcu3uJ9Tn2gXPmxx2w9kkCkCE2EPYo";
+pub const KEY: &str = "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt";
+/// A second configuration of the same corp with its own Token/key (set A's values).
+pub const ARCHIVE_TOKEN: &str = "QDG6eK";
+pub const ARCHIVE_KEY: &str = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C";
+
+/// PostgreSQL server used by the tests; it must be running (CI starts it).
+pub fn pg_admin_url() -> String {
+    std::env::var("SCRM_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Emits one `#[tokio::test]` per backend for each named `async fn(Backend)`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::common::Backend::Sqlite).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name($crate::common::Backend::Postgres).await;
+            }
+        }
+    )*};
+}
+
+/// A fresh, empty database of the given backend. Keeps the temp folder alive.
+pub struct TestDb {
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    pub pg_name: Option<String>,
+}
+
+impl TestDb {
+    pub async fn create(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        match backend {
+            Backend::Sqlite => {
+                let url = format!("sqlite://{}", dir.path().join("scrm.db").display());
+                Self {
+                    url,
+                    dir,
+                    pg_name: None,
+                }
+            }
+            Backend::Postgres => {
+                let admin = pg_admin_url();
+                let name = format!("scrm_test_{}", uuid::Uuid::new_v4().simple());
+                let db = Db::connect(&admin).await.unwrap_or_else(|e| {
+                    panic!("PostgreSQL is required for the tests and is not reachable at {admin}: {e:?}")
+                });
+                let Db::Postgres(pool) = &db else {
+                    unreachable!()
+                };
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(pool)
+                    .await
+                    .expect("create test database");
+                db.close().await;
+                let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+                Self {
+                    url: format!("{base}/{name}"),
+                    dir,
+                    pg_name: Some(name),
+                }
+            }
+        }
+    }
+
+    pub async fn connect(&self) -> Db {
+        let db = Db::connect(&self.url).await.expect("connect test database");
+        db.migrate().await.expect("migrate");
+        db
+    }
+
+    /// Drops the PostgreSQL database (the SQLite file goes with the temp folder).
+    pub async fn drop_database(&self) {
+        if let Some(name) = &self.pg_name {
+            let admin = Db::connect(&pg_admin_url())
+                .await
+                .expect("admin connection");
+            if let Db::Postgres(pool) = &admin {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(pool)
+                .await;
+            }
+            admin.close().await;
+        }
+    }
+}
+
+pub fn config_toml(db_url: &str, extra_callback: &str) -> String {
+    format!(
+        r#"
+listen = "127.0.0.1:0"
+database_url = "{db_url}"
+[callback]
+{extra_callback}
+[[corps]]
+corp_id = "{CORP}"
+[[corps.apps]]
+name = "contacts"
+token = "{TOKEN}"
+encoding_aes_key = "{KEY}"
+[[corps.apps]]
+name = "archive"
+token = "{ARCHIVE_TOKEN}"
+encoding_aes_key = "{ARCHIVE_KEY}"
+agent_id = 2000004
+"#
+    )
+}
+
+pub struct TestApp {
+    pub base_url: String,
+    pub client: reqwest::Client,
+    pub db: Db,
+    pub test_db: TestDb,
+    pub crypto: CallbackCrypto,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, "").await
+    }
+
+    /// `extra_callback`: lines for the `[callback]` table (e.g. `timestamp_window_secs = 0`).
+    pub async fn spawn_with(backend: Backend, extra_callback: &str) -> Self {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let test_db = TestDb::create(backend).await;
+        let config = Config::from_toml(&config_toml(&test_db.url, extra_callback), &HashMap::new())
+            .expect("test config");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(scrm::serve(config, listener, async {
+            let _ = rx.await;
+        }));
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("client");
+        let base_url = format!("http://{addr}");
+        // serve() migrates before it accepts; wait until it answers.
+        for _ in 0..200 {
+            if client
+                .get(format!("{base_url}/healthz"))
+                .send()
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let db = test_db.connect().await;
+        Self {
+            base_url,
+            client,
+            db,
+            test_db,
+            crypto: CallbackCrypto::new(TOKEN, KEY, CORP).expect("crypto"),
+            shutdown: Some(tx),
+            server: Some(server),
+        }
+    }
+
+    pub fn callback_url(&self, app: &str) -> String {
+        format!("{}/wecom/callback/{CORP}/{app}", self.base_url)
+    }
+
+    /// A signed POST of `plaintext` for the "contacts" app, with a fresh timestamp and nonce.
+    pub fn event_request(&self, plaintext: &str) -> CallbackRequest {
+        let now = chrono::Utc::now().timestamp().to_string();
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        sender::event(&self.crypto, plaintext, &now, &nonce, None)
+    }
+
+    pub async fn post(&self, app: &str, request: &CallbackRequest) -> reqwest::Response {
+        self.client
+            .post(format!("{}?{}", self.callback_url(app), request.query))
+            .header("content-type", "text/xml")
+            .body(request.body.clone().unwrap_or_default())
+            .send()
+            .await
+            .expect("POST callback")
+    }
+
+    pub async fn post_callback(&self, request: &CallbackRequest) -> reqwest::Response {
+        self.post("contacts", request).await
+    }
+
+    pub async fn post_raw(
+        &self,
+        app: &str,
+        query: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.client
+            .post(format!("{}?{query}", self.callback_url(app)))
+            .body(body)
+            .send()
+            .await
+            .expect("POST callback")
+    }
+
+    pub async fn get_callback(&self, app: &str, query: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}?{query}", self.callback_url(app)))
+            .send()
+            .await
+            .expect("GET callback")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.base_url))
+            .send()
+            .await
+            .expect("GET")
+    }
+
+    pub async fn inbox_count(&self) -> i64 {
+        scrm::inbox::count(&self.db, None).await.expect("count")
+    }
+
+    /// Stops the server gracefully (in-flight requests finish); the database stays.
+    pub async fn shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server result");
+        }
+    }
+
+    /// Stops the server and drops the test database.
+    pub async fn stop(mut self) {
+        self.shutdown().await;
+        self.db.close().await;
+        self.test_db.drop_database().await;
+    }
+}
+
+/// A realistic `change_external_contact` event (≈ 600 bytes with Chinese text); `n` makes it unique.
+pub fn add_contact_event(n: u64, create_time: i64) -> String {
+    format!(
+        "<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>\
+<CreateTime>{create_time}</CreateTime><MsgType><![CDATA[event]]></MsgType>\
+<Event><![CDATA[change_external_contact]]></Event><ChangeType><![CDATA[add_external_contact]]></ChangeType>\
+<UserID><![CDATA[zhangsan]]></UserID><ExternalUserID><![CDATA[wmQ2pCAAAA{n:022}]]></ExternalUserID>\
+<State><![CDATA[展会二号展位-华东区-{n}]]></State><WelcomeCode><![CDATA[CALLBACK_CODE_{n:016x}]]></WelcomeCode></xml>"
+    )
+}
+
+/// The dedup key the server computes for a plaintext.
+pub fn dedup_key_of(plaintext: &str) -> String {
+    let header = parse_header(plaintext.as_bytes()).expect("test plaintext parses");
+    scrm::inbox::dedup_key(&header, plaintext.as_bytes())
+}
