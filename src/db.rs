@@ -158,3 +158,42 @@ impl Db {
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    fn names(backend: &str) -> Vec<String> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("migrations")
+            .join(backend);
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("migrations folder")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn both_backends_have_the_same_migrations() {
+        let sqlite = names("sqlite");
+        assert!(!sqlite.is_empty());
+        assert_eq!(sqlite, names("postgres"));
+    }
+
+    #[test]
+    fn transient_codes_are_recognised() {
+        assert!(super::is_transient_code(Some("5")), "SQLITE_BUSY");
+        assert!(super::is_transient_code(Some("57P01")), "admin shutdown");
+        assert!(
+            super::is_transient_code(Some("53300")),
+            "too many connections"
+        );
+        assert!(
+            !super::is_transient_code(Some("23505")),
+            "unique violation is not transient"
+        );
+        assert!(!super::is_transient_code(None));
+    }
+}

@@ -1,0 +1,361 @@
+//! The `scrm` command line, run as a real process.
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{Backend, CORP, KEY, TestApp, TestDb, add_contact_event, config_toml};
+
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+async fn scrm(dir: &Path, args: &[&str]) -> Output {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_scrm"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("SCRM_CONFIG")
+        .env_remove("SCRM_DATABASE_URL")
+        .env("SCRM_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run scrm");
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+async fn inbox_commands_show_what_was_stored(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    for n in 0..3 {
+        let response = app
+            .post_callback(&app.event_request(&add_contact_event(n, now())))
+            .await;
+        assert_eq!(response.status(), 200);
+    }
+    let dir = app.test_db.dir.path();
+    let url = app.test_db.url.clone();
+
+    let count = scrm(dir, &["--database-url", &url, "inbox", "count"]).await;
+    assert_eq!(
+        (count.code, count.stdout.as_str()),
+        (0, "3\n"),
+        "{}",
+        count.stderr
+    );
+    let other = scrm(
+        dir,
+        &[
+            "--database-url",
+            &url,
+            "inbox",
+            "count",
+            "--corp",
+            "wwother",
+        ],
+    )
+    .await;
+    assert_eq!(other.stdout, "0\n");
+
+    let list = scrm(
+        dir,
+        &[
+            "--database-url",
+            &url,
+            "inbox",
+            "list",
+            "--json",
+            "--limit",
+            "2",
+        ],
+    )
+    .await;
+    assert_eq!(list.code, 0, "{}", list.stderr);
+    let rows: Vec<serde_json::Value> = list
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["corp_id"], CORP);
+    assert_eq!(rows[0]["change_type"], "add_external_contact");
+    let id = rows[0]["id"].as_i64().expect("id");
+
+    let table = scrm(dir, &["--database-url", &url, "inbox", "list"]).await;
+    assert!(
+        table
+            .stdout
+            .contains("event/change_external_contact/add_external_contact"),
+        "{}",
+        table.stdout
+    );
+
+    let show = scrm(
+        dir,
+        &["--database-url", &url, "inbox", "show", &id.to_string()],
+    )
+    .await;
+    assert_eq!(show.code, 0);
+    assert!(
+        show.stdout.contains("<ExternalUserID><![CDATA[wmQ2pCAAAA"),
+        "{}",
+        show.stdout
+    );
+    let show_json = scrm(
+        dir,
+        &[
+            "--database-url",
+            &url,
+            "inbox",
+            "show",
+            &id.to_string(),
+            "--json",
+        ],
+    )
+    .await;
+    let row: serde_json::Value = serde_json::from_str(&show_json.stdout).expect("JSON");
+    assert!(
+        row["body"]
+            .as_str()
+            .is_some_and(|b| b.contains("展会二号展位"))
+    );
+
+    let missing = scrm(dir, &["--database-url", &url, "inbox", "show", "999999"]).await;
+    assert_eq!(missing.code, 1);
+    assert!(missing.stderr.contains("999999"));
+    app.stop().await;
+}
+
+async fn selftest_passes_against_a_correct_server_and_names_the_fault_otherwise(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let dir = app.test_db.dir.path();
+    let good = dir.join("good.toml");
+    std::fs::write(&good, config_toml(&app.test_db.url, "")).expect("config");
+    let good = good.to_string_lossy().into_owned();
+
+    let pass = scrm(
+        dir,
+        &[
+            "--config",
+            &good,
+            "callback",
+            "selftest",
+            "--url",
+            &app.base_url,
+            "--corp",
+            CORP,
+            "--app",
+            "contacts",
+        ],
+    )
+    .await;
+    assert_eq!(pass.code, 0, "{}{}", pass.stdout, pass.stderr);
+    assert!(pass.stdout.contains("全部通过"), "{}", pass.stdout);
+    assert_eq!(
+        app.inbox_count().await,
+        1,
+        "the test event is stored like any other"
+    );
+
+    // The operator typed another Token into the WeCom console than the server has.
+    let wrong_token = config_toml(&app.test_db.url, "").replace(common::TOKEN, "SomeOtherToken");
+    let wrong = dir.join("wrong.toml");
+    std::fs::write(&wrong, wrong_token).expect("config");
+    let fail = scrm(
+        dir,
+        &[
+            "--config",
+            &wrong.to_string_lossy(),
+            "callback",
+            "selftest",
+            "--url",
+            &app.base_url,
+            "--corp",
+            CORP,
+            "--app",
+            "contacts",
+        ],
+    )
+    .await;
+    assert_eq!(fail.code, 1);
+    assert!(fail.stdout.contains("签名校验失败"), "{}", fail.stdout);
+
+    // Wrong path (unknown app on the server side).
+    let wrong_path = format!("{}/wecom/callback/{CORP}/nope", app.base_url);
+    let path = scrm(
+        dir,
+        &[
+            "--config",
+            &good,
+            "callback",
+            "selftest",
+            "--url",
+            &wrong_path,
+            "--corp",
+            CORP,
+            "--app",
+            "contacts",
+        ],
+    )
+    .await;
+    assert_eq!(path.code, 1);
+    assert!(path.stdout.contains("路径不存在"), "{}", path.stdout);
+
+    // Nothing listening.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let down = scrm(
+        dir,
+        &[
+            "--config",
+            &good,
+            "callback",
+            "selftest",
+            "--url",
+            &format!("http://127.0.0.1:{port}"),
+            "--corp",
+            CORP,
+            "--app",
+            "contacts",
+        ],
+    )
+    .await;
+    assert_eq!(down.code, 1);
+    assert!(down.stdout.contains("无法连接"), "{}", down.stdout);
+
+    // An app the config does not have.
+    let unknown = scrm(
+        dir,
+        &[
+            "--config",
+            &good,
+            "callback",
+            "selftest",
+            "--url",
+            &app.base_url,
+            "--corp",
+            CORP,
+            "--app",
+            "ghost",
+        ],
+    )
+    .await;
+    assert_eq!(unknown.code, 2);
+    assert!(unknown.stderr.contains("ghost"), "{}", unknown.stderr);
+    app.stop().await;
+}
+
+async fn migrate_applies_the_schema(backend: Backend) {
+    let test_db = TestDb::create(backend).await;
+    let out = scrm(
+        test_db.dir.path(),
+        &["--database-url", &test_db.url, "migrate"],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("migrations applied"));
+    let db = scrm::db::Db::connect(&test_db.url).await.expect("connect");
+    assert_eq!(
+        scrm::inbox::count(&db, None)
+            .await
+            .expect("inbox table exists"),
+        0
+    );
+    db.close().await;
+    test_db.drop_database().await;
+}
+
+both_backends!(
+    inbox_commands_show_what_was_stored,
+    selftest_passes_against_a_correct_server_and_names_the_fault_otherwise,
+    migrate_applies_the_schema,
+);
+
+/// A bad EncodingAESKey stops start-up with a message naming the corp, the app and the field.
+#[tokio::test]
+async fn bad_key_stops_startup_naming_corp_and_app() {
+    let dir = tempfile::tempdir().expect("dir");
+    let text = config_toml("sqlite://x.db", "").replace(KEY, "not-a-valid-key");
+    std::fs::write(dir.path().join("scrm.toml"), text).expect("config");
+    let out = scrm(dir.path(), &["serve"]).await;
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("corps[0].apps[0].encoding_aes_key"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(CORP) && out.stderr.contains("contacts"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !dir.path().join("x.db").exists(),
+        "nothing is created before the config is valid"
+    );
+}
+
+/// With no config file at all, `serve` starts on the embedded SQLite default.
+#[tokio::test]
+async fn serve_without_config_starts_on_embedded_sqlite() {
+    let dir = tempfile::tempdir().expect("dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_scrm"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .current_dir(dir.path())
+        .env_remove("SCRM_CONFIG")
+        .env_remove("SCRM_DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start");
+    let client = reqwest::Client::new();
+    let mut ready = false;
+    for _ in 0..400 {
+        if client
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(ready, "serve did not become ready");
+    assert!(
+        dir.path().join("data/scrm.db").exists(),
+        "the embedded database is created in ./data"
+    );
+    // SIGTERM: graceful shutdown, exit 0, and the log says how to add a corp.
+    let pid = child.id().expect("pid").to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("exits")
+        .expect("output");
+    assert_eq!(out.status.code(), Some(0));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("scrm.toml"), "{log}");
+}

@@ -1,0 +1,139 @@
+//! `kill -9` of the real `scrm` binary under load loses no callback it answered `success` to.
+
+mod common;
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::{Backend, CORP, TestDb, add_contact_event, config_toml, dedup_key_of};
+use tokio::sync::Mutex;
+use wecom_sdk::{CallbackCrypto, sender};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+async fn start_server(config_path: &std::path::Path, port: u16) -> tokio::process::Child {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_scrm"))
+        .arg("--config")
+        .arg(config_path)
+        .arg("serve")
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .env("SCRM_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start scrm");
+    let client = reqwest::Client::new();
+    for _ in 0..400 {
+        if client
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            return child;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("scrm did not become ready on port {port}");
+}
+
+async fn kill_9_under_load_loses_no_acknowledged_callback(backend: Backend) {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let test_db = TestDb::create(backend).await;
+    let config_path = test_db.dir.path().join("scrm.toml");
+    std::fs::write(&config_path, config_toml(&test_db.url, "")).expect("write config");
+    let port = free_port();
+    let mut server = start_server(&config_path, port).await;
+
+    let crypto = Arc::new(CallbackCrypto::new(common::TOKEN, common::KEY, CORP).expect("crypto"));
+    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let next = Arc::new(AtomicU64::new(0));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let url = format!("http://127.0.0.1:{port}/wecom/callback/{CORP}/contacts");
+    let mut senders = Vec::new();
+    for _ in 0..16 {
+        let (crypto, acknowledged, stop, next, client, url) = (
+            crypto.clone(),
+            acknowledged.clone(),
+            stop.clone(),
+            next.clone(),
+            client.clone(),
+            url.clone(),
+        );
+        senders.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                let now = chrono::Utc::now().timestamp();
+                let plaintext = add_contact_event(n, now);
+                let request =
+                    sender::event(&crypto, &plaintext, &now.to_string(), &n.to_string(), None);
+                let answer = client
+                    .post(format!("{url}?{}", request.query))
+                    .body(request.body.unwrap_or_default())
+                    .send()
+                    .await;
+                match answer {
+                    Ok(r) if r.status() == 200 => {
+                        if r.text().await.is_ok_and(|t| t == "success") {
+                            acknowledged.lock().await.push(dedup_key_of(&plaintext));
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                }
+            }
+        }));
+    }
+    // Let load build up, then pull the plug mid-flight.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.start_kill().expect("kill -9");
+    server.wait().await.expect("reap");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    for s in senders {
+        s.await.expect("sender");
+    }
+
+    let acknowledged = acknowledged.lock().await.clone();
+    assert!(
+        acknowledged.len() > 100,
+        "only {} callbacks acknowledged before the kill",
+        acknowledged.len()
+    );
+    // Restart on the same database (SQLite recovers its WAL) and check every acknowledged key.
+    let server = start_server(&config_path, port).await;
+    let db = test_db.connect().await;
+    let mut lost = Vec::new();
+    for key in &acknowledged {
+        if !scrm::inbox::contains(&db, CORP, key).await.expect("query") {
+            lost.push(key.clone());
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged callbacks lost: {:?}",
+        lost.len(),
+        acknowledged.len(),
+        &lost[..lost.len().min(5)]
+    );
+    let stored = scrm::inbox::count(&db, None).await.expect("count");
+    assert!(stored >= i64::try_from(acknowledged.len()).unwrap_or(i64::MAX));
+    drop(server);
+    db.close().await;
+    test_db.drop_database().await;
+}
+
+both_backends!(kill_9_under_load_loses_no_acknowledged_callback);
