@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: makes sure PostgreSQL is up (the tests use the real
+# server on 127.0.0.1:5432 and fail loudly without it), then runs every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+pg_url="${SCRM_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+
+if ! command -v pg_isready >/dev/null 2>&1 || ! pg_isready -h 127.0.0.1 -p 5432 -q; then
+  if ! command -v pg_ctlcluster >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test.sh: installing PostgreSQL" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  fi
+  if command -v pg_ctlcluster >/dev/null 2>&1; then
+    echo "test.sh: starting PostgreSQL" >&2
+    for version in $(ls /etc/postgresql 2>/dev/null); do
+      pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+    done
+    for _ in $(seq 1 50); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 0.2; done
+  fi
+fi
+if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+  echo "test.sh: PostgreSQL is not reachable at 127.0.0.1:5432; the PostgreSQL tests will fail." >&2
+else
+  # Databases left behind by tests that panicked in an earlier run.
+  psql "$pg_url" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'scrm_test_%' OR datname LIKE 'scrm_bench_%'" 2>/dev/null |
+    while read -r name; do psql "$pg_url" -qc "DROP DATABASE IF EXISTS $name WITH (FORCE)" >/dev/null 2>&1 || true; done
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "test.sh: installing cargo-nextest" >&2
+  cargo install cargo-nextest --locked
+fi
+
+cargo nextest run --workspace --no-fail-fast "$@"
