@@ -37,7 +37,11 @@ pub async fn serve(
             "no corp configured: callbacks will answer 404. Add a [[corps]] section with its [[corps.apps]] to scrm.toml (see deploy/scrm.example.toml)"
         );
     }
-    let (writer, writer_task) = InboxWriter::spawn(db.clone(), config.callback.max_batch);
+    let write_db = db
+        .dedicated_writer()
+        .await
+        .context("cannot open the inbox writer's connection")?;
+    let (writer, writer_task) = InboxWriter::spawn(write_db.clone(), config.callback.max_batch);
     let mut endpoints: HashMap<String, HashMap<String, _>> = HashMap::new();
     for ((corp, app), endpoint) in config.endpoints() {
         endpoints.entry(corp).or_default().insert(app, endpoint);
@@ -62,6 +66,7 @@ pub async fn serve(
         .context("HTTP server failed")?;
     // The router (and with it every writer handle) is gone: the writer drains and stops.
     writer_task.await.context("inbox writer panicked")?;
+    write_db.close().await;
     db.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -1,7 +1,8 @@
 -- The inbox: every callback WeCom sent, decrypted, stored before we answer "success".
 -- Workers (a later migration adds their columns' indexes as needed) claim rows by lease.
--- dedup_key: "msg:<agent_id>:<MsgId>" for app messages, "sha256:<hex of the plaintext>" for
--- events (WeCom's own FromUserName+CreateTime advice drops distinct events sent in one second).
+-- dedup_key: "msg:<agent_id>:<MsgId>" for app messages, "ev:<CreateTime, 10 digits>:<sha256 hex of
+-- the plaintext>" for events (WeCom's own FromUserName+CreateTime advice drops distinct events sent
+-- in one second). The time prefix keeps inserts at the right edge of the unique index.
 CREATE TABLE inbox (
     id BIGSERIAL PRIMARY KEY,
     corp_id TEXT NOT NULL,

@@ -1,0 +1,94 @@
+//! Store functions on both backends, each on a fresh database.
+
+mod common;
+
+use common::{Backend, CORP, TestDb, add_contact_event, dedup_key_of};
+use scrm::inbox::{self, NewInboxRow, Stored};
+
+fn row(n: u64) -> NewInboxRow {
+    let body = add_contact_event(n, 1_700_000_000);
+    NewInboxRow {
+        corp_id: CORP.to_owned(),
+        app: "contacts".to_owned(),
+        agent_id: None,
+        dedup_key: dedup_key_of(&body),
+        msg_type: "event".to_owned(),
+        event: Some("change_external_contact".to_owned()),
+        change_type: Some("add_external_contact".to_owned()),
+        create_time: Some(1_700_000_000),
+        received_at_ms: 1_700_000_000_123,
+        body,
+    }
+}
+
+/// A batch mixing new rows, rows stored earlier and a repeat within the batch.
+async fn insert_batch_tells_new_from_repeated_rows(backend: Backend) {
+    let test_db = TestDb::create(backend).await;
+    let db = test_db.connect().await;
+    let (a, b, c) = (row(1), row(2), row(3));
+    assert_eq!(
+        inbox::insert_batch(&db, &[&a, &b]).await.unwrap(),
+        vec![Stored::New, Stored::New]
+    );
+    let outcome = inbox::insert_batch(&db, &[&b, &c, &c, &a]).await.unwrap();
+    assert_eq!(
+        outcome,
+        vec![
+            Stored::Duplicate,
+            Stored::New,
+            Stored::Duplicate,
+            Stored::Duplicate
+        ]
+    );
+    assert_eq!(inbox::count(&db, None).await.unwrap(), 3);
+    // Another corp may carry the same key.
+    let mut other = row(1);
+    other.corp_id = "wwother".to_owned();
+    assert_eq!(
+        inbox::insert_batch(&db, &[&other]).await.unwrap(),
+        vec![Stored::New]
+    );
+    assert_eq!(inbox::count(&db, Some(CORP)).await.unwrap(), 3);
+    assert_eq!(inbox::count(&db, Some("wwother")).await.unwrap(), 1);
+    assert!(inbox::insert_batch(&db, &[]).await.unwrap().is_empty());
+    db.close().await;
+    test_db.drop_database().await;
+}
+
+/// Listing is newest first, filtered by corp; `get` returns the exact plaintext; unknown ids are NotFound.
+async fn list_and_get_return_what_was_stored(backend: Backend) {
+    let test_db = TestDb::create(backend).await;
+    let db = test_db.connect().await;
+    let rows: Vec<NewInboxRow> = (10..15).map(row).collect();
+    let refs: Vec<&NewInboxRow> = rows.iter().collect();
+    inbox::insert_batch(&db, &refs).await.unwrap();
+    let listed = inbox::list(&db, Some(CORP), 3).await.unwrap();
+    assert_eq!(listed.len(), 3);
+    assert!(listed[0].id > listed[1].id && listed[1].id > listed[2].id);
+    assert!(
+        listed
+            .iter()
+            .all(|r| r.body.is_none() && r.state == "pending" && r.attempts == 0)
+    );
+    let newest = inbox::get(&db, listed[0].id).await.unwrap();
+    assert_eq!(newest.body.as_deref(), Some(rows[4].body.as_str()));
+    assert_eq!(newest.create_time, Some(1_700_000_000));
+    assert_eq!(newest.received_at_ms, 1_700_000_000_123);
+    assert!(matches!(
+        inbox::get(&db, 987_654).await,
+        Err(scrm::db::StoreError::NotFound)
+    ));
+    assert!(
+        inbox::list(&db, Some("wwnobody"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    db.close().await;
+    test_db.drop_database().await;
+}
+
+both_backends!(
+    insert_batch_tells_new_from_repeated_rows,
+    list_and_get_return_what_was_stored
+);
