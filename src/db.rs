@@ -106,7 +106,13 @@ impl Db {
             .foreign_keys(true)
             // The dedup index is keyed by a hash, so inserts touch it at random: keep it in
             // memory (16 MiB; SQLite's default is 2 MiB).
-            .pragma("cache_size", "-16384");
+            .pragma("cache_size", "-16384")
+            // A multi-row INSERT inside a transaction keeps a statement journal: in memory, not a
+            // temp file.
+            .pragma("temp_store", "memory")
+            // Checkpoint every ~40 MiB of WAL instead of 4 MiB: pages rewritten by many commits (the
+            // right edge of each index) are copied back once per checkpoint, not once per 4 MiB.
+            .pragma("wal_autocheckpoint", "10000");
         if let Some(parent) = options.get_filename().parent()
             && !parent.as_os_str().is_empty()
         {
