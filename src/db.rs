@@ -59,28 +59,33 @@ impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
             sqlx::Error::RowNotFound => Self::NotFound,
-            sqlx::Error::Io(_)
+            sqlx::Error::Database(db) if db.is_unique_violation() => Self::Conflict(e),
+            sqlx::Error::Database(db) if is_refusal_code(db.code().as_deref()) => Self::Other(e),
+            // Everything else a database says (connection refused or dropped, shutting down, too
+            // many connections, busy, disk full…) may pass: callers answer 503 and WeCom retries.
+            sqlx::Error::Database(_)
+            | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed => Self::Unavailable(e),
-            sqlx::Error::Database(db) if db.is_unique_violation() => Self::Conflict(e),
-            sqlx::Error::Database(db) if is_transient_code(db.code().as_deref()) => {
-                Self::Unavailable(e)
-            }
             _ => Self::Other(e),
         }
     }
 }
 
-/// Database error codes that mean "try again later": SQLite busy/locked/I-O/full, PostgreSQL
-/// connection and resource classes (08, 53, 57P).
-fn is_transient_code(code: Option<&str>) -> bool {
+/// Database error codes that refuse *this* statement or row, so retrying it cannot help: SQLite
+/// SQL error, constraint, type mismatch, too big, range; PostgreSQL data exceptions (22),
+/// integrity constraints (23) and syntax or access errors (42).
+fn is_refusal_code(code: Option<&str>) -> bool {
     let Some(code) = code else { return false };
-    matches!(code, "5" | "6" | "10" | "13" | "261" | "262" | "517")
-        || code.starts_with("08")
-        || code.starts_with("53")
-        || code.starts_with("57P")
+    matches!(code, "1" | "18" | "19" | "20" | "25")
+        || code.starts_with("22")
+        || code.starts_with("23")
+        || code.starts_with("42")
+        // SQLite extended constraint codes (19 + n·256).
+        || code.parse::<u32>().is_ok_and(|c| c & 0xff == 19)
 }
 
 impl Db {
@@ -211,17 +216,22 @@ mod tests {
     }
 
     #[test]
-    fn transient_codes_are_recognised() {
-        assert!(super::is_transient_code(Some("5")), "SQLITE_BUSY");
-        assert!(super::is_transient_code(Some("57P01")), "admin shutdown");
+    fn refusals_are_told_from_outages() {
+        assert!(super::is_refusal_code(Some("23505")), "unique violation");
+        assert!(super::is_refusal_code(Some("22021")), "bad byte sequence");
         assert!(
-            super::is_transient_code(Some("53300")),
-            "too many connections"
+            super::is_refusal_code(Some("2067")),
+            "SQLITE_CONSTRAINT_UNIQUE"
+        );
+        assert!(!super::is_refusal_code(Some("5")), "SQLITE_BUSY may pass");
+        assert!(
+            !super::is_refusal_code(Some("57P01")),
+            "admin shutdown may pass"
         );
         assert!(
-            !super::is_transient_code(Some("23505")),
-            "unique violation is not transient"
+            !super::is_refusal_code(Some("55000")),
+            "not accepting connections may pass"
         );
-        assert!(!super::is_transient_code(None));
+        assert!(!super::is_refusal_code(None));
     }
 }

@@ -630,6 +630,49 @@ async fn stalled_storage_answers_503_and_the_retry_is_stored_once(backend: Backe
     app.stop().await;
 }
 
+/// PostgreSQL goes away (connections dropped, new ones refused): 503, then the retry lands once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_down_answers_503_and_recovers() {
+    let app = TestApp::spawn_with(Backend::Postgres, "store_timeout_ms = 4500").await;
+    let name = app.test_db.pg_name.clone().unwrap();
+    let admin = scrm::db::Db::connect(&common::pg_admin_url())
+        .await
+        .unwrap();
+    let scrm::db::Db::Postgres(pool) = &admin else {
+        unreachable!()
+    };
+    let run = |sql: String| async move {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(pool)
+            .await
+            .unwrap()
+    };
+    run(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).await;
+    run(format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+    ))
+    .await;
+    let request = app.event_request(&add_contact_event(12, now()));
+    let down = app.post_callback(&request).await;
+    assert_eq!(down.status(), 503);
+    assert_eq!(app.get("/readyz").await.status(), 503);
+    run(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")).await;
+    let mut status = 0;
+    for _ in 0..40 {
+        status = app.post_callback(&request).await.status().as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert_eq!(status, 200);
+    let db = app.test_db.connect().await;
+    assert_eq!(scrm::inbox::count(&db, None).await.unwrap(), 1);
+    db.close().await;
+    admin.close().await;
+    app.stop().await;
+}
+
 enum Lock {
     Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),

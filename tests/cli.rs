@@ -316,7 +316,7 @@ async fn serve_without_config_starts_on_embedded_sqlite() {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("port");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_scrm"))
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_scrm"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .current_dir(dir.path())
         .env_remove("SCRM_CONFIG")
