@@ -12,6 +12,11 @@
 //! Options: `--backend sqlite|postgres`, `--connections N`, `--events N`, `--repeat N`,
 //! `--server-core N`, `--client-core N`. PostgreSQL: `SCRM_TEST_PG_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`) names the server; a database is created and dropped.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark fails loudly"
+)]
 
 use std::process::Stdio;
 use std::sync::Arc;

@@ -1,6 +1,11 @@
 //! Black-box tests of callback intake: `/wecom/callback/{corp_id}/{app}` on the real router, on
 //! SQLite and PostgreSQL. Every refusal is checked for its status code *and* for leaving the inbox
 //! unchanged.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark fails loudly"
+)]
 
 mod common;
 

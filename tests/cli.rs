@@ -1,4 +1,9 @@
 //! The `scrm` command line, run as a real process.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark fails loudly"
+)]
 
 mod common;
 

@@ -1,4 +1,9 @@
 //! `kill -9` of the real `scrm` binary under load loses no callback it answered `success` to.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark fails loudly"
+)]
 
 mod common;
 

@@ -1,4 +1,9 @@
 //! Store functions on both backends, each on a fresh database.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark fails loudly"
+)]
 
 mod common;
 

@@ -4,12 +4,12 @@
 //! Every failure maps to the official sample's error code ([`CryptoError::code`]), so logs speak the
 //! same language as WeCom's documentation.
 
-use aes::Aes256;
+use aes::{Aes256, Aes256Dec};
 use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use cbc::cipher::inout::InOutBuf;
-use cbc::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};
+use cbc::cipher::{BlockModeDecrypt, BlockModeEncrypt, InnerIvInit, KeyInit, KeyIvInit};
 use sha1::{Digest, Sha1};
 use subtle::ConstantTimeEq;
 
@@ -90,13 +90,29 @@ pub struct Decrypted {
 
 /// `lowercase_hex(SHA1(concat(sort([token, timestamp, nonce, encrypt]))))`.
 pub fn signature(token: &str, timestamp: &str, nonce: &str, encrypt: &str) -> String {
+    signature_hex(token, timestamp, nonce, encrypt)
+        .iter()
+        .copied()
+        .map(char::from)
+        .collect()
+}
+
+/// [`signature`] as ASCII bytes on the stack: verifying a callback then allocates nothing.
+fn signature_hex(token: &str, timestamp: &str, nonce: &str, encrypt: &str) -> [u8; 40] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut parts = [token, timestamp, nonce, encrypt];
     parts.sort_unstable();
     let mut hasher = Sha1::new();
     for part in parts {
         hasher.update(part.as_bytes());
     }
-    hex::encode(hasher.finalize())
+    let mut out = [0u8; 40];
+    for (pair, byte) in out.chunks_exact_mut(2).zip(hasher.finalize()) {
+        for (slot, nibble) in pair.iter_mut().zip([byte >> 4, byte & 0x0f]) {
+            *slot = HEX.get(usize::from(nibble)).copied().unwrap_or(b'0');
+        }
+    }
+    out
 }
 
 /// Checks an EncodingAESKey and returns the 32-byte AES key it encodes.
@@ -129,6 +145,11 @@ pub fn decode_aes_key(encoding_aes_key: &str) -> Result<[u8; 32], CryptoError> {
 pub struct CallbackCrypto {
     token: Secret<String>,
     key: Secret<[u8; 32]>,
+    /// The AES decryption key schedule, expanded once: expanding it per callback was a tenth of
+    /// the decryption time.
+    decrypt_key: Secret<Aes256Dec>,
+    /// `key[..16]`: WeCom's IV, the same for every message.
+    iv: [u8; AES_BLOCK],
     receive_id: String,
 }
 
@@ -153,9 +174,15 @@ impl CallbackCrypto {
             return Err(CryptoError::IllegalToken);
         }
         let key = decode_aes_key(encoding_aes_key)?;
+        let mut iv = [0u8; AES_BLOCK];
+        for (iv_byte, key_byte) in iv.iter_mut().zip(key) {
+            *iv_byte = key_byte;
+        }
         Ok(Self {
             token: Secret::new(token.to_owned()),
+            decrypt_key: Secret::new(Aes256Dec::new(&key.into())),
             key: Secret::new(key),
+            iv,
             receive_id: receive_id.to_owned(),
         })
     }
@@ -178,8 +205,8 @@ impl CallbackCrypto {
         nonce: &str,
         encrypt: &str,
     ) -> Result<(), CryptoError> {
-        let expected = self.sign(timestamp, nonce, encrypt);
-        let same: bool = expected.as_bytes().ct_eq(msg_signature.as_bytes()).into();
+        let expected = signature_hex(self.token.expose(), timestamp, nonce, encrypt);
+        let same: bool = expected.as_slice().ct_eq(msg_signature.as_bytes()).into();
         if same {
             Ok(())
         } else {
@@ -210,9 +237,8 @@ impl CallbackCrypto {
                 "length is not a non-zero multiple of 16",
             ));
         }
-        let key = self.key.expose();
-        let mut dec = cbc::Decryptor::<Aes256>::new_from_slices(key, &key[..AES_BLOCK])
-            .map_err(|_| CryptoError::DecryptAes("key setup"))?;
+        let mut dec =
+            cbc::Decryptor::<&Aes256Dec>::inner_iv_init(self.decrypt_key.expose(), &self.iv.into());
         let (blocks, _tail) = InOutBuf::from(buf.as_mut_slice()).into_chunks();
         dec.decrypt_blocks_inout(blocks);
 
@@ -271,11 +297,11 @@ impl CallbackCrypto {
         buf.extend_from_slice(receive_id);
         // `pad` is in 1..=32, so it fits a byte.
         buf.resize(body_len + pad, u8::try_from(pad).unwrap_or(32));
-        let key = self.key.expose();
-        if let Ok(mut enc) = cbc::Encryptor::<Aes256>::new_from_slices(key, &key[..AES_BLOCK]) {
-            let (blocks, _tail) = InOutBuf::from(buf.as_mut_slice()).into_chunks();
-            enc.encrypt_blocks_inout(blocks);
-        }
+        // Infallible set-up with fixed-size key and IV: a failed set-up must never fall through to
+        // encoding the plaintext.
+        let mut enc = cbc::Encryptor::<Aes256>::new(&(*self.key.expose()).into(), &self.iv.into());
+        let (blocks, _tail) = InOutBuf::from(buf.as_mut_slice()).into_chunks();
+        enc.encrypt_blocks_inout(blocks);
         STRICT_B64.encode(buf)
     }
 
@@ -286,9 +312,28 @@ impl CallbackCrypto {
     }
 
     /// Builds an encrypted passive reply (`<xml><Encrypt/><MsgSignature/><TimeStamp/><Nonce/></xml>`).
+    /// `timestamp` and `nonce` are normally the request's; anything but ASCII letters and digits
+    /// (they come from the query string) is replaced by fresh values, so they cannot break out of
+    /// the reply's elements. The signature covers whatever values the reply carries.
     pub fn seal_reply(&self, msg: &[u8], timestamp: &str, nonce: &str) -> String {
+        let plain = |v: &str| {
+            !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric())
+        };
+        let timestamp = if plain(timestamp) && timestamp.bytes().all(|b| b.is_ascii_digit()) {
+            timestamp.to_owned()
+        } else {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+                .to_string()
+        };
+        let nonce = if plain(nonce) {
+            nonce.to_owned()
+        } else {
+            rand::random::<u32>().to_string()
+        };
         let encrypt = self.encrypt(msg);
-        let signature = self.sign(timestamp, nonce, &encrypt);
+        let signature = self.sign(&timestamp, &nonce, &encrypt);
         format!(
             "<xml>\n<Encrypt><![CDATA[{encrypt}]]></Encrypt>\n<MsgSignature><![CDATA[{signature}]]></MsgSignature>\n<TimeStamp>{timestamp}</TimeStamp>\n<Nonce><![CDATA[{nonce}]]></Nonce>\n</xml>"
         )
@@ -332,6 +377,48 @@ mod tests {
             let enc = c.encrypt(&msg);
             assert_eq!(c.decrypt(&enc).unwrap().msg, msg, "len {len}");
         }
+    }
+
+    #[test]
+    fn sealed_reply_opens_and_resists_injection() {
+        let c = CallbackCrypto::new(B_TOKEN, B_KEY, B_CORP).unwrap();
+        let reply = c.seal_reply(
+            "<xml><Content>收到</Content></xml>".as_bytes(),
+            "1476422779",
+            "1597212914",
+        );
+        let env = crate::parse_envelope(reply.as_bytes()).unwrap();
+        assert_eq!(field_of(&reply, "TimeStamp"), "1476422779");
+        let signature = field_of(&reply, "MsgSignature");
+        let msg = c
+            .open(&signature, "1476422779", "1597212914", &env.encrypt)
+            .unwrap();
+        assert_eq!(msg, "<xml><Content>收到</Content></xml>".as_bytes());
+        let hostile = c.seal_reply(b"x", "1]]></TimeStamp><Evil>", "n]]><Evil/>");
+        assert!(!hostile.contains("Evil"), "{hostile}");
+        let env = crate::parse_envelope(hostile.as_bytes()).unwrap();
+        let (ts, nonce) = (field_of(&hostile, "TimeStamp"), field_of(&hostile, "Nonce"));
+        assert_eq!(
+            c.open(
+                &field_of(&hostile, "MsgSignature"),
+                &ts,
+                &nonce,
+                &env.encrypt
+            )
+            .unwrap(),
+            b"x"
+        );
+    }
+
+    fn field_of(xml: &str, name: &str) -> String {
+        let mut found = String::new();
+        crate::xml::walk(xml, |leaf| {
+            if leaf.name() == name {
+                found = leaf.text.to_string();
+            }
+        })
+        .unwrap();
+        found
     }
 
     #[test]

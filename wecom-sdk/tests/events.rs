@@ -1,4 +1,9 @@
 //! Every sample in `fixtures/events/` parses to the expected typed event, with real field values.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers and proptest bodies are test code; a failure should stop the test loudly"
+)]
 
 use std::collections::BTreeSet;
 

@@ -1,5 +1,10 @@
 //! The official WeCom crypto vectors (sets A and B) and our generated ones (set V), byte for byte,
 //! in both directions, plus the negative tests of protocol reference §1.11.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers and proptest bodies are test code; a failure should stop the test loudly"
+)]
 
 use std::collections::BTreeMap;
 
