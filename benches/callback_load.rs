@@ -260,10 +260,10 @@ async fn one_run(o: &Options, run: usize) -> anyhow::Result<Measurement> {
                 .await?;
         }
         db.close().await;
-        let base = admin
-            .rsplit_once('/')
-            .map_or(admin.clone(), |(b, _)| b.to_owned());
-        (format!("{base}/{name}"), Some((admin, name)))
+        (
+            scrm::db::with_database_name(&admin, &name),
+            Some((admin, name)),
+        )
     } else {
         (
             format!("sqlite://{}", dir.path().join("scrm.db").display()),

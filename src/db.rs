@@ -187,6 +187,22 @@ impl Db {
     }
 }
 
+/// The same PostgreSQL URL naming another database (`…/old?opts` → `…/name?opts`).
+pub fn with_database_name(url: &str, name: &str) -> String {
+    let (path, query) = url
+        .split_once('?')
+        .map_or((url, None), |(p, q)| (p, Some(q)));
+    let after_scheme = path.find("://").map_or(0, |i| i + 3);
+    let base = match path[after_scheme..].rfind('/') {
+        Some(i) => &path[..after_scheme + i],
+        None => path,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
 /// Milliseconds since the Unix epoch, the unit every `_ms` column uses.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -213,6 +229,20 @@ mod tests {
         let sqlite = names("sqlite");
         assert!(!sqlite.is_empty());
         assert_eq!(sqlite, names("postgres"));
+    }
+
+    #[test]
+    fn database_name_is_replaced_keeping_options() {
+        use super::with_database_name as w;
+        assert_eq!(
+            w("postgres://u@h:5432/postgres", "x"),
+            "postgres://u@h:5432/x"
+        );
+        assert_eq!(
+            w("postgres://u@h/postgres?host=/run/pg", "x"),
+            "postgres://u@h/x?host=/run/pg"
+        );
+        assert_eq!(w("postgres://u@h", "x"), "postgres://u@h/x");
     }
 
     #[test]

@@ -70,14 +70,9 @@ pub enum Stored {
     Duplicate,
 }
 
-/// Stores a batch in one transaction. Returns, per row, whether it was new. Two rows of the batch
-/// with the same key count once.
-///
-/// The common case (no row was seen before) is one multi-row `INSERT` and one commit. When the
-/// database reports fewer inserted rows than sent, the transaction is rolled back and the rows
-/// are inserted one by one (still one commit) to learn which ones repeat. `RETURNING` would say
-/// it directly, but SQLite's driver hands each returned row across threads, which costs more than
-/// the rare second pass.
+/// Stores a batch atomically with one commit. Returns, per row, whether it was new. Two rows of
+/// the batch with the same key count once. The backends differ in how they learn which rows were
+/// new (see `insert_sqlite`, `insert_postgres`).
 pub async fn insert_batch(db: &Db, rows: &[&NewInboxRow]) -> Result<Vec<Stored>, StoreError> {
     let mut seen = HashSet::with_capacity(rows.len());
     let first: Vec<bool> = rows
@@ -92,32 +87,10 @@ pub async fn insert_batch(db: &Db, rows: &[&NewInboxRow]) -> Result<Vec<Stored>,
     if unique.is_empty() {
         return Ok(Vec::new());
     }
-    const HEAD: &str = "INSERT INTO inbox (corp_id, app, agent_id, dedup_key, msg_type, event, \
-                        change_type, create_time, received_at_ms, body) ";
-    const TAIL: &str = " ON CONFLICT (corp_id, dedup_key) DO NOTHING";
-    let unique_new: Vec<bool> = on_db!(db, |pool| {
-        let mut tx = pool.begin().await?;
-        let mut qb = QueryBuilder::new(HEAD);
-        qb.push_values(unique.iter(), |mut b, r| push_row(&mut b, r));
-        qb.push(TAIL);
-        let inserted = qb.build().execute(&mut *tx).await?.rows_affected();
-        if usize::try_from(inserted).is_ok_and(|n| n == unique.len()) {
-            tx.commit().await?;
-            vec![true; unique.len()]
-        } else {
-            tx.rollback().await?;
-            let mut tx = pool.begin().await?;
-            let mut flags = Vec::with_capacity(unique.len());
-            for r in &unique {
-                let mut qb = QueryBuilder::new(HEAD);
-                qb.push_values(std::iter::once(r), |mut b, r| push_row(&mut b, r));
-                qb.push(TAIL);
-                flags.push(qb.build().execute(&mut *tx).await?.rows_affected() == 1);
-            }
-            tx.commit().await?;
-            flags
-        }
-    });
+    let unique_new = match db {
+        Db::Sqlite(pool) => insert_sqlite(pool, &unique).await?,
+        Db::Postgres(pool) => insert_postgres(pool, &unique).await?,
+    };
     let mut unique_new = unique_new.into_iter();
     Ok(first
         .iter()
@@ -130,25 +103,95 @@ pub async fn insert_batch(db: &Db, rows: &[&NewInboxRow]) -> Result<Vec<Stored>,
         .collect())
 }
 
-/// Binds one row's columns in the order of the `INSERT` column list.
-fn push_row<DB>(b: &mut sqlx::query_builder::Separated<'_, DB, &'static str>, r: &NewInboxRow)
-where
-    DB: sqlx::Database,
-    for<'x> &'x str: sqlx::Encode<'x, DB> + sqlx::Type<DB>,
-    for<'x> Option<&'x str>: sqlx::Encode<'x, DB> + sqlx::Type<DB>,
-    for<'x> Option<i64>: sqlx::Encode<'x, DB> + sqlx::Type<DB>,
-    for<'x> i64: sqlx::Encode<'x, DB> + sqlx::Type<DB>,
-{
-    b.push_bind(r.corp_id.as_str())
-        .push_bind(r.app.as_str())
-        .push_bind(r.agent_id.as_deref())
-        .push_bind(r.dedup_key.as_str())
-        .push_bind(r.msg_type.as_str())
-        .push_bind(r.event.as_deref())
-        .push_bind(r.change_type.as_deref())
-        .push_bind(r.create_time)
-        .push_bind(r.received_at_ms)
-        .push_bind(r.body.as_str());
+const INSERT_HEAD: &str = "INSERT INTO inbox (corp_id, app, agent_id, dedup_key, msg_type, event, \
+                           change_type, create_time, received_at_ms, body) ";
+const INSERT_TAIL: &str = " ON CONFLICT (corp_id, dedup_key) DO NOTHING";
+
+/// SQLite: one multi-row `INSERT` in one transaction. When fewer rows were inserted than sent,
+/// roll back and insert them one by one (still one commit) to learn which ones repeat.
+/// `RETURNING` would say it directly, but the driver hands each returned row across threads,
+/// which costs more than the rare second pass.
+async fn insert_sqlite(
+    pool: &sqlx::SqlitePool,
+    rows: &[&NewInboxRow],
+) -> Result<Vec<bool>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let inserted = sqlite_insert(rows)
+        .build()
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if usize::try_from(inserted).is_ok_and(|n| n == rows.len()) {
+        tx.commit().await?;
+        return Ok(vec![true; rows.len()]);
+    }
+    tx.rollback().await?;
+    let mut tx = pool.begin().await?;
+    let mut flags = Vec::with_capacity(rows.len());
+    for row in rows {
+        flags.push(
+            sqlite_insert(&[row])
+                .build()
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1,
+        );
+    }
+    tx.commit().await?;
+    Ok(flags)
+}
+
+fn sqlite_insert<'r>(rows: &[&'r NewInboxRow]) -> QueryBuilder<sqlx::Sqlite> {
+    let mut qb = QueryBuilder::new(INSERT_HEAD);
+    qb.push_values(rows.iter(), |mut b, r| {
+        b.push_bind(r.corp_id.clone())
+            .push_bind(r.app.clone())
+            .push_bind(r.agent_id.clone())
+            .push_bind(r.dedup_key.clone())
+            .push_bind(r.msg_type.clone())
+            .push_bind(r.event.clone())
+            .push_bind(r.change_type.clone())
+            .push_bind(r.create_time)
+            .push_bind(r.received_at_ms)
+            .push_bind(r.body.clone());
+    });
+    qb.push(INSERT_TAIL);
+    qb
+}
+
+/// PostgreSQL: one statement whatever the batch size (arrays through `UNNEST`, so it is prepared
+/// once), autocommitted, with `RETURNING` naming the rows that were new: one round trip per batch.
+async fn insert_postgres(
+    pool: &sqlx::PgPool,
+    rows: &[&NewInboxRow],
+) -> Result<Vec<bool>, StoreError> {
+    const SQL: &str = "INSERT INTO inbox (corp_id, app, agent_id, dedup_key, msg_type, event, \
+        change_type, create_time, received_at_ms, body) \
+        SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+        $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::text[]) \
+        ON CONFLICT (corp_id, dedup_key) DO NOTHING RETURNING corp_id, dedup_key";
+    fn column<T>(rows: &[&NewInboxRow], f: impl Fn(&NewInboxRow) -> T) -> Vec<T> {
+        rows.iter().map(|r| f(r)).collect()
+    }
+    let inserted: Vec<(String, String)> = sqlx::query_as(SQL)
+        .bind(column(rows, |r| r.corp_id.clone()))
+        .bind(column(rows, |r| r.app.clone()))
+        .bind(column(rows, |r| r.agent_id.clone()))
+        .bind(column(rows, |r| r.dedup_key.clone()))
+        .bind(column(rows, |r| r.msg_type.clone()))
+        .bind(column(rows, |r| r.event.clone()))
+        .bind(column(rows, |r| r.change_type.clone()))
+        .bind(column(rows, |r| r.create_time))
+        .bind(column(rows, |r| r.received_at_ms))
+        .bind(column(rows, |r| r.body.clone()))
+        .fetch_all(pool)
+        .await?;
+    let new: HashSet<(String, String)> = inserted.into_iter().collect();
+    Ok(rows
+        .iter()
+        .map(|r| new.contains(&(r.corp_id.clone(), r.dedup_key.clone())))
+        .collect())
 }
 
 /// Rows in the inbox, for one corp or all.

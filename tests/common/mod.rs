@@ -82,9 +82,8 @@ impl TestDb {
                     .await
                     .expect("create test database");
                 db.close().await;
-                let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
                 Self {
-                    url: format!("{base}/{name}"),
+                    url: scrm::db::with_database_name(&admin, &name),
                     dir,
                     pg_name: Some(name),
                 }
