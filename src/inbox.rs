@@ -142,7 +142,7 @@ async fn insert_sqlite(
     Ok(flags)
 }
 
-fn sqlite_insert<'r>(rows: &[&'r NewInboxRow]) -> QueryBuilder<sqlx::Sqlite> {
+fn sqlite_insert(rows: &[&NewInboxRow]) -> QueryBuilder<sqlx::Sqlite> {
     let mut qb = QueryBuilder::new(INSERT_HEAD);
     qb.push_values(rows.iter(), |mut b, r| {
         b.push_bind(r.corp_id.clone())
