@@ -37,6 +37,16 @@ async fn scrm(dir: &Path, args: &[&str]) -> Output {
     }
 }
 
+async fn selftest(dir: &Path, config: &str, url: &str, app: &str) -> Output {
+    scrm(
+        dir,
+        &[
+            "--config", config, "callback", "selftest", "--url", url, "--corp", CORP, "--app", app,
+        ],
+    )
+    .await
+}
+
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
@@ -149,22 +159,7 @@ async fn selftest_passes_against_a_correct_server_and_names_the_fault_otherwise(
     std::fs::write(&good, config_toml(&app.test_db.url, "")).expect("config");
     let good = good.to_string_lossy().into_owned();
 
-    let pass = scrm(
-        dir,
-        &[
-            "--config",
-            &good,
-            "callback",
-            "selftest",
-            "--url",
-            &app.base_url,
-            "--corp",
-            CORP,
-            "--app",
-            "contacts",
-        ],
-    )
-    .await;
+    let pass = selftest(dir, &good, &app.base_url, "contacts").await;
     assert_eq!(pass.code, 0, "{}{}", pass.stdout, pass.stderr);
     assert!(pass.stdout.contains("全部通过"), "{}", pass.stdout);
     assert_eq!(
@@ -177,87 +172,24 @@ async fn selftest_passes_against_a_correct_server_and_names_the_fault_otherwise(
     let wrong_token = config_toml(&app.test_db.url, "").replace(common::TOKEN, "SomeOtherToken");
     let wrong = dir.join("wrong.toml");
     std::fs::write(&wrong, wrong_token).expect("config");
-    let fail = scrm(
-        dir,
-        &[
-            "--config",
-            &wrong.to_string_lossy(),
-            "callback",
-            "selftest",
-            "--url",
-            &app.base_url,
-            "--corp",
-            CORP,
-            "--app",
-            "contacts",
-        ],
-    )
-    .await;
+    let fail = selftest(dir, &wrong.to_string_lossy(), &app.base_url, "contacts").await;
     assert_eq!(fail.code, 1);
     assert!(fail.stdout.contains("签名校验失败"), "{}", fail.stdout);
 
     // Wrong path (unknown app on the server side).
     let wrong_path = format!("{}/wecom/callback/{CORP}/nope", app.base_url);
-    let path = scrm(
-        dir,
-        &[
-            "--config",
-            &good,
-            "callback",
-            "selftest",
-            "--url",
-            &wrong_path,
-            "--corp",
-            CORP,
-            "--app",
-            "contacts",
-        ],
-    )
-    .await;
+    let path = selftest(dir, &good, &wrong_path, "contacts").await;
     assert_eq!(path.code, 1);
     assert!(path.stdout.contains("路径不存在"), "{}", path.stdout);
 
     // Nothing listening.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
-    let down = scrm(
-        dir,
-        &[
-            "--config",
-            &good,
-            "callback",
-            "selftest",
-            "--url",
-            &format!("http://127.0.0.1:{port}"),
-            "--corp",
-            CORP,
-            "--app",
-            "contacts",
-        ],
-    )
-    .await;
+    let port = common::free_port();
+    let down = selftest(dir, &good, &format!("http://127.0.0.1:{port}"), "contacts").await;
     assert_eq!(down.code, 1);
     assert!(down.stdout.contains("无法连接"), "{}", down.stdout);
 
     // An app the config does not have.
-    let unknown = scrm(
-        dir,
-        &[
-            "--config",
-            &good,
-            "callback",
-            "selftest",
-            "--url",
-            &app.base_url,
-            "--corp",
-            CORP,
-            "--app",
-            "ghost",
-        ],
-    )
-    .await;
+    let unknown = selftest(dir, &good, &app.base_url, "ghost").await;
     assert_eq!(unknown.code, 2);
     assert!(unknown.stderr.contains("ghost"), "{}", unknown.stderr);
     app.stop().await;
@@ -317,10 +249,7 @@ async fn bad_key_stops_startup_naming_corp_and_app() {
 #[tokio::test]
 async fn serve_without_config_starts_on_embedded_sqlite() {
     let dir = tempfile::tempdir().expect("dir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
+    let port = common::free_port();
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_scrm"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .current_dir(dir.path())
@@ -331,20 +260,7 @@ async fn serve_without_config_starts_on_embedded_sqlite() {
         .kill_on_drop(true)
         .spawn()
         .expect("start");
-    let client = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..400 {
-        if client
-            .get(format!("http://127.0.0.1:{port}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let ready = common::wait_ready(port).await;
     assert!(ready, "serve did not become ready");
     assert!(
         dir.path().join("data/scrm.db").exists(),

@@ -16,13 +16,6 @@ use common::{Backend, CORP, TestDb, add_contact_event, config_toml, dedup_key_of
 use tokio::sync::Mutex;
 use wecom_sdk::{CallbackCrypto, sender};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 async fn start_server(config_path: &std::path::Path, port: u16) -> tokio::process::Child {
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_scrm"))
         .arg("--config")
@@ -36,17 +29,8 @@ async fn start_server(config_path: &std::path::Path, port: u16) -> tokio::proces
         .kill_on_drop(true)
         .spawn()
         .expect("start scrm");
-    let client = reqwest::Client::new();
-    for _ in 0..400 {
-        if client
-            .get(format!("http://127.0.0.1:{port}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            return child;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+    if common::wait_ready(port).await {
+        return child;
     }
     panic!("scrm did not become ready on port {port}");
 }
@@ -56,7 +40,7 @@ async fn kill_9_under_load_loses_no_acknowledged_callback(backend: Backend) {
     let test_db = TestDb::create(backend).await;
     let config_path = test_db.dir.path().join("scrm.toml");
     std::fs::write(&config_path, config_toml(&test_db.url, "")).expect("write config");
-    let port = free_port();
+    let port = common::free_port();
     let mut server = start_server(&config_path, port).await;
 
     let crypto = Arc::new(CallbackCrypto::new(common::TOKEN, common::KEY, CORP).expect("crypto"));

@@ -288,3 +288,27 @@ pub fn dedup_key_of(plaintext: &str) -> String {
     let header = parse_header(plaintext.as_bytes()).expect("test plaintext parses");
     scrm::inbox::dedup_key(&header, plaintext.as_bytes())
 }
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Waits until `/readyz` on `port` answers 200; false after ten seconds.
+pub async fn wait_ready(port: u16) -> bool {
+    let client = reqwest::Client::new();
+    for _ in 0..400 {
+        let answer = client
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await;
+        if answer.is_ok_and(|r| r.status() == 200) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
