@@ -338,6 +338,15 @@ impl InboxWriter {
 async fn run_writer(db: Db, mut rx: mpsc::Receiver<(NewInboxRow, Reply)>, max_batch: usize) {
     let mut batch: Vec<(NewInboxRow, Reply)> = Vec::with_capacity(max_batch);
     while rx.recv_many(&mut batch, max_batch).await > 0 {
+        // Let request tasks that are already runnable hand in their rows before this commit: a
+        // larger batch costs the same fsync and rewrites fewer index pages per row.
+        tokio::task::yield_now().await;
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
         metrics::histogram!("scrm_inbox_batch_rows").record(batch.len() as f64);
         let rows: Vec<&NewInboxRow> = batch.iter().map(|(row, _)| row).collect();
         match insert_batch(&db, &rows).await {
