@@ -122,28 +122,70 @@ impl MessageHeader {
 /// document is checked, so a malformed one is refused here, before anything is stored.
 pub fn parse_header(plaintext: &[u8]) -> Result<MessageHeader, EnvelopeError> {
     let text = std::str::from_utf8(plaintext).map_err(|_| EnvelopeError::NotUtf8)?;
+    parse_header_str(text)
+}
+
+/// [`parse_header`] for a message already known to be UTF-8.
+pub fn parse_header_str(text: &str) -> Result<MessageHeader, EnvelopeError> {
     if text.trim_start().starts_with('{') {
         return parse_json_header(text);
     }
-    let mut header = MessageHeader::default();
+    let mut fields = HeaderFields::default();
     xml::walk(text, |leaf| {
-        if leaf.path.len() != 1 {
-            return;
-        }
-        let value = || leaf.text.to_string();
-        match leaf.name() {
-            "ToUserName" => header.to_user_name = value(),
-            "FromUserName" => header.from_user_name = value(),
-            "CreateTime" => header.create_time = leaf.text.trim().parse().ok(),
-            "MsgType" => header.msg_type = value(),
-            "Event" => header.event = Some(value()),
-            "ChangeType" => header.change_type = Some(value()),
-            "MsgId" => header.msg_id = Some(value()),
-            "AgentID" => header.agent_id = Some(value()),
-            _ => {}
+        if let [name] = leaf.path
+            && let Some(slot) = fields.slot(name)
+        {
+            *slot = Some(leaf.text);
         }
     })?;
-    Ok(header)
+    Ok(fields.into_header())
+}
+
+/// The header elements of an XML message as found (the last one wins). Shared by
+/// [`parse_header`] and [`crate::event::parse_event`], so both read the header the same way.
+#[derive(Debug, Default)]
+pub(crate) struct HeaderFields<'a> {
+    to_user_name: Option<Cow<'a, str>>,
+    from_user_name: Option<Cow<'a, str>>,
+    create_time: Option<Cow<'a, str>>,
+    msg_type: Option<Cow<'a, str>>,
+    event: Option<Cow<'a, str>>,
+    change_type: Option<Cow<'a, str>>,
+    msg_id: Option<Cow<'a, str>>,
+    agent_id: Option<Cow<'a, str>>,
+}
+
+impl<'a> HeaderFields<'a> {
+    /// Where a top-level element named `name` goes, if it is a header element.
+    pub(crate) fn slot(&mut self, name: &str) -> Option<&mut Option<Cow<'a, str>>> {
+        Some(match name {
+            "ToUserName" => &mut self.to_user_name,
+            "FromUserName" => &mut self.from_user_name,
+            "CreateTime" => &mut self.create_time,
+            "MsgType" => &mut self.msg_type,
+            "Event" => &mut self.event,
+            "ChangeType" => &mut self.change_type,
+            "MsgId" => &mut self.msg_id,
+            "AgentID" => &mut self.agent_id,
+            _ => return None,
+        })
+    }
+
+    /// The header: texts verbatim (present-but-empty stays `Some("")`), `CreateTime` as a number
+    /// when it is one.
+    pub(crate) fn into_header(self) -> MessageHeader {
+        let owned = |t: Option<Cow<'a, str>>| t.map(Cow::into_owned);
+        MessageHeader {
+            to_user_name: owned(self.to_user_name).unwrap_or_default(),
+            from_user_name: owned(self.from_user_name).unwrap_or_default(),
+            create_time: self.create_time.and_then(|t| t.trim().parse().ok()),
+            msg_type: owned(self.msg_type).unwrap_or_default(),
+            event: owned(self.event),
+            change_type: owned(self.change_type),
+            msg_id: owned(self.msg_id),
+            agent_id: owned(self.agent_id),
+        }
+    }
 }
 
 fn parse_json_header(text: &str) -> Result<MessageHeader, EnvelopeError> {

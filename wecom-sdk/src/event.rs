@@ -41,7 +41,7 @@
 use std::borrow::Cow;
 use std::str::FromStr;
 
-use crate::envelope::MessageHeader;
+use crate::envelope::{HeaderFields, MessageHeader};
 use crate::ids::{ChatId, CorpId, ExternalUserId, IdError, TagId, UserId};
 use crate::xml::{self, XmlError};
 
@@ -586,18 +586,8 @@ pub fn parse_event(plaintext: &str) -> Result<ParsedEvent, EventError> {
         }
     })?;
 
-    // Exactly what `parse_header` reads (present-but-empty stays `Some("")`), so the two agree.
-    let verbatim = |t: Text<'_>| t.map(Cow::into_owned);
-    let header = MessageHeader {
-        to_user_name: verbatim(f.to_user_name.take()).unwrap_or_default(),
-        from_user_name: verbatim(f.from_user_name.take()).unwrap_or_default(),
-        create_time: f.create_time.take().and_then(|t| t.trim().parse().ok()),
-        msg_type: verbatim(f.msg_type.take()).unwrap_or_default(),
-        event: verbatim(f.event.take()),
-        change_type: verbatim(f.change_type.take()),
-        msg_id: verbatim(f.msg_id.take()),
-        agent_id: verbatim(f.agent_id.take()),
-    };
+    // The same reading as `parse_header`, so the two agree.
+    let header = std::mem::take(&mut f.header).into_header();
 
     let change_type = header.change_type.as_deref().unwrap_or("");
     let known = match (header.msg_type.as_str(), header.event.as_deref()) {
@@ -957,15 +947,7 @@ fn flag_list(field: &'static str, text: Text<'_>) -> Result<Option<Vec<bool>>, E
 /// Every element any event reads, as found (last one wins, as in [`crate::envelope::parse_header`]).
 #[derive(Default)]
 struct Fields<'a> {
-    // Header.
-    to_user_name: Text<'a>,
-    from_user_name: Text<'a>,
-    create_time: Text<'a>,
-    msg_type: Text<'a>,
-    event: Text<'a>,
-    change_type: Text<'a>,
-    msg_id: Text<'a>,
-    agent_id: Text<'a>,
+    header: HeaderFields<'a>,
     // change_external_contact.
     user_id: Text<'a>,
     external_user_id: Text<'a>,
@@ -1031,15 +1013,10 @@ struct Fields<'a> {
 impl<'a> Fields<'a> {
     /// Where a top-level element goes; `None` for elements no event reads.
     fn slot(&mut self, name: &str) -> Option<&mut Text<'a>> {
+        if let Some(slot) = self.header.slot(name) {
+            return Some(slot);
+        }
         Some(match name {
-            "ToUserName" => &mut self.to_user_name,
-            "FromUserName" => &mut self.from_user_name,
-            "CreateTime" => &mut self.create_time,
-            "MsgType" => &mut self.msg_type,
-            "Event" => &mut self.event,
-            "ChangeType" => &mut self.change_type,
-            "MsgId" => &mut self.msg_id,
-            "AgentID" => &mut self.agent_id,
             "UserID" => &mut self.user_id,
             "ExternalUserID" => &mut self.external_user_id,
             "State" => &mut self.state,

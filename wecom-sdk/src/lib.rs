@@ -15,7 +15,9 @@ pub mod sender;
 pub mod xml;
 
 pub use crypto::{CallbackCrypto, CryptoError, Decrypted};
-pub use envelope::{Envelope, EnvelopeError, MessageHeader, parse_envelope, parse_header};
+pub use envelope::{
+    Envelope, EnvelopeError, MessageHeader, parse_envelope, parse_header, parse_header_str,
+};
 pub use event::{CallbackEvent, EventError, ParsedEvent, parse_event};
 pub use ids::{CorpId, IdError};
 pub use secret::Secret;
