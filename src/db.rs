@@ -109,8 +109,8 @@ impl Db {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true)
-            // The dedup index is keyed by a hash, so inserts touch it at random: keep it in
-            // memory (16 MiB; SQLite's default is 2 MiB).
+            // Keep the inbox's indexes and recent pages in memory (16 MiB; SQLite's default is
+            // 2 MiB).
             .pragma("cache_size", "-16384")
             // A multi-row INSERT inside a transaction keeps a statement journal: in memory, not a
             // temp file.

@@ -5,6 +5,7 @@
 //! 400 for malformed input, 413 for oversized bodies, 503 when storage is down so WeCom retries)
 //! and stores nothing.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use wecom_sdk::{CryptoError, EnvelopeError, parse_envelope, parse_header};
+use wecom_sdk::{CryptoError, EnvelopeError, parse_envelope, parse_header_str};
 
 use super::AppState;
 use crate::config::AppEndpoint;
@@ -150,16 +151,8 @@ pub async fn verify_url(
     query: Result<Query<CallbackQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let started = Instant::now();
-    let result = verify_url_inner(&state, &corp_id, &app, query);
-    finish(
-        "verify",
-        &corp_id,
-        &app,
-        started,
-        result.map(|msg| {
-            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], msg).into_response()
-        }),
-    )
+    let result = verify_url_inner(&state, &corp_id, &app, query).map(|msg| ("verify", msg));
+    finish("verify", &corp_id, &app, started, result)
 }
 
 fn verify_url_inner(
@@ -171,11 +164,12 @@ fn verify_url_inner(
     let endpoint = state.endpoint(corp_id, app)?;
     let Query(q) = query.map_err(|_| CallbackError::MalformedQuery)?;
     let (signature, timestamp, nonce) = signature_params(state, &q)?;
-    let mut echostr = q
-        .echostr
-        .clone()
-        .filter(|e| !e.is_empty())
-        .ok_or(CallbackError::BadParameter("echostr"))?;
+    let mut echostr = Cow::Borrowed(
+        q.echostr
+            .as_deref()
+            .filter(|e| !e.is_empty())
+            .ok_or(CallbackError::BadParameter("echostr"))?,
+    );
     if echostr.contains(' ') {
         // Decoded twice on the way (a proxy, then us): '+' became ' '. Base64 has no spaces.
         tracing::warn!(
@@ -183,7 +177,7 @@ fn verify_url_inner(
             app,
             "echostr contained spaces; treating them as '+' (double URL decoding upstream?)"
         );
-        echostr = echostr.replace(' ', "+");
+        echostr = Cow::Owned(echostr.replace(' ', "+"));
     }
     endpoint
         .crypto
@@ -200,26 +194,13 @@ pub async fn receive(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let result = receive_inner(&state, &corp_id, &app, query, &headers, body).await;
-    let outcome = match result {
-        Ok(Stored::New) => Ok("stored"),
-        Ok(Stored::Duplicate) => Ok("duplicate"),
-        Err(e) => Err(e),
-    };
-    match outcome {
-        Ok(label) => {
-            metrics::counter!("scrm_callbacks_total", "outcome" => label).increment(1);
-            metrics::histogram!("scrm_callback_duration_seconds")
-                .record(started.elapsed().as_secs_f64());
-            (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                "success",
-            )
-                .into_response()
-        }
-        Err(e) => finish::<Response>("event", &corp_id, &app, started, Err(e)),
-    }
+    let result = receive_inner(&state, &corp_id, &app, query, &headers, body)
+        .await
+        .map(|stored| match stored {
+            Stored::New => ("stored", "success"),
+            Stored::Duplicate => ("duplicate", "success"),
+        });
+    finish("event", &corp_id, &app, started, result)
 }
 
 async fn receive_inner(
@@ -243,10 +224,10 @@ async fn receive_inner(
     if plaintext.contains(&0) {
         return Err(CallbackError::Message(EnvelopeError::NotUtf8));
     }
-    let header = parse_header(&plaintext).map_err(CallbackError::Message)?;
-    let dedup_key = inbox::dedup_key(&header, &plaintext);
     let body =
         String::from_utf8(plaintext).map_err(|_| CallbackError::Message(EnvelopeError::NotUtf8))?;
+    let header = parse_header_str(&body).map_err(CallbackError::Message)?;
+    let dedup_key = inbox::dedup_key(&header, body.as_bytes());
     let agent_id = header
         .agent_id
         .or_else(|| envelope.agent_id.map(|a| a.into_owned()))
@@ -336,20 +317,21 @@ fn crypto_error(endpoint: &AppEndpoint, e: CryptoError) -> CallbackError {
     CallbackError::Crypto(e)
 }
 
-/// Counts, times and logs one callback's outcome.
-fn finish<R: IntoResponse>(
+/// Counts, times and logs one callback's outcome. A success carries its `outcome` label and the
+/// plain-text body to answer with.
+fn finish<B: IntoResponse>(
     kind: &'static str,
     corp_id: &str,
     app: &str,
     started: Instant,
-    result: Result<R, CallbackError>,
+    result: Result<(&'static str, B), CallbackError>,
 ) -> Response {
-    let elapsed = started.elapsed().as_secs_f64();
     match result {
-        Ok(response) => {
-            metrics::counter!("scrm_callbacks_total", "outcome" => kind).increment(1);
-            metrics::histogram!("scrm_callback_duration_seconds").record(elapsed);
-            response.into_response()
+        Ok((outcome, body)) => {
+            metrics::counter!("scrm_callbacks_total", "outcome" => outcome).increment(1);
+            metrics::histogram!("scrm_callback_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
+            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
         }
         Err(e) => {
             metrics::counter!("scrm_callbacks_total", "outcome" => e.code()).increment(1);
