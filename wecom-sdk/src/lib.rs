@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod coord;
 pub mod crypto;
 pub mod envelope;
 pub mod event;
@@ -19,5 +20,6 @@ pub use envelope::{
     Envelope, EnvelopeError, MessageHeader, parse_envelope, parse_header, parse_header_str,
 };
 pub use event::{CallbackEvent, EventError, ParsedEvent, parse_event};
-pub use ids::{CorpId, IdError};
+pub use coord::{CoordError, Coordinator, MemoryCoordinator};
+pub use ids::{ChatId, CorpId, ExternalUserId, IdError, TagId, UserId};
 pub use secret::Secret;
