@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh machine: makes sure PostgreSQL is up (the tests use the real
-# server on 127.0.0.1:5432 and fail loudly without it), then runs every test of the workspace.
+# The whole test suite, from a fresh machine: makes sure PostgreSQL and Redis are up (the tests use
+# the real servers on 127.0.0.1:5432 and 127.0.0.1:6379 and fail loudly without them), then runs
+# every test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +26,25 @@ else
   # Databases left behind by tests that panicked in an earlier run.
   psql "$pg_url" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'scrm_test_%' OR datname LIKE 'scrm_bench_%'" 2>/dev/null |
     while read -r name; do psql "$pg_url" -qc "DROP DATABASE IF EXISTS $name WITH (FORCE)" >/dev/null 2>&1 || true; done
+fi
+
+# Redis on 127.0.0.1:6379: the coordination tests (token cache, locks, rate-limit buckets, two
+# instances) use the real server and fail loudly without it.
+if ! (command -v redis-cli >/dev/null 2>&1 && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1); then
+  if ! command -v redis-server >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test.sh: installing Redis" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  fi
+  if command -v redis-server >/dev/null 2>&1; then
+    echo "test.sh: starting Redis" >&2
+    mkdir -p /var/lib/redis /var/log/redis 2>/dev/null || true
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+      --dir "${TMPDIR:-/tmp}" --logfile "${TMPDIR:-/tmp}/scrm-test-redis.log" || true
+    for _ in $(seq 1 50); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.1; done
+  fi
+fi
+if ! (command -v redis-cli >/dev/null 2>&1 && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1); then
+  echo "test.sh: Redis is not reachable at 127.0.0.1:6379; the Redis tests will fail." >&2
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then

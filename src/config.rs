@@ -73,8 +73,38 @@ struct RawConfig {
     log: RawLog,
     #[serde(default)]
     callback: RawCallback,
+    redis_url: Option<String>,
+    #[serde(default)]
+    wecom: RawWecom,
+    #[serde(default)]
+    worker: RawWorker,
+    #[serde(default)]
+    sync: RawSync,
     #[serde(default)]
     corps: Vec<RawCorp>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWecom {
+    api_base_url: Option<String>,
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorker {
+    concurrency: Option<usize>,
+    max_attempts: Option<i32>,
+    lease_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSync {
+    enabled: Option<bool>,
+    daily_at: Option<String>,
+    check_interval_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -97,6 +127,7 @@ struct RawCallback {
 #[serde(deny_unknown_fields)]
 struct RawCorp {
     corp_id: String,
+    api_app: Option<String>,
     #[serde(default)]
     apps: Vec<RawApp>,
 }
@@ -157,6 +188,56 @@ pub struct CorpConfig {
     pub corp_id: CorpId,
     /// Its callback configurations.
     pub apps: Vec<AppConfig>,
+    /// The app whose secret calls the customer-contact and directory APIs (`api_app`); when
+    /// unset, the first app with a secret.
+    pub api_app: Option<String>,
+}
+
+impl CorpConfig {
+    /// The app to call WeCom's APIs with: `preferred` (e.g. the app a callback came through) if
+    /// it has a secret, else `api_app`, else the first app with a secret.
+    pub fn api_credentials(&self, preferred: Option<&str>) -> Option<&AppConfig> {
+        let with_secret = |name: &str| {
+            self.apps
+                .iter()
+                .find(|a| a.name == name && a.secret.is_some())
+        };
+        preferred
+            .and_then(with_secret)
+            .or_else(|| self.api_app.as_deref().and_then(with_secret))
+            .or_else(|| self.apps.iter().find(|a| a.secret.is_some()))
+    }
+}
+
+/// The WeCom API client's settings.
+#[derive(Debug, Clone)]
+pub struct WecomSettings {
+    /// Base URL of the API (`https://qyapi.weixin.qq.com/cgi-bin/`; the emulator's in tests).
+    pub api_base_url: String,
+    /// Timeout of one API call.
+    pub timeout_ms: u64,
+}
+
+/// Inbox worker settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Events processed at once by this instance.
+    pub concurrency: usize,
+    /// Attempts before an event becomes a dead letter.
+    pub max_attempts: i32,
+    /// How long a claim lasts before another worker may take the event over.
+    pub lease_secs: u64,
+}
+
+/// The scheduled reconciliation.
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    /// Whether `serve` runs it on its schedule.
+    pub enabled: bool,
+    /// Minutes after midnight China Standard Time (UTC+8) at which it runs each day.
+    pub daily_at_minute: u32,
+    /// How often the scheduler looks whether a sync is due (and resumes an interrupted one).
+    pub check_interval_secs: u64,
 }
 
 /// The checked configuration.
@@ -178,6 +259,14 @@ pub struct Config {
     pub corps: Vec<CorpConfig>,
     /// The file this came from, if any.
     pub source: Option<PathBuf>,
+    /// Redis for coordination between instances (`SCRM_REDIS_URL`); in-process when unset.
+    pub redis_url: Option<String>,
+    /// The WeCom API client.
+    pub wecom: WecomSettings,
+    /// Inbox workers.
+    pub worker: WorkerConfig,
+    /// Scheduled reconciliation.
+    pub sync: SyncSettings,
 }
 
 impl Config {
@@ -275,6 +364,56 @@ impl Config {
             return Err(invalid("callback.max_batch", "must be between 1 and 4096"));
         }
 
+        let redis_url = var("SCRM_REDIS_URL").or(raw.redis_url);
+        if let Some(url) = &redis_url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return Err(invalid(
+                "redis_url",
+                "must start with redis:// or rediss://",
+            ));
+        }
+        let api_base_url = var("SCRM_WECOM_API_BASE")
+            .or(raw.wecom.api_base_url)
+            .unwrap_or_else(|| "https://qyapi.weixin.qq.com/cgi-bin/".to_owned());
+        if !(api_base_url.starts_with("https://") || api_base_url.starts_with("http://")) {
+            return Err(invalid("wecom.api_base_url", "must be an http(s) URL"));
+        }
+        let wecom = WecomSettings {
+            api_base_url: if api_base_url.ends_with('/') {
+                api_base_url
+            } else {
+                format!("{api_base_url}/")
+            },
+            timeout_ms: raw.wecom.timeout_ms.unwrap_or(10_000),
+        };
+        let worker = WorkerConfig {
+            concurrency: raw.worker.concurrency.unwrap_or(4),
+            max_attempts: raw.worker.max_attempts.unwrap_or(10),
+            lease_secs: raw.worker.lease_secs.unwrap_or(60),
+        };
+        if !(1..=256).contains(&worker.concurrency) {
+            return Err(invalid("worker.concurrency", "must be between 1 and 256"));
+        }
+        if !(1..=100).contains(&worker.max_attempts) {
+            return Err(invalid("worker.max_attempts", "must be between 1 and 100"));
+        }
+        if worker.lease_secs < 5 {
+            return Err(invalid("worker.lease_secs", "must be at least 5"));
+        }
+        let daily_at = raw.sync.daily_at.unwrap_or_else(|| "03:00".to_owned());
+        let daily_at_minute = parse_clock(&daily_at).ok_or_else(|| {
+            invalid(
+                "sync.daily_at",
+                format!("{daily_at:?} is not a time like 03:00 (China Standard Time)"),
+            )
+        })?;
+        let sync = SyncSettings {
+            enabled: raw.sync.enabled.unwrap_or(true),
+            daily_at_minute,
+            check_interval_secs: raw.sync.check_interval_secs.unwrap_or(60).max(1),
+        };
+
         let corps = check_corps(raw.corps)?;
         Ok(Self {
             listen,
@@ -285,6 +424,10 @@ impl Config {
             callback,
             corps,
             source,
+            redis_url,
+            wecom,
+            worker,
+            sync,
         })
     }
 
@@ -331,6 +474,13 @@ pub struct AppEndpoint {
     pub app: String,
     /// Its crypto.
     pub crypto: CallbackCrypto,
+}
+
+/// `"HH:MM"` → minutes after midnight.
+fn parse_clock(text: &str) -> Option<u32> {
+    let (h, m) = text.split_once(':')?;
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60).then_some(h * 60 + m)
 }
 
 fn read_file(path: &Path) -> Result<RawConfig, ConfigError> {
@@ -407,7 +557,21 @@ fn check_corps(raw: Vec<RawCorp>) -> Result<Vec<CorpConfig>, ConfigError> {
                 agent_id: app.agent_id,
             });
         }
-        corps.push(CorpConfig { corp_id, apps });
+        if let Some(api_app) = &corp.api_app
+            && !apps
+                .iter()
+                .any(|a| &a.name == api_app && a.secret.is_some())
+        {
+            return Err(invalid(
+                format!("corps[{i}].api_app (corp {corp_id})"),
+                format!("names no app with a secret: {api_app:?}"),
+            ));
+        }
+        corps.push(CorpConfig {
+            corp_id,
+            apps,
+            api_app: corp.api_app,
+        });
     }
     Ok(corps)
 }

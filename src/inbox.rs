@@ -5,11 +5,12 @@
 //! for *its* row to be durable, yet a burst of callbacks costs one fsync, not one each.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::QueryBuilder;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use wecom_sdk::MessageHeader;
 
 use crate::db::{Db, StoreError};
@@ -313,6 +314,7 @@ impl From<StoreError> for WriteError {
 #[derive(Debug, Clone)]
 pub struct InboxWriter {
     tx: mpsc::Sender<(NewInboxRow, Reply)>,
+    committed: Arc<Notify>,
 }
 
 impl InboxWriter {
@@ -320,8 +322,16 @@ impl InboxWriter {
     /// clone of the writer is dropped, after committing what it was handed.
     pub fn spawn(db: Db, max_batch: usize) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(max_batch.max(1) * 4);
-        let task = tokio::spawn(run_writer(db, rx, max_batch.max(1)));
-        (Self { tx }, task)
+        let committed = Arc::new(Notify::new());
+        let task = tokio::spawn(run_writer(db, rx, max_batch.max(1), Arc::clone(&committed)));
+        (Self { tx, committed }, task)
+    }
+
+    /// Notified (`notify_one`) after each commit that stored at least one new row, so the inbox
+    /// workers ([`crate::worker::WorkerPool`]) wake without polling. A commit while nobody waits
+    /// leaves a permit: the next wait returns at once.
+    pub fn commits(&self) -> Arc<Notify> {
+        Arc::clone(&self.committed)
     }
 
     /// Stores one row and returns once it is durable (committed), or with the reason it is not.
@@ -335,7 +345,12 @@ impl InboxWriter {
     }
 }
 
-async fn run_writer(db: Db, mut rx: mpsc::Receiver<(NewInboxRow, Reply)>, max_batch: usize) {
+async fn run_writer(
+    db: Db,
+    mut rx: mpsc::Receiver<(NewInboxRow, Reply)>,
+    max_batch: usize,
+    committed: Arc<Notify>,
+) {
     let mut batch: Vec<(NewInboxRow, Reply)> = Vec::with_capacity(max_batch);
     while rx.recv_many(&mut batch, max_batch).await > 0 {
         // Let request tasks that are already runnable hand in their rows before this commit: a
@@ -351,6 +366,9 @@ async fn run_writer(db: Db, mut rx: mpsc::Receiver<(NewInboxRow, Reply)>, max_ba
         let rows: Vec<&NewInboxRow> = batch.iter().map(|(row, _)| row).collect();
         match insert_batch(&db, &rows).await {
             Ok(outcomes) => {
+                if outcomes.contains(&Stored::New) {
+                    committed.notify_one();
+                }
                 for ((_, reply), outcome) in batch.drain(..).zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
                 }
@@ -370,6 +388,9 @@ async fn run_writer(db: Db, mut rx: mpsc::Receiver<(NewInboxRow, Reply)>, max_ba
                         .await
                         .map_err(WriteError::from)
                         .and_then(|o| o.first().copied().ok_or(WriteError::Stopped));
+                    if matches!(outcome, Ok(Stored::New)) {
+                        committed.notify_one();
+                    }
                     let _ = reply.send(outcome);
                 }
             }

@@ -9,9 +9,12 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::db::Db;
+use crate::events::EventProcessor;
 use crate::http::{self, AppState};
 use crate::inbox::InboxWriter;
-use crate::telemetry;
+use crate::wecom::Wecom;
+use crate::worker::{WorkerPool, WorkerSettings};
+use crate::{coord, sync, telemetry};
 
 /// Opens the configured database and applies migrations.
 pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
@@ -42,6 +45,40 @@ pub async fn serve(
         .await
         .context("cannot open the inbox writer's connection")?;
     let (writer, writer_task) = InboxWriter::spawn(write_db.clone(), config.callback.max_batch);
+    let coord = coord::connect(config.redis_url.as_deref())
+        .await
+        .context("cannot reach Redis (redis_url / SCRM_REDIS_URL)")?;
+    let wecom = Wecom::new(&config, coord.clone()).context("cannot build the WeCom API client")?;
+    let owner = coord::instance_id();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let workers = {
+        let mut stop = stop_rx.clone();
+        WorkerPool::spawn(
+            db.clone(),
+            Arc::new(EventProcessor::new(db.clone(), wecom.clone())),
+            WorkerSettings {
+                concurrency: config.worker.concurrency,
+                max_attempts: config.worker.max_attempts,
+                lease: std::time::Duration::from_secs(config.worker.lease_secs),
+                ..WorkerSettings::default()
+            },
+            owner.clone(),
+            writer.commits(),
+            async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            },
+        )
+    };
+    let scheduler = config.sync.enabled.then(|| {
+        tokio::spawn(sync::schedule(
+            db.clone(),
+            wecom.clone(),
+            coord.clone(),
+            owner.clone(),
+            config.sync.clone(),
+            stop_rx.clone(),
+        ))
+    });
     let mut endpoints: HashMap<String, HashMap<String, _>> = HashMap::new();
     for ((corp, app), endpoint) in config.endpoints() {
         endpoints.entry(corp).or_default().insert(app, endpoint);
@@ -54,16 +91,23 @@ pub async fn serve(
         metrics: telemetry::metrics_handle(),
     });
     let addr = listener.local_addr().ok();
-    tracing::info!(addr = ?addr, backend = db.backend(), corps = config.corps.len(), "serving");
+    tracing::info!(addr = ?addr, backend = db.backend(), corps = config.corps.len(), coordination = if config.redis_url.is_some() { "redis" } else { "in-process" }, instance = %owner, "serving");
     for corp in &config.corps {
         for app in &corp.apps {
             tracing::info!(corp_id = %corp.corp_id, app = %app.name, path = %format!("/wecom/callback/{}/{}", corp.corp_id, app.name), "callback URL");
         }
     }
-    axum::serve(listener, http::router(state))
+    let served = axum::serve(listener, http::router(state))
         .with_graceful_shutdown(shutdown)
         .await
-        .context("HTTP server failed")?;
+        .context("HTTP server failed");
+    // Stop the workers and the scheduler: in-flight events finish; unfinished jobs resume later.
+    let _ = stop_tx.send(true);
+    workers.join().await;
+    if let Some(scheduler) = scheduler {
+        let _ = scheduler.await;
+    }
+    served?;
     // The router (and with it every writer handle) is gone: the writer drains and stops.
     writer_task.await.context("inbox writer panicked")?;
     write_db.close().await;

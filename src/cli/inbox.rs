@@ -1,4 +1,4 @@
-//! `scrm inbox count|list|show`.
+//! `scrm inbox count|list|show|stats`.
 
 use anyhow::Context as _;
 use clap::Subcommand;
@@ -6,6 +6,10 @@ use clap::Subcommand;
 use crate::config::Config;
 use crate::db::{Db, StoreError};
 use crate::inbox::{self, InboxEntry};
+use crate::worker::{self, DeadLetter, InboxStats};
+
+/// Dead letters `stats` lists under the numbers.
+const DEAD_LETTERS_SHOWN: i64 = 10;
 
 /// `scrm inbox …`.
 #[derive(Debug, Subcommand)]
@@ -25,6 +29,16 @@ pub enum InboxCommand {
         #[arg(long, default_value_t = 20)]
         limit: i64,
         /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Counts by state (pending, in flight, retrying, done, dead), the oldest pending row's age,
+    /// and the newest dead letters with their reasons.
+    Stats {
+        /// Only this corp.
+        #[arg(long)]
+        corp: Option<String>,
+        /// One JSON object instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -61,6 +75,21 @@ pub async fn run(config: &Config, command: InboxCommand) -> anyhow::Result<i32> 
             }
             0
         }
+        InboxCommand::Stats { corp, json } => {
+            let stats = worker::stats(&db, corp.as_deref()).await?;
+            let dead_letters =
+                worker::dead_letters(&db, corp.as_deref(), DEAD_LETTERS_SHOWN).await?;
+            if json {
+                let report = StatsReport {
+                    stats,
+                    dead_letters,
+                };
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_stats(&stats, &dead_letters);
+            }
+            0
+        }
         InboxCommand::Show { id, json } => match inbox::get(&db, id).await {
             Ok(row) if json => {
                 println!("{}", serde_json::to_string_pretty(&row)?);
@@ -82,10 +111,68 @@ pub async fn run(config: &Config, command: InboxCommand) -> anyhow::Result<i32> 
 }
 
 fn received(row: &InboxEntry) -> String {
-    chrono::DateTime::from_timestamp_millis(row.received_at_ms).map_or_else(
-        || row.received_at_ms.to_string(),
+    utc(row.received_at_ms)
+}
+
+fn utc(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+        || ms.to_string(),
         |t| t.format("%Y-%m-%d %H:%M:%S").to_string(),
     )
+}
+
+/// `scrm inbox stats --json`.
+#[derive(serde::Serialize)]
+struct StatsReport {
+    #[serde(flatten)]
+    stats: InboxStats,
+    dead_letters: Vec<DeadLetter>,
+}
+
+fn print_stats(stats: &InboxStats, dead_letters: &[DeadLetter]) {
+    println!("pending        {:>10}", stats.pending);
+    println!("  in flight    {:>10}", stats.in_flight);
+    println!("  retrying     {:>10}", stats.retrying);
+    println!("done           {:>10}", stats.done);
+    println!("dead           {:>10}", stats.dead);
+    match stats.oldest_pending_ms {
+        Some(oldest) => println!(
+            "oldest pending {} UTC (lag {:.1} s)",
+            utc(oldest),
+            stats.lag_secs
+        ),
+        None => println!("oldest pending -"),
+    }
+    println!("max attempts   {:>10}", stats.attempts_max);
+    if dead_letters.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "{:>8}  {:<19}  {:<20}  {:>8}  {:<40}  reason",
+        "id", "dead (UTC)", "corp", "attempts", "kind"
+    );
+    for letter in dead_letters {
+        let kind = [
+            Some(letter.msg_type.as_str()),
+            letter.event.as_deref(),
+            letter.change_type.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("/");
+        println!(
+            "{:>8}  {:<19}  {:<20}  {:>8}  {:<40}  {}",
+            letter.id,
+            letter.dead_at_ms.map_or_else(|| "-".to_owned(), utc),
+            letter.corp_id,
+            letter.attempts,
+            kind,
+            letter.last_error.as_deref().unwrap_or("-")
+        );
+    }
 }
 
 fn kind(row: &InboxEntry) -> String {

@@ -1,7 +1,10 @@
 //! The `scrm` command line. Every command reads the same configuration as `serve`.
 
 mod inbox;
+
+mod replay;
 mod selftest;
+mod sync;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -45,6 +48,11 @@ pub enum Command {
         #[command(subcommand)]
         command: inbox::InboxCommand,
     },
+    /// Put processed or failed callbacks back to pending so workers process them again.
+    Replay(replay::ReplayArgs),
+    /// Full sync and reconciliation with WeCom (resumes an interrupted run).
+    Sync(sync::SyncArgs),
+
     /// Check a callback configuration end to end.
     Callback {
         /// What to check.
@@ -96,6 +104,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Inbox { command } => inbox::run(&config, command).await,
+        Command::Replay(args) => replay::run(&config, args).await,
+        Command::Sync(args) => {
+            telemetry::init_tracing(config.log_format, &config.log_level);
+            sync::run(&config, args).await
+        }
+
         Command::Callback {
             command: CallbackCommand::Selftest(args),
         } => selftest::run(&config, args).await,

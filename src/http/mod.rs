@@ -1,6 +1,7 @@
 //! HTTP surfaces. Handlers stay thin: extract, check, call one domain function, render.
 
 mod callback;
+mod jobs;
 mod ops;
 
 use std::collections::HashMap;
@@ -51,5 +52,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .route("/api/v1/jobs", get(jobs::list))
+        .route("/api/v1/jobs/{id}", get(jobs::get))
         .with_state(state)
 }

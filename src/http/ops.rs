@@ -8,7 +8,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use crate::inbox;
+use crate::worker::{self, Backlog};
 
 /// The process is up.
 pub async fn healthz() -> &'static str {
@@ -27,17 +27,51 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-/// Prometheus text format. The inbox size is read from this instance's database at scrape time
-/// (not kept in the process-wide recorder), so it is never stale.
+/// Prometheus text format. The inbox gauges are read from this instance's database at scrape time
+/// (not kept in the process-wide recorder), so they are never stale and every instance reports the
+/// shared queue; the workers' outcome counters (`scrm_worker_events_total`) come from the recorder.
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let mut text = state.metrics.render();
-    match tokio::time::timeout(Duration::from_secs(2), inbox::count_pending(&state.db)).await {
-        Ok(Ok(n)) => {
-            text.push_str("# HELP scrm_inbox_pending Stored callbacks not yet processed.\n");
-            text.push_str("# TYPE scrm_inbox_pending gauge\n");
-            text.push_str(&format!("scrm_inbox_pending {n}\n"));
-        }
-        _ => tracing::warn!("metrics: inbox size unavailable"),
+    let read = worker::backlog(&state.db, None, crate::db::now_ms());
+    match tokio::time::timeout(Duration::from_secs(2), read).await {
+        Ok(Ok(backlog)) => push_backlog(&mut text, &backlog),
+        Ok(Err(e)) => tracing::warn!(error = %e, "metrics: inbox backlog unavailable"),
+        Err(_) => tracing::warn!("metrics: inbox backlog timed out"),
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+fn push_backlog(text: &mut String, b: &Backlog) {
+    let gauges: [(&str, &str, String); 5] = [
+        (
+            "scrm_inbox_pending",
+            "Stored callbacks not yet processed.",
+            b.pending.to_string(),
+        ),
+        (
+            "scrm_inbox_in_flight",
+            "Pending callbacks a worker holds right now.",
+            b.in_flight.to_string(),
+        ),
+        (
+            "scrm_inbox_retrying",
+            "Pending callbacks that failed at least once and wait for another attempt.",
+            b.retrying.to_string(),
+        ),
+        (
+            "scrm_inbox_dead",
+            "Dead letters: callbacks that failed for good until replayed.",
+            b.dead.to_string(),
+        ),
+        (
+            "scrm_inbox_lag_seconds",
+            "Age of the oldest pending callback (0 when none).",
+            b.lag_secs.to_string(),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        text.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+        ));
+    }
 }

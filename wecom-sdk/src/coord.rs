@@ -166,7 +166,10 @@ mod tests {
         assert!(!c.try_lock("l", "b", ttl).await.unwrap());
         assert!(c.try_lock("l", "a", ttl).await.unwrap(), "renewal");
         c.unlock("l", "b").await.unwrap();
-        assert!(!c.try_lock("l", "b", ttl).await.unwrap(), "b cannot unlock a's lock");
+        assert!(
+            !c.try_lock("l", "b", ttl).await.unwrap(),
+            "b cannot unlock a's lock"
+        );
         c.unlock("l", "a").await.unwrap();
         assert!(c.try_lock("l", "b", ttl).await.unwrap());
     }

@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod coord;
 pub mod crypto;
 pub mod envelope;
@@ -13,13 +14,16 @@ pub mod event;
 pub mod ids;
 pub mod secret;
 pub mod sender;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod xml;
 
+pub use api::{ApiConfig, ApiError, AppCredentials, WecomClient};
+pub use coord::{CoordError, Coordinator, MemoryCoordinator};
 pub use crypto::{CallbackCrypto, CryptoError, Decrypted};
 pub use envelope::{
     Envelope, EnvelopeError, MessageHeader, parse_envelope, parse_header, parse_header_str,
 };
 pub use event::{CallbackEvent, EventError, ParsedEvent, parse_event};
-pub use coord::{CoordError, Coordinator, MemoryCoordinator};
 pub use ids::{ChatId, CorpId, ExternalUserId, IdError, TagId, UserId};
 pub use secret::Secret;

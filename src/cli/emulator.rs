@@ -1,0 +1,1 @@
+//! `scrm emulator`: the WeCom emulator as a process (pending the testkit).

@@ -1,0 +1,525 @@
+//! Customers and follow relations (客户 and 跟进关系): the profile WeCom returns for a customer,
+//! one relation per (staff member, customer), and the history of every relation — who added or
+//! ended it, when, why and from which source (a callback or the reconciliation).
+//!
+//! Relations are never deleted, only ended: the alert and reassignment features read the history.
+
+use serde::Serialize;
+
+use crate::db::{Db, StoreError};
+use crate::on_db;
+
+/// A customer's profile, as `externalcontact/get` and `batch/get_by_user` return it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct CustomerProfile {
+    /// `external_userid`.
+    pub external_user_id: String,
+    /// Name (WeChat nickname or WeCom name).
+    pub name: String,
+    /// 1 WeChat user, 2 WeCom user.
+    pub customer_type: i64,
+    /// 0 unknown, 1 male, 2 female.
+    pub gender: i64,
+    /// Avatar URL.
+    pub avatar: String,
+    /// Company (WeCom users only).
+    pub corp_name: String,
+    /// Full company name (WeCom users only).
+    pub corp_full_name: String,
+    /// Position (WeCom users only).
+    pub position: String,
+    /// unionid, when the corp bound a WeChat developer account.
+    pub unionid: Option<String>,
+}
+
+/// A relation as WeCom reports it now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RelationSnapshot {
+    /// The staff member.
+    pub user_id: String,
+    /// The customer.
+    pub external_user_id: String,
+    /// 备注.
+    pub remark: String,
+    /// 描述.
+    pub description: String,
+    /// 备注企业名称.
+    pub remark_corp_name: String,
+    /// 备注手机号.
+    pub remark_mobiles: Vec<String>,
+    /// Corp (and strategy) tag ids on this relation, sorted.
+    pub tag_ids: Vec<String>,
+    /// How the customer was added (`add_way`).
+    pub add_way: i64,
+    /// The 联系我 `state` that brought the customer (channel attribution).
+    pub state: Option<String>,
+    /// Who initiated the add.
+    pub oper_user_id: Option<String>,
+    /// When the relation was created in WeCom (`createtime`), epoch ms.
+    pub added_at_ms: Option<i64>,
+}
+
+/// Why a relation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum EndReason {
+    /// 员工删客户 (`del_external_contact`).
+    DeletedByStaff,
+    /// 客户删员工 (`del_follow_user`).
+    DeletedByCustomer,
+    /// Removed by WeCom because the customer was handed over (`Source=DELETE_BY_TRANSFER`).
+    Transferred,
+    /// Gone from WeCom without any event; found by the reconciliation.
+    Vanished,
+}
+
+impl EndReason {
+    /// The `status` column value.
+    pub fn status(self) -> &'static str {
+        match self {
+            Self::DeletedByStaff => "deleted_by_staff",
+            Self::DeletedByCustomer => "deleted_by_customer",
+            Self::Transferred => "transferred",
+            Self::Vanished => "vanished",
+        }
+    }
+}
+
+/// What applying a snapshot changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum RelationChange {
+    /// We did not know the relation.
+    Added,
+    /// It had ended and WeCom shows it again, added after it ended (a re-add).
+    Reactivated,
+    /// Remark, description, mobiles or tags differ.
+    Edited,
+    /// Nothing differs.
+    Unchanged,
+    /// The relation ended after this snapshot's relation was created: the snapshot is stale
+    /// (WeCom is eventually consistent), so it was not applied.
+    StaleIgnored,
+}
+
+/// A relation as we store it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct FollowRelation {
+    /// Staff member.
+    pub user_id: String,
+    /// Customer.
+    pub external_user_id: String,
+    /// 备注.
+    pub remark: String,
+    /// 描述.
+    pub description: String,
+    /// 备注企业名称.
+    pub remark_corp_name: String,
+    /// JSON array of mobiles.
+    pub remark_mobiles: String,
+    /// JSON array of tag ids.
+    pub tag_ids: String,
+    /// `add_way`.
+    pub add_way: i64,
+    /// Channel `state`.
+    pub state: Option<String>,
+    /// Who initiated the add.
+    pub oper_user_id: Option<String>,
+    /// Created in WeCom, epoch ms.
+    pub added_at_ms: Option<i64>,
+    /// `active`, `deleted_by_staff`, `deleted_by_customer`, `transferred`, `vanished`.
+    pub status: String,
+    /// When it ended.
+    pub ended_at_ms: Option<i64>,
+}
+
+impl FollowRelation {
+    /// Tag ids on the relation.
+    pub fn tags(&self) -> Vec<String> {
+        serde_json::from_str(&self.tag_ids).unwrap_or_default()
+    }
+}
+
+/// Where a change was learnt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A stored callback, by inbox row id.
+    Callback(i64),
+    /// A reconciliation job, by job id.
+    Sync(i64),
+}
+
+impl Source {
+    fn parts(self) -> (&'static str, Option<i64>, Option<i64>) {
+        match self {
+            Self::Callback(id) => ("callback", Some(id), None),
+            Self::Sync(id) => ("sync", None, Some(id)),
+        }
+    }
+
+    fn tag(self) -> String {
+        match self {
+            Self::Callback(id) => format!("inbox:{id}"),
+            Self::Sync(id) => format!("job:{id}"),
+        }
+    }
+}
+
+/// One entry of a relation's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct RelationEvent {
+    /// Row id.
+    pub id: i64,
+    /// Staff member.
+    pub user_id: String,
+    /// Customer.
+    pub external_user_id: String,
+    /// `added`, `edited`, `reactivated`, `deleted_by_staff`, `deleted_by_customer`, `transferred`,
+    /// `vanished`, `transfer_failed`.
+    pub change: String,
+    /// `callback` or `sync`.
+    pub source: String,
+    /// The inbox row, for callbacks.
+    pub inbox_id: Option<i64>,
+    /// The job, for reconciliation repairs.
+    pub job_id: Option<i64>,
+    /// Free text (e.g. the transfer failure reason).
+    pub detail: String,
+    /// When it happened (the event's time, or when the repair was made), epoch ms.
+    pub at_ms: i64,
+}
+
+/// Inserts or refreshes a customer's profile.
+pub async fn upsert_customer(
+    db: &Db,
+    corp_id: &str,
+    c: &CustomerProfile,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    const SQL: &str = "INSERT INTO customer (corp_id, external_user_id, name, customer_type, gender, \
+        avatar, corp_name, corp_full_name, position, unionid, updated_at_ms) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+        ON CONFLICT (corp_id, external_user_id) DO UPDATE SET name = excluded.name, \
+        customer_type = excluded.customer_type, gender = excluded.gender, avatar = excluded.avatar, \
+        corp_name = excluded.corp_name, corp_full_name = excluded.corp_full_name, \
+        position = excluded.position, unionid = excluded.unionid, updated_at_ms = excluded.updated_at_ms";
+    on_db!(db, |pool| sqlx::query(SQL)
+        .bind(corp_id)
+        .bind(&c.external_user_id)
+        .bind(&c.name)
+        .bind(c.customer_type)
+        .bind(c.gender)
+        .bind(&c.avatar)
+        .bind(&c.corp_name)
+        .bind(&c.corp_full_name)
+        .bind(&c.position)
+        .bind(&c.unionid)
+        .bind(now_ms)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+    Ok(())
+}
+
+/// A customer's profile.
+pub async fn get_customer(
+    db: &Db,
+    corp_id: &str,
+    external_user_id: &str,
+) -> Result<Option<CustomerProfile>, StoreError> {
+    const SQL: &str = "SELECT external_user_id, name, customer_type, gender, avatar, corp_name, \
+        corp_full_name, position, unionid FROM customer WHERE corp_id = $1 AND external_user_id = $2";
+    let row = on_db!(db, |pool| sqlx::query_as(SQL)
+        .bind(corp_id)
+        .bind(external_user_id)
+        .fetch_optional(pool)
+        .await)?;
+    Ok(row)
+}
+
+const RELATION_COLUMNS: &str = "user_id, external_user_id, remark, description, remark_corp_name, \
+    remark_mobiles, tag_ids, add_way, state, oper_user_id, added_at_ms, status, ended_at_ms";
+
+/// One relation.
+pub async fn get_relation(
+    db: &Db,
+    corp_id: &str,
+    user_id: &str,
+    external_user_id: &str,
+) -> Result<Option<FollowRelation>, StoreError> {
+    let sql = format!(
+        "SELECT {RELATION_COLUMNS} FROM follow_relation WHERE corp_id = $1 AND user_id = $2 \
+         AND external_user_id = $3"
+    );
+    let row = on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+        .bind(corp_id)
+        .bind(user_id)
+        .bind(external_user_id)
+        .fetch_optional(pool)
+        .await)?;
+    Ok(row)
+}
+
+/// Every relation of one customer (all staff, any status).
+pub async fn relations_of_customer(
+    db: &Db,
+    corp_id: &str,
+    external_user_id: &str,
+) -> Result<Vec<FollowRelation>, StoreError> {
+    let sql = format!(
+        "SELECT {RELATION_COLUMNS} FROM follow_relation WHERE corp_id = $1 \
+         AND external_user_id = $2 ORDER BY user_id"
+    );
+    let rows = on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+        .bind(corp_id)
+        .bind(external_user_id)
+        .fetch_all(pool)
+        .await)?;
+    Ok(rows)
+}
+
+/// Counts of relations by status, for one corp.
+pub async fn count_relations(db: &Db, corp_id: &str, status: &str) -> Result<i64, StoreError> {
+    const SQL: &str = "SELECT COUNT(*) FROM follow_relation WHERE corp_id = $1 AND status = $2";
+    let n = on_db!(db, |pool| sqlx::query_scalar(SQL)
+        .bind(corp_id)
+        .bind(status)
+        .fetch_one(pool)
+        .await)?;
+    Ok(n)
+}
+
+/// Customers stored for one corp.
+pub async fn count_customers(db: &Db, corp_id: &str) -> Result<i64, StoreError> {
+    const SQL: &str = "SELECT COUNT(*) FROM customer WHERE corp_id = $1";
+    let n = on_db!(db, |pool| sqlx::query_scalar(SQL)
+        .bind(corp_id)
+        .fetch_one(pool)
+        .await)?;
+    Ok(n)
+}
+
+fn json_list(v: &[String]) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// Applies what WeCom reports about a relation and says what changed. `seen_by_job` marks the
+/// relation as seen by a reconciliation job. A snapshot of a relation created before the stored
+/// relation ended is stale and ignored (WeCom may list a deleted relation for a while).
+pub async fn apply_relation(
+    db: &Db,
+    corp_id: &str,
+    s: &RelationSnapshot,
+    now_ms: i64,
+    seen_by_job: Option<i64>,
+) -> Result<RelationChange, StoreError> {
+    let current = get_relation(db, corp_id, &s.user_id, &s.external_user_id).await?;
+    let mut tags = s.tag_ids.clone();
+    tags.sort();
+    tags.dedup();
+    let mobiles = json_list(&s.remark_mobiles);
+    let tag_json = json_list(&tags);
+    let change = match &current {
+        None => RelationChange::Added,
+        Some(r) if r.status != "active" => {
+            let re_added = match (s.added_at_ms, r.ended_at_ms) {
+                (Some(added), Some(ended)) => added > ended,
+                // Without times we trust WeCom's present answer.
+                _ => true,
+            };
+            if !re_added {
+                return Ok(RelationChange::StaleIgnored);
+            }
+            RelationChange::Reactivated
+        }
+        Some(r) => {
+            let same = r.remark == s.remark
+                && r.description == s.description
+                && r.remark_corp_name == s.remark_corp_name
+                && r.remark_mobiles == mobiles
+                && r.tag_ids == tag_json;
+            if same {
+                RelationChange::Unchanged
+            } else {
+                RelationChange::Edited
+            }
+        }
+    };
+    const UPSERT: &str = "INSERT INTO follow_relation (corp_id, user_id, external_user_id, remark, \
+        description, remark_corp_name, remark_mobiles, tag_ids, add_way, state, oper_user_id, \
+        added_at_ms, status, ended_at_ms, last_seen_job, updated_at_ms) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'active', NULL, $13, $14) \
+        ON CONFLICT (corp_id, user_id, external_user_id) DO UPDATE SET remark = excluded.remark, \
+        description = excluded.description, remark_corp_name = excluded.remark_corp_name, \
+        remark_mobiles = excluded.remark_mobiles, tag_ids = excluded.tag_ids, \
+        add_way = excluded.add_way, state = COALESCE(excluded.state, follow_relation.state), \
+        oper_user_id = COALESCE(excluded.oper_user_id, follow_relation.oper_user_id), \
+        added_at_ms = COALESCE(excluded.added_at_ms, follow_relation.added_at_ms), \
+        status = 'active', ended_at_ms = NULL, \
+        last_seen_job = COALESCE(excluded.last_seen_job, follow_relation.last_seen_job), \
+        updated_at_ms = excluded.updated_at_ms";
+    on_db!(db, |pool| sqlx::query(UPSERT)
+        .bind(corp_id)
+        .bind(&s.user_id)
+        .bind(&s.external_user_id)
+        .bind(&s.remark)
+        .bind(&s.description)
+        .bind(&s.remark_corp_name)
+        .bind(&mobiles)
+        .bind(&tag_json)
+        .bind(s.add_way)
+        .bind(&s.state)
+        .bind(&s.oper_user_id)
+        .bind(s.added_at_ms)
+        .bind(seen_by_job)
+        .bind(now_ms)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+    Ok(change)
+}
+
+/// Ends a relation for `reason` at `at_ms`. A relation we never saw is recorded as ended, so a
+/// late, stale add cannot revive it. Returns whether the relation was active before.
+pub async fn end_relation(
+    db: &Db,
+    corp_id: &str,
+    user_id: &str,
+    external_user_id: &str,
+    reason: EndReason,
+    at_ms: i64,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    let before = get_relation(db, corp_id, user_id, external_user_id).await?;
+    let was_active = before.as_ref().is_some_and(|r| r.status == "active");
+    if before.as_ref().is_some_and(|r| r.status == reason.status()) {
+        return Ok(false);
+    }
+    // A relation re-added after this end (createtime later) stays active: the end is stale.
+    if before
+        .as_ref()
+        .and_then(|r| r.added_at_ms)
+        .is_some_and(|added| was_active && added > at_ms)
+    {
+        return Ok(false);
+    }
+    const SQL: &str = "INSERT INTO follow_relation (corp_id, user_id, external_user_id, status, \
+        ended_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6) \
+        ON CONFLICT (corp_id, user_id, external_user_id) DO UPDATE SET status = excluded.status, \
+        ended_at_ms = excluded.ended_at_ms, updated_at_ms = excluded.updated_at_ms";
+    on_db!(db, |pool| sqlx::query(SQL)
+        .bind(corp_id)
+        .bind(user_id)
+        .bind(external_user_id)
+        .bind(reason.status())
+        .bind(at_ms)
+        .bind(now_ms)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+    Ok(was_active || before.is_none())
+}
+
+/// Records a change in a relation's history, once per (source, change, relation): replaying an
+/// event or resuming a job does not record it twice. Returns whether it was new.
+#[allow(clippy::too_many_arguments)]
+pub async fn record_event(
+    db: &Db,
+    corp_id: &str,
+    user_id: &str,
+    external_user_id: &str,
+    change: &str,
+    source: Source,
+    detail: &str,
+    at_ms: i64,
+) -> Result<bool, StoreError> {
+    const SQL: &str = "INSERT INTO relation_event (corp_id, user_id, external_user_id, change, \
+        source, inbox_id, job_id, detail, at_ms, dedup) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+        ON CONFLICT (corp_id, dedup) DO NOTHING";
+    let (kind, inbox_id, job_id) = source.parts();
+    let dedup = format!("{}:{change}:{user_id}:{external_user_id}", source.tag());
+    let n = on_db!(db, |pool| sqlx::query(SQL)
+        .bind(corp_id)
+        .bind(user_id)
+        .bind(external_user_id)
+        .bind(change)
+        .bind(kind)
+        .bind(inbox_id)
+        .bind(job_id)
+        .bind(detail)
+        .bind(at_ms)
+        .bind(&dedup)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+/// A relation's history, oldest first.
+pub async fn relation_history(
+    db: &Db,
+    corp_id: &str,
+    user_id: &str,
+    external_user_id: &str,
+) -> Result<Vec<RelationEvent>, StoreError> {
+    const SQL: &str = "SELECT id, user_id, external_user_id, change, source, inbox_id, job_id, \
+        detail, at_ms FROM relation_event WHERE corp_id = $1 AND user_id = $2 \
+        AND external_user_id = $3 ORDER BY id";
+    let rows = on_db!(db, |pool| sqlx::query_as(SQL)
+        .bind(corp_id)
+        .bind(user_id)
+        .bind(external_user_id)
+        .fetch_all(pool)
+        .await)?;
+    Ok(rows)
+}
+
+/// History entries of one corp recorded by one job (the repairs a reconciliation made).
+pub async fn job_repairs(
+    db: &Db,
+    corp_id: &str,
+    job_id: i64,
+) -> Result<Vec<RelationEvent>, StoreError> {
+    const SQL: &str = "SELECT id, user_id, external_user_id, change, source, inbox_id, job_id, \
+        detail, at_ms FROM relation_event WHERE corp_id = $1 AND job_id = $2 ORDER BY id";
+    let rows = on_db!(db, |pool| sqlx::query_as(SQL)
+        .bind(corp_id)
+        .bind(job_id)
+        .fetch_all(pool)
+        .await)?;
+    Ok(rows)
+}
+
+/// Active relations of `user_id` that job `job_id` has not seen in WeCom and that nothing has
+/// touched since the job started (a callback applied meanwhile is newer than the job's listing).
+pub async fn unseen_active_relations(
+    db: &Db,
+    corp_id: &str,
+    user_id: &str,
+    job_id: i64,
+    job_started_ms: i64,
+) -> Result<Vec<String>, StoreError> {
+    const SQL: &str = "SELECT external_user_id FROM follow_relation WHERE corp_id = $1 \
+        AND user_id = $2 AND status = 'active' AND (last_seen_job IS NULL OR last_seen_job <> $3) \
+        AND updated_at_ms < $4 ORDER BY external_user_id";
+    let rows = on_db!(db, |pool| sqlx::query_scalar(SQL)
+        .bind(corp_id)
+        .bind(user_id)
+        .bind(job_id)
+        .bind(job_started_ms)
+        .fetch_all(pool)
+        .await)?;
+    Ok(rows)
+}
+
+/// Staff members who have active relations in our tables.
+pub async fn users_with_active_relations(
+    db: &Db,
+    corp_id: &str,
+) -> Result<Vec<String>, StoreError> {
+    const SQL: &str = "SELECT DISTINCT user_id FROM follow_relation WHERE corp_id = $1 \
+        AND status = 'active' ORDER BY user_id";
+    let rows = on_db!(db, |pool| sqlx::query_scalar(SQL)
+        .bind(corp_id)
+        .fetch_all(pool)
+        .await)?;
+    Ok(rows)
+}
