@@ -304,6 +304,10 @@ fn json_list(v: &[String]) -> String {
 /// Applies what WeCom reports about a relation and says what changed. `seen_by_job` marks the
 /// relation as seen by a reconciliation job. A snapshot of a relation created before the stored
 /// relation ended is stale and ignored (WeCom may list a deleted relation for a while).
+///
+/// Each outcome is decided by the statement that makes the change (an insert that conflicts, an
+/// update whose condition no longer holds), so two workers applying the same news at once record
+/// one `Added` or `Edited` between them, never two.
 pub async fn apply_relation(
     db: &Db,
     corp_id: &str,
@@ -311,74 +315,72 @@ pub async fn apply_relation(
     now_ms: i64,
     seen_by_job: Option<i64>,
 ) -> Result<RelationChange, StoreError> {
-    let current = get_relation(db, corp_id, &s.user_id, &s.external_user_id).await?;
     let mut tags = s.tag_ids.clone();
     tags.sort();
     tags.dedup();
     let mobiles = json_list(&s.remark_mobiles);
     let tag_json = json_list(&tags);
-    let change = match &current {
-        None => RelationChange::Added,
-        Some(r) if r.status != "active" => {
-            let re_added = match (s.added_at_ms, r.ended_at_ms) {
-                (Some(added), Some(ended)) => added > ended,
-                // Without times we trust WeCom's present answer.
-                _ => true,
-            };
-            if !re_added {
-                return Ok(RelationChange::StaleIgnored);
-            }
-            RelationChange::Reactivated
-        }
-        Some(r) => {
-            let same = r.remark == s.remark
-                && r.description == s.description
-                && r.remark_corp_name == s.remark_corp_name
-                && r.remark_mobiles == mobiles
-                && r.tag_ids == tag_json;
-            if same {
-                RelationChange::Unchanged
-            } else {
-                RelationChange::Edited
-            }
-        }
-    };
-    const UPSERT: &str = "INSERT INTO follow_relation (corp_id, user_id, external_user_id, remark, \
+    // $1..$3 the relation, $4..$12 WeCom's fields, $13 the job, $14 now.
+    const INSERT: &str = "INSERT INTO follow_relation (corp_id, user_id, external_user_id, remark, \
         description, remark_corp_name, remark_mobiles, tag_ids, add_way, state, oper_user_id, \
         added_at_ms, status, ended_at_ms, last_seen_job, updated_at_ms) \
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'active', NULL, $13, $14) \
-        ON CONFLICT (corp_id, user_id, external_user_id) DO UPDATE SET remark = excluded.remark, \
-        description = excluded.description, remark_corp_name = excluded.remark_corp_name, \
-        remark_mobiles = excluded.remark_mobiles, tag_ids = excluded.tag_ids, \
-        add_way = excluded.add_way, state = COALESCE(excluded.state, follow_relation.state), \
-        oper_user_id = COALESCE(excluded.oper_user_id, follow_relation.oper_user_id), \
-        added_at_ms = COALESCE(excluded.added_at_ms, follow_relation.added_at_ms), \
-        status = 'active', ended_at_ms = NULL, \
-        last_seen_job = COALESCE(excluded.last_seen_job, follow_relation.last_seen_job), \
-        updated_at_ms = excluded.updated_at_ms";
-    on_db!(db, |pool| sqlx::query(UPSERT)
-        .bind(corp_id)
-        .bind(&s.user_id)
-        .bind(&s.external_user_id)
-        .bind(&s.remark)
-        .bind(&s.description)
-        .bind(&s.remark_corp_name)
-        .bind(&mobiles)
-        .bind(&tag_json)
-        .bind(s.add_way)
-        .bind(&s.state)
-        .bind(&s.oper_user_id)
-        .bind(s.added_at_ms)
-        .bind(seen_by_job)
-        .bind(now_ms)
-        .execute(pool)
-        .await
-        .map(|_| ()))?;
-    Ok(change)
+        ON CONFLICT (corp_id, user_id, external_user_id) DO NOTHING";
+    const SET: &str = "remark = $4, description = $5, remark_corp_name = $6, remark_mobiles = $7, \
+        tag_ids = $8, add_way = $9, state = COALESCE($10, state), \
+        oper_user_id = COALESCE($11, oper_user_id), added_at_ms = COALESCE($12, added_at_ms), \
+        last_seen_job = COALESCE($13, last_seen_job), updated_at_ms = $14";
+    let reactivate = format!(
+        "UPDATE follow_relation SET {SET}, status = 'active', ended_at_ms = NULL \
+         WHERE corp_id = $1 AND user_id = $2 AND external_user_id = $3 AND status <> 'active' \
+         AND (ended_at_ms IS NULL OR $12 IS NULL OR $12 > ended_at_ms)"
+    );
+    let edit = format!(
+        "UPDATE follow_relation SET {SET} WHERE corp_id = $1 AND user_id = $2 \
+         AND external_user_id = $3 AND status = 'active' AND (remark <> $4 OR description <> $5 \
+         OR remark_corp_name <> $6 OR remark_mobiles <> $7 OR tag_ids <> $8)"
+    );
+    let seen = format!(
+        "UPDATE follow_relation SET {SET} WHERE corp_id = $1 AND user_id = $2 \
+         AND external_user_id = $3 AND status = 'active'"
+    );
+    let statements: [(&str, RelationChange); 4] = [
+        (INSERT, RelationChange::Added),
+        (reactivate.as_str(), RelationChange::Reactivated),
+        (edit.as_str(), RelationChange::Edited),
+        (seen.as_str(), RelationChange::Unchanged),
+    ];
+    for (sql, change) in statements {
+        let n = on_db!(db, |pool| sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(corp_id)
+            .bind(&s.user_id)
+            .bind(&s.external_user_id)
+            .bind(&s.remark)
+            .bind(&s.description)
+            .bind(&s.remark_corp_name)
+            .bind(&mobiles)
+            .bind(&tag_json)
+            .bind(s.add_way)
+            .bind(&s.state)
+            .bind(&s.oper_user_id)
+            .bind(s.added_at_ms)
+            .bind(seen_by_job)
+            .bind(now_ms)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        if n > 0 {
+            return Ok(change);
+        }
+    }
+    // The relation exists, has ended, and this snapshot predates the end.
+    Ok(RelationChange::StaleIgnored)
 }
 
 /// Ends a relation for `reason` at `at_ms`. A relation we never saw is recorded as ended, so a
-/// late, stale add cannot revive it. Returns whether the relation was active before.
+/// late, stale add cannot revive it. A relation re-added after `at_ms` (WeCom's `createtime` is
+/// later) stays active: the end is older news. Returns whether this call changed the relation,
+/// decided by the statement itself so that concurrent ends record one change.
 pub async fn end_relation(
     db: &Db,
     corp_id: &str,
@@ -388,34 +390,28 @@ pub async fn end_relation(
     at_ms: i64,
     now_ms: i64,
 ) -> Result<bool, StoreError> {
-    let before = get_relation(db, corp_id, user_id, external_user_id).await?;
-    let was_active = before.as_ref().is_some_and(|r| r.status == "active");
-    if before.as_ref().is_some_and(|r| r.status == reason.status()) {
-        return Ok(false);
-    }
-    // A relation re-added after this end (createtime later) stays active: the end is stale.
-    if before
-        .as_ref()
-        .and_then(|r| r.added_at_ms)
-        .is_some_and(|added| was_active && added > at_ms)
-    {
-        return Ok(false);
-    }
-    const SQL: &str = "INSERT INTO follow_relation (corp_id, user_id, external_user_id, status, \
+    const END: &str = "UPDATE follow_relation SET status = $4, ended_at_ms = $5, updated_at_ms = $6 \
+        WHERE corp_id = $1 AND user_id = $2 AND external_user_id = $3 AND status <> $4 \
+        AND NOT (status = 'active' AND added_at_ms IS NOT NULL AND added_at_ms > $5)";
+    const UNSEEN: &str = "INSERT INTO follow_relation (corp_id, user_id, external_user_id, status, \
         ended_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6) \
-        ON CONFLICT (corp_id, user_id, external_user_id) DO UPDATE SET status = excluded.status, \
-        ended_at_ms = excluded.ended_at_ms, updated_at_ms = excluded.updated_at_ms";
-    on_db!(db, |pool| sqlx::query(SQL)
-        .bind(corp_id)
-        .bind(user_id)
-        .bind(external_user_id)
-        .bind(reason.status())
-        .bind(at_ms)
-        .bind(now_ms)
-        .execute(pool)
-        .await
-        .map(|_| ()))?;
-    Ok(was_active || before.is_none())
+        ON CONFLICT (corp_id, user_id, external_user_id) DO NOTHING";
+    for sql in [END, UNSEEN] {
+        let n = on_db!(db, |pool| sqlx::query(sql)
+            .bind(corp_id)
+            .bind(user_id)
+            .bind(external_user_id)
+            .bind(reason.status())
+            .bind(at_ms)
+            .bind(now_ms)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        if n > 0 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Records a change in a relation's history, once per (source, change, relation): replaying an

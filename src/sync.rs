@@ -60,6 +60,7 @@ pub enum SyncError {
 
 /// What a run found and repaired.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SyncSummary {
     /// Follow users (staff with 客户联系).
     pub follow_users: u64,
@@ -96,8 +97,9 @@ enum Phase {
     Done,
 }
 
-/// The checkpoint stored in `job.cursor`.
+/// The checkpoint stored in `job.cursor` (`{}` for a new job).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 struct Checkpoint {
     phase: Phase,
     follow_users: Vec<String>,

@@ -38,16 +38,20 @@ impl Wecom {
             timeout: Duration::from_millis(config.wecom.timeout_ms),
             ..ApiConfig::default()
         };
-        let client = WecomClient::new(api, coord)?;
+        Ok(Self::with_client(config, WecomClient::new(api, coord)?))
+    }
+
+    /// The configured corps with a client built elsewhere (benchmarks, tests with other limits).
+    pub fn with_client(config: &Config, client: WecomClient) -> Self {
         let corps = config
             .corps
             .iter()
             .map(|c| (c.corp_id.to_string(), c.clone()))
             .collect();
-        Ok(Self {
+        Self {
             client,
             corps: Arc::new(corps),
-        })
+        }
     }
 
     /// The configured corps' ids.

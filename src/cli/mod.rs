@@ -1,7 +1,7 @@
 //! The `scrm` command line. Every command reads the same configuration as `serve`.
 
+mod emulator;
 mod inbox;
-
 mod replay;
 mod selftest;
 mod sync;
@@ -52,6 +52,8 @@ pub enum Command {
     Replay(replay::ReplayArgs),
     /// Full sync and reconciliation with WeCom (resumes an interrupted run).
     Sync(sync::SyncArgs),
+    /// Run the WeCom emulator (API and callback sender) for demos and tests.
+    Emulator(emulator::EmulatorArgs),
 
     /// Check a callback configuration end to end.
     Callback {
@@ -108,6 +110,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Sync(args) => {
             telemetry::init_tracing(config.log_format, &config.log_level);
             sync::run(&config, args).await
+        }
+        Command::Emulator(args) => {
+            telemetry::init_tracing(config.log_format, &config.log_level);
+            emulator::run(args, shutdown_signal()).await
         }
 
         Command::Callback {

@@ -1,0 +1,339 @@
+//! Full sync and inbox-worker throughput against the WeCom emulator (issue 4's benchmark).
+//!
+//! ```sh
+//! cargo bench --bench sync_workers -- --backend sqlite --staff 200 --customers 20000 --events 100000
+//! cargo bench --bench sync_workers -- --backend postgres --staff 200 --customers 20000 --events 100000
+//! ```
+//!
+//! 1. **Sync**: seeds an emulated corp, runs `scrm::sync::run` on a fresh database and reports wall
+//!    time, the calls made per API against the minimum the page sizes allow, and how often the
+//!    emulator answered a rate limit (must be 0: the client keeps under WeCom's published limits).
+//! 2. **Workers**: stores a backlog of `--events` callbacks and lets a worker pool (the one `serve`
+//!    runs, `--concurrency` events at a time) process it, reporting events/s. Two backlogs: events
+//!    that need a WeCom call (`edit_external_contact` → `externalcontact/get`) and events that do not
+//!    (`del_follow_user`). WeCom itself allows 10,000 calls per API per minute and corp, so in
+//!    production the first kind is bounded by that (≈ 167/s per corp); this bench lifts the limit in
+//!    the emulator and the client to measure the engine.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use scrm::config::Config;
+use scrm::db::Db;
+use scrm::events::EventProcessor;
+use scrm::inbox::NewInboxRow;
+use scrm::wecom::Wecom;
+use scrm::worker::{WorkerPool, WorkerSettings};
+use tokio::sync::Notify;
+use wecom_sdk::MemoryCoordinator;
+use wecom_sdk::testkit::{Emulator, EmulatorConfig, EmulatorLimits, SeedSpec};
+
+const CORP: &str = "ww1436e0e65a779aee";
+const TOKEN: &str = "hJqcu3uJ9Tn2gXPmxx2w9kkCkCE2EPYo";
+const KEY: &str = "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt";
+const SECRET: &str = "bench-secret";
+
+struct Options {
+    backend: String,
+    staff: usize,
+    customers: usize,
+    chats: usize,
+    events: usize,
+    concurrency: usize,
+}
+
+fn options() -> anyhow::Result<Options> {
+    let mut o = Options {
+        backend: "sqlite".into(),
+        staff: 200,
+        customers: 20_000,
+        chats: 500,
+        events: 100_000,
+        concurrency: 16,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < args.len() {
+        let value = args.get(i + 1).cloned().unwrap_or_default();
+        match args[i].as_str() {
+            "--backend" => o.backend = value,
+            "--staff" => o.staff = value.parse()?,
+            "--customers" => o.customers = value.parse()?,
+            "--chats" => o.chats = value.parse()?,
+            "--events" => o.events = value.parse()?,
+            "--concurrency" => o.concurrency = value.parse()?,
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        i += 2;
+    }
+    if o.backend != "sqlite" && o.backend != "postgres" {
+        bail!("--backend must be sqlite or postgres");
+    }
+    Ok(o)
+}
+
+async fn fresh_database(
+    backend: &str,
+    dir: &std::path::Path,
+) -> anyhow::Result<(String, Option<(String, String)>)> {
+    if backend == "sqlite" {
+        return Ok((format!("sqlite://{}", dir.join("scrm.db").display()), None));
+    }
+    let admin = std::env::var("SCRM_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let name = format!("scrm_bench_{}", uuid::Uuid::new_v4().simple());
+    let db = Db::connect(&admin)
+        .await
+        .with_context(|| format!("PostgreSQL at {admin}"))?;
+    if let Db::Postgres(pool) = &db {
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(pool)
+            .await?;
+    }
+    db.close().await;
+    Ok((
+        scrm::db::with_database_name(&admin, &name),
+        Some((admin, name)),
+    ))
+}
+
+fn event_row(n: usize, user: &str, ext: &str, change: &str, create_time: i64) -> NewInboxRow {
+    let body = format!(
+        "<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>\
+         <CreateTime>{create_time}</CreateTime><MsgType><![CDATA[event]]></MsgType>\
+         <Event><![CDATA[change_external_contact]]></Event><ChangeType><![CDATA[{change}]]></ChangeType>\
+         <UserID><![CDATA[{user}]]></UserID><ExternalUserID><![CDATA[{ext}]]></ExternalUserID>\
+         <State><![CDATA[bench-{n}]]></State></xml>"
+    );
+    let header = wecom_sdk::parse_header(body.as_bytes()).expect("bench event parses");
+    NewInboxRow {
+        corp_id: CORP.to_owned(),
+        app: "contacts".to_owned(),
+        agent_id: None,
+        dedup_key: scrm::inbox::dedup_key(&header, body.as_bytes()),
+        msg_type: "event".to_owned(),
+        event: Some("change_external_contact".to_owned()),
+        change_type: Some(change.to_owned()),
+        create_time: Some(create_time),
+        received_at_ms: scrm::db::now_ms(),
+        body,
+    }
+}
+
+async fn relation_pairs(db: &Db, limit: i64) -> anyhow::Result<Vec<(String, String)>> {
+    const SQL: &str = "SELECT user_id, external_user_id FROM follow_relation WHERE corp_id = $1 \
+        AND status = 'active' ORDER BY user_id, external_user_id LIMIT $2";
+    let rows = scrm::on_db!(db, |pool| sqlx::query_as(SQL)
+        .bind(CORP)
+        .bind(limit)
+        .fetch_all(pool)
+        .await)?;
+    Ok(rows)
+}
+
+async fn worker_run(
+    db: &Db,
+    wecom: &Wecom,
+    pairs: &[(String, String)],
+    events: usize,
+    change: &str,
+    concurrency: usize,
+) -> anyhow::Result<f64> {
+    let base = chrono::Utc::now().timestamp() - 10_000_000;
+    let rows: Vec<NewInboxRow> = (0..events)
+        .map(|n| {
+            let (user, ext) = &pairs[n % pairs.len()];
+            event_row(n, user, ext, change, base + i64::try_from(n).unwrap_or(0))
+        })
+        .collect();
+    for chunk in rows.chunks(1000) {
+        let refs: Vec<&NewInboxRow> = chunk.iter().collect();
+        scrm::inbox::insert_batch(db, &refs).await?;
+    }
+    let started = Instant::now();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let pool = WorkerPool::spawn(
+        db.clone(),
+        Arc::new(EventProcessor::new(db.clone(), wecom.clone())),
+        WorkerSettings {
+            concurrency,
+            ..WorkerSettings::default()
+        },
+        scrm::worker::instance_owner(),
+        Arc::new(Notify::new()),
+        async move {
+            let _ = stop_rx.await;
+        },
+    );
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let stats = scrm::worker::stats(db, Some(CORP)).await?;
+        if stats.pending == 0 {
+            if stats.dead > 0 {
+                bail!("{} events went dead", stats.dead);
+            }
+            break;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let _ = stop_tx.send(());
+    pool.join().await;
+    Ok(events as f64 / secs)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let o = options()?;
+    let dir = tempfile::tempdir()?;
+    let emulator = Emulator::start(EmulatorConfig {
+        limits: EmulatorLimits {
+            per_api_per_minute: 10_000,
+            per_api_per_hour: 150_000,
+            ..EmulatorLimits::default()
+        },
+        ..EmulatorConfig::default()
+    })
+    .await?;
+    let state = emulator.state();
+    state.add_app(CORP, SECRET, Some(1_000_002));
+    let seeded = state.seed(
+        CORP,
+        &SeedSpec {
+            staff: o.staff,
+            departments: 10,
+            customers: o.customers,
+            follows_per_customer: (1, 2),
+            tag_groups: 5,
+            tags_per_group: 8,
+            group_chats: o.chats,
+            members_per_chat: (3, 30),
+            rng_seed: 2026,
+        },
+    );
+    let (db_url, pg) = fresh_database(&o.backend, dir.path()).await?;
+    let config_text = format!(
+        "database_url = \"{db_url}\"\n[wecom]\napi_base_url = \"{}\"\n[[corps]]\ncorp_id = \"{CORP}\"\n\
+         [[corps.apps]]\nname = \"contacts\"\ntoken = \"{TOKEN}\"\nencoding_aes_key = \"{KEY}\"\nsecret = \"{SECRET}\"\n",
+        emulator.base_url()
+    );
+    let config = Config::from_toml(&config_text, &HashMap::new())?;
+    let db = Db::connect(&db_url).await?;
+    db.migrate().await?;
+    let wecom = Wecom::new(&config, Arc::new(MemoryCoordinator::new()))?;
+
+    // 1. Full sync.
+    let started = Instant::now();
+    let (_, summary) = scrm::sync::run(&db, &wecom, CORP, "bench", None, &|_| {}).await?;
+    let wall = started.elapsed().as_secs_f64();
+    let chunks = o.staff.div_ceil(100) as u64;
+    let batch_calls = state.calls("externalcontact/batch/get_by_user");
+    let min_batch = summary.relations_seen.div_ceil(100);
+    println!("backend: {}", o.backend);
+    println!(
+        "sync: {} staff, {} customers, {} relations, {} chats in {wall:.2} s",
+        summary.follow_users,
+        seeded.customers.len(),
+        summary.relations_seen,
+        summary.chats_seen
+    );
+    println!(
+        "  batch/get_by_user calls {batch_calls} (minimum {min_batch}..{}), groupchat/list {}, groupchat/get {}, \
+         get_corp_tag_list {}, get_follow_user_list {}, gettoken {}; total {} ({} counted by the run)",
+        min_batch + chunks,
+        state.calls("externalcontact/groupchat/list"),
+        state.calls("externalcontact/groupchat/get"),
+        state.calls("externalcontact/get_corp_tag_list"),
+        state.calls("externalcontact/get_follow_user_list"),
+        state.calls("gettoken"),
+        state.total_calls(),
+        summary.api_calls
+    );
+    println!(
+        "  rate-limit answers from the emulator: {}",
+        state.rate_limited()
+    );
+
+    // 2. Workers: lift the per-API limit on both sides to measure the engine, not WeCom's quota.
+    drop(wecom);
+    let lifted = Emulator::start(EmulatorConfig {
+        limits: EmulatorLimits {
+            per_api_per_minute: u64::MAX / 4,
+            per_api_per_hour: u64::MAX / 4,
+            max_concurrent_per_api: 10_000,
+            ..EmulatorLimits::default()
+        },
+        ..EmulatorConfig::default()
+    })
+    .await?;
+    lifted.state().add_app(CORP, SECRET, Some(1_000_002));
+    lifted.state().seed(
+        CORP,
+        &SeedSpec {
+            staff: o.staff,
+            departments: 10,
+            customers: o.customers,
+            follows_per_customer: (1, 2),
+            tag_groups: 5,
+            tags_per_group: 8,
+            group_chats: 0,
+            members_per_chat: (3, 30),
+            rng_seed: 2026,
+        },
+    );
+    let mut api = wecom_sdk::ApiConfig {
+        base_url: lifted.base_url(),
+        ..wecom_sdk::ApiConfig::default()
+    };
+    api.limits.per_api_per_minute = u64::MAX / 4;
+    api.limits.per_api_per_hour = u64::MAX / 4;
+    let wecom = Wecom::with_client(
+        &config,
+        wecom_sdk::WecomClient::new(api, Arc::new(MemoryCoordinator::new()))?,
+    );
+    let pairs = relation_pairs(&db, 100_000).await?;
+    let with_api = worker_run(
+        &db,
+        &wecom,
+        &pairs,
+        o.events,
+        "edit_external_contact",
+        o.concurrency,
+    )
+    .await?;
+    println!(
+        "workers: {} edit_external_contact events (one externalcontact/get each): {with_api:.0} events/s",
+        o.events
+    );
+    let without_api = worker_run(
+        &db,
+        &wecom,
+        &pairs,
+        o.events,
+        "del_follow_user",
+        o.concurrency,
+    )
+    .await?;
+    println!(
+        "workers: {} del_follow_user events (no WeCom call): {without_api:.0} events/s",
+        o.events
+    );
+    db.close().await;
+    if let Some((admin, name)) = pg {
+        let admin_db = Db::connect(&admin).await?;
+        if let Db::Postgres(pool) = &admin_db {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(pool)
+            .await?;
+        }
+        admin_db.close().await;
+    }
+    Ok(())
+}

@@ -1,0 +1,251 @@
+//! The server wired to the WeCom emulator: WeCom's side of callbacks goes to our callback URLs,
+//! our API client goes to the emulator. Included by the test binaries that need it with
+//! `#[path = "common/emulated.rs"] mod emulated;` next to `mod common;`.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use scrm::config::Config;
+use scrm::db::Db;
+use tokio::sync::oneshot;
+use wecom_sdk::testkit::{
+    CallbackKind, CallbackTarget, Emulator, EmulatorConfig, EmulatorHandle, EmulatorState,
+};
+
+use crate::common::{ARCHIVE_KEY, ARCHIVE_TOKEN, Backend, CORP, KEY, TOKEN, TestDb};
+
+/// The contacts app's secret in the emulator and in our config.
+pub const SECRET: &str = "contacts-secret-0123456789abcdef";
+/// Agent id of the contacts app.
+pub const AGENT_ID: i64 = 1000002;
+
+/// Options of one emulated deployment.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub emulator: EmulatorConfig,
+    /// Extra TOML appended to the server config.
+    pub extra_config: String,
+    /// `SCRM_REDIS_URL` for the server, if any.
+    pub redis_url: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            emulator: quick_emulator(),
+            extra_config: String::new(),
+            redis_url: None,
+        }
+    }
+}
+
+/// Emulator settings for tests: WeCom's behaviour with short callback timeouts.
+pub fn quick_emulator() -> EmulatorConfig {
+    EmulatorConfig {
+        callback_timeout: Duration::from_secs(2),
+        callback_retry_interval: Duration::from_millis(100),
+        ..EmulatorConfig::default()
+    }
+}
+
+pub fn server_config(db_url: &str, api_base: &str, extra: &str, redis: Option<&str>) -> String {
+    let redis = redis
+        .map(|r| format!("redis_url = \"{r}\"\n"))
+        .unwrap_or_default();
+    format!(
+        r#"
+listen = "127.0.0.1:0"
+database_url = "{db_url}"
+{redis}
+[callback]
+timestamp_window_secs = 0
+[wecom]
+api_base_url = "{api_base}"
+timeout_ms = 3000
+[worker]
+concurrency = 4
+max_attempts = 4
+lease_secs = 5
+[sync]
+enabled = false
+{extra}
+[[corps]]
+corp_id = "{CORP}"
+api_app = "contacts"
+[[corps.apps]]
+name = "contacts"
+token = "{TOKEN}"
+encoding_aes_key = "{KEY}"
+secret = "{SECRET}"
+agent_id = {AGENT_ID}
+[[corps.apps]]
+name = "directory"
+token = "{ARCHIVE_TOKEN}"
+encoding_aes_key = "{ARCHIVE_KEY}"
+"#
+    )
+}
+
+/// One server instance (its own port) on a database.
+pub struct Instance {
+    pub base_url: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Instance {
+    pub async fn start(config_text: &str) -> Self {
+        let config = Config::from_toml(config_text, &HashMap::new()).expect("test config");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(scrm::serve(config, listener, async {
+            let _ = rx.await;
+        }));
+        let base_url = format!("http://{addr}");
+        let client = reqwest::Client::new();
+        let mut up = false;
+        for _ in 0..400 {
+            if client
+                .get(format!("{base_url}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(up, "server at {base_url} did not become ready");
+        Self {
+            base_url,
+            shutdown: Some(tx),
+            server: Some(server),
+        }
+    }
+
+    pub fn callback_url(&self, app: &str) -> String {
+        format!("{}/wecom/callback/{CORP}/{app}", self.base_url)
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server result");
+        }
+    }
+}
+
+/// The emulator, one server instance pointed at it, and a handle on the database.
+pub struct EmulatedApp {
+    pub emulator: EmulatorHandle,
+    pub server: Instance,
+    pub db: Db,
+    pub test_db: TestDb,
+    pub config_text: String,
+}
+
+impl EmulatedApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, Options::default()).await
+    }
+
+    pub async fn spawn_with(backend: Backend, options: Options) -> Self {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let emulator = Emulator::start(options.emulator.clone())
+            .await
+            .expect("start emulator");
+        emulator.state().add_app(CORP, SECRET, Some(AGENT_ID));
+        let test_db = TestDb::create(backend).await;
+        let config_text = server_config(
+            &test_db.url,
+            &emulator.base_url(),
+            &options.extra_config,
+            options.redis_url.as_deref(),
+        );
+        let server = Instance::start(&config_text).await;
+        point_callbacks(&emulator.state(), &server);
+        let db = test_db.connect().await;
+        Self {
+            emulator,
+            server,
+            db,
+            test_db,
+            config_text,
+        }
+    }
+
+    pub fn wecom(&self) -> std::sync::Arc<EmulatorState> {
+        self.emulator.state()
+    }
+
+    /// Waits until WeCom has delivered every callback and our workers have processed every
+    /// stored event (done or dead).
+    pub async fn settle(&self) {
+        self.emulator.flush_callbacks().await;
+        wait_idle(&self.db).await;
+    }
+
+    pub async fn stop(mut self) {
+        self.server.stop().await;
+        self.db.close().await;
+        self.test_db.drop_database().await;
+    }
+}
+
+/// Sends the emulator's callbacks for our corp to `server`.
+pub fn point_callbacks(state: &EmulatorState, server: &Instance) {
+    state.set_callback_target(
+        CORP,
+        CallbackKind::Contacts,
+        CallbackTarget {
+            url: server.callback_url("contacts"),
+            token: TOKEN.to_owned(),
+            encoding_aes_key: KEY.to_owned(),
+        },
+    );
+    state.set_callback_target(
+        CORP,
+        CallbackKind::Directory,
+        CallbackTarget {
+            url: server.callback_url("directory"),
+            token: ARCHIVE_TOKEN.to_owned(),
+            encoding_aes_key: ARCHIVE_KEY.to_owned(),
+        },
+    );
+}
+
+/// Polls until no inbox row is pending or leased (20 s at most).
+pub async fn wait_idle(db: &Db) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stats = scrm::worker::stats(db, None).await.expect("stats");
+        if stats.pending == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "inbox not drained in 20 s: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `check` until it returns true (20 s at most).
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

@@ -1,0 +1,273 @@
+//! Full sync and reconciliation against the emulated WeCom: imports a seeded corp with the fewest
+//! calls the page sizes allow, repairs what callbacks missed, resumes from its checkpoint, and runs
+//! once at a time.
+
+mod common;
+#[path = "common/emulated.rs"]
+mod emulated;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Backend, CORP};
+use emulated::EmulatedApp;
+use scrm::config::Config;
+use scrm::sync::{self, SyncError, SyncProgress};
+use scrm::wecom::Wecom;
+use scrm::{contacts, group_chats, jobs};
+use wecom_sdk::MemoryCoordinator;
+use wecom_sdk::testkit::{DeliveryMode, Fault, FaultKind, NewCustomer, RelationEdit, SeedSpec};
+
+fn wecom_for(app: &EmulatedApp) -> Wecom {
+    let config = Config::from_toml(&app.config_text, &HashMap::new()).expect("config");
+    Wecom::new(&config, Arc::new(MemoryCoordinator::new())).expect("client")
+}
+
+fn corp(staff: usize, customers: usize, chats: usize) -> SeedSpec {
+    SeedSpec {
+        staff,
+        departments: 3,
+        customers,
+        follows_per_customer: (1, 2),
+        tag_groups: 3,
+        tags_per_group: 4,
+        group_chats: chats,
+        members_per_chat: (2, 6),
+        rng_seed: 42,
+    }
+}
+
+fn quiet(_: &SyncProgress) {}
+
+both_backends!(
+    full_sync_imports_the_corp_with_the_fewest_calls,
+    reconciliation_repairs_missed_adds_edits_and_deletions,
+    a_failed_sync_resumes_from_its_checkpoint,
+    only_one_sync_of_a_corp_runs_at_a_time,
+);
+
+async fn full_sync_imports_the_corp_with_the_fewest_calls(backend: Backend) {
+    let app = EmulatedApp::spawn(backend).await;
+    let seeded = app.wecom().seed(CORP, &corp(30, 600, 12));
+    let wecom = wecom_for(&app);
+
+    let (job_id, summary) = sync::run(&app.db, &wecom, CORP, "test-runner", None, &quiet)
+        .await
+        .expect("sync");
+
+    assert_eq!(summary.follow_users, 30);
+    assert_eq!(contacts::count_customers(&app.db, CORP).await.unwrap(), 600);
+    let active = contacts::count_relations(&app.db, CORP, "active")
+        .await
+        .unwrap();
+    assert_eq!(u64::try_from(active).unwrap(), summary.relations_seen);
+    assert_eq!(
+        summary.added, summary.relations_seen,
+        "all new on a first sync"
+    );
+    assert_eq!(summary.chats_seen, 12);
+    assert_eq!(group_chats::count_live(&app.db, CORP).await.unwrap(), 12);
+    assert_eq!(summary.tags, u64::try_from(seeded.tag_ids.len()).unwrap());
+    // 30 users fit one call's user list: the minimum is ceil(rows / 100) pages.
+    let pages = app.wecom().calls("externalcontact/batch/get_by_user");
+    assert_eq!(
+        pages,
+        summary.relations_seen.div_ceil(100),
+        "pages of 100 rows"
+    );
+    assert_eq!(app.wecom().calls("externalcontact/groupchat/get"), 12);
+    assert_eq!(app.wecom().calls("externalcontact/groupchat/list"), 1);
+    assert_eq!(app.wecom().calls("gettoken"), 1);
+    assert_eq!(app.wecom().rate_limited(), 0);
+    let job = jobs::get(&app.db, job_id).await.unwrap();
+    assert_eq!(job.state, "done");
+    assert_eq!(job.progress_done, job.progress_total);
+
+    // A second run finds nothing to repair.
+    let (_, again) = sync::run(&app.db, &wecom, CORP, "test-runner", None, &quiet)
+        .await
+        .expect("second sync");
+    assert_eq!((again.added, again.edited, again.vanished), (0, 0, 0));
+    app.stop().await;
+}
+
+async fn reconciliation_repairs_missed_adds_edits_and_deletions(backend: Backend) {
+    let app = EmulatedApp::spawn(backend).await;
+    app.wecom().seed(CORP, &corp(5, 40, 0));
+    let wecom = wecom_for(&app);
+    sync::run(&app.db, &wecom, CORP, "test-runner", None, &quiet)
+        .await
+        .expect("first sync");
+    let users: Vec<String> = scrm::staff::list(&app.db, CORP)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.user_id)
+        .collect();
+    let user = users[0].clone();
+    let victim = scrm::contacts::unseen_active_relations(&app.db, CORP, &user, -1, i64::MAX)
+        .await
+        .unwrap()[0]
+        .clone();
+    let edited = scrm::contacts::unseen_active_relations(&app.db, CORP, &user, -1, i64::MAX)
+        .await
+        .unwrap()[1]
+        .clone();
+
+    // WeCom loses three callbacks: an add, an edit, and a relation vanishes without any event.
+    app.wecom().set_delivery(DeliveryMode {
+        drop_next: 2,
+        ..DeliveryMode::default()
+    });
+    let missed = app
+        .wecom()
+        .add_customer(CORP, &user, NewCustomer::default());
+    app.wecom().edit_relation(
+        CORP,
+        &user,
+        &edited,
+        RelationEdit {
+            remark: Some("晚上沟通".to_owned()),
+            ..RelationEdit::default()
+        },
+    );
+    app.wecom().remove_relation_silently(CORP, &user, &victim);
+    app.settle().await;
+    assert!(
+        contacts::get_relation(&app.db, CORP, &user, &missed)
+            .await
+            .unwrap()
+            .is_none(),
+        "the add callback was dropped"
+    );
+
+    let (job_id, summary) = sync::run(&app.db, &wecom, CORP, "test-runner", None, &quiet)
+        .await
+        .expect("reconciliation");
+    assert_eq!(
+        (summary.added, summary.edited, summary.vanished),
+        (1, 1, 1),
+        "{summary:?}"
+    );
+    let repaired = contacts::get_relation(&app.db, CORP, &user, &missed)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(repaired.status, "active");
+    let gone = contacts::get_relation(&app.db, CORP, &user, &victim)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(gone.status, "vanished");
+    let remark = contacts::get_relation(&app.db, CORP, &user, &edited)
+        .await
+        .unwrap()
+        .unwrap()
+        .remark;
+    assert_eq!(remark, "晚上沟通");
+    let repairs = contacts::job_repairs(&app.db, CORP, job_id).await.unwrap();
+    let mut kinds: Vec<&str> = repairs.iter().map(|r| r.change.as_str()).collect();
+    kinds.sort_unstable();
+    assert_eq!(kinds, ["added", "edited", "vanished"]);
+    assert!(repairs.iter().all(|r| r.source == "sync"));
+    app.stop().await;
+}
+
+async fn a_failed_sync_resumes_from_its_checkpoint(backend: Backend) {
+    let app = EmulatedApp::spawn(backend).await;
+    // 250 follow users: three chunks of 100 users, several pages each.
+    app.wecom().seed(CORP, &corp(250, 900, 0));
+    let wecom = wecom_for(&app);
+    let state = app.wecom();
+    let injected = Arc::new(Mutex::new(false));
+    let flag = injected.clone();
+    let break_after_first_page = move |p: &SyncProgress| {
+        let mut done = flag.lock().unwrap();
+        if p.phase == "customers" && p.summary.relations_seen > 0 && !*done {
+            *done = true;
+            state.inject_fault(Fault {
+                api: Some("externalcontact/batch/get_by_user".to_owned()),
+                kind: FaultKind::Http(502),
+                times: 1000,
+            });
+        }
+    };
+    let first = sync::run(
+        &app.db,
+        &wecom,
+        CORP,
+        "runner-1",
+        None,
+        &break_after_first_page,
+    )
+    .await;
+    assert!(matches!(first, Err(SyncError::Api(_))), "{first:?}");
+    let job = jobs::list(&app.db, Some(CORP), sync::JOB_KIND, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(job.state, "running", "the job stays resumable");
+    let seen_before = contacts::count_relations(&app.db, CORP, "active")
+        .await
+        .unwrap();
+    assert!(seen_before > 0);
+
+    app.wecom().clear_faults();
+    let good_pages_before = app.wecom().calls("externalcontact/batch/get_by_user");
+    let (job_id, summary) = sync::run(&app.db, &wecom, CORP, "runner-2", None, &quiet)
+        .await
+        .expect("resumed sync");
+    assert_eq!(job_id, job.id, "the same job resumed");
+    assert_eq!(contacts::count_customers(&app.db, CORP).await.unwrap(), 900);
+    let active = contacts::count_relations(&app.db, CORP, "active")
+        .await
+        .unwrap();
+    assert_eq!(u64::try_from(active).unwrap(), summary.relations_seen);
+    assert_eq!(
+        summary.vanished, 0,
+        "nothing seen before the failure is lost"
+    );
+    // The first page is not fetched again: the run went on from its cursor.
+    let pages_after = app.wecom().calls("externalcontact/batch/get_by_user") - good_pages_before;
+    assert!(pages_after < summary.relations_seen.div_ceil(100) + 3);
+    app.stop().await;
+}
+
+async fn only_one_sync_of_a_corp_runs_at_a_time(backend: Backend) {
+    let app = EmulatedApp::spawn(backend).await;
+    app.wecom().seed(CORP, &corp(10, 100, 0));
+    // Slow WeCom, so the first run is still going when the second starts.
+    app.wecom().inject_fault(Fault {
+        api: Some("externalcontact/batch/get_by_user".to_owned()),
+        kind: FaultKind::Latency(Duration::from_millis(700)),
+        times: 1000,
+    });
+    let wecom = wecom_for(&app);
+    let db = app.db.clone();
+    let first = {
+        let wecom = wecom.clone();
+        tokio::spawn(async move { sync::run(&db, &wecom, CORP, "instance-a", None, &quiet).await })
+    };
+    emulated::eventually("the first sync is running", || async {
+        jobs::list(&app.db, Some(CORP), sync::JOB_KIND, 1)
+            .await
+            .unwrap()
+            .first()
+            .is_some_and(|j| j.state == "running")
+    })
+    .await;
+    let second = sync::run(&app.db, &wecom, CORP, "instance-b", None, &quiet).await;
+    assert!(matches!(second, Err(SyncError::Busy { .. })), "{second:?}");
+    let (_, summary) = first.await.unwrap().expect("first sync");
+    assert!(summary.relations_seen >= 100);
+    assert_eq!(
+        jobs::list(&app.db, Some(CORP), sync::JOB_KIND, 10)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "one job"
+    );
+    app.stop().await;
+}

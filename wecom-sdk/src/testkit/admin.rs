@@ -1,0 +1,348 @@
+//! The admin API under `/testkit/`, for scripts and other processes (`scrm emulator`): JSON in,
+//! JSON out, never faulted and never down. Errors are HTTP 400 `{"error": "…"}`.
+//!
+//! | route | body | answer |
+//! |---|---|---|
+//! | `POST /testkit/apps` | `{"corp_id","secret","agent_id"?}` | `{}` |
+//! | `POST /testkit/seed` | `{"corp_id", …any [`SeedSpec`](super::SeedSpec) field}` | the [`SeedSummary`](super::SeedSummary) |
+//! | `POST /testkit/callback-target` | `{"corp_id","kind":"contacts"\|"directory"\|"archive"\|"app:1000002","url","token","encoding_aes_key"}` | `{}` |
+//! | `POST /testkit/customers` | `{"corp_id","userid","name"?,"external_userid"?,"state"?,"remark"?,"description"?,"tag_ids"?,"welcome_code"?}` | `{"external_userid"}` |
+//! | `POST /testkit/faults` | `{"api"?,"kind":"busy"\|"errcode"\|"http"\|"garbage"\|"silence"\|"latency","errcode"?,"status"?,"delay_ms"?,"times"?}` | `{}` |
+//! | `DELETE /testkit/faults` | | `{}` |
+//! | `POST /testkit/down` | `{"down":true}` | `{}` |
+//! | `POST /testkit/clock/advance` | `{"secs":N}` | `{"now"}` |
+//! | `GET /testkit/clock` | | `{"now"}` |
+//! | `GET /testkit/stats` | | the [`Stats`](super::Stats) |
+//! | `GET /testkit/deliveries` | | `[{"corp_id","kind","plaintext","attempts","delivered","last_status","dropped","error"}]` |
+//! | `POST /testkit/flush` | | `{"deliveries": n}` once every delivery finished |
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::callbacks::{CallbackKind, CallbackTarget};
+use super::faults::{Fault, FaultKind};
+use super::model::NewCustomer;
+use super::seed::SeedSpec;
+use super::state::EmulatorState;
+
+type Shared = State<Arc<EmulatorState>>;
+
+/// Largest count `POST /testkit/seed` accepts for any field (a bigger corp is a typo).
+const MAX_SEED: usize = 1_000_000;
+
+pub(crate) fn routes() -> Router<Arc<EmulatorState>> {
+    Router::new()
+        .route("/apps", post(apps))
+        .route("/seed", post(seed))
+        .route("/callback-target", post(callback_target))
+        .route("/customers", post(customers))
+        .route("/faults", post(add_fault).delete(clear_faults))
+        .route("/down", post(down))
+        .route("/clock/advance", post(advance_clock))
+        .route("/clock", get(clock))
+        .route("/stats", get(stats))
+        .route("/deliveries", get(deliveries))
+        .route("/flush", post(flush))
+}
+
+fn reply(value: &Value) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        value.to_string(),
+    )
+        .into_response()
+}
+
+fn bad_request(message: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({ "error": message }).to_string(),
+    )
+        .into_response()
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
+    serde_json::from_slice(body)
+        .map_err(|e| Box::new(bad_request(&format!("bad request body: {e}"))))
+}
+
+#[derive(Deserialize)]
+struct AppRequest {
+    corp_id: String,
+    secret: String,
+    #[serde(default)]
+    agent_id: Option<i64>,
+}
+
+async fn apps(State(state): Shared, body: Bytes) -> Response {
+    match parse::<AppRequest>(&body) {
+        Ok(req) => {
+            state.add_app(&req.corp_id, &req.secret, req.agent_id);
+            reply(&json!({}))
+        }
+        Err(resp) => *resp,
+    }
+}
+
+#[derive(Deserialize)]
+struct SeedRequest {
+    corp_id: String,
+    #[serde(default)]
+    staff: Option<usize>,
+    #[serde(default)]
+    departments: Option<usize>,
+    #[serde(default)]
+    customers: Option<usize>,
+    #[serde(default)]
+    follows_per_customer: Option<(usize, usize)>,
+    #[serde(default)]
+    tag_groups: Option<usize>,
+    #[serde(default)]
+    tags_per_group: Option<usize>,
+    #[serde(default)]
+    group_chats: Option<usize>,
+    #[serde(default)]
+    members_per_chat: Option<(usize, usize)>,
+    #[serde(default)]
+    rng_seed: Option<u64>,
+}
+
+async fn seed(State(state): Shared, body: Bytes) -> Response {
+    let req = match parse::<SeedRequest>(&body) {
+        Ok(req) => req,
+        Err(resp) => return *resp,
+    };
+    let d = SeedSpec::default();
+    let spec = SeedSpec {
+        staff: req.staff.unwrap_or(d.staff),
+        departments: req.departments.unwrap_or(d.departments),
+        customers: req.customers.unwrap_or(d.customers),
+        follows_per_customer: req.follows_per_customer.unwrap_or(d.follows_per_customer),
+        tag_groups: req.tag_groups.unwrap_or(d.tag_groups),
+        tags_per_group: req.tags_per_group.unwrap_or(d.tags_per_group),
+        group_chats: req.group_chats.unwrap_or(d.group_chats),
+        members_per_chat: req.members_per_chat.unwrap_or(d.members_per_chat),
+        rng_seed: req.rng_seed.unwrap_or(d.rng_seed),
+    };
+    let sizes = [
+        spec.staff,
+        spec.departments,
+        spec.customers,
+        spec.follows_per_customer.1,
+        spec.tag_groups,
+        spec.tags_per_group,
+        spec.group_chats,
+        spec.members_per_chat.1,
+    ];
+    if sizes.iter().any(|n| *n > MAX_SEED) {
+        return bad_request("seed sizes are limited to 1000000");
+    }
+    let summary = state.seed(&req.corp_id, &spec);
+    reply(&json!({
+        "staff": summary.staff,
+        "customers": summary.customers,
+        "chats": summary.chats,
+        "tag_ids": summary.tag_ids,
+        "departments": summary.departments,
+        "relations": summary.relations,
+    }))
+}
+
+#[derive(Deserialize)]
+struct TargetRequest {
+    corp_id: String,
+    kind: String,
+    #[serde(default)]
+    agent_id: Option<i64>,
+    url: String,
+    token: String,
+    encoding_aes_key: String,
+}
+
+async fn callback_target(State(state): Shared, body: Bytes) -> Response {
+    let req = match parse::<TargetRequest>(&body) {
+        Ok(req) => req,
+        Err(resp) => return *resp,
+    };
+    let kind = match (req.kind.as_str(), req.agent_id) {
+        ("app", Some(agent_id)) => Some(CallbackKind::App(agent_id)),
+        (label, _) => CallbackKind::parse(label),
+    };
+    let Some(kind) = kind else {
+        return bad_request("kind must be contacts, directory, archive or app:AGENTID");
+    };
+    if let Err(e) = crate::CallbackCrypto::new(&req.token, &req.encoding_aes_key, &req.corp_id) {
+        return bad_request(&format!("unusable token or encoding_aes_key: {e}"));
+    }
+    state.set_callback_target(
+        &req.corp_id,
+        kind,
+        CallbackTarget {
+            url: req.url,
+            token: req.token,
+            encoding_aes_key: req.encoding_aes_key,
+        },
+    );
+    reply(&json!({}))
+}
+
+#[derive(Deserialize)]
+struct CustomerRequest {
+    corp_id: String,
+    userid: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    external_userid: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    remark: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    tag_ids: Vec<String>,
+    #[serde(default)]
+    welcome_code: Option<String>,
+}
+
+async fn customers(State(state): Shared, body: Bytes) -> Response {
+    let req = match parse::<CustomerRequest>(&body) {
+        Ok(req) => req,
+        Err(resp) => return *resp,
+    };
+    let external_userid = state.add_customer(
+        &req.corp_id,
+        &req.userid,
+        NewCustomer {
+            name: req.name,
+            external_userid: req.external_userid,
+            state: req.state,
+            remark: req.remark,
+            description: req.description,
+            tag_ids: req.tag_ids,
+            welcome_code: req.welcome_code,
+            ..NewCustomer::default()
+        },
+    );
+    reply(&json!({ "external_userid": external_userid }))
+}
+
+#[derive(Deserialize)]
+struct FaultRequest {
+    #[serde(default)]
+    api: Option<String>,
+    kind: String,
+    #[serde(default)]
+    errcode: Option<i64>,
+    #[serde(default)]
+    status: Option<u16>,
+    #[serde(default)]
+    delay_ms: Option<u64>,
+    #[serde(default)]
+    times: Option<u32>,
+}
+
+async fn add_fault(State(state): Shared, body: Bytes) -> Response {
+    let req = match parse::<FaultRequest>(&body) {
+        Ok(req) => req,
+        Err(resp) => return *resp,
+    };
+    let kind = match (req.kind.as_str(), req.errcode, req.status, req.delay_ms) {
+        ("busy", ..) => FaultKind::Busy,
+        ("errcode", Some(code), ..) => FaultKind::Errcode(code),
+        ("http", _, Some(status), _) => FaultKind::Http(status),
+        ("garbage", ..) => FaultKind::Garbage,
+        ("silence", ..) => FaultKind::Silence,
+        ("latency", _, _, Some(ms)) => FaultKind::Latency(Duration::from_millis(ms)),
+        _ => {
+            return bad_request(
+                "kind must be busy, errcode (with errcode), http (with status), garbage, silence or latency (with delay_ms)",
+            );
+        }
+    };
+    state.inject_fault(Fault {
+        api: req.api.filter(|a| !a.is_empty()),
+        kind,
+        times: req.times.unwrap_or(1),
+    });
+    reply(&json!({}))
+}
+
+async fn clear_faults(State(state): Shared) -> Response {
+    state.clear_faults();
+    reply(&json!({}))
+}
+
+#[derive(Deserialize)]
+struct DownRequest {
+    down: bool,
+}
+
+async fn down(State(state): Shared, body: Bytes) -> Response {
+    match parse::<DownRequest>(&body) {
+        Ok(req) => {
+            state.set_down(req.down);
+            reply(&json!({}))
+        }
+        Err(resp) => *resp,
+    }
+}
+
+#[derive(Deserialize)]
+struct AdvanceRequest {
+    secs: u64,
+}
+
+async fn advance_clock(State(state): Shared, body: Bytes) -> Response {
+    match parse::<AdvanceRequest>(&body) {
+        Ok(req) => {
+            state.advance_clock(Duration::from_secs(req.secs));
+            reply(&json!({ "now": state.now() }))
+        }
+        Err(resp) => *resp,
+    }
+}
+
+async fn clock(State(state): Shared) -> Response {
+    reply(&json!({ "now": state.now() }))
+}
+
+async fn stats(State(state): Shared) -> Response {
+    match serde_json::to_value(state.stats()) {
+        Ok(v) => reply(&v),
+        Err(e) => bad_request(&e.to_string()),
+    }
+}
+
+async fn deliveries(State(state): Shared) -> Response {
+    let list: Vec<Value> = state
+        .deliveries()
+        .into_iter()
+        .map(|d| {
+            json!({
+                "corp_id": d.corp_id, "kind": d.kind.label(), "plaintext": d.plaintext,
+                "attempts": d.attempts, "delivered": d.delivered, "last_status": d.last_status,
+                "dropped": d.dropped, "error": d.error,
+            })
+        })
+        .collect();
+    reply(&Value::Array(list))
+}
+
+async fn flush(State(state): Shared) -> Response {
+    state.flush_callbacks().await;
+    reply(&json!({ "deliveries": state.deliveries().len() }))
+}
