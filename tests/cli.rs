@@ -280,3 +280,82 @@ async fn serve_without_config_starts_on_embedded_sqlite() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains("scrm.toml"), "{log}");
 }
+
+/// `scrm emulator` serves an emulated corp; `scrm sync` imports it with a final table, and
+/// `scrm sync --status --json` shows the finished job.
+#[tokio::test]
+async fn emulator_and_sync_commands_import_an_emulated_corp() {
+    let dir = tempfile::tempdir().expect("dir");
+    let port = common::free_port();
+    let mut emulator = tokio::process::Command::new(env!("CARGO_BIN_EXE_scrm"))
+        .args([
+            "emulator",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--corp",
+            CORP,
+            "--secret",
+            "cli-secret",
+            "--staff",
+            "6",
+            "--customers",
+            "40",
+            "--group-chats",
+            "3",
+        ])
+        .current_dir(dir.path())
+        .env("SCRM_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start emulator");
+    let client = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..400 {
+        if client
+            .get(format!("http://127.0.0.1:{port}/testkit/stats"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(up, "emulator did not start");
+    let config = config_toml("sqlite://scrm.db", "")
+        .replacen(
+            "[callback]",
+            &format!("[wecom]\napi_base_url = \"http://127.0.0.1:{port}/cgi-bin/\"\n[callback]"),
+            1,
+        )
+        .replacen(
+            "name = \"contacts\"",
+            "name = \"contacts\"\nsecret = \"cli-secret\"",
+            1,
+        );
+    std::fs::write(dir.path().join("scrm.toml"), config).expect("config");
+
+    let out = scrm(dir.path(), &["sync"]).await;
+    assert_eq!(out.code, 0, "{} {}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("同步完成"), "{}", out.stdout);
+    assert!(out.stdout.contains("API calls"), "{}", out.stdout);
+
+    let status = scrm(dir.path(), &["sync", "--status", "--json"]).await;
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    let jobs: serde_json::Value = serde_json::from_str(&status.stdout).expect("json");
+    assert_eq!(jobs[0]["state"], "done", "{jobs}");
+    assert_eq!(jobs[0]["corp_id"], CORP);
+    assert!(
+        jobs[0].get("cursor").is_none(),
+        "the checkpoint is not shown"
+    );
+
+    // A corp that is not configured is a clear error.
+    let wrong = scrm(dir.path(), &["sync", "--corp", "wwnotconfigured"]).await;
+    assert_eq!(wrong.code, 2);
+    assert!(wrong.stderr.contains("not configured"), "{}", wrong.stderr);
+    emulator.kill().await.expect("stop emulator");
+}

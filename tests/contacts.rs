@@ -29,6 +29,7 @@ both_backends!(
     staff_are_created_and_marked_departed,
     group_chat_members_follow_the_callbacks,
     duplicate_deliveries_change_nothing_twice,
+    expired_token_and_a_silent_wecom_are_survived,
 );
 
 async fn added_customer_is_fetched_and_stored_with_its_relation(backend: Backend) {
@@ -322,5 +323,49 @@ async fn duplicate_deliveries_change_nothing_twice(backend: Backend) {
         .unwrap()
         .unwrap();
     assert_eq!(r.status, "deleted_by_staff");
+    app.stop().await;
+}
+
+async fn expired_token_and_a_silent_wecom_are_survived(backend: Backend) {
+    let app = EmulatedApp::spawn(backend).await;
+    let seeded = app.wecom().seed(CORP, &small_corp());
+    let first = app
+        .wecom()
+        .add_customer(CORP, &seeded.staff[0], NewCustomer::default());
+    app.settle().await;
+    assert_eq!(app.wecom().calls("gettoken"), 1);
+
+    // WeCom drops our token early (42001 once), then does not answer one call at all.
+    app.wecom().inject_fault(Fault {
+        api: Some("externalcontact/get".to_owned()),
+        kind: FaultKind::Errcode(42001),
+        times: 1,
+    });
+    app.wecom().inject_fault(Fault {
+        api: Some("externalcontact/get".to_owned()),
+        kind: FaultKind::Silence,
+        times: 1,
+    });
+    let second = app
+        .wecom()
+        .add_customer(CORP, &seeded.staff[1], NewCustomer::default());
+    app.settle().await;
+    for (user, ext) in [(&seeded.staff[0], &first), (&seeded.staff[1], &second)] {
+        let r = contacts::get_relation(&app.db, CORP, user, ext)
+            .await
+            .unwrap();
+        assert_eq!(r.map(|r| r.status).as_deref(), Some("active"));
+    }
+    assert_eq!(
+        app.wecom().calls("gettoken"),
+        2,
+        "42001 drops the token and fetches one new one"
+    );
+    let stats = scrm::worker::stats(&app.db, None).await.unwrap();
+    assert_eq!(
+        (stats.dead, stats.pending, stats.done),
+        (0, 0, 2),
+        "{stats:?}"
+    );
     app.stop().await;
 }
