@@ -14,6 +14,11 @@
 //!    (`del_follow_user`). WeCom itself allows 10,000 calls per API per minute and corp, so in
 //!    production the first kind is bounded by that (≈ 167/s per corp); this bench lifts the limit in
 //!    the emulator and the client to measure the engine.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark fails loudly"
+)]
 
 use std::collections::HashMap;
 use std::sync::Arc;

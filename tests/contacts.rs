@@ -1,5 +1,10 @@
 //! Callbacks from the emulated WeCom turn into customers, follow relations, staff and group chats:
 //! WeCom pushes, our server stores and acknowledges, the inbox workers fetch and apply.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark fails loudly"
+)]
 
 mod common;
 #[path = "common/emulated.rs"]

@@ -1,5 +1,10 @@
 //! The coordination contract, run against both implementations: in-process and the real Redis on
 //! 127.0.0.1:6379 (a missing Redis fails these tests, naming the address).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark fails loudly"
+)]
 
 use std::sync::Arc;
 use std::time::Duration;

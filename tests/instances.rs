@@ -1,6 +1,11 @@
 //! Two server instances on one PostgreSQL and one Redis, against the emulated WeCom: one
 //! `gettoken` per token lifetime between them, no event processed twice, one reconciliation at a
 //! time.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark fails loudly"
+)]
 
 mod common;
 #[path = "common/emulated.rs"]

@@ -1,6 +1,11 @@
 //! Full sync and reconciliation against the emulated WeCom: imports a seeded corp with the fewest
 //! calls the page sizes allow, repairs what callbacks missed, resumes from its checkpoint, and runs
 //! once at a time.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark fails loudly"
+)]
 
 mod common;
 #[path = "common/emulated.rs"]
