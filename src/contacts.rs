@@ -100,6 +100,18 @@ pub enum RelationChange {
     StaleIgnored,
 }
 
+impl RelationChange {
+    /// The `change` a relation's history records for this outcome; `None` when nothing changed.
+    pub fn history_label(self) -> Option<&'static str> {
+        match self {
+            Self::Added => Some("added"),
+            Self::Reactivated => Some("reactivated"),
+            Self::Edited => Some("edited"),
+            Self::Unchanged | Self::StaleIgnored => None,
+        }
+    }
+}
+
 /// A relation as we store it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct FollowRelation {

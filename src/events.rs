@@ -12,7 +12,7 @@ use wecom_sdk::event::{
 };
 use wecom_sdk::parse_event;
 
-use crate::contacts::{self, EndReason, RelationChange, Source};
+use crate::contacts::{self, EndReason, Source};
 use crate::db::{Db, StoreError, now_ms};
 use crate::wecom::{self, NoSecret, Wecom};
 use crate::worker::{ClaimedEvent, HandlerError, InboxHandler};
@@ -204,11 +204,8 @@ impl Ctx<'_> {
             saw_event_user |= snapshot.user_id == user;
             let change =
                 contacts::apply_relation(self.db(), self.corp, &snapshot, now, None).await?;
-            let label = match change {
-                RelationChange::Added => "added",
-                RelationChange::Reactivated => "reactivated",
-                RelationChange::Edited => "edited",
-                RelationChange::Unchanged | RelationChange::StaleIgnored => continue,
+            let Some(label) = change.history_label() else {
+                continue;
             };
             self.record(&snapshot.user_id, ext, label, "").await?;
         }

@@ -265,6 +265,17 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// Moves the cursor past a page: to WeCom's next cursor, or to the next chunk of users when
+    /// WeCom says the chunk is done (an empty cursor).
+    fn next_page(&mut self, next_cursor: String) {
+        if next_cursor.is_empty() {
+            self.cp.chunk += 1;
+            self.cp.page_cursor.clear();
+        } else {
+            self.cp.page_cursor = next_cursor;
+        }
+    }
+
     fn call(&mut self) {
         self.cp.summary.api_calls += 1;
     }
@@ -358,20 +369,14 @@ impl Run<'_> {
                 contacts::apply_relation(self.db, self.corp, &snapshot, now, Some(self.job_id))
                     .await?;
             self.cp.summary.relations_seen += 1;
-            let label = match change {
-                RelationChange::Added => {
-                    self.cp.summary.added += 1;
-                    "added"
-                }
-                RelationChange::Reactivated => {
-                    self.cp.summary.reactivated += 1;
-                    "reactivated"
-                }
-                RelationChange::Edited => {
-                    self.cp.summary.edited += 1;
-                    "edited"
-                }
-                RelationChange::Unchanged | RelationChange::StaleIgnored => continue,
+            match change {
+                RelationChange::Added => self.cp.summary.added += 1,
+                RelationChange::Reactivated => self.cp.summary.reactivated += 1,
+                RelationChange::Edited => self.cp.summary.edited += 1,
+                RelationChange::Unchanged | RelationChange::StaleIgnored => {}
+            }
+            let Some(label) = change.history_label() else {
+                continue;
             };
             contacts::record_event(
                 self.db,
@@ -385,12 +390,7 @@ impl Run<'_> {
             )
             .await?;
         }
-        if page.next_cursor.is_empty() {
-            self.cp.chunk += 1;
-            self.cp.page_cursor.clear();
-        } else {
-            self.cp.page_cursor = page.next_cursor;
-        }
+        self.next_page(page.next_cursor);
         Ok(())
     }
 
@@ -502,12 +502,7 @@ impl Run<'_> {
             .iter()
             .map(|c| (c.chat_id.to_string(), c.status))
             .collect();
-        if page.next_cursor.is_empty() {
-            self.cp.chunk += 1;
-            self.cp.page_cursor.clear();
-        } else {
-            self.cp.page_cursor = page.next_cursor;
-        }
+        self.next_page(page.next_cursor);
         Ok(())
     }
 
