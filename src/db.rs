@@ -30,6 +30,52 @@ macro_rules! on_db {
     };
 }
 
+/// A transaction on whichever backend: domain functions that change our tables *and* enqueue an
+/// outbox intent do both inside one (`Db::begin`, then [`on_tx!`], then [`Tx::commit`]). On
+/// SQLite it is `BEGIN IMMEDIATE`: it takes the write lock up front, so a read-then-write inside
+/// it never fails halfway with "database is locked".
+#[derive(Debug)]
+pub enum Tx {
+    /// SQLite.
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    /// PostgreSQL.
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+/// Runs one body on whichever connection a [`Tx`] holds: `$conn` is `&mut` to the connection
+/// (use it as `&mut *$conn`).
+#[macro_export]
+macro_rules! on_tx {
+    ($tx:expr, |$conn:ident| $body:expr) => {
+        match $tx {
+            $crate::db::Tx::Sqlite(t) => {
+                let $conn = &mut **t;
+                $body
+            }
+            $crate::db::Tx::Postgres(t) => {
+                let $conn = &mut **t;
+                $body
+            }
+        }
+    };
+}
+
+impl Tx {
+    /// Commits.
+    pub async fn commit(self) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(t) => t.commit().await?,
+            Self::Postgres(t) => t.commit().await?,
+        }
+        Ok(())
+    }
+
+    /// `true` on PostgreSQL (where a read that a write depends on needs `FOR UPDATE`).
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Self::Postgres(_))
+    }
+}
+
 /// What can go wrong in a store function, mapped once from `sqlx::Error`.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -162,6 +208,14 @@ impl Db {
             Self::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await,
             Self::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await,
         }
+    }
+
+    /// Starts a transaction (see [`Tx`]).
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(match self {
+            Self::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Self::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        })
     }
 
     /// One round trip, for `/readyz`.

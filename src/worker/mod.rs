@@ -29,14 +29,105 @@ use std::time::Duration;
 use rand::Rng as _;
 use serde::Serialize;
 use tokio::time::{Instant, MissedTickBehavior};
+use tracing::Instrument as _;
 
 use crate::db::{Db, StoreError, now_ms};
 
 pub use pool::WorkerPool;
 pub use store::{
-    Backlog, DeadLetter, InboxStats, MAX_REASON_BYTES, ReplayFilter, backlog, claim, dead_letters,
-    mark_dead, mark_done, renew_lease, replay, schedule_retry, stats,
+    Backlog, DeadLetter, INBOX, InboxStats, LeaseTable, MAX_REASON_BYTES, ReplayFilter, backlog,
+    claim, dead_letters, mark_dead, mark_done, renew_lease, replay, schedule_retry, stats,
 };
+
+/// A table of work claimed under leases and the handler of its rows: the inbox (callbacks to
+/// process) and the outbox (calls to make to WeCom) run on the same [`WorkerPool`] and [`drain`],
+/// with the same leases, heartbeat, backoff and dead letters.
+#[async_trait::async_trait]
+pub trait Queue: Send + Sync {
+    /// A claimed row.
+    type Item: Send + Sync;
+    /// The queue's name in logs.
+    const NAME: &'static str;
+    /// Counter of attempts by `outcome`.
+    const OUTCOMES_METRIC: &'static str;
+    /// Histogram of handling time, seconds.
+    const SECONDS_METRIC: &'static str;
+
+    /// The database holding the table.
+    fn db(&self) -> &Db;
+    /// The table's lease columns.
+    fn table(&self) -> LeaseTable;
+    /// A row's id.
+    fn id(item: &Self::Item) -> i64;
+    /// Attempts so far, this one included.
+    fn attempts(item: &Self::Item) -> i32;
+    /// The span one attempt runs in.
+    fn span(item: &Self::Item) -> tracing::Span;
+    /// Claims up to `limit` rows for `lease` under the token `owner`.
+    async fn claim(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<Self::Item>, StoreError>;
+    /// Handles one row. Must be idempotent: the same row can come again.
+    async fn handle(&self, item: &Self::Item) -> Result<(), HandlerError>;
+}
+
+/// The inbox as a [`Queue`]: stored callbacks, handed to an [`InboxHandler`]. `H` is any pointer
+/// to one (`Arc<dyn InboxHandler>` for the pool, a reference for [`drain`]).
+pub struct InboxQueue<H> {
+    db: Db,
+    handler: H,
+}
+
+impl<H> InboxQueue<H> {
+    /// The inbox of `db`, handled by `handler`.
+    pub fn new(db: Db, handler: H) -> Self {
+        Self { db, handler }
+    }
+}
+
+#[async_trait::async_trait]
+impl<H> Queue for InboxQueue<H>
+where
+    H: std::ops::Deref + Send + Sync,
+    H::Target: InboxHandler,
+{
+    type Item = ClaimedEvent;
+    const NAME: &'static str = "inbox";
+    const OUTCOMES_METRIC: &'static str = "scrm_worker_events_total";
+    const SECONDS_METRIC: &'static str = "scrm_worker_handle_seconds";
+
+    fn db(&self) -> &Db {
+        &self.db
+    }
+    fn table(&self) -> LeaseTable {
+        INBOX
+    }
+    fn id(item: &ClaimedEvent) -> i64 {
+        item.id
+    }
+    fn attempts(item: &ClaimedEvent) -> i32 {
+        item.attempts
+    }
+    fn span(event: &ClaimedEvent) -> tracing::Span {
+        tracing::info_span!("inbox_event", event_id = event.id, corp_id = %event.corp_id, attempt = event.attempts, kind = %event.kind())
+    }
+    async fn claim(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<ClaimedEvent>, StoreError> {
+        claim(&self.db, owner, now_ms, lease, limit).await
+    }
+    async fn handle(&self, item: &ClaimedEvent) -> Result<(), HandlerError> {
+        self.handler.handle(item).await
+    }
+}
 
 /// What the domain implements to process one stored callback.
 #[async_trait::async_trait]
@@ -271,26 +362,29 @@ pub async fn drain(
     handler: &dyn InboxHandler,
     settings: &WorkerSettings,
 ) -> Result<DrainReport, StoreError> {
+    drain_queue(&InboxQueue::new(db.clone(), handler), settings).await
+}
+
+/// [`drain`] for any [`Queue`].
+pub async fn drain_queue<Q: Queue>(
+    queue: &Q,
+    settings: &WorkerSettings,
+) -> Result<DrainReport, StoreError> {
     let instance = format!("drain:{}", instance_owner());
     let mut report = DrainReport::default();
     let mut seq: u64 = 0;
     loop {
         seq += 1;
         let owner = format!("{instance}#{seq}");
-        let events = claim(
-            db,
-            &owner,
-            now_ms(),
-            settings.lease,
-            settings.concurrency.max(1),
-        )
-        .await?;
-        if events.is_empty() {
+        let items = queue
+            .claim(&owner, now_ms(), settings.lease, settings.concurrency.max(1))
+            .await?;
+        if items.is_empty() {
             return Ok(report);
         }
-        let attempts = events
+        let attempts = items
             .iter()
-            .map(|event| settle(db, event, &owner, settings, caught(handler.handle(event))))
+            .map(|item| settle(queue, item, &owner, settings, caught(queue.handle(item))))
             .collect();
         for outcome in join_all(attempts).await {
             report.add(outcome?);
@@ -313,53 +407,67 @@ pub fn instance_owner() -> String {
 }
 
 /// Runs one attempt under the lease `owner` holds, with the heartbeat, and records its outcome.
-#[tracing::instrument(
-    name = "inbox_event",
-    skip_all,
-    fields(event_id = event.id, corp_id = %event.corp_id, attempt = event.attempts, kind = %event.kind())
-)]
-async fn settle<F>(
-    db: &Db,
-    event: &ClaimedEvent,
+async fn settle<Q, F>(
+    queue: &Q,
+    item: &Q::Item,
     owner: &str,
     settings: &WorkerSettings,
     handling: F,
 ) -> Result<Outcome, StoreError>
 where
+    Q: Queue + ?Sized,
     F: Future<Output = Result<(), HandlerError>>,
 {
+    let span = Q::span(item);
+    settle_in_span(queue, item, owner, settings, handling)
+        .instrument(span)
+        .await
+}
+
+async fn settle_in_span<Q, F>(
+    queue: &Q,
+    item: &Q::Item,
+    owner: &str,
+    settings: &WorkerSettings,
+    handling: F,
+) -> Result<Outcome, StoreError>
+where
+    Q: Queue + ?Sized,
+    F: Future<Output = Result<(), HandlerError>>,
+{
+    let (db, table, id, attempts) = (queue.db(), queue.table(), Q::id(item), Q::attempts(item));
     let started = Instant::now();
-    let result = with_heartbeat(db, event.id, owner, settings.lease, handling).await;
-    metrics::histogram!("scrm_worker_handle_seconds").record(started.elapsed().as_secs_f64());
+    let result = with_heartbeat(db, table, id, owner, settings.lease, handling).await;
+    metrics::histogram!(Q::SECONDS_METRIC).record(started.elapsed().as_secs_f64());
     let now = now_ms();
     let (planned, applied) = match &result {
-        Ok(()) => (Outcome::Done, mark_done(db, event.id, owner, now).await?),
-        Err(HandlerError::Permanent { reason }) => (
-            Outcome::Dead,
-            mark_dead(db, event.id, owner, now, reason).await?,
-        ),
-        Err(HandlerError::Retry { reason, .. }) if event.attempts >= settings.max_attempts => (
-            Outcome::Dead,
-            mark_dead(db, event.id, owner, now, reason).await?,
-        ),
+        Ok(()) => (Outcome::Done, table.done(db, id, owner, now).await?),
+        Err(HandlerError::Permanent { reason }) => {
+            (Outcome::Dead, table.dead(db, id, owner, now, reason).await?)
+        }
+        Err(HandlerError::Retry { reason, .. }) if attempts >= settings.max_attempts => {
+            (Outcome::Dead, table.dead(db, id, owner, now, reason).await?)
+        }
         Err(HandlerError::Retry { reason, after }) => {
-            let delay = after.unwrap_or_else(|| retry_delay(settings, event.attempts));
+            let delay = after.unwrap_or_else(|| retry_delay(settings, attempts));
             let retry_at = now.saturating_add(store::millis(delay));
             (
                 Outcome::Retried,
-                schedule_retry(db, event.id, owner, retry_at, reason).await?,
+                table.retry(db, id, owner, retry_at, reason).await?,
             )
         }
     };
     let outcome = if applied { planned } else { Outcome::LeaseLost };
-    metrics::counter!("scrm_worker_events_total", "outcome" => outcome.as_str()).increment(1);
+    metrics::counter!(Q::OUTCOMES_METRIC, "outcome" => outcome.as_str()).increment(1);
     let reason = result.as_ref().err().map(HandlerError::reason);
+    let queue_name = Q::NAME;
     match outcome {
-        Outcome::Done => tracing::debug!("event processed"),
-        Outcome::Retried => tracing::info!(reason, "event will be retried"),
-        Outcome::Dead => tracing::warn!(reason, "event is a dead letter"),
+        Outcome::Done => tracing::debug!(queue = queue_name, "processed"),
+        Outcome::Retried => tracing::info!(queue = queue_name, reason, "will be retried"),
+        Outcome::Dead => tracing::warn!(queue = queue_name, reason, "dead letter"),
         Outcome::LeaseLost => {
             tracing::warn!(
+                queue = queue_name,
                 planned = planned.as_str(),
                 "lease lost before the outcome was recorded"
             );
@@ -373,6 +481,7 @@ where
 /// idempotent, and stopping it halfway would help nobody).
 async fn with_heartbeat<F: Future>(
     db: &Db,
+    table: LeaseTable,
     id: i64,
     owner: &str,
     lease: Duration,
@@ -385,7 +494,7 @@ async fn with_heartbeat<F: Future>(
         loop {
             tick.tick().await;
             let until = now_ms().saturating_add(store::millis(lease));
-            match renew_lease(db, id, owner, until).await {
+            match table.renew(db, id, owner, until).await {
                 Ok(true) => {}
                 Ok(false) => {
                     tracing::warn!("lease lost while the handler runs");

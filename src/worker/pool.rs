@@ -10,15 +10,14 @@ use tokio::sync::{Notify, oneshot};
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tracing::Instrument as _;
 
-use super::{ClaimedEvent, HandlerError, InboxHandler, WorkerSettings, claim, panicked, settle};
+use super::{HandlerError, InboxHandler, InboxQueue, Queue, WorkerSettings, panicked, settle};
 use crate::db::{Db, now_ms};
 
 /// An idle pool looks for work at least this rarely, whatever `idle_poll` says (a zero would spin).
 const MIN_POLL: Duration = Duration::from_millis(10);
 
-struct Shared {
-    db: Db,
-    handler: Arc<dyn InboxHandler>,
+struct Shared<Q> {
+    queue: Q,
     settings: WorkerSettings,
     owner: String,
 }
@@ -44,6 +43,21 @@ impl WorkerPool {
         wake: Arc<Notify>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Self {
+        Self::spawn_queue(InboxQueue::new(db, handler), settings, owner, wake, shutdown)
+    }
+
+    /// [`WorkerPool::spawn`] for any [`Queue`].
+    pub fn spawn_queue<Q>(
+        queue: Q,
+        settings: WorkerSettings,
+        owner: String,
+        wake: Arc<Notify>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Self
+    where
+        Q: Queue + 'static,
+        Q::Item: 'static,
+    {
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let stop = async move {
             tokio::select! {
@@ -52,8 +66,7 @@ impl WorkerPool {
             }
         };
         let shared = Arc::new(Shared {
-            db,
-            handler,
+            queue,
             settings,
             owner,
         });
@@ -86,27 +99,35 @@ async fn wait(task: &mut JoinHandle<()>) {
     }
 }
 
-async fn supervise(shared: Arc<Shared>, wake: Arc<Notify>, stop: impl Future<Output = ()>) {
+async fn supervise<Q>(shared: Arc<Shared<Q>>, wake: Arc<Notify>, stop: impl Future<Output = ()>)
+where
+    Q: Queue + 'static,
+    Q::Item: 'static,
+{
     let mut stop = std::pin::pin!(stop);
     let concurrency = shared.settings.concurrency.max(1);
     let idle = shared.settings.idle_poll.max(MIN_POLL);
     let mut running: JoinSet<()> = JoinSet::new();
     let mut seq: u64 = 0;
-    tracing::info!(owner = %shared.owner, concurrency, "worker pool started");
+    tracing::info!(queue = Q::NAME, owner = %shared.owner, concurrency, "worker pool started");
     loop {
         let free = concurrency.saturating_sub(running.len());
         if free > 0 {
             seq += 1;
             let owner = format!("{}#{seq}", shared.owner);
-            match claim(&shared.db, &owner, now_ms(), shared.settings.lease, free).await {
-                Ok(events) => {
-                    for event in events {
-                        running.spawn(run_one(Arc::clone(&shared), event, owner.clone()));
+            match shared
+                .queue
+                .claim(&owner, now_ms(), shared.settings.lease, free)
+                .await
+            {
+                Ok(items) => {
+                    for item in items {
+                        running.spawn(run_one(Arc::clone(&shared), item, owner.clone()));
                     }
                 }
                 // Waits for the next wake-up or poll before trying again.
                 Err(e) => {
-                    tracing::warn!(error = %e, cause = ?std::error::Error::source(&e), "cannot claim inbox rows");
+                    tracing::warn!(queue = Q::NAME, error = %e, cause = ?std::error::Error::source(&e), "cannot claim rows");
                 }
             }
         }
@@ -119,30 +140,35 @@ async fn supervise(shared: Arc<Shared>, wake: Arc<Notify>, stop: impl Future<Out
         }
     }
     tracing::info!(
+        queue = Q::NAME,
         in_flight = running.len(),
-        "worker pool stopping: finishing the events it holds"
+        "worker pool stopping: finishing the rows it holds"
     );
     while let Some(joined) = running.join_next().await {
         log_join(joined);
     }
-    tracing::info!("worker pool stopped");
+    tracing::info!(queue = Q::NAME, "worker pool stopped");
 }
 
 fn log_join(joined: Result<(), JoinError>) {
     if let Err(e) = joined {
-        tracing::error!(error = %e, "inbox event task failed");
+        tracing::error!(error = %e, "worker task failed");
     }
 }
 
-/// One event: the handler in a task of its own (so a panic surfaces as a `JoinError`, and the
+/// One row: the handler in a task of its own (so a panic surfaces as a `JoinError`, and the
 /// heartbeat runs beside it), then the outcome recorded.
-async fn run_one(shared: Arc<Shared>, event: ClaimedEvent, owner: String) {
-    let event = Arc::new(event);
-    let span = tracing::info_span!("inbox_handler", event_id = event.id);
+async fn run_one<Q>(shared: Arc<Shared<Q>>, item: Q::Item, owner: String)
+where
+    Q: Queue + 'static,
+    Q::Item: 'static,
+{
+    let item = Arc::new(item);
+    let span = Q::span(&item);
     let job = {
-        let handler = Arc::clone(&shared.handler);
-        let event = Arc::clone(&event);
-        tokio::spawn(async move { handler.handle(&event).await }.instrument(span))
+        let shared = Arc::clone(&shared);
+        let item = Arc::clone(&item);
+        tokio::spawn(async move { shared.queue.handle(&item).await }.instrument(span))
     };
     let handling = async move {
         match job.await {
@@ -151,9 +177,10 @@ async fn run_one(shared: Arc<Shared>, event: ClaimedEvent, owner: String) {
             Err(_) => Err(HandlerError::retry("handler task was cancelled")),
         }
     };
-    if let Err(e) = settle(&shared.db, &event, &owner, &shared.settings, handling).await {
+    if let Err(e) = settle(&shared.queue, &item, &owner, &shared.settings, handling).await {
         tracing::warn!(
-            event_id = event.id,
+            queue = Q::NAME,
+            id = Q::id(&item),
             error = %e,
             cause = ?std::error::Error::source(&e),
             "cannot record the outcome; the row is retried once its lease expires"

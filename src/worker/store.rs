@@ -84,38 +84,114 @@ pub async fn claim(
     Ok(rows)
 }
 
-/// Extends the lease of a row this token still holds to `until_ms`. False when the lease is gone
-/// (taken over, finished or replayed).
+/// A table whose rows are claimed under leases (the inbox, the outbox): `id`, `state` (`pending`
+/// while claimable or held, then `done` or `dead`), `lease_owner`, `lease_until_ms` (also "not
+/// before" while a retry waits), `last_error`, `dead_at_ms`, and a column for when it was done.
+/// Every write here names the lease token, so a worker that lost its lease changes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTable {
+    /// Table name.
+    pub table: &'static str,
+    /// Column set to the time a row is done.
+    pub done_at: &'static str,
+}
+
+/// The inbox's lease columns.
+pub const INBOX: LeaseTable = LeaseTable {
+    table: "inbox",
+    done_at: "processed_at_ms",
+};
+
+impl LeaseTable {
+    async fn update(
+        self,
+        db: &Db,
+        set: &str,
+        id: i64,
+        owner: &str,
+        at_ms: i64,
+        reason: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let sql = format!(
+            "UPDATE {} SET {set} WHERE id = $1 AND lease_owner = $2 AND state = 'pending'",
+            self.table
+        );
+        let n = on_db!(db, |pool| sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+            .bind(id)
+            .bind(owner)
+            .bind(at_ms)
+            .bind(reason.map(truncate_reason))
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+
+    /// Extends the lease of a row this token still holds to `until_ms`. False when the lease is
+    /// gone (taken over, finished or replayed).
+    pub async fn renew(self, db: &Db, id: i64, owner: &str, until_ms: i64) -> Result<bool, StoreError> {
+        self.update(db, "lease_until_ms = $3, last_error = COALESCE($4, last_error)", id, owner, until_ms, None)
+            .await
+    }
+
+    /// Marks a held row done. False (and nothing changed) when `owner` no longer holds it.
+    /// `last_error` is kept: a row done after retries still says what went wrong before.
+    pub async fn done(self, db: &Db, id: i64, owner: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let set = format!(
+            "state = 'done', {} = $3, lease_owner = NULL, lease_until_ms = 0, \
+             last_error = COALESCE($4, last_error)",
+            self.done_at
+        );
+        self.update(db, &set, id, owner, now_ms, None).await
+    }
+
+    /// Releases a held row for another attempt no earlier than `retry_at_ms`, noting `reason`. The
+    /// attempt was already counted when the row was claimed. False when `owner` no longer holds it.
+    pub async fn retry(
+        self,
+        db: &Db,
+        id: i64,
+        owner: &str,
+        retry_at_ms: i64,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        self.update(db, "lease_owner = NULL, lease_until_ms = $3, last_error = $4", id, owner, retry_at_ms, Some(reason))
+            .await
+    }
+
+    /// Makes a held row a dead letter with `reason`: no worker claims it again until an operator
+    /// puts it back. False when `owner` no longer holds it.
+    pub async fn dead(
+        self,
+        db: &Db,
+        id: i64,
+        owner: &str,
+        now_ms: i64,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        self.update(
+            db,
+            "state = 'dead', dead_at_ms = $3, last_error = $4, lease_owner = NULL, lease_until_ms = 0",
+            id,
+            owner,
+            now_ms,
+            Some(reason),
+        )
+        .await
+    }
+}
+
+/// [`LeaseTable::renew`] on the inbox.
 pub async fn renew_lease(db: &Db, id: i64, owner: &str, until_ms: i64) -> Result<bool, StoreError> {
-    const SQL: &str = "UPDATE inbox SET lease_until_ms = $3 \
-                       WHERE id = $1 AND lease_owner = $2 AND state = 'pending'";
-    let n = on_db!(db, |pool| sqlx::query(SQL)
-        .bind(id)
-        .bind(owner)
-        .bind(until_ms)
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected()))?;
-    Ok(n == 1)
+    INBOX.renew(db, id, owner, until_ms).await
 }
 
-/// Marks a held row processed. False (and nothing changed) when `owner` no longer holds it.
-/// `last_error` is kept: a row done after retries still says what went wrong before.
+/// [`LeaseTable::done`] on the inbox.
 pub async fn mark_done(db: &Db, id: i64, owner: &str, now_ms: i64) -> Result<bool, StoreError> {
-    const SQL: &str = "UPDATE inbox SET state = 'done', processed_at_ms = $3, lease_owner = NULL, \
-                       lease_until_ms = 0 WHERE id = $1 AND lease_owner = $2 AND state = 'pending'";
-    let n = on_db!(db, |pool| sqlx::query(SQL)
-        .bind(id)
-        .bind(owner)
-        .bind(now_ms)
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected()))?;
-    Ok(n == 1)
+    INBOX.done(db, id, owner, now_ms).await
 }
 
-/// Releases a held row for another attempt no earlier than `retry_at_ms`, noting `reason`. The
-/// attempt was already counted when the row was claimed. False when `owner` no longer holds it.
+/// [`LeaseTable::retry`] on the inbox.
 pub async fn schedule_retry(
     db: &Db,
     id: i64,
@@ -123,21 +199,10 @@ pub async fn schedule_retry(
     retry_at_ms: i64,
     reason: &str,
 ) -> Result<bool, StoreError> {
-    const SQL: &str = "UPDATE inbox SET lease_owner = NULL, lease_until_ms = $3, last_error = $4 \
-                       WHERE id = $1 AND lease_owner = $2 AND state = 'pending'";
-    let n = on_db!(db, |pool| sqlx::query(SQL)
-        .bind(id)
-        .bind(owner)
-        .bind(retry_at_ms)
-        .bind(truncate_reason(reason))
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected()))?;
-    Ok(n == 1)
+    INBOX.retry(db, id, owner, retry_at_ms, reason).await
 }
 
-/// Makes a held row a dead letter with `reason`: no worker claims it again until it is replayed.
-/// False when `owner` no longer holds it.
+/// [`LeaseTable::dead`] on the inbox.
 pub async fn mark_dead(
     db: &Db,
     id: i64,
@@ -145,18 +210,7 @@ pub async fn mark_dead(
     now_ms: i64,
     reason: &str,
 ) -> Result<bool, StoreError> {
-    const SQL: &str = "UPDATE inbox SET state = 'dead', dead_at_ms = $3, last_error = $4, \
-                       lease_owner = NULL, lease_until_ms = 0 \
-                       WHERE id = $1 AND lease_owner = $2 AND state = 'pending'";
-    let n = on_db!(db, |pool| sqlx::query(SQL)
-        .bind(id)
-        .bind(owner)
-        .bind(now_ms)
-        .bind(truncate_reason(reason))
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected()))?;
-    Ok(n == 1)
+    INBOX.dead(db, id, owner, now_ms, reason).await
 }
 
 /// Which rows [`replay`] puts back. Fields left `None` do not filter; at least one selector
