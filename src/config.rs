@@ -81,7 +81,18 @@ struct RawConfig {
     #[serde(default)]
     sync: RawSync,
     #[serde(default)]
+    outbox: RawWorker,
+    #[serde(default)]
+    reminders: RawReminders,
+    #[serde(default)]
     corps: Vec<RawCorp>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReminders {
+    after_add_days: Option<Vec<u32>>,
+    check_interval_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -128,6 +139,7 @@ struct RawCallback {
 struct RawCorp {
     corp_id: String,
     api_app: Option<String>,
+    message_app: Option<String>,
     #[serde(default)]
     apps: Vec<RawApp>,
 }
@@ -191,9 +203,21 @@ pub struct CorpConfig {
     /// The app whose secret calls the customer-contact and directory APIs (`api_app`); when
     /// unset, the first app with a secret.
     pub api_app: Option<String>,
+    /// The app that sends app messages (reminders, alerts): needs a secret and an `agent_id`; when
+    /// unset, the first app with both.
+    pub message_app: Option<String>,
 }
 
 impl CorpConfig {
+    /// The app to send app messages with (see [`CorpConfig::message_app`]).
+    pub fn message_credentials(&self) -> Option<&AppConfig> {
+        let usable = |a: &&AppConfig| a.secret.is_some() && a.agent_id.is_some();
+        self.message_app
+            .as_deref()
+            .and_then(|name| self.apps.iter().filter(usable).find(|a| a.name == name))
+            .or_else(|| self.apps.iter().find(usable))
+    }
+
     /// The app to call WeCom's APIs with: `preferred` (e.g. the app a callback came through) if
     /// it has a secret, else `api_app`, else the first app with a secret.
     pub fn api_credentials(&self, preferred: Option<&str>) -> Option<&AppConfig> {
@@ -227,6 +251,15 @@ pub struct WorkerConfig {
     pub max_attempts: i32,
     /// How long a claim lasts before another worker may take the event over.
     pub lease_secs: u64,
+}
+
+/// Follow-up reminders.
+#[derive(Debug, Clone)]
+pub struct ReminderSettings {
+    /// Reminders created for the staff member when a customer is added, days after the add.
+    pub after_add_days: Vec<u32>,
+    /// How often due reminders are looked for.
+    pub check_interval_secs: u64,
 }
 
 /// The scheduled reconciliation.
@@ -267,6 +300,10 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// Scheduled reconciliation.
     pub sync: SyncSettings,
+    /// Outbox workers (deliveries to WeCom).
+    pub outbox: WorkerConfig,
+    /// Follow-up reminders.
+    pub reminders: ReminderSettings,
 }
 
 impl Config {
@@ -414,8 +451,35 @@ impl Config {
             check_interval_secs: raw.sync.check_interval_secs.unwrap_or(60).max(1),
         };
 
+        let outbox = WorkerConfig {
+            concurrency: raw.outbox.concurrency.unwrap_or(8),
+            max_attempts: raw.outbox.max_attempts.unwrap_or(15),
+            lease_secs: raw.outbox.lease_secs.unwrap_or(60),
+        };
+        if !(1..=256).contains(&outbox.concurrency) {
+            return Err(invalid("outbox.concurrency", "must be between 1 and 256"));
+        }
+        if !(1..=100).contains(&outbox.max_attempts) {
+            return Err(invalid("outbox.max_attempts", "must be between 1 and 100"));
+        }
+        if outbox.lease_secs < 5 {
+            return Err(invalid("outbox.lease_secs", "must be at least 5"));
+        }
+        let reminders = ReminderSettings {
+            after_add_days: raw.reminders.after_add_days.unwrap_or_else(|| vec![3, 7]),
+            check_interval_secs: raw.reminders.check_interval_secs.unwrap_or(30).max(1),
+        };
+        if reminders.after_add_days.iter().any(|&d| d == 0 || d > 365) {
+            return Err(invalid(
+                "reminders.after_add_days",
+                "each must be between 1 and 365 days",
+            ));
+        }
+
         let corps = check_corps(raw.corps)?;
         Ok(Self {
+            outbox,
+            reminders,
             listen,
             data_dir,
             database_url,
@@ -567,10 +631,21 @@ fn check_corps(raw: Vec<RawCorp>) -> Result<Vec<CorpConfig>, ConfigError> {
                 format!("names no app with a secret: {api_app:?}"),
             ));
         }
+        if let Some(message_app) = &corp.message_app
+            && !apps
+                .iter()
+                .any(|a| &a.name == message_app && a.secret.is_some() && a.agent_id.is_some())
+        {
+            return Err(invalid(
+                format!("corps[{i}].message_app (corp {corp_id})"),
+                format!("names no app with both a secret and an agent_id: {message_app:?}"),
+            ));
+        }
         corps.push(CorpConfig {
             corp_id,
             apps,
             api_app: corp.api_app,
+            message_app: corp.message_app,
         });
     }
     Ok(corps)

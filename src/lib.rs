@@ -13,6 +13,7 @@ pub mod group_chats;
 pub mod http;
 pub mod inbox;
 pub mod jobs;
+pub mod outbox;
 pub mod staff;
 pub mod startup;
 pub mod sync;

@@ -14,6 +14,7 @@ use crate::http::{self, AppState};
 use crate::inbox::InboxWriter;
 use crate::wecom::Wecom;
 use crate::worker::{WorkerPool, WorkerSettings};
+use crate::outbox::{self, OutboxQueue};
 use crate::{coord, sync, telemetry};
 
 /// Opens the configured database and applies migrations.
@@ -69,6 +70,23 @@ pub async fn serve(
             },
         )
     };
+    let deliveries = {
+        let mut stop = stop_rx.clone();
+        WorkerPool::spawn_queue(
+            OutboxQueue::new(db.clone(), wecom.clone()),
+            WorkerSettings {
+                concurrency: config.outbox.concurrency,
+                max_attempts: config.outbox.max_attempts,
+                lease: std::time::Duration::from_secs(config.outbox.lease_secs),
+                ..WorkerSettings::default()
+            },
+            owner.clone(),
+            outbox::wakeups(),
+            async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            },
+        )
+    };
     let scheduler = config.sync.enabled.then(|| {
         tokio::spawn(sync::schedule(
             db.clone(),
@@ -104,6 +122,7 @@ pub async fn serve(
     // Stop the workers and the scheduler: in-flight events finish; unfinished jobs resume later.
     let _ = stop_tx.send(true);
     workers.join().await;
+    deliveries.join().await;
     if let Some(scheduler) = scheduler {
         let _ = scheduler.await;
     }

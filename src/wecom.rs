@@ -87,6 +87,30 @@ impl Wecom {
     }
 }
 
+impl Wecom {
+    /// Credentials of the app that sends app messages for `corp_id` (it has an agent id).
+    pub fn message_credentials(&self, corp_id: &str) -> Result<AppCredentials, NoSecret> {
+        let app = self
+            .corps
+            .get(corp_id)
+            .and_then(CorpConfig::message_credentials)
+            .ok_or_else(|| NoSecret(corp_id.to_owned()))?;
+        let secret = app
+            .secret
+            .clone()
+            .ok_or_else(|| NoSecret(corp_id.to_owned()))?;
+        let corp = self
+            .corps
+            .get(corp_id)
+            .ok_or_else(|| NoSecret(corp_id.to_owned()))?;
+        Ok(AppCredentials {
+            corp_id: corp.corp_id.clone(),
+            secret,
+            agent_id: app.agent_id,
+        })
+    }
+}
+
 /// Seconds → epoch ms, `None` for 0 (WeCom's "unknown").
 pub fn secs_to_ms(secs: i64) -> Option<i64> {
     (secs > 0).then(|| secs.saturating_mul(1000))

@@ -8,6 +8,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use crate::outbox::{self, OutboxStats};
 use crate::worker::{self, Backlog};
 
 /// The process is up.
@@ -38,7 +39,45 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         Ok(Err(e)) => tracing::warn!(error = %e, "metrics: inbox backlog unavailable"),
         Err(_) => tracing::warn!("metrics: inbox backlog timed out"),
     }
+    let read = outbox::stats(&state.db, None, crate::db::now_ms());
+    match tokio::time::timeout(Duration::from_secs(2), read).await {
+        Ok(Ok(stats)) => push_outbox(&mut text, &stats),
+        Ok(Err(e)) => tracing::warn!(error = %e, "metrics: outbox counts unavailable"),
+        Err(_) => tracing::warn!("metrics: outbox counts timed out"),
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+fn push_outbox(text: &mut String, s: &OutboxStats) {
+    let age = s.oldest_pending_age_ms / 1000;
+    push_gauges(
+        text,
+        [
+            (
+                "scrm_outbox_pending",
+                "Changes to WeCom written but not yet delivered.",
+                s.pending.to_string(),
+            ),
+            (
+                "scrm_outbox_dead",
+                "Changes to WeCom that failed for good until retried (scrm outbox retry).",
+                s.dead.to_string(),
+            ),
+            (
+                "scrm_outbox_lag_seconds",
+                "Age of the oldest undelivered change (0 when none).",
+                age.to_string(),
+            ),
+        ],
+    );
+}
+
+fn push_gauges<const N: usize>(text: &mut String, gauges: [(&str, &str, String); N]) {
+    for (name, help, value) in gauges {
+        text.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+        ));
+    }
 }
 
 fn push_backlog(text: &mut String, b: &Backlog) {
@@ -69,9 +108,5 @@ fn push_backlog(text: &mut String, b: &Backlog) {
             b.lag_secs.to_string(),
         ),
     ];
-    for (name, help, value) in gauges {
-        text.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
-        ));
-    }
+    push_gauges(text, gauges);
 }

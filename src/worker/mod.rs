@@ -377,7 +377,12 @@ pub async fn drain_queue<Q: Queue>(
         seq += 1;
         let owner = format!("{instance}#{seq}");
         let items = queue
-            .claim(&owner, now_ms(), settings.lease, settings.concurrency.max(1))
+            .claim(
+                &owner,
+                now_ms(),
+                settings.lease,
+                settings.concurrency.max(1),
+            )
             .await?;
         if items.is_empty() {
             return Ok(report);

@@ -43,7 +43,13 @@ impl WorkerPool {
         wake: Arc<Notify>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Self {
-        Self::spawn_queue(InboxQueue::new(db, handler), settings, owner, wake, shutdown)
+        Self::spawn_queue(
+            InboxQueue::new(db, handler),
+            settings,
+            owner,
+            wake,
+            shutdown,
+        )
     }
 
     /// [`WorkerPool::spawn`] for any [`Queue`].

@@ -129,14 +129,33 @@ impl LeaseTable {
 
     /// Extends the lease of a row this token still holds to `until_ms`. False when the lease is
     /// gone (taken over, finished or replayed).
-    pub async fn renew(self, db: &Db, id: i64, owner: &str, until_ms: i64) -> Result<bool, StoreError> {
-        self.update(db, "lease_until_ms = $3, last_error = COALESCE($4, last_error)", id, owner, until_ms, None)
-            .await
+    pub async fn renew(
+        self,
+        db: &Db,
+        id: i64,
+        owner: &str,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.update(
+            db,
+            "lease_until_ms = $3, last_error = COALESCE($4, last_error)",
+            id,
+            owner,
+            until_ms,
+            None,
+        )
+        .await
     }
 
     /// Marks a held row done. False (and nothing changed) when `owner` no longer holds it.
     /// `last_error` is kept: a row done after retries still says what went wrong before.
-    pub async fn done(self, db: &Db, id: i64, owner: &str, now_ms: i64) -> Result<bool, StoreError> {
+    pub async fn done(
+        self,
+        db: &Db,
+        id: i64,
+        owner: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
         let set = format!(
             "state = 'done', {} = $3, lease_owner = NULL, lease_until_ms = 0, \
              last_error = COALESCE($4, last_error)",
@@ -155,8 +174,15 @@ impl LeaseTable {
         retry_at_ms: i64,
         reason: &str,
     ) -> Result<bool, StoreError> {
-        self.update(db, "lease_owner = NULL, lease_until_ms = $3, last_error = $4", id, owner, retry_at_ms, Some(reason))
-            .await
+        self.update(
+            db,
+            "lease_owner = NULL, lease_until_ms = $3, last_error = $4",
+            id,
+            owner,
+            retry_at_ms,
+            Some(reason),
+        )
+        .await
     }
 
     /// Makes a held row a dead letter with `reason`: no worker claims it again until an operator

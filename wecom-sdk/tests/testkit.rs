@@ -2155,6 +2155,319 @@ async fn messages_over_the_per_member_limit_are_dropped_silently() {
     assert_eq!(state.stats().messages_dropped, 3);
 }
 
+/// Adds `lisi` and `wangwu` to department 1.
+fn add_two_members(state: &wecom_sdk::testkit::EmulatorState) {
+    for (userid, name) in [("lisi", "李四"), ("wangwu", "王五")] {
+        state.add_staff(
+            CORP,
+            NewStaff {
+                userid: userid.into(),
+                name: name.into(),
+                department: vec![1],
+            },
+        );
+    }
+}
+
+/// A text message from the app that asks for the duplicate check.
+fn checked_text(touser: &str, content: &str, interval: Option<i64>) -> Value {
+    let mut body = json!({
+        "touser": touser, "msgtype": "text", "agentid": AGENT,
+        "text": {"content": content}, "enable_duplicate_check": 1,
+    });
+    if let Some(secs) = interval {
+        body["duplicate_check_interval"] = json!(secs);
+    }
+    body
+}
+
+#[tokio::test]
+async fn the_duplicate_check_suppresses_the_same_message_until_the_interval_passes() {
+    let env = Env::default().await;
+    let state = env.emu.state();
+    add_two_members(&state);
+    let app = env.token_of(APP_SECRET).await;
+    let send = |body: Value| env.post("message/send", &app, body);
+
+    let first = send(checked_text("lisi|nobody", "客户王总已被删除", Some(600))).await;
+    assert_eq!(code(&first), 0, "{first}");
+    assert_eq!(state.sent_messages().len(), 1);
+
+    let again = send(checked_text("nobody|lisi", "客户王总已被删除", Some(600))).await;
+    assert_eq!(code(&again), 0, "a duplicate is answered as usual: {again}");
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&again), keys(&first), "same shape as a delivery");
+    assert_eq!(again["invaliduser"], "nobody");
+    assert_eq!(
+        again["msgid"], first["msgid"],
+        "the delivered message's msgid"
+    );
+    assert_eq!(state.sent_messages().len(), 1, "not delivered again");
+    assert!(state.dropped_messages().is_empty(), "not dropped either");
+    assert_eq!(state.duplicates_suppressed(), 1);
+    assert_eq!(state.stats().duplicates_suppressed, 1);
+
+    let other = send(checked_text("lisi|nobody", "客户李总已被删除", Some(600))).await;
+    assert_eq!(code(&other), 0);
+    assert_ne!(other["msgid"], first["msgid"]);
+    assert_eq!(state.sent_messages().len(), 2, "other content goes at once");
+    let other_receiver = send(checked_text("wangwu", "客户王总已被删除", Some(600))).await;
+    assert_eq!(code(&other_receiver), 0);
+    assert_eq!(
+        state.sent_messages().len(),
+        3,
+        "other receivers get it at once"
+    );
+
+    state.advance_clock(Duration::from_secs(599));
+    send(checked_text("lisi|nobody", "客户王总已被删除", Some(600))).await;
+    assert_eq!(
+        state.sent_messages().len(),
+        3,
+        "599 s is inside the interval"
+    );
+    state.advance_clock(Duration::from_secs(1));
+    let later = send(checked_text("lisi|nobody", "客户王总已被删除", Some(600))).await;
+    assert_eq!(code(&later), 0);
+    assert_ne!(later["msgid"], first["msgid"]);
+    assert_eq!(
+        state.sent_messages().len(),
+        4,
+        "delivered once the interval passed"
+    );
+    assert_eq!(state.duplicates_suppressed(), 2);
+
+    // A textcard is the same message when its whole card is.
+    let card = |url: &str| {
+        json!({
+            "touser": "lisi", "msgtype": "textcard", "agentid": AGENT, "enable_duplicate_check": 1,
+            "textcard": {"title": "离职继承完成", "description": "共 120 位客户", "url": url, "btntxt": "详情"},
+        })
+    };
+    assert_eq!(code(&send(card("https://scrm.example/t/77")).await), 0);
+    assert_eq!(code(&send(card("https://scrm.example/t/77")).await), 0);
+    assert_eq!(
+        state.sent_messages().len(),
+        5,
+        "the same card is suppressed"
+    );
+    assert_eq!(code(&send(card("https://scrm.example/t/78")).await), 0);
+    assert_eq!(
+        state.sent_messages().len(),
+        6,
+        "another url is another card"
+    );
+    assert_eq!(state.duplicates_suppressed(), 3);
+}
+
+#[tokio::test]
+async fn the_duplicate_interval_defaults_to_1800_s_and_is_capped_at_4_hours() {
+    let env = Env::default().await;
+    let state = env.emu.state();
+    add_two_members(&state);
+    let app = env.token_of(APP_SECRET).await;
+    let send = |body: Value| env.post("message/send", &app, body);
+
+    send(checked_text("lisi", "默认间隔", None)).await;
+    send(checked_text("lisi", "最长间隔", Some(100_000))).await;
+    assert_eq!(state.sent_messages().len(), 2);
+    state.advance_clock(Duration::from_secs(1799));
+    send(checked_text("lisi", "默认间隔", None)).await;
+    assert_eq!(state.sent_messages().len(), 2, "inside the default 1800 s");
+    state.advance_clock(Duration::from_secs(1));
+    send(checked_text("lisi", "默认间隔", None)).await;
+    assert_eq!(state.sent_messages().len(), 3, "1800 s later it goes");
+
+    state.advance_clock(Duration::from_secs(14_399 - 1800));
+    let v = send(checked_text("lisi", "最长间隔", Some(100_000))).await;
+    assert_eq!(code(&v), 0, "a longer interval is clamped, not refused");
+    assert_eq!(state.sent_messages().len(), 3, "inside 4 h");
+    state.advance_clock(Duration::from_secs(1));
+    send(checked_text("lisi", "最长间隔", Some(100_000))).await;
+    assert_eq!(
+        state.sent_messages().len(),
+        4,
+        "4 h is the longest interval"
+    );
+}
+
+#[tokio::test]
+async fn without_the_duplicate_check_the_same_message_is_delivered_twice() {
+    let env = Env::default().await;
+    let state = env.emu.state();
+    add_two_members(&state);
+    let app = env.token_of(APP_SECRET).await;
+    let plain =
+        json!({"touser": "lisi", "msgtype": "text", "agentid": AGENT, "text": {"content": "告警"}});
+    assert_eq!(
+        code(&env.post("message/send", &app, plain.clone()).await),
+        0
+    );
+    assert_eq!(
+        code(&env.post("message/send", &app, plain.clone()).await),
+        0
+    );
+    let mut off = plain.clone();
+    off["enable_duplicate_check"] = json!(0);
+    assert_eq!(code(&env.post("message/send", &app, off).await), 0);
+    assert_eq!(state.sent_messages().len(), 3);
+    assert_eq!(state.duplicates_suppressed(), 0);
+
+    // The check compares with the last delivery, made with or without it.
+    let mut on = plain;
+    on["enable_duplicate_check"] = json!(1);
+    assert_eq!(code(&env.post("message/send", &app, on).await), 0);
+    assert_eq!(state.sent_messages().len(), 3);
+    assert_eq!(state.duplicates_suppressed(), 1);
+}
+
+#[tokio::test]
+async fn suppressed_duplicates_do_not_count_against_the_per_member_limit() {
+    let env = Env::start(EmulatorConfig {
+        limits: EmulatorLimits {
+            message_per_user_per_minute: 2,
+            ..EmulatorLimits::default()
+        },
+        ..quick()
+    })
+    .await;
+    let state = env.emu.state();
+    add_two_members(&state);
+    away_from_minute_edge(Duration::from_secs(10)).await;
+    let app = env.token_of(APP_SECRET).await;
+    for _ in 0..5 {
+        let v = env
+            .post("message/send", &app, checked_text("lisi", "同一条", None))
+            .await;
+        assert_eq!(code(&v), 0);
+    }
+    env.post("message/send", &app, checked_text("lisi", "第二条", None))
+        .await;
+    assert_eq!(state.sent_messages().len(), 2);
+    assert!(
+        state.dropped_messages().is_empty(),
+        "four duplicates used no quota"
+    );
+    assert_eq!(state.duplicates_suppressed(), 4);
+    env.post("message/send", &app, checked_text("lisi", "第三条", None))
+        .await;
+    assert_eq!(
+        state.dropped_messages().len(),
+        1,
+        "the limit of 2 is reached now"
+    );
+}
+
+#[tokio::test]
+async fn the_write_log_records_successful_writes_with_their_bodies() {
+    let env = Env::default().await;
+    let state = env.emu.state();
+    let seeded = state.seed(CORP, &small());
+    let token = env.token().await;
+    let user = seeded.staff[0].clone();
+    let ext = state.customers_of(CORP, &user)[0].clone();
+    let tag = seeded.tag_ids[0].clone();
+    let body = json!({"userid": user, "external_userid": ext, "add_tag": [tag], "remove_tag": []});
+
+    let before = Instant::now();
+    let v = env
+        .post("externalcontact/mark_tag", &token, body.clone())
+        .await;
+    let after = Instant::now();
+    assert_eq!(code(&v), 0, "{v}");
+    let writes = state.writes_for("externalcontact/mark_tag");
+    assert_eq!(writes.len(), 1);
+    let w = &writes[0];
+    assert_eq!(w.api, "externalcontact/mark_tag");
+    assert_eq!(w.corp_id, CORP);
+    assert_eq!(w.body, body, "the request as sent");
+    assert!(before <= w.at && w.at <= after, "real time of the change");
+    let unix_ms = chrono::Utc::now().timestamp_millis();
+    assert!((unix_ms - 60_000..=unix_ms).contains(&w.at_unix_ms));
+
+    // Reads are not writes; a remark is, after the mark_tag.
+    env.post("externalcontact/get_corp_tag_list", &token, json!({}))
+        .await;
+    let remark = json!({"userid": user, "external_userid": ext, "remark": "王总"});
+    assert_eq!(
+        code(
+            &env.post("externalcontact/remark", &token, remark.clone())
+                .await
+        ),
+        0
+    );
+    let all = state.writes();
+    let apis: Vec<&str> = all.iter().map(|w| w.api.as_str()).collect();
+    assert_eq!(apis, ["externalcontact/mark_tag", "externalcontact/remark"]);
+    assert_eq!(all[1].body, remark);
+    assert!(all[0].at <= all[1].at);
+    assert_eq!(state.stats().writes, 2);
+
+    // Over HTTP, filtered by API, without the Instant.
+    let resp = env
+        .http
+        .get(format!(
+            "http://{}/testkit/writes?api=externalcontact%2Fmark_tag",
+            env.emu.addr()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let listed: Value = resp.json().await.unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["api"], "externalcontact/mark_tag");
+    assert_eq!(listed[0]["corp_id"], CORP);
+    assert_eq!(listed[0]["body"], body);
+    assert_eq!(listed[0]["at_unix_ms"], w.at_unix_ms);
+    assert!(listed[0].get("at").is_none());
+}
+
+#[tokio::test]
+async fn the_write_log_skips_errcodes_faults_and_limits() {
+    let env = Env::start(EmulatorConfig {
+        limits: EmulatorLimits {
+            per_api_per_minute: 3,
+            ..EmulatorLimits::default()
+        },
+        ..quick()
+    })
+    .await;
+    let state = env.emu.state();
+    let seeded = state.seed(CORP, &small());
+    away_from_minute_edge(Duration::from_secs(10)).await;
+    let token = env.token().await;
+    let user = seeded.staff[0].clone();
+    let ext = state.customers_of(CORP, &user)[0].clone();
+    let mark = |tag: &str| {
+        env.post(
+            "externalcontact/mark_tag",
+            &token,
+            json!({"userid": user, "external_userid": ext, "add_tag": [tag]}),
+        )
+    };
+
+    assert_eq!(code(&mark("etNOPE").await), 40068);
+    state.inject_fault(Fault {
+        api: Some("externalcontact/mark_tag".into()),
+        kind: FaultKind::Busy,
+        times: 1,
+    });
+    assert_eq!(code(&mark(&seeded.tag_ids[0]).await), -1);
+    assert!(
+        state.writes().is_empty(),
+        "neither a 40068 nor a faulted call is a write"
+    );
+    assert_eq!(code(&mark(&seeded.tag_ids[0]).await), 0);
+    assert_eq!(
+        code(&mark(&seeded.tag_ids[0]).await),
+        45009,
+        "the fourth call of the minute"
+    );
+    assert_eq!(state.writes().len(), 1, "only the call answered 0");
+    assert_eq!(state.writes_for("externalcontact/remark").len(), 0);
+}
+
 #[tokio::test]
 async fn archive_members_and_jsapi_tickets() {
     let env = Env::default().await;

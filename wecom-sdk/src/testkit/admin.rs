@@ -14,6 +14,7 @@
 //! | `GET /testkit/clock` | | `{"now"}` |
 //! | `GET /testkit/stats` | | the [`Stats`](super::Stats) |
 //! | `GET /testkit/deliveries` | | `[{"corp_id","kind","plaintext","attempts","delivered","last_status","dropped","error"}]` |
+//! | `GET /testkit/writes[?api=externalcontact/mark_tag]` | | the [write log](super::EmulatorState::writes), oldest first: `[{"api","corp_id","at_unix_ms","body"}]` |
 //! | `POST /testkit/flush` | | `{"deliveries": n}` once every delivery finished |
 
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -52,6 +53,7 @@ pub(crate) fn routes() -> Router<Arc<EmulatorState>> {
         .route("/clock", get(clock))
         .route("/stats", get(stats))
         .route("/deliveries", get(deliveries))
+        .route("/writes", get(writes))
         .route("/flush", post(flush))
 }
 
@@ -340,6 +342,18 @@ async fn deliveries(State(state): Shared) -> Response {
         })
         .collect();
     reply(&Value::Array(list))
+}
+
+async fn writes(State(state): Shared, RawQuery(query): RawQuery) -> Response {
+    let query = super::api::parse_query(query.as_deref().unwrap_or(""));
+    let records = match query.get("api").filter(|a| !a.is_empty()) {
+        Some(api) => state.writes_for(api),
+        None => state.writes(),
+    };
+    match serde_json::to_value(records) {
+        Ok(v) => reply(&v),
+        Err(e) => bad_request(&e.to_string()),
+    }
 }
 
 async fn flush(State(state): Shared) -> Response {

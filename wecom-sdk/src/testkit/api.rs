@@ -9,6 +9,9 @@
 //! 6. the JSON body (40058 "Warning: wrong json format." when it does not parse; GET of a POST
 //!    API is 40058 too);
 //! 7. the handler. Unknown paths answer HTTP 404 so that a missing emulator API is obvious.
+//!    A write API's call that the handler answers with errcode 0 goes into the write log
+//!    ([`EmulatorState::writes`]), under the same lock as its change; a call stopped at any
+//!    earlier step never reaches it.
 //!
 //! Every WeCom answer is HTTP 200 JSON with `errcode` and `errmsg`; errmsg texts follow WeCom's
 //! (`invalid access_token, hint: [1700000000_23_1f…], from ip: 127.0.0.1, more info at
@@ -363,7 +366,11 @@ fn call(
         now,
         config: &state.config,
     };
-    (route.handler)(&mut inner, &ctx, out)
+    let answer = (route.handler)(&mut inner, &ctx, out);
+    if route.write && answer.is_ok() {
+        inner.record_write(api, &corp_id, body);
+    }
+    answer
 }
 
 /// A POST body: empty means `{}`; anything but a JSON object is 40058 "wrong json format".

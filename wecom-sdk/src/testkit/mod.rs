@@ -13,13 +13,17 @@
 //! * **Limits** of §4.7/§4.8 ([`EmulatorLimits`]): per corp and API per minute and hour (45009), per
 //!   API concurrency (45033), message/send per app and member (silently dropped), 3000 corp tags,
 //!   100 customers or chats per transfer call, two on-job transfers per customer in 90 days.
+//!   `message/send` honours `enable_duplicate_check` ([`EmulatorState::duplicates_suppressed`]).
 //! * **Eventual consistency**: [`EmulatorConfig::consistency_delay`] hides new relations.
 //! * **Faults** ([`Fault`], [`FaultKind`], [`EmulatorState::set_down`]) for retry logic.
 //! * **Callbacks**: every mutation of [`EmulatorState`] that WeCom would call back for pushes the
 //!   plaintext XML of §3, signed and encrypted for the configured [`CallbackTarget`], with WeCom's
 //!   5 s deadline and three retries; [`DeliveryMode`] duplicates, reorders or drops events.
-//! * **Inspection**: calls per API, rate-limit answers, sent and dropped messages, deliveries,
-//!   relations and transfers, also over HTTP under `/testkit/` (see [`admin`]).
+//! * **Inspection**: calls per API, rate-limit answers, sent, dropped and suppressed messages,
+//!   deliveries, relations and transfers, also over HTTP under `/testkit/` (see [`admin`]).
+//! * **Write log** ([`EmulatorState::writes`], [`WriteRecord`]): when each successful write call
+//!   changed the state, in real time, with its request body — for measuring how long a change
+//!   takes to reach WeCom. The newest [`MAX_WRITES`] are kept.
 //!
 //! Time: business time (token expiry, consistency delay, transfer windows, `CreateTime`) runs on
 //! the emulator clock ([`EmulatorState::now`], [`EmulatorState::advance_clock`]); rate-limit windows
@@ -62,6 +66,23 @@
 //!   [`EmulatorLimits::groups_per_owner_per_day`] answers 45009 as a whole.
 //! * `message/send`: contact tags (`totag`) are not emulated (all come back in `invalidtag`);
 //!   unknown `msgtype` 40008, empty text 44004, no receiver at all 82001.
+//! * `message/send` duplicate check (only with `enable_duplicate_check` equal to 1): a message is
+//!   the same when the app, the receiver spec and the content are. The receiver spec is
+//!   `touser`/`toparty`/`totag` compared as sets of ids (order and repeats do not matter; ids as
+//!   given, invalid ones included); the content is `msgtype` and its body object (`text`,
+//!   `textcard`, …) compared as JSON, so `safe`, `enable_id_trans` and the check's own fields do
+//!   not matter. It is judged after every other check (a malformed duplicate still gets its
+//!   errcode) and against the last *delivery* of that message, made with or without the check;
+//!   a suppressed call neither delivers nor restarts the interval, and answers errcode 0 with the
+//!   earlier delivery's `msgid`. The interval runs on the emulator clock (so
+//!   [`EmulatorState::advance_clock`] ends it) and is `duplicate_check_interval` seconds: absent
+//!   or ≤ 0 means the default 1800; above the documented 4 h maximum it is clamped to 14400 (WeCom
+//!   documents a cap, not an error). A message exactly `interval` seconds later is delivered.
+//! * Write log: a call counts as a write when it answers errcode 0, even if it changed nothing (a
+//!   `mark_tag` of a tag already there, a suppressed or silently dropped `message/send`); a
+//!   [`FaultKind::Latency`] call is recorded once it runs, every other fault is not. Records are
+//!   stamped with real time (`Instant` and Unix ms), not the emulator clock, as the latency they
+//!   measure is real. Beyond [`MAX_WRITES`] records the oldest are dropped.
 //! * Paging: a malformed cursor is 40058; `get_unassigned_list` refuses `page_size` > 1000 (40058)
 //!   where `batch/get_by_user` clamps `limit` to 100 as documented.
 //! * Userids compare exactly (WeCom: case-insensitively); repeated wrong secrets do not block the
@@ -85,9 +106,10 @@ pub use callbacks::{CallbackKind, CallbackTarget, DeliveryMode, DeliveryRecord};
 pub use faults::{Fault, FaultKind};
 pub use model::{
     DroppedMessage, NewCustomer, NewStaff, RelationEdit, RelationView, TransferMode, TransferView,
+    WriteRecord,
 };
 pub use seed::{SeedSpec, SeedSummary};
-pub use state::{EmulatorState, Stats};
+pub use state::{EmulatorState, MAX_WRITES, Stats};
 
 /// How the emulator behaves. [`Default`] is WeCom's documented behaviour.
 #[derive(Debug, Clone, PartialEq, Eq)]

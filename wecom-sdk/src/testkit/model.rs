@@ -2,6 +2,9 @@
 //! transfers), plus the public input and view types of [`EmulatorState`](super::EmulatorState).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Instant;
+
+use serde::Serialize;
 
 use crate::secret::Secret;
 
@@ -29,6 +32,10 @@ pub(crate) struct Corp {
     pub(crate) targets: HashMap<CallbackKind, CallbackTarget>,
     pub(crate) archive_agent_id: i64,
     pub(crate) last_msgaudit_notify: Option<i64>,
+    /// `message/send` duplicate check: (app, receivers, msgtype, content) key → the last delivery.
+    pub(crate) recent_messages: HashMap<String, RecentMessage>,
+    /// Size of `recent_messages` at which stale entries are pruned next.
+    pub(crate) recent_prune_at: usize,
 }
 
 impl Corp {
@@ -58,6 +65,8 @@ impl Corp {
             targets: HashMap::new(),
             archive_agent_id: DEFAULT_ARCHIVE_AGENT_ID,
             last_msgaudit_notify: None,
+            recent_messages: HashMap::new(),
+            recent_prune_at: 0,
         }
     }
 
@@ -453,5 +462,33 @@ pub struct DroppedMessage {
     /// The recipient whose limit was reached.
     pub userid: String,
     /// The request body.
+    pub body: serde_json::Value,
+}
+
+/// The last delivery of one message content to one receiver spec, for the duplicate check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RecentMessage {
+    /// Emulator clock.
+    pub(crate) sent_at: i64,
+    /// The `msgid` that delivery answered with.
+    pub(crate) msgid: String,
+}
+
+/// A successful call of a write API ([`EmulatorState::writes`](super::EmulatorState::writes)),
+/// for measuring how long a change takes from a client's decision to WeCom. Serializes without
+/// `at` (an [`Instant`] means nothing to another process); `at_unix_ms` is the same moment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WriteRecord {
+    /// The API path, as in [`EmulatorState::calls`](super::EmulatorState::calls)
+    /// (`externalcontact/mark_tag`, `message/send`, …).
+    pub api: String,
+    /// The calling corp.
+    pub corp_id: String,
+    /// When the emulator applied the write (real, monotonic time; not the emulator clock).
+    #[serde(skip)]
+    pub at: Instant,
+    /// The same moment in Unix epoch milliseconds (real time).
+    pub at_unix_ms: i64,
+    /// The request's JSON body.
     pub body: serde_json::Value,
 }

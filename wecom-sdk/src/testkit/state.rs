@@ -3,11 +3,11 @@
 //! situation, make things happen the way a person in the WeCom client would (with the callback
 //! WeCom pushes for it), and look at the outcome.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -20,7 +20,7 @@ use super::faults::{Fault, FaultKind};
 use super::handlers::transfers;
 use super::model::{
     App, ChatMember, Corp, Customer, DroppedMessage, GroupChat, NewCustomer, NewStaff, Relation,
-    RelationEdit, RelationView, Staff, Tag, TagGroup, TransferView,
+    RelationEdit, RelationView, Staff, Tag, TagGroup, TransferView, WriteRecord,
 };
 use super::seed::{self, SeedRng, SeedSpec, SeedSummary};
 
@@ -48,6 +48,10 @@ pub(crate) struct Inner {
     pub(crate) in_flight: HashMap<String, usize>,
     pub(crate) sent_messages: Vec<serde_json::Value>,
     pub(crate) dropped_messages: Vec<DroppedMessage>,
+    /// `message/send` calls answered without delivering, by the duplicate check.
+    pub(crate) duplicates_suppressed: u64,
+    /// The newest [`MAX_WRITES`] successful write calls, oldest first.
+    pub(crate) writes: VecDeque<WriteRecord>,
     pub(crate) deliveries: Vec<DeliveryRecord>,
     pub(crate) delivery_mode: DeliveryMode,
     pub(crate) held: Vec<Job>,
@@ -85,7 +89,25 @@ impl Inner {
         }
         true
     }
+
+    /// Logs a successful write call, dropping the oldest record beyond [`MAX_WRITES`].
+    pub(crate) fn record_write(&mut self, api: &str, corp_id: &str, body: serde_json::Value) {
+        if self.writes.len() >= MAX_WRITES {
+            self.writes.pop_front();
+        }
+        self.writes.push_back(WriteRecord {
+            api: api.to_owned(),
+            corp_id: corp_id.to_owned(),
+            at: Instant::now(),
+            at_unix_ms: chrono::Utc::now().timestamp_millis(),
+            body,
+        });
+    }
 }
+
+/// How many [`WriteRecord`]s the emulator keeps; older ones are dropped first. A million small
+/// bodies are a few hundred MB: enough for a load run, bounded for a long-lived `scrm emulator`.
+pub const MAX_WRITES: usize = 1_000_000;
 
 /// Counters, as `GET /testkit/stats` shows them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -104,6 +126,10 @@ pub struct Stats {
     pub messages_sent: usize,
     /// (message, member) deliveries dropped over the per-member limit.
     pub messages_dropped: usize,
+    /// `message/send` calls not delivered because the duplicate check found the same message.
+    pub duplicates_suppressed: u64,
+    /// Write calls in the write log ([`EmulatorState::writes`], at most [`MAX_WRITES`]).
+    pub writes: usize,
     /// Delivery records (a duplicated event has two).
     pub deliveries: usize,
     /// Records that got HTTP 200.
@@ -1023,6 +1049,31 @@ impl EmulatorState {
         self.lock().dropped_messages.clone()
     }
 
+    /// How many `message/send` calls the duplicate check (`enable_duplicate_check`) answered with
+    /// errcode 0 without delivering: they are in neither [`EmulatorState::sent_messages`] nor
+    /// [`EmulatorState::dropped_messages`].
+    pub fn duplicates_suppressed(&self) -> u64 {
+        self.lock().duplicates_suppressed
+    }
+
+    /// The write log, oldest first: one record per call of a write API (`mark_tag`, `remark`,
+    /// `add_corp_tag`, `edit_corp_tag`, `del_corp_tag`, `message/send`, the customer and group
+    /// chat transfers) that answered errcode 0. Calls answered by a fault, a limit (45009/45033)
+    /// or any other errcode are not in it. At most [`MAX_WRITES`] records are kept.
+    pub fn writes(&self) -> Vec<WriteRecord> {
+        self.lock().writes.iter().cloned().collect()
+    }
+
+    /// The write log of one API path (`"externalcontact/mark_tag"`, …), oldest first.
+    pub fn writes_for(&self, api: &str) -> Vec<WriteRecord> {
+        self.lock()
+            .writes
+            .iter()
+            .filter(|w| w.api == api)
+            .cloned()
+            .collect()
+    }
+
     /// Every delivery so far, in queue order.
     pub fn deliveries(&self) -> Vec<DeliveryRecord> {
         self.lock().deliveries.clone()
@@ -1106,6 +1157,8 @@ impl EmulatorState {
             faults_fired: inner.faults_fired,
             messages_sent: inner.sent_messages.len(),
             messages_dropped: inner.dropped_messages.len(),
+            duplicates_suppressed: inner.duplicates_suppressed,
+            writes: inner.writes.len(),
             deliveries: inner.deliveries.len(),
             delivered,
             undelivered: inner.deliveries.len() - delivered,

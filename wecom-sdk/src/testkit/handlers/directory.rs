@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::{ApiErr, Ctx, corp_of};
 use crate::testkit::callbacks::Outgoing;
-use crate::testkit::model::DroppedMessage;
+use crate::testkit::model::{Corp, DroppedMessage, RecentMessage};
 use crate::testkit::state::{Inner, random_id};
 
 /// Tickets live this long (WeCom: 7200 s), on the emulator clock.
@@ -19,6 +19,12 @@ const TICKETS_PER_CORP_PER_HOUR: u64 = 400;
 const TICKETS_PER_APP_PER_HOUR: u64 = 100;
 const MINUTE_MS: u64 = 60_000;
 const HOUR_MS: u64 = 3_600_000;
+/// `duplicate_check_interval` when absent or not positive (WeCom: 1800 s).
+const DUPLICATE_INTERVAL_DEFAULT: i64 = 1800;
+/// Longest `duplicate_check_interval` (WeCom: 4 h); larger values are clamped to it.
+const DUPLICATE_INTERVAL_MAX: i64 = 4 * 3600;
+/// Smallest duplicate-check memory that is pruned of deliveries older than the longest interval.
+const RECENT_PRUNE_MIN: usize = 1024;
 
 /// `GET user/get?userid=`: 41009 missing, 60111 unknown. Departed members answer with status 5.
 pub(crate) fn user_get(
@@ -132,6 +138,10 @@ struct SendRequest {
     markdown: Option<TextContent>,
     #[serde(default)]
     textcard: Option<TextCard>,
+    #[serde(default)]
+    enable_duplicate_check: Option<i64>,
+    #[serde(default)]
+    duplicate_check_interval: Option<i64>,
 }
 
 const MSG_TYPES: &[&str] = &[
@@ -157,11 +167,55 @@ fn split_ids(s: Option<&str>) -> Vec<String> {
         .collect()
 }
 
+/// The duplicate check's key: the app, the receiver spec as sets (order, blanks and repeats of
+/// the `|` lists do not matter), the msgtype and its body object. `serde_json`'s map is sorted,
+/// so the body's text is the same for the same content whatever the request's key order.
+fn duplicate_key(
+    agent_id: i64,
+    receivers: [&[String]; 3],
+    msgtype: &str,
+    content: Option<&Value>,
+) -> String {
+    let [users, parties, tags] = receivers.map(|ids| {
+        ids.iter()
+            .map(String::as_str)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+            .join("|")
+    });
+    let content = content.map(Value::to_string).unwrap_or_default();
+    format!("{agent_id}\n{users}\n{parties}\n{tags}\n{msgtype}\n{content}")
+}
+
+/// Remembers a delivery for the duplicate check; forgets, now and then, deliveries older than
+/// the longest interval (amortised: only when the memory has doubled since the last pruning).
+fn remember_delivery(corp: &mut Corp, key: String, now: i64, msgid: &str) {
+    if corp.recent_messages.len() >= corp.recent_prune_at {
+        corp.recent_messages
+            .retain(|_, m| now.saturating_sub(m.sent_at) < DUPLICATE_INTERVAL_MAX);
+        corp.recent_prune_at = (corp.recent_messages.len() * 2).max(RECENT_PRUNE_MIN);
+    }
+    corp.recent_messages.insert(
+        key,
+        RecentMessage {
+            sent_at: now,
+            msgid: msgid.to_owned(),
+        },
+    );
+}
+
 /// `POST message/send`: the token's app must be `agentid` (301002); text and markdown ≤ 2048
 /// bytes, textcard title ≤ 128 and description ≤ 512 bytes (45002); unknown or departed members,
 /// unknown departments and every tag (contact tags are not emulated) are reported in
 /// `invaliduser`/`invalidparty`/`invalidtag`; nothing valid → 81013. Per (app, member) at most
 /// `message_per_user_per_minute`/`…_per_hour` deliveries: the rest is dropped silently.
+///
+/// With `enable_duplicate_check: 1`, the same content (msgtype and its body) from the same app to
+/// the same receiver spec, delivered less than `duplicate_check_interval` seconds ago on the
+/// emulator clock (default 1800, clamped to 14400), is answered as usual (with the earlier
+/// delivery's `msgid`) but not delivered: nothing is sent, dropped or counted against the
+/// per-member limits.
 pub(crate) fn message_send(
     inner: &mut Inner,
     ctx: &Ctx<'_>,
@@ -252,6 +306,37 @@ pub(crate) fn message_send(
     if recipients.is_empty() {
         return Err(ApiErr::new(81013));
     }
+    let answer = |msgid: String| {
+        json!({
+            "invaliduser": invalid_users.join("|"),
+            "invalidparty": invalid_parties.join("|"),
+            "invalidtag": tags.join("|"),
+            "unlicenseduser": "",
+            "msgid": msgid,
+            "response_code": random_id("", 48),
+        })
+    };
+    let key = duplicate_key(
+        agent_id,
+        [&users, &parties, &tags],
+        msgtype,
+        ctx.body.get(msgtype),
+    );
+    if req.enable_duplicate_check == Some(1) {
+        let interval = match req.duplicate_check_interval {
+            Some(secs) if secs > 0 => secs.min(DUPLICATE_INTERVAL_MAX),
+            _ => DUPLICATE_INTERVAL_DEFAULT,
+        };
+        let earlier = corp
+            .recent_messages
+            .get(&key)
+            .filter(|m| ctx.now.saturating_sub(m.sent_at) < interval)
+            .map(|m| m.msgid.clone());
+        if let Some(msgid) = earlier {
+            inner.duplicates_suppressed += 1;
+            return Ok(answer(msgid));
+        }
+    }
     let limits = &ctx.config.limits;
     let mut delivered = 0;
     for userid in &recipients {
@@ -278,17 +363,13 @@ pub(crate) fn message_send(
             });
         }
     }
+    let msgid = random_id("", 40);
     if delivered > 0 {
         inner.sent_messages.push(ctx.body.clone());
+        let corp = corp_of(inner, ctx)?;
+        remember_delivery(corp, key, ctx.now, &msgid);
     }
-    Ok(json!({
-        "invaliduser": invalid_users.join("|"),
-        "invalidparty": invalid_parties.join("|"),
-        "invalidtag": tags.join("|"),
-        "unlicenseduser": "",
-        "msgid": random_id("", 40),
-        "response_code": random_id("", 48),
-    }))
+    Ok(answer(msgid))
 }
 
 /// `POST msgaudit/get_permit_user_list`: employed members in the archive scope.

@@ -78,6 +78,8 @@ pub(crate) struct Route {
     pub(crate) handler: Handler,
     /// POST with a JSON body (else GET with query parameters).
     pub(crate) post: bool,
+    /// A write API: a call answered errcode 0 goes into the write log.
+    pub(crate) write: bool,
 }
 
 /// The handler of an API path (relative to `/cgi-bin/`), `gettoken` excepted.
@@ -86,12 +88,21 @@ pub(crate) fn route(api: &str) -> Option<Route> {
         Some(Route {
             handler,
             post: false,
+            write: false,
         })
     };
     let post = |handler: Handler| {
         Some(Route {
             handler,
             post: true,
+            write: false,
+        })
+    };
+    let write = |handler: Handler| {
+        Some(Route {
+            handler,
+            post: true,
+            write: true,
         })
     };
     match api {
@@ -99,24 +110,24 @@ pub(crate) fn route(api: &str) -> Option<Route> {
         "externalcontact/list" => get(contacts::list),
         "externalcontact/get" => get(contacts::get),
         "externalcontact/batch/get_by_user" => post(contacts::batch_get_by_user),
-        "externalcontact/mark_tag" => post(contacts::mark_tag),
-        "externalcontact/remark" => post(contacts::remark),
+        "externalcontact/mark_tag" => write(contacts::mark_tag),
+        "externalcontact/remark" => write(contacts::remark),
         "externalcontact/get_corp_tag_list" => post(tags::list),
-        "externalcontact/add_corp_tag" => post(tags::add),
-        "externalcontact/edit_corp_tag" => post(tags::edit),
-        "externalcontact/del_corp_tag" => post(tags::delete),
+        "externalcontact/add_corp_tag" => write(tags::add),
+        "externalcontact/edit_corp_tag" => write(tags::edit),
+        "externalcontact/del_corp_tag" => write(tags::delete),
         "externalcontact/groupchat/list" => post(chats::list),
         "externalcontact/groupchat/get" => post(chats::get),
-        "externalcontact/groupchat/transfer" => post(chats::transfer_resigned),
-        "externalcontact/groupchat/onjob_transfer" => post(chats::transfer_onjob),
+        "externalcontact/groupchat/transfer" => write(chats::transfer_resigned),
+        "externalcontact/groupchat/onjob_transfer" => write(chats::transfer_onjob),
         "externalcontact/get_unassigned_list" => post(transfers::unassigned_list),
-        "externalcontact/transfer_customer" => post(transfers::transfer_onjob),
-        "externalcontact/resigned/transfer_customer" => post(transfers::transfer_resigned),
+        "externalcontact/transfer_customer" => write(transfers::transfer_onjob),
+        "externalcontact/resigned/transfer_customer" => write(transfers::transfer_resigned),
         "externalcontact/transfer_result" => post(transfers::result_onjob),
         "externalcontact/resigned/transfer_result" => post(transfers::result_resigned),
         "user/get" => get(directory::user_get),
         "department/list" => get(directory::department_list),
-        "message/send" => post(directory::message_send),
+        "message/send" => write(directory::message_send),
         "msgaudit/get_permit_user_list" => post(directory::permit_user_list),
         "get_jsapi_ticket" => get(directory::jsapi_ticket),
         "ticket/get" => get(directory::agent_ticket),
