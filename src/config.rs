@@ -108,6 +108,7 @@ struct RawWorker {
     concurrency: Option<usize>,
     max_attempts: Option<i32>,
     lease_secs: Option<u64>,
+    backoff_max_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -251,6 +252,21 @@ pub struct WorkerConfig {
     pub max_attempts: i32,
     /// How long a claim lasts before another worker may take the event over.
     pub lease_secs: u64,
+    /// Longest wait between two attempts (the backoff doubles from 1 s up to this).
+    pub backoff_max_secs: u64,
+}
+
+impl WorkerConfig {
+    /// The pool settings these stand for.
+    pub fn settings(&self) -> crate::worker::WorkerSettings {
+        crate::worker::WorkerSettings {
+            concurrency: self.concurrency,
+            max_attempts: self.max_attempts,
+            lease: std::time::Duration::from_secs(self.lease_secs),
+            backoff_max: std::time::Duration::from_secs(self.backoff_max_secs),
+            ..crate::worker::WorkerSettings::default()
+        }
+    }
 }
 
 /// Follow-up reminders.
@@ -428,6 +444,7 @@ impl Config {
             concurrency: raw.worker.concurrency.unwrap_or(4),
             max_attempts: raw.worker.max_attempts.unwrap_or(10),
             lease_secs: raw.worker.lease_secs.unwrap_or(60),
+            backoff_max_secs: raw.worker.backoff_max_secs.unwrap_or(600).max(1),
         };
         if !(1..=256).contains(&worker.concurrency) {
             return Err(invalid("worker.concurrency", "must be between 1 and 256"));
@@ -455,6 +472,7 @@ impl Config {
             concurrency: raw.outbox.concurrency.unwrap_or(8),
             max_attempts: raw.outbox.max_attempts.unwrap_or(15),
             lease_secs: raw.outbox.lease_secs.unwrap_or(60),
+            backoff_max_secs: raw.outbox.backoff_max_secs.unwrap_or(300).max(1),
         };
         if !(1..=256).contains(&outbox.concurrency) {
             return Err(invalid("outbox.concurrency", "must be between 1 and 256"));

@@ -12,9 +12,9 @@ use crate::db::Db;
 use crate::events::EventProcessor;
 use crate::http::{self, AppState};
 use crate::inbox::InboxWriter;
-use crate::wecom::Wecom;
-use crate::worker::{WorkerPool, WorkerSettings};
 use crate::outbox::{self, OutboxQueue};
+use crate::wecom::Wecom;
+use crate::worker::WorkerPool;
 use crate::{coord, sync, telemetry};
 
 /// Opens the configured database and applies migrations.
@@ -57,12 +57,7 @@ pub async fn serve(
         WorkerPool::spawn(
             db.clone(),
             Arc::new(EventProcessor::new(db.clone(), wecom.clone())),
-            WorkerSettings {
-                concurrency: config.worker.concurrency,
-                max_attempts: config.worker.max_attempts,
-                lease: std::time::Duration::from_secs(config.worker.lease_secs),
-                ..WorkerSettings::default()
-            },
+            config.worker.settings(),
             owner.clone(),
             writer.commits(),
             async move {
@@ -74,12 +69,7 @@ pub async fn serve(
         let mut stop = stop_rx.clone();
         WorkerPool::spawn_queue(
             OutboxQueue::new(db.clone(), wecom.clone()),
-            WorkerSettings {
-                concurrency: config.outbox.concurrency,
-                max_attempts: config.outbox.max_attempts,
-                lease: std::time::Duration::from_secs(config.outbox.lease_secs),
-                ..WorkerSettings::default()
-            },
+            config.outbox.settings(),
             owner.clone(),
             outbox::wakeups(),
             async move {
@@ -107,6 +97,8 @@ pub async fn serve(
         writer,
         db: db.clone(),
         metrics: telemetry::metrics_handle(),
+        wecom: wecom.clone(),
+        config: Arc::new(config.clone()),
     });
     let addr = listener.local_addr().ok();
     tracing::info!(addr = ?addr, backend = db.backend(), corps = config.corps.len(), coordination = if config.redis_url.is_some() { "redis" } else { "in-process" }, instance = %owner, "serving");

@@ -3,60 +3,81 @@
 
 use std::sync::Arc;
 
-use axum::Json;
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::extract::State;
+use axum::http::Method;
+use axum::response::Response;
+use axum::routing::get;
 use serde::Deserialize;
 
 use super::AppState;
-use crate::db::StoreError;
+use super::api::schema::{array, int, nullable, object, string};
+use super::api::{ApiResult, Auth, Endpoint, PathParams, QueryParams, ok};
+use crate::auth::Action;
 use crate::jobs;
+
+/// `GET /api/v1/jobs` and `GET /api/v1/jobs/{id}`.
+pub fn endpoints() -> Vec<Endpoint> {
+    let job = object(
+        &[
+            ("id", int("任务 id")),
+            ("corp_id", string("企业")),
+            ("kind", string("sync 等")),
+            ("state", string("queued | running | done | failed")),
+            ("progress_done", int("已完成")),
+            ("progress_total", int("总数")),
+            ("error", nullable(string("失败原因"))),
+        ],
+        &["id", "kind", "state"],
+    );
+    vec![
+        Endpoint::new(Method::GET, "/jobs", "长任务列表（同步等）", get(list))
+            .tag("operations")
+            .who("admin, compliance")
+            .query("kind", string("任务类型，默认 sync"), "任务类型")
+            .query("limit", int("最多条数（1–200）"), "最多条数")
+            .response(200, object(&[("jobs", array(job.clone()))], &["jobs"])),
+        Endpoint::new(
+            Method::GET,
+            "/jobs/{id}",
+            "一个长任务及其进度",
+            get(get_one),
+        )
+        .tag("operations")
+        .who("admin, compliance")
+        .response(200, job),
+    ]
+}
 
 /// Filters of the job list.
 #[derive(Debug, Deserialize)]
 pub struct JobQuery {
     kind: Option<String>,
-    corp_id: Option<String>,
     limit: Option<i64>,
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        Json(serde_json::json!({"code": code, "message": message})),
-    )
-        .into_response()
-}
-
-fn store_error(e: &StoreError) -> Response {
-    match e {
-        StoreError::NotFound => error(StatusCode::NOT_FOUND, "not_found", "任务不存在"),
-        e => {
-            tracing::warn!(error = %e, cause = ?std::error::Error::source(e), "job query failed");
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "database_unavailable",
-                "数据库暂不可用，请稍后重试",
-            )
-        }
-    }
-}
-
-/// The newest jobs of a kind.
-pub async fn list(State(state): State<Arc<AppState>>, Query(q): Query<JobQuery>) -> Response {
+/// The newest jobs of a kind, of the caller's corp.
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Auth(who): Auth,
+    QueryParams(q): QueryParams<JobQuery>,
+) -> ApiResult<Response> {
+    who.require(Action::ReadOperations)?;
     let kind = q.kind.as_deref().unwrap_or(crate::sync::JOB_KIND);
     let limit = q.limit.unwrap_or(20).clamp(1, 200);
-    match jobs::list(&state.db, q.corp_id.as_deref(), kind, limit).await {
-        Ok(list) => Json(serde_json::json!({ "jobs": list })).into_response(),
-        Err(e) => store_error(&e),
-    }
+    let list = jobs::list(&state.db, Some(&who.corp_id), kind, limit).await?;
+    ok(serde_json::json!({ "jobs": list }))
 }
 
 /// One job, with its progress.
-pub async fn get(State(state): State<Arc<AppState>>, Path(id): Path<i64>) -> Response {
-    match jobs::get(&state.db, id).await {
-        Ok(job) => Json(job).into_response(),
-        Err(e) => store_error(&e),
+pub async fn get_one(
+    State(state): State<Arc<AppState>>,
+    Auth(who): Auth,
+    PathParams(id): PathParams<i64>,
+) -> ApiResult<Response> {
+    who.require(Action::ReadOperations)?;
+    let job = jobs::get(&state.db, id).await?;
+    if job.corp_id != who.corp_id {
+        return Err(super::api::ApiFailure::NotFound("任务"));
     }
+    ok(job)
 }

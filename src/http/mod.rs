@@ -1,5 +1,6 @@
 //! HTTP surfaces. Handlers stay thin: extract, check, call one domain function, render.
 
+pub mod api;
 mod callback;
 mod jobs;
 mod ops;
@@ -13,9 +14,10 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 pub use callback::CallbackError;
 
-use crate::config::{AppEndpoint, CallbackSettings};
+use crate::config::{AppEndpoint, CallbackSettings, Config};
 use crate::db::Db;
 use crate::inbox::InboxWriter;
+use crate::wecom::Wecom;
 
 /// What every handler can reach.
 #[derive(Debug)]
@@ -30,6 +32,10 @@ pub struct AppState {
     pub db: Db,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// The WeCom API (the tag library is fetched when an edit names a tag we do not know yet).
+    pub wecom: Wecom,
+    /// The configuration in force.
+    pub config: Arc<Config>,
 }
 
 impl AppState {
@@ -52,7 +58,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        .route("/api/v1/jobs", get(jobs::list))
-        .route("/api/v1/jobs/{id}", get(jobs::get))
+        .merge(api::router())
         .with_state(state)
 }

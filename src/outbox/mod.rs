@@ -184,7 +184,8 @@ pub async fn enqueue(
         actor, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
         ON CONFLICT (corp_id, idempotency_key) DO NOTHING RETURNING id";
     const EXISTING: &str = "SELECT id FROM outbox WHERE corp_id = $1 AND idempotency_key = $2";
-    let payload = serde_json::to_string(intent).map_err(|e| StoreError::Other(sqlx::Error::Encode(e.into())))?;
+    let payload = serde_json::to_string(intent)
+        .map_err(|e| StoreError::Other(sqlx::Error::Encode(e.into())))?;
     let id: Option<i64> = on_tx!(tx, |conn| sqlx::query_scalar(INSERT)
         .bind(corp_id)
         .bind(intent.kind())

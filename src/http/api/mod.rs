@@ -1,0 +1,416 @@
+//! The JSON API under `/api/v1`, and its OpenAPI document at `/api/openapi.json`.
+//!
+//! Every endpoint is declared once as an [`Endpoint`] (method, path, summary, who may call it,
+//! request and response schemas, the handler): the router and the OpenAPI document are both built
+//! from that one list, so the document cannot miss an endpoint.
+//!
+//! Every handler starts with the [`Auth`] extractor (401 without valid credentials) and asks
+//! [`crate::auth`] before it reads or changes anything (403 outside its role or scope).
+//! Malformed bodies, paths and queries answer 400/422 with `{"code","message","field","reason"}`.
+
+mod customers;
+pub(crate) mod schema;
+mod tags;
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::AppState;
+use crate::auth::{self, AccessError, Denied, Principal};
+use crate::db::{StoreError, now_ms};
+
+/// Why a request failed, as the client sees it.
+#[derive(Debug)]
+pub enum ApiFailure {
+    /// 401.
+    Unauthenticated,
+    /// 403.
+    Forbidden(String),
+    /// 404: what was not found.
+    NotFound(&'static str),
+    /// 422 (or 400 for unparsable input): which field, and why.
+    Invalid {
+        /// The field (`add[0]`, `due_at_ms`, `body`).
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// 409.
+    Conflict(String),
+    /// 503: the database or WeCom cannot answer now.
+    Unavailable(String),
+}
+
+/// A 422 for `field`.
+pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ApiFailure {
+    ApiFailure::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+impl IntoResponse for ApiFailure {
+    fn into_response(self) -> Response {
+        let (status, body) = match self {
+            Self::Unauthenticated => (
+                StatusCode::UNAUTHORIZED,
+                json!({"code": "unauthenticated", "message": "需要有效的凭证：Authorization: Bearer <API 密钥>"}),
+            ),
+            Self::Forbidden(reason) => (
+                StatusCode::FORBIDDEN,
+                json!({"code": "forbidden", "message": reason}),
+            ),
+            Self::NotFound(what) => (
+                StatusCode::NOT_FOUND,
+                json!({"code": "not_found", "message": format!("{what}不存在 / {what} not found")}),
+            ),
+            Self::Invalid { field, reason } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"code": "invalid", "message": format!("{field}: {reason}"), "field": field, "reason": reason}),
+            ),
+            Self::Conflict(reason) => (
+                StatusCode::CONFLICT,
+                json!({"code": "conflict", "message": reason}),
+            ),
+            Self::Unavailable(reason) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"code": "unavailable", "message": format!("暂不可用，请稍后重试 / {reason}")}),
+            ),
+        };
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiFailure {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Self::NotFound("记录"),
+            StoreError::Conflict(_) => {
+                Self::Conflict("与现有记录冲突 / conflicts with an existing record".to_owned())
+            }
+            e => {
+                tracing::warn!(error = %e, cause = ?std::error::Error::source(&e), "API: database error");
+                Self::Unavailable("database".to_owned())
+            }
+        }
+    }
+}
+
+impl From<Denied> for ApiFailure {
+    fn from(d: Denied) -> Self {
+        match d {
+            Denied::Unauthenticated => Self::Unauthenticated,
+            Denied::Forbidden(reason) => Self::Forbidden(reason),
+        }
+    }
+}
+
+impl From<AccessError> for ApiFailure {
+    fn from(e: AccessError) -> Self {
+        match e {
+            AccessError::Denied(d) => d.into(),
+            AccessError::Store(s) => s.into(),
+        }
+    }
+}
+
+/// What handlers return.
+pub type ApiResult<T = Response> = Result<T, ApiFailure>;
+
+/// The authenticated caller. Rejects with 401 when the `Authorization: Bearer` key is missing,
+/// malformed, unknown or revoked.
+#[derive(Debug, Clone)]
+pub struct Auth(pub Principal);
+
+impl FromRequestParts<Arc<AppState>> for Auth {
+    type Rejection = ApiFailure;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let key = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or(ApiFailure::Unauthenticated)?;
+        match auth::authenticate(&state.db, key, now_ms()).await? {
+            Some(principal) => Ok(Self(principal)),
+            None => Err(ApiFailure::Unauthenticated),
+        }
+    }
+}
+
+/// A JSON body whose errors name the field (`add[0]: invalid type: integer, expected a string`).
+#[derive(Debug)]
+pub struct Body<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = ApiFailure;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| invalid("body", e.body_text()))?;
+        let de = &mut serde_json::Deserializer::from_slice(&bytes);
+        serde_path_to_error::deserialize(de).map(Self).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." { "body".to_owned() } else { path };
+            invalid(field, e.inner().to_string())
+        })
+    }
+}
+
+/// Path parameters, with a JSON error naming the parameter.
+#[derive(Debug)]
+pub struct PathParams<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for PathParams<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiFailure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Self(p.0))
+            .map_err(|e| invalid("path", e.body_text()))
+    }
+}
+
+/// Query parameters, with a JSON error naming the parameter.
+#[derive(Debug)]
+pub struct QueryParams<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for QueryParams<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiFailure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Self(q.0))
+            .map_err(|e| invalid("query", e.body_text()))
+    }
+}
+
+/// 200 with a JSON body.
+pub fn ok(body: impl serde::Serialize) -> ApiResult {
+    Ok(Json(body).into_response())
+}
+
+/// 202: accepted, WeCom will be told through the outbox (`outbox_id`).
+pub fn accepted(body: impl serde::Serialize) -> ApiResult {
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// 201 with the created record.
+pub fn created(body: impl serde::Serialize) -> ApiResult {
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// One documented endpoint.
+pub struct Endpoint {
+    method: Method,
+    path: &'static str,
+    summary: &'static str,
+    tag: &'static str,
+    who: &'static str,
+    query: Vec<(&'static str, Value, &'static str)>,
+    request: Option<Value>,
+    status: u16,
+    response: Value,
+    route: MethodRouter<Arc<AppState>>,
+}
+
+impl Endpoint {
+    /// An endpoint: `method` `path` (axum syntax, `{id}`), answered by `route`.
+    pub fn new(
+        method: Method,
+        path: &'static str,
+        summary: &'static str,
+        route: MethodRouter<Arc<AppState>>,
+    ) -> Self {
+        Self {
+            method,
+            path,
+            summary,
+            tag: "",
+            who: "",
+            query: Vec::new(),
+            request: None,
+            status: 200,
+            response: json!({"type": "object"}),
+            route,
+        }
+    }
+
+    /// Its group in the document.
+    pub fn tag(mut self, tag: &'static str) -> Self {
+        self.tag = tag;
+        self
+    }
+
+    /// Who may call it (roles and scope), for the document.
+    pub fn who(mut self, who: &'static str) -> Self {
+        self.who = who;
+        self
+    }
+
+    /// A query parameter.
+    pub fn query(mut self, name: &'static str, schema: Value, description: &'static str) -> Self {
+        self.query.push((name, schema, description));
+        self
+    }
+
+    /// The JSON request body's schema.
+    pub fn request(mut self, schema: Value) -> Self {
+        self.request = Some(schema);
+        self
+    }
+
+    /// The success status and body schema.
+    pub fn response(mut self, status: u16, schema: Value) -> Self {
+        self.status = status;
+        self.response = schema;
+        self
+    }
+
+    /// `(method, path)` as the document lists it.
+    pub fn key(&self) -> (String, &'static str) {
+        (self.method.as_str().to_lowercase(), self.path)
+    }
+}
+
+/// Every endpoint under `/api/v1`.
+pub fn endpoints() -> Vec<Endpoint> {
+    let mut all = Vec::new();
+    all.extend(customers::endpoints());
+    all.extend(tags::endpoints());
+    all.extend(super::jobs::endpoints());
+    all
+}
+
+/// The OpenAPI 3.1 document of `endpoints`.
+pub fn openapi(endpoints: &[Endpoint]) -> Value {
+    let mut paths = serde_json::Map::new();
+    for e in endpoints {
+        let mut parameters: Vec<Value> = path_params(e.path)
+            .into_iter()
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        for (name, schema, description) in &e.query {
+            parameters.push(json!({"name": name, "in": "query", "required": false, "schema": schema, "description": description}));
+        }
+        let mut op = json!({
+            "summary": e.summary,
+            "description": if e.who.is_empty() { String::new() } else { format!("权限 / who: {}", e.who) },
+            "tags": [e.tag],
+            "operationId": operation_id(&e.method, e.path),
+            "security": [{"bearer": []}],
+            "parameters": parameters,
+            "responses": {
+                e.status.to_string(): {"description": "OK", "content": {"application/json": {"schema": e.response}}},
+                "401": error_response("缺少或无效的凭证 / missing or invalid credentials"),
+                "403": error_response("超出角色或数据范围 / outside the role or data scope"),
+                "422": error_response("参数错误（field、reason） / invalid input (field, reason)"),
+                "503": error_response("数据库暂不可用 / database unavailable"),
+            },
+        });
+        if let Some(request) = &e.request
+            && let Some(map) = op.as_object_mut()
+        {
+            map.insert(
+                "requestBody".to_owned(),
+                json!({"required": true, "content": {"application/json": {"schema": request}}}),
+            );
+        }
+        let item = paths
+            .entry(format!("/api/v1{}", e.path))
+            .or_insert_with(|| json!({}));
+        if let Some(item) = item.as_object_mut() {
+            item.insert(e.method.as_str().to_lowercase(), op);
+        }
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "SCRM API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "企业微信 SCRM：客户、标签、跟进记录、提醒、阶段与发往企业微信的变更（outbox）。Authorization: Bearer <API key>（scrm apikey create）。",
+        },
+        "servers": [{"url": "/"}],
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Error": schema::error()},
+        },
+        "paths": paths,
+    })
+}
+
+fn error_response(description: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
+
+fn path_params(path: &str) -> Vec<&str> {
+    path.split('/')
+        .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .collect()
+}
+
+fn operation_id(method: &Method, path: &str) -> String {
+    let mut id = method.as_str().to_lowercase();
+    for seg in path.split('/').filter(|s| !s.is_empty()) {
+        id.push('_');
+        id.push_str(&seg.replace(['{', '}'], "").replace('-', "_"));
+    }
+    id
+}
+
+/// `/api/v1/…` and `/api/openapi.json`.
+pub fn router() -> Router<Arc<AppState>> {
+    let endpoints = endpoints();
+    let document = Arc::new(openapi(&endpoints));
+    let mut v1: Router<Arc<AppState>> = Router::new();
+    for e in endpoints {
+        v1 = v1.route(e.path, e.route);
+    }
+    Router::new()
+        .nest(
+            "/api/v1",
+            v1.fallback(|| async { ApiFailure::NotFound("接口") }),
+        )
+        .route(
+            "/api/openapi.json",
+            get(move || {
+                let document = Arc::clone(&document);
+                async move { Json((*document).clone()) }
+            }),
+        )
+}
