@@ -327,6 +327,9 @@ pub async fn apply_relation(
     now_ms: i64,
     seen_by_job: Option<i64>,
 ) -> Result<RelationChange, StoreError> {
+    // Our edits not yet delivered stay on top of what WeCom reports (see `crate::record`).
+    let overlaid = crate::record::with_pending(db, corp_id, s).await?;
+    let s = &overlaid;
     let mut tags = s.tag_ids.clone();
     tags.sort();
     tags.dedup();
@@ -527,6 +530,56 @@ pub async fn users_with_active_relations(
         AND status = 'active' ORDER BY user_id";
     let rows = on_db!(db, |pool| sqlx::query_scalar(SQL)
         .bind(corp_id)
+        .fetch_all(pool)
+        .await)?;
+    Ok(rows)
+}
+
+/// A customer in a list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct CustomerSummary {
+    /// `external_userid`.
+    pub external_user_id: String,
+    /// Name.
+    pub name: String,
+    /// Company (WeCom users).
+    pub corp_name: String,
+    /// Staff members following now, comma-separated.
+    pub followers: String,
+}
+
+/// Customers with an active relation, ordered by id after `after` (paging): of one staff member
+/// when `staff` is given; `query` matches the name, a remark or the id.
+pub async fn list_customers(
+    db: &Db,
+    corp_id: &str,
+    staff: Option<&str>,
+    query: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<CustomerSummary>, StoreError> {
+    let agg = match db {
+        Db::Postgres(_) => "STRING_AGG(r.user_id, ',' ORDER BY r.user_id)",
+        Db::Sqlite(_) => "GROUP_CONCAT(r.user_id, ',')",
+    };
+    let sql = format!(
+        "SELECT c.external_user_id, c.name, c.corp_name, {agg} AS followers FROM customer c \
+         JOIN follow_relation r ON r.corp_id = c.corp_id AND r.external_user_id = c.external_user_id \
+         AND r.status = 'active' WHERE c.corp_id = $1 \
+         AND ($2 IS NULL OR EXISTS (SELECT 1 FROM follow_relation o WHERE o.corp_id = c.corp_id \
+         AND o.external_user_id = c.external_user_id AND o.user_id = $2 AND o.status = 'active')) \
+         AND ($3 IS NULL OR c.name LIKE $3 OR c.external_user_id = $4 OR r.remark LIKE $3) \
+         AND ($5 IS NULL OR c.external_user_id > $5) \
+         GROUP BY c.external_user_id, c.name, c.corp_name ORDER BY c.external_user_id LIMIT $6"
+    );
+    let like = query.map(|q| format!("%{}%", q.replace(['%', '_'], "")));
+    let rows = on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+        .bind(corp_id)
+        .bind(staff)
+        .bind(like.as_deref())
+        .bind(query)
+        .bind(after)
+        .bind(limit.clamp(1, 500))
         .fetch_all(pool)
         .await)?;
     Ok(rows)

@@ -12,8 +12,10 @@ use wecom_sdk::event::{
 };
 use wecom_sdk::parse_event;
 
-use crate::contacts::{self, EndReason, Source};
+use crate::contacts::{self, EndReason, RelationChange, Source};
 use crate::db::{Db, StoreError, now_ms};
+use crate::group_chats::ChatSnapshot;
+use crate::record::{self, RecordError, Trigger};
 use crate::wecom::{self, NoSecret, Wecom};
 use crate::worker::{ClaimedEvent, HandlerError, InboxHandler};
 use crate::{group_chats, staff, tags};
@@ -48,6 +50,14 @@ impl From<NoSecret> for HandlerError {
             reason: e.to_string(),
             after: Some(Duration::from_secs(60)),
         }
+    }
+}
+
+/// A rule that could not be applied: retried (the database is the only thing that can fail).
+fn record_failure(e: RecordError) -> HandlerError {
+    match e {
+        RecordError::Store(e) => e.into(),
+        e => HandlerError::retry(format!("auto-tagging: {e}")),
     }
 }
 
@@ -208,6 +218,9 @@ impl Ctx<'_> {
                 continue;
             };
             self.record(&snapshot.user_id, ext, label, "").await?;
+            if matches!(change, RelationChange::Added | RelationChange::Reactivated) {
+                self.relation_added(&snapshot).await?;
+            }
         }
         if !saw_event_user && !self.relation_ended(user, ext).await? {
             // WeCom does not (yet, or any more) show this staff member: try again later; a relation
@@ -216,6 +229,65 @@ impl Ctx<'_> {
                 reason: format!("externalcontact/get does not list follow user {user} yet"),
                 after: None,
             });
+        }
+        Ok(())
+    }
+
+    /// A customer was added (or re-added): channel rules by the 联系我 `state` it came through.
+    async fn relation_added(&self, s: &contacts::RelationSnapshot) -> Result<(), HandlerError> {
+        if let Some(state) = s.state.as_deref().filter(|v| !v.is_empty()) {
+            record::apply_rules(
+                self.db(),
+                self.corp,
+                Trigger::Channel,
+                state,
+                &s.user_id,
+                &s.external_user_id,
+                now_ms(),
+            )
+            .await
+            .map_err(record_failure)?;
+        }
+        Ok(())
+    }
+
+    /// Customers who joined a group chat: group rules on their relation with the chat's owner, or
+    /// on all their relations when the owner does not follow them.
+    async fn customers_joined(
+        &self,
+        chat: &ChatSnapshot,
+        joined: &[String],
+    ) -> Result<(), HandlerError> {
+        let customers = chat
+            .members
+            .iter()
+            .filter(|m| m.member_type == 2 && joined.contains(&m.member_id));
+        for m in customers {
+            let relations =
+                contacts::relations_of_customer(self.db(), self.corp, &m.member_id).await?;
+            let active: Vec<_> = relations.iter().filter(|r| r.status == "active").collect();
+            let owners: Vec<_> = active
+                .iter()
+                .filter(|r| r.user_id == chat.owner_user_id)
+                .collect();
+            let targets = if owners.is_empty() {
+                active.iter().collect()
+            } else {
+                owners
+            };
+            for r in targets {
+                record::apply_rules(
+                    self.db(),
+                    self.corp,
+                    Trigger::GroupJoin,
+                    &chat.chat_id,
+                    &r.user_id,
+                    &r.external_user_id,
+                    now_ms(),
+                )
+                .await
+                .map_err(record_failure)?;
+            }
         }
         Ok(())
     }
@@ -274,15 +346,12 @@ impl Ctx<'_> {
                 after: Some(Duration::from_secs(2)),
             });
         }
-        group_chats::apply(
-            self.db(),
-            self.corp,
-            &wecom::chat_snapshot(&chat),
-            None,
-            None,
-            now_ms(),
-        )
-        .await?;
+        let snapshot = wecom::chat_snapshot(&chat);
+        let diff =
+            group_chats::apply(self.db(), self.corp, &snapshot, None, None, now_ms()).await?;
+        if !diff.joined.is_empty() {
+            self.customers_joined(&snapshot, &diff.joined).await?;
+        }
         Ok(())
     }
 

@@ -15,6 +15,7 @@ pub mod http;
 pub mod inbox;
 pub mod jobs;
 pub mod outbox;
+pub mod record;
 pub mod staff;
 pub mod startup;
 pub mod sync;

@@ -238,3 +238,202 @@ pub async fn get_tag(db: &Db, corp_id: &str, tag_id: &str) -> Result<Option<Tag>
         .await)?;
     Ok(row)
 }
+
+/// One group of the library with its live tags.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupView {
+    /// Group id.
+    pub group_id: String,
+    /// Name.
+    pub name: String,
+    /// Order (bigger first).
+    pub sort_order: i64,
+    /// Its tags.
+    pub tags: Vec<Tag>,
+}
+
+/// The live library: groups (bigger order first) with their tags.
+pub async fn library(db: &Db, corp_id: &str) -> Result<Vec<GroupView>, StoreError> {
+    const GROUPS: &str = "SELECT group_id, name, sort_order FROM tag_group WHERE corp_id = $1 \
+        AND deleted_at_ms IS NULL ORDER BY sort_order DESC, group_id";
+    let groups: Vec<(String, String, i64)> = on_db!(db, |pool| sqlx::query_as(GROUPS)
+        .bind(corp_id)
+        .fetch_all(pool)
+        .await)?;
+    let mut tags = live_tags(db, corp_id).await?;
+    tags.sort_by(|a, b| {
+        b.sort_order
+            .cmp(&a.sort_order)
+            .then(a.tag_id.cmp(&b.tag_id))
+    });
+    Ok(groups
+        .into_iter()
+        .map(|(group_id, name, sort_order)| GroupView {
+            tags: tags
+                .iter()
+                .filter(|t| t.group_id == group_id)
+                .cloned()
+                .collect(),
+            group_id,
+            name,
+            sort_order,
+        })
+        .collect())
+}
+
+/// Whether `id` names a live group.
+pub async fn is_group(db: &Db, corp_id: &str, id: &str) -> Result<bool, StoreError> {
+    const SQL: &str = "SELECT COUNT(*) FROM tag_group WHERE corp_id = $1 AND group_id = $2 \
+        AND deleted_at_ms IS NULL";
+    let n: i64 = on_db!(db, |pool| sqlx::query_scalar(SQL)
+        .bind(corp_id)
+        .bind(id)
+        .fetch_one(pool)
+        .await)?;
+    Ok(n > 0)
+}
+
+/// Asks WeCom to create tags (in a group, or a new group): the tags appear in the library once
+/// the outbox has delivered the call (WeCom assigns the ids). Returns the outbox item.
+pub async fn request_create(
+    db: &Db,
+    corp_id: &str,
+    intent: &crate::outbox::Intent,
+    actor: &str,
+    now_ms: i64,
+) -> Result<i64, StoreError> {
+    let mut tx = db.begin().await?;
+    let id = crate::outbox::enqueue(&mut tx, corp_id, intent, actor, None, now_ms).await?;
+    crate::auth::audit(
+        &mut tx,
+        corp_id,
+        actor,
+        "tag_library.create",
+        "",
+        &serde_json::to_value(intent).unwrap_or_default(),
+        now_ms,
+    )
+    .await?;
+    tx.commit().await?;
+    crate::outbox::notify();
+    Ok(id)
+}
+
+/// Renames or reorders a tag or group here at once and in WeCom through the outbox.
+pub async fn edit(
+    db: &Db,
+    corp_id: &str,
+    id: &str,
+    name: Option<&str>,
+    order: Option<u32>,
+    actor: &str,
+    now_ms: i64,
+) -> Result<i64, StoreError> {
+    const TAG: &str = "UPDATE tag SET name = COALESCE($3, name), sort_order = COALESCE($4, sort_order), \
+        updated_at_ms = $5 WHERE corp_id = $1 AND tag_id = $2 AND deleted_at_ms IS NULL";
+    const GROUP: &str = "UPDATE tag_group SET name = COALESCE($3, name), \
+        sort_order = COALESCE($4, sort_order), updated_at_ms = $5 \
+        WHERE corp_id = $1 AND group_id = $2 AND deleted_at_ms IS NULL";
+    let mut tx = db.begin().await?;
+    let mut n = 0;
+    for sql in [TAG, GROUP] {
+        n += crate::on_tx!(&mut tx, |conn| sqlx::query(sql)
+            .bind(corp_id)
+            .bind(id)
+            .bind(name)
+            .bind(order.map(i64::from))
+            .bind(now_ms)
+            .execute(&mut *conn)
+            .await
+            .map(|r| r.rows_affected()))?;
+    }
+    if n == 0 {
+        return Err(StoreError::NotFound);
+    }
+    let intent = crate::outbox::Intent::EditCorpTag {
+        id: id.to_owned(),
+        name: name.map(str::to_owned),
+        order,
+    };
+    let item = crate::outbox::enqueue(&mut tx, corp_id, &intent, actor, None, now_ms).await?;
+    crate::auth::audit(
+        &mut tx,
+        corp_id,
+        actor,
+        "tag_library.edit",
+        id,
+        &serde_json::json!({"name": name, "order": order}),
+        now_ms,
+    )
+    .await?;
+    tx.commit().await?;
+    crate::outbox::notify();
+    Ok(item)
+}
+
+/// Deletes tags or whole groups here at once (customers lose them, as in WeCom) and in WeCom
+/// through the outbox.
+pub async fn delete(
+    db: &Db,
+    corp_id: &str,
+    tag_ids: &[String],
+    group_ids: &[String],
+    actor: &str,
+    now_ms: i64,
+) -> Result<i64, StoreError> {
+    const TAG: &str = "UPDATE tag SET deleted_at_ms = $3, updated_at_ms = $3 \
+        WHERE corp_id = $1 AND tag_id = $2 AND deleted_at_ms IS NULL";
+    const GROUP_TAGS: &str = "UPDATE tag SET deleted_at_ms = $3, updated_at_ms = $3 \
+        WHERE corp_id = $1 AND group_id = $2 AND deleted_at_ms IS NULL RETURNING tag_id";
+    const GROUP: &str = "UPDATE tag_group SET deleted_at_ms = $3, updated_at_ms = $3 \
+        WHERE corp_id = $1 AND group_id = $2 AND deleted_at_ms IS NULL";
+    let mut tx = db.begin().await?;
+    let mut gone: Vec<String> = Vec::new();
+    for tag in tag_ids {
+        let n = crate::on_tx!(&mut tx, |conn| sqlx::query(TAG)
+            .bind(corp_id)
+            .bind(tag)
+            .bind(now_ms)
+            .execute(&mut *conn)
+            .await
+            .map(|r| r.rows_affected()))?;
+        if n > 0 {
+            gone.push(tag.clone());
+        }
+    }
+    for group in group_ids {
+        let tags: Vec<String> = crate::on_tx!(&mut tx, |conn| sqlx::query_scalar(GROUP_TAGS)
+            .bind(corp_id)
+            .bind(group)
+            .bind(now_ms)
+            .fetch_all(&mut *conn)
+            .await)?;
+        gone.extend(tags);
+        crate::on_tx!(&mut tx, |conn| sqlx::query(GROUP)
+            .bind(corp_id)
+            .bind(group)
+            .bind(now_ms)
+            .execute(&mut *conn)
+            .await
+            .map(|_| ()))?;
+    }
+    let intent = crate::outbox::Intent::DelCorpTag {
+        tag_ids: tag_ids.to_vec(),
+        group_ids: group_ids.to_vec(),
+    };
+    let item = crate::outbox::enqueue(&mut tx, corp_id, &intent, actor, None, now_ms).await?;
+    crate::auth::audit(
+        &mut tx,
+        corp_id,
+        actor,
+        "tag_library.delete",
+        "",
+        &serde_json::json!({"tag_ids": tag_ids, "group_ids": group_ids}),
+        now_ms,
+    )
+    .await?;
+    tx.commit().await?;
+    crate::outbox::notify();
+    forget_on_relations(db, corp_id, &gone, now_ms).await?;
+    Ok(item)
+}

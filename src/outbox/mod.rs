@@ -207,6 +207,17 @@ pub async fn enqueue(
     Ok(id)
 }
 
+/// Whether an intent was written under `idempotency_key` already.
+pub async fn exists(tx: &mut Tx, corp_id: &str, idempotency_key: &str) -> Result<bool, StoreError> {
+    const SQL: &str = "SELECT COUNT(*) FROM outbox WHERE corp_id = $1 AND idempotency_key = $2";
+    let n: i64 = on_tx!(tx, |conn| sqlx::query_scalar(SQL)
+        .bind(corp_id)
+        .bind(idempotency_key)
+        .fetch_one(&mut *conn)
+        .await)?;
+    Ok(n > 0)
+}
+
 /// One outbox item, as operators and the API see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct OutboxEntry {

@@ -249,3 +249,87 @@ where
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// A JSON client of `/api/v1` with one API key.
+#[derive(Clone)]
+pub struct Api {
+    pub base_url: String,
+    pub key: String,
+    client: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(base_url: &str, key: &str) -> Self {
+        Self {
+            base_url: base_url.to_owned(),
+            key: key.to_owned(),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// `method path` (`/api/v1/…`) with an optional JSON body: status and JSON answer (`null`
+    /// when the body is not JSON).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base_url))
+            .bearer_auth(&self.key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("API request");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("API body");
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+    pub async fn put(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.call(reqwest::Method::PUT, path, Some(body)).await
+    }
+    pub async fn patch(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.call(reqwest::Method::PATCH, path, Some(body)).await
+    }
+    pub async fn delete(&self, path: &str) -> (u16, serde_json::Value) {
+        self.call(reqwest::Method::DELETE, path, None).await
+    }
+}
+
+impl EmulatedApp {
+    /// An API client with a new key of `role` (`admin`, `compliance`, `sales`) acting as `staff`.
+    pub async fn api(&self, role: &str, staff: Option<&str>) -> Api {
+        let role = scrm::auth::Role::parse(role).expect("role");
+        let (_, key) = scrm::auth::create_key(&self.db, CORP, role, staff, "test", scrm::db::now_ms())
+            .await
+            .expect("create API key");
+        Api::new(&self.server.base_url, &key)
+    }
+}
+
+/// Polls until no outbox item is pending (20 s at most).
+pub async fn wait_outbox_idle(db: &Db) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stats = scrm::outbox::stats(db, None, scrm::db::now_ms())
+            .await
+            .expect("outbox stats");
+        if stats.pending == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "outbox not drained in 20 s: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -9,6 +9,8 @@
 //! Malformed bodies, paths and queries answer 400/422 with `{"code","message","field","reason"}`.
 
 mod customers;
+mod followup;
+mod outbox;
 pub(crate) mod schema;
 mod tags;
 
@@ -313,6 +315,8 @@ pub fn endpoints() -> Vec<Endpoint> {
     let mut all = Vec::new();
     all.extend(customers::endpoints());
     all.extend(tags::endpoints());
+    all.extend(followup::endpoints());
+    all.extend(outbox::endpoints());
     all.extend(super::jobs::endpoints());
     all
 }
