@@ -249,11 +249,10 @@ pub async fn authenticate(
     else {
         return Ok(None);
     };
-    let row: Option<(i64, String, String, Option<String>, String, Option<i64>)> =
-        on_db!(db, |pool| sqlx::query_as(FIND)
-            .bind(prefix)
-            .fetch_optional(pool)
-            .await)?;
+    let row: Option<StoredKey> = on_db!(db, |pool| sqlx::query_as(FIND)
+        .bind(prefix)
+        .fetch_optional(pool)
+        .await)?;
     let Some((id, corp_id, role, staff_user_id, stored, revoked)) = row else {
         return Ok(None);
     };
@@ -277,6 +276,9 @@ pub async fn authenticate(
         key_id: Some(id),
     }))
 }
+
+/// An `api_key` row as [`authenticate`] reads it: id, corp, role, staff member, hash, revoked at.
+type StoredKey = (i64, String, String, Option<String>, String, Option<i64>);
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

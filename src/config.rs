@@ -278,6 +278,16 @@ pub struct ReminderSettings {
     pub check_interval_secs: u64,
 }
 
+impl Default for ReminderSettings {
+    /// 3 and 7 days after the add, looked for every 30 s.
+    fn default() -> Self {
+        Self {
+            after_add_days: vec![3, 7],
+            check_interval_secs: 30,
+        }
+    }
+}
+
 /// The scheduled reconciliation.
 #[derive(Debug, Clone)]
 pub struct SyncSettings {
@@ -483,9 +493,17 @@ impl Config {
         if outbox.lease_secs < 5 {
             return Err(invalid("outbox.lease_secs", "must be at least 5"));
         }
+        let defaults = ReminderSettings::default();
         let reminders = ReminderSettings {
-            after_add_days: raw.reminders.after_add_days.unwrap_or_else(|| vec![3, 7]),
-            check_interval_secs: raw.reminders.check_interval_secs.unwrap_or(30).max(1),
+            after_add_days: raw
+                .reminders
+                .after_add_days
+                .unwrap_or(defaults.after_add_days),
+            check_interval_secs: raw
+                .reminders
+                .check_interval_secs
+                .unwrap_or(defaults.check_interval_secs)
+                .max(1),
         };
         if reminders.after_add_days.iter().any(|&d| d == 0 || d > 365) {
             return Err(invalid(

@@ -12,6 +12,7 @@ use wecom_sdk::event::{
 };
 use wecom_sdk::parse_event;
 
+use crate::config::ReminderSettings;
 use crate::contacts::{self, EndReason, RelationChange, Source};
 use crate::db::{Db, StoreError, now_ms};
 use crate::group_chats::ChatSnapshot;
@@ -25,12 +26,24 @@ use crate::{group_chats, staff, tags};
 pub struct EventProcessor {
     db: Db,
     wecom: Wecom,
+    reminders: ReminderSettings,
 }
 
 impl EventProcessor {
-    /// A processor writing to `db` and reading WeCom through `wecom`.
+    /// A processor writing to `db` and reading WeCom through `wecom`, with the default follow-up
+    /// reminders of `[reminders]`.
     pub fn new(db: Db, wecom: Wecom) -> Self {
-        Self { db, wecom }
+        Self {
+            db,
+            wecom,
+            reminders: ReminderSettings::default(),
+        }
+    }
+
+    /// The same, creating `settings.after_add_days` reminders for every new relation.
+    pub fn with_reminders(mut self, settings: ReminderSettings) -> Self {
+        self.reminders = settings;
+        self
     }
 }
 
@@ -233,8 +246,18 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// A customer was added (or re-added): channel rules by the 联系我 `state` it came through.
+    /// A customer was added (or re-added): the default follow-up reminders, and channel rules by
+    /// the 联系我 `state` it came through.
     async fn relation_added(&self, s: &contacts::RelationSnapshot) -> Result<(), HandlerError> {
+        crate::followup::create_default_reminders(
+            self.db(),
+            self.corp,
+            &s.user_id,
+            &s.external_user_id,
+            s.added_at_ms.unwrap_or_else(now_ms),
+            &self.p.reminders,
+        )
+        .await?;
         if let Some(state) = s.state.as_deref().filter(|v| !v.is_empty()) {
             record::apply_rules(
                 self.db(),

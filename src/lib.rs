@@ -10,6 +10,7 @@ pub mod contacts;
 pub mod coord;
 pub mod db;
 pub mod events;
+pub mod followup;
 pub mod group_chats;
 pub mod http;
 pub mod inbox;

@@ -96,22 +96,35 @@ async fn locked_tags(
     Ok(row)
 }
 
-/// Adds and removes corp tags on the relation (`user_id`, `ext`) and writes the `mark_tag` intent.
+/// One follow relation: a staff member and a customer of a corp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelationKey<'a> {
+    /// Corp.
+    pub corp_id: &'a str,
+    /// The staff member.
+    pub user_id: &'a str,
+    /// The customer.
+    pub external_user_id: &'a str,
+}
+
+/// Adds and removes corp tags on the relation and writes the `mark_tag` intent.
 /// Only real changes are sent (a tag already there is not added again). With an
 /// `idempotency_key`, an edit already made under that key is not made again (a rule applied by a
 /// replayed event). Callers check that the tags exist in the library.
-#[allow(clippy::too_many_arguments)]
 pub async fn edit_tags(
     db: &Db,
-    corp_id: &str,
-    user_id: &str,
-    ext: &str,
+    relation: RelationKey<'_>,
     add: &[String],
     remove: &[String],
     author: &Author,
     idempotency_key: Option<&str>,
     now_ms: i64,
 ) -> Result<TagEdit, RecordError> {
+    let RelationKey {
+        corp_id,
+        user_id,
+        external_user_id: ext,
+    } = relation;
     const SET: &str = "UPDATE follow_relation SET tag_ids = $4, updated_at_ms = $5 \
         WHERE corp_id = $1 AND user_id = $2 AND external_user_id = $3";
     const ASSIGN: &str = "INSERT INTO tag_assignment (corp_id, user_id, external_user_id, tag_id, \
@@ -226,14 +239,17 @@ pub async fn edit_tags(
 /// Sets remark and/or description of a relation and writes the `remark` intent.
 pub async fn edit_remark(
     db: &Db,
-    corp_id: &str,
-    user_id: &str,
-    ext: &str,
+    relation: RelationKey<'_>,
     remark: Option<&str>,
     description: Option<&str>,
     actor: &str,
     now_ms: i64,
 ) -> Result<i64, RecordError> {
+    let RelationKey {
+        corp_id,
+        user_id,
+        external_user_id: ext,
+    } = relation;
     const SET: &str = "UPDATE follow_relation SET remark = COALESCE($4, remark), \
         description = COALESCE($5, description), updated_at_ms = $6 \
         WHERE corp_id = $1 AND user_id = $2 AND external_user_id = $3 AND status = 'active'";
@@ -799,19 +815,12 @@ pub async fn apply_rules(
             .collect();
         if !corp_tags.is_empty() {
             let key = format!("rule:{}:{user_id}:{ext}", rule.id);
-            match edit_tags(
-                db,
+            let relation = RelationKey {
                 corp_id,
                 user_id,
-                ext,
-                &corp_tags,
-                &[],
-                &author,
-                Some(&key),
-                now_ms,
-            )
-            .await
-            {
+                external_user_id: ext,
+            };
+            match edit_tags(db, relation, &corp_tags, &[], &author, Some(&key), now_ms).await {
                 Ok(_) => {}
                 // The relation ended meanwhile: nothing to tag.
                 Err(RecordError::NotFollowed) => continue,

@@ -56,7 +56,10 @@ pub async fn serve(
         let mut stop = stop_rx.clone();
         WorkerPool::spawn(
             db.clone(),
-            Arc::new(EventProcessor::new(db.clone(), wecom.clone())),
+            Arc::new(
+                EventProcessor::new(db.clone(), wecom.clone())
+                    .with_reminders(config.reminders.clone()),
+            ),
             config.worker.settings(),
             owner.clone(),
             writer.commits(),
@@ -87,6 +90,11 @@ pub async fn serve(
             stop_rx.clone(),
         ))
     });
+    let reminders = tokio::spawn(crate::followup::run_reminders(
+        db.clone(),
+        config.reminders.clone(),
+        stop_rx.clone(),
+    ));
     let mut endpoints: HashMap<String, HashMap<String, _>> = HashMap::new();
     for ((corp, app), endpoint) in config.endpoints() {
         endpoints.entry(corp).or_default().insert(app, endpoint);
@@ -118,6 +126,7 @@ pub async fn serve(
     if let Some(scheduler) = scheduler {
         let _ = scheduler.await;
     }
+    let _ = reminders.await;
     served?;
     // The router (and with it every writer handle) is gone: the writer drains and stops.
     writer_task.await.context("inbox writer panicked")?;

@@ -11,31 +11,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Backend, CORP, KEY, TestApp, TestDb, add_contact_event, config_toml};
-
-struct Output {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-async fn scrm(dir: &Path, args: &[&str]) -> Output {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_scrm"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("SCRM_CONFIG")
-        .env_remove("SCRM_DATABASE_URL")
-        .env("SCRM_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("run scrm");
-    Output {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
+use common::{Backend, CORP, KEY, Output, TestApp, TestDb, add_contact_event, config_toml, scrm};
 
 async fn selftest(dir: &Path, config: &str, url: &str, app: &str) -> Output {
     scrm(

@@ -111,14 +111,7 @@ pub async fn run(config: &Config, command: InboxCommand) -> anyhow::Result<i32> 
 }
 
 fn received(row: &InboxEntry) -> String {
-    utc(row.received_at_ms)
-}
-
-fn utc(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).map_or_else(
-        || ms.to_string(),
-        |t| t.format("%Y-%m-%d %H:%M:%S").to_string(),
-    )
+    super::utc(row.received_at_ms)
 }
 
 /// `scrm inbox stats --json`.
@@ -138,7 +131,7 @@ fn print_stats(stats: &InboxStats, dead_letters: &[DeadLetter]) {
     match stats.oldest_pending_ms {
         Some(oldest) => println!(
             "oldest pending {} UTC (lag {:.1} s)",
-            utc(oldest),
+            super::utc(oldest),
             stats.lag_secs
         ),
         None => println!("oldest pending -"),
@@ -166,7 +159,7 @@ fn print_stats(stats: &InboxStats, dead_letters: &[DeadLetter]) {
         println!(
             "{:>8}  {:<19}  {:<20}  {:>8}  {:<40}  {}",
             letter.id,
-            letter.dead_at_ms.map_or_else(|| "-".to_owned(), utc),
+            letter.dead_at_ms.map_or_else(|| "-".to_owned(), super::utc),
             letter.corp_id,
             letter.attempts,
             kind,

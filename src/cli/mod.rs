@@ -1,7 +1,9 @@
 //! The `scrm` command line. Every command reads the same configuration as `serve`.
 
+mod apikey;
 mod emulator;
 mod inbox;
+mod outbox;
 mod replay;
 mod selftest;
 mod sync;
@@ -47,6 +49,18 @@ pub enum Command {
         /// What to show.
         #[command(subcommand)]
         command: inbox::InboxCommand,
+    },
+    /// Look at what we owe WeCom (tag edits, remarks, messages) and retry dead letters.
+    Outbox {
+        /// What to do.
+        #[command(subcommand)]
+        command: outbox::OutboxCommand,
+    },
+    /// API keys for scripts and service accounts.
+    Apikey {
+        /// What to do.
+        #[command(subcommand)]
+        command: apikey::ApikeyCommand,
     },
     /// Put processed or failed callbacks back to pending so workers process them again.
     Replay(replay::ReplayArgs),
@@ -106,6 +120,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Inbox { command } => inbox::run(&config, command).await,
+        Command::Outbox { command } => outbox::run(&config, command).await,
+        Command::Apikey { command } => apikey::run(&config, command).await,
         Command::Replay(args) => replay::run(&config, args).await,
         Command::Sync(args) => {
             telemetry::init_tracing(config.log_format, &config.log_level);
@@ -120,6 +136,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             command: CallbackCommand::Selftest(args),
         } => selftest::run(&config, args).await,
     }
+}
+
+/// An epoch-ms time as `YYYY-MM-DD HH:MM:SS` UTC.
+fn utc(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+        || ms.to_string(),
+        |t| t.format("%Y-%m-%d %H:%M:%S").to_string(),
+    )
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -285,7 +285,10 @@ impl Api {
         let response = request.send().await.expect("API request");
         let status = response.status().as_u16();
         let text = response.text().await.expect("API body");
-        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
     }
 
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
@@ -309,9 +312,10 @@ impl EmulatedApp {
     /// An API client with a new key of `role` (`admin`, `compliance`, `sales`) acting as `staff`.
     pub async fn api(&self, role: &str, staff: Option<&str>) -> Api {
         let role = scrm::auth::Role::parse(role).expect("role");
-        let (_, key) = scrm::auth::create_key(&self.db, CORP, role, staff, "test", scrm::db::now_ms())
-            .await
-            .expect("create API key");
+        let (_, key) =
+            scrm::auth::create_key(&self.db, CORP, role, staff, "test", scrm::db::now_ms())
+                .await
+                .expect("create API key");
         Api::new(&self.server.base_url, &key)
     }
 }

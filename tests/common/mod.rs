@@ -312,3 +312,29 @@ pub async fn wait_ready(port: u16) -> bool {
     }
     false
 }
+
+/// What a `scrm` process printed.
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the real `scrm` binary in `dir` with `args` (no config from the environment).
+pub async fn scrm(dir: &std::path::Path, args: &[&str]) -> Output {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_scrm"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("SCRM_CONFIG")
+        .env_remove("SCRM_DATABASE_URL")
+        .env("SCRM_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("run scrm");
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}

@@ -327,7 +327,7 @@ async fn show(
         }));
     }
     let personal = record::customer_personal_tags(db, corp, &ext).await?;
-    let stage: Option<String> = None; // FOLLOWUP-HOOK: crate::followup::customer_stage
+    let stage = crate::followup::customer_stage(db, corp, &ext).await?;
     ok(json!({
         "customer": customer,
         "relations": relations,
@@ -420,6 +420,15 @@ async fn authorize_relation(
     Ok(())
 }
 
+/// The relation (`user_id`, `ext`) of the principal's corp.
+fn relation<'a>(who: &'a Principal, user_id: &'a str, ext: &'a str) -> record::RelationKey<'a> {
+    record::RelationKey {
+        corp_id: &who.corp_id,
+        user_id,
+        external_user_id: ext,
+    }
+}
+
 async fn edit_tags(
     State(state): State<Arc<AppState>>,
     Auth(who): Auth,
@@ -453,9 +462,7 @@ async fn edit_tags(
     };
     let edit = record::edit_tags(
         &state.db,
-        &who.corp_id,
-        &user_id,
-        &ext,
+        relation(&who, &user_id, &ext),
         &body.add,
         &body.remove,
         &author,
@@ -505,9 +512,7 @@ async fn edit_remark(
     }
     let id = record::edit_remark(
         &state.db,
-        &who.corp_id,
-        &user_id,
-        &ext,
+        relation(&who, &user_id, &ext),
         body.remark.as_deref(),
         body.description.as_deref(),
         &who.actor(),
