@@ -18,6 +18,8 @@
     reason = "a test or benchmark fails loudly"
 )]
 
+mod common;
+
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,36 +47,15 @@ struct Options {
 }
 
 fn options() -> anyhow::Result<Options> {
-    let mut o = Options {
-        backend: "sqlite".into(),
-        connections: 64,
-        events: 200_000,
-        repeat: 3,
-        server_core: 1,
-        client_core: 0,
-    };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < args.len() {
-        let value = args.get(i + 1).cloned().unwrap_or_default();
-        match args[i].as_str() {
-            "--backend" => o.backend = value,
-            "--connections" => o.connections = value.parse()?,
-            "--events" => o.events = value.parse()?,
-            "--repeat" => o.repeat = value.parse()?,
-            "--server-core" => o.server_core = value.parse()?,
-            "--client-core" => o.client_core = value.parse()?,
-            _ => {
-                i += 1; // `--bench` and friends from cargo
-                continue;
-            }
-        }
-        i += 2;
-    }
-    if o.backend != "sqlite" && o.backend != "postgres" {
-        bail!("--backend must be sqlite or postgres");
-    }
-    Ok(o)
+    let f = common::Flags::parse();
+    Ok(Options {
+        backend: f.backend()?,
+        connections: f.number("--connections", 64)?,
+        events: f.number("--events", 200_000)?,
+        repeat: f.number("--repeat", 3)?,
+        server_core: f.number("--server-core", 1)?,
+        client_core: f.number("--client-core", 0)?,
+    })
 }
 
 /// Realistic plaintexts: a mix of 客户联系 events and app messages with Chinese text; `n` makes

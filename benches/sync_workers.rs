@@ -20,11 +20,13 @@
     reason = "a test or benchmark fails loudly"
 )]
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use scrm::config::Config;
 use scrm::db::Db;
 use scrm::events::EventProcessor;
@@ -50,61 +52,15 @@ struct Options {
 }
 
 fn options() -> anyhow::Result<Options> {
-    let mut o = Options {
-        backend: "sqlite".into(),
-        staff: 200,
-        customers: 20_000,
-        chats: 500,
-        events: 100_000,
-        concurrency: 16,
-    };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < args.len() {
-        let value = args.get(i + 1).cloned().unwrap_or_default();
-        match args[i].as_str() {
-            "--backend" => o.backend = value,
-            "--staff" => o.staff = value.parse()?,
-            "--customers" => o.customers = value.parse()?,
-            "--chats" => o.chats = value.parse()?,
-            "--events" => o.events = value.parse()?,
-            "--concurrency" => o.concurrency = value.parse()?,
-            _ => {
-                i += 1;
-                continue;
-            }
-        }
-        i += 2;
-    }
-    if o.backend != "sqlite" && o.backend != "postgres" {
-        bail!("--backend must be sqlite or postgres");
-    }
-    Ok(o)
-}
-
-async fn fresh_database(
-    backend: &str,
-    dir: &std::path::Path,
-) -> anyhow::Result<(String, Option<(String, String)>)> {
-    if backend == "sqlite" {
-        return Ok((format!("sqlite://{}", dir.join("scrm.db").display()), None));
-    }
-    let admin = std::env::var("SCRM_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let name = format!("scrm_bench_{}", uuid::Uuid::new_v4().simple());
-    let db = Db::connect(&admin)
-        .await
-        .with_context(|| format!("PostgreSQL at {admin}"))?;
-    if let Db::Postgres(pool) = &db {
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(pool)
-            .await?;
-    }
-    db.close().await;
-    Ok((
-        scrm::db::with_database_name(&admin, &name),
-        Some((admin, name)),
-    ))
+    let f = common::Flags::parse();
+    Ok(Options {
+        backend: f.backend()?,
+        staff: f.number("--staff", 200)?,
+        customers: f.number("--customers", 20_000)?,
+        chats: f.number("--chats", 500)?,
+        events: f.number("--events", 100_000)?,
+        concurrency: f.number("--concurrency", 16)?,
+    })
 }
 
 fn event_row(n: usize, user: &str, ext: &str, change: &str, create_time: i64) -> NewInboxRow {
@@ -221,7 +177,7 @@ async fn main() -> anyhow::Result<()> {
             rng_seed: 2026,
         },
     );
-    let (db_url, pg) = fresh_database(&o.backend, dir.path()).await?;
+    let (db_url, pg) = common::fresh_database(&o.backend, dir.path()).await?;
     let config_text = format!(
         "database_url = \"{db_url}\"\n[wecom]\napi_base_url = \"{}\"\n[[corps]]\ncorp_id = \"{CORP}\"\n\
          [[corps.apps]]\nname = \"contacts\"\ntoken = \"{TOKEN}\"\nencoding_aes_key = \"{KEY}\"\nsecret = \"{SECRET}\"\n",
@@ -329,16 +285,5 @@ async fn main() -> anyhow::Result<()> {
         o.events
     );
     db.close().await;
-    if let Some((admin, name)) = pg {
-        let admin_db = Db::connect(&admin).await?;
-        if let Db::Postgres(pool) = &admin_db {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-            )))
-            .execute(pool)
-            .await?;
-        }
-        admin_db.close().await;
-    }
-    Ok(())
+    common::drop_database(pg).await
 }

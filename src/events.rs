@@ -78,9 +78,9 @@ fn record_failure(e: RecordError) -> HandlerError {
 fn api_failure(what: &str, e: &ApiError) -> HandlerError {
     let reason = format!("{what}: {e}");
     match e {
-        ApiError::RateLimited { retry_after, .. } => HandlerError::Retry {
+        ApiError::RateLimited { retry_after, .. } => HandlerError::Defer {
             reason,
-            after: Some(*retry_after),
+            after: *retry_after,
         },
         // The id is not one WeCom knows in this corp: no retry can help.
         ApiError::Wecom {

@@ -17,6 +17,7 @@ pub mod inbox;
 pub mod jobs;
 pub mod outbox;
 pub mod record;
+pub mod scan;
 pub mod staff;
 pub mod startup;
 pub mod sync;

@@ -12,7 +12,6 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -508,6 +507,43 @@ async fn always_retry_becomes_a_dead_letter_after_max_attempts(backend: Backend)
     assert_eq!(
         worker::drain(&db, &recorder, &settings).await.unwrap(),
         report(0, 0, 0)
+    );
+    db.close().await;
+    test_db.drop_database().await;
+}
+
+/// A rate limit on our side is not a failure: however often an event is held back, its attempts
+/// are not used up, and it is done once the quota reopens.
+async fn deferred_attempts_are_not_counted(backend: Backend) {
+    let test_db = TestDb::create(backend).await;
+    let db = test_db.connect().await;
+    let id = insert_n(&db, 1).await[0];
+    let recorder = Recorder::new(Box::new(|_, nth| {
+        if nth <= 6 {
+            Err(HandlerError::Defer {
+                reason: "client-side rate limit reached".to_owned(),
+                after: Duration::ZERO,
+            })
+        } else {
+            Ok(())
+        }
+    }));
+    let settings = WorkerSettings {
+        max_attempts: 4,
+        ..fast()
+    };
+    let outcome = worker::drain(&db, &recorder, &settings).await.unwrap();
+    assert_eq!(outcome, report(1, 6, 0));
+    assert_eq!(
+        recorder.calls(id),
+        vec![1; 7],
+        "every claim was the first attempt"
+    );
+    let state = row_state(&db, id).await;
+    assert_eq!((state.state.as_str(), state.attempts), ("done", 1));
+    assert_eq!(
+        state.last_error.as_deref(),
+        Some("client-side rate limit reached")
     );
     db.close().await;
     test_db.drop_database().await;
@@ -1124,30 +1160,10 @@ async fn metrics_show_the_backlog(backend: Backend) {
 // ---------------------------------------------------------------------------------------------
 // CLI
 
-struct Output {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-async fn scrm(dir: &Path, url: &str, args: &[&str]) -> Output {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_scrm"))
-        .arg("--database-url")
-        .arg(url)
-        .args(args)
-        .current_dir(dir)
-        .env_remove("SCRM_CONFIG")
-        .env_remove("SCRM_DATABASE_URL")
-        .env("SCRM_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("run scrm");
-    Output {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+async fn scrm(dir: &Path, url: &str, args: &[&str]) -> common::Output {
+    let mut all = vec!["--database-url", url];
+    all.extend_from_slice(args);
+    common::scrm(dir, &all).await
 }
 
 async fn replay_and_stats_commands(backend: Backend) {
@@ -1266,6 +1282,7 @@ both_backends!(
     stolen_lease_cannot_complete,
     retry_twice_then_ok_is_done_with_three_attempts,
     always_retry_becomes_a_dead_letter_after_max_attempts,
+    deferred_attempts_are_not_counted,
     permanent_failure_is_dead_at_once,
     panicking_handler_is_retried,
     pool_survives_a_panicking_handler,

@@ -5,6 +5,7 @@ mod emulator;
 mod inbox;
 mod outbox;
 mod replay;
+mod rules;
 mod selftest;
 mod sync;
 
@@ -61,6 +62,12 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: apikey::ApikeyCommand,
+    },
+    /// The compliance content scanner: test rules on a file or one message, measure them.
+    Rules {
+        /// What to do.
+        #[command(subcommand)]
+        command: rules::RulesCommand,
     },
     /// Put processed or failed callbacks back to pending so workers process them again.
     Replay(replay::ReplayArgs),
@@ -122,6 +129,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Inbox { command } => inbox::run(&config, command).await,
         Command::Outbox { command } => outbox::run(&config, command).await,
         Command::Apikey { command } => apikey::run(&config, command).await,
+        Command::Rules { command } => rules::run(&config, command).await,
         Command::Replay(args) => replay::run(&config, args).await,
         Command::Sync(args) => {
             telemetry::init_tracing(config.log_format, &config.log_level);

@@ -161,9 +161,10 @@ struct Delivery<'a> {
 fn failure(api: &str, e: &ApiError) -> HandlerError {
     let reason = format!("{api}: {e}");
     match e {
-        ApiError::RateLimited { retry_after, .. } => {
-            HandlerError::retry_after(reason, *retry_after)
-        }
+        ApiError::RateLimited { retry_after, .. } => HandlerError::Defer {
+            reason,
+            after: *retry_after,
+        },
         ApiError::Invalid { .. } => HandlerError::permanent(reason),
         ApiError::Wecom { errcode: 84061, .. } => HandlerError::permanent(format!(
             "{reason} (该成员已不再跟进此客户 / the staff member no longer follows this customer)"

@@ -210,6 +210,16 @@ pub enum HandlerError {
         /// Wait at least this long before the next attempt.
         after: Option<Duration>,
     },
+    /// Not a failure: our own side holds the call back (the client's share of WeCom's quota for
+    /// this API is used up for now). Tried again after `after`; the attempt is not counted, so a
+    /// long backlog behind WeCom's limits never turns into dead letters.
+    #[error("deferred: {reason}")]
+    Defer {
+        /// Why, stored as `last_error`.
+        reason: String,
+        /// When the quota reopens.
+        after: Duration,
+    },
     /// Retrying cannot help (the event cannot be understood, the corp is gone): dead letter now.
     #[error("permanent failure: {reason}")]
     Permanent {
@@ -245,7 +255,9 @@ impl HandlerError {
     /// The reason, whichever the kind.
     pub fn reason(&self) -> &str {
         match self {
-            Self::Retry { reason, .. } | Self::Permanent { reason } => reason,
+            Self::Retry { reason, .. }
+            | Self::Defer { reason, .. }
+            | Self::Permanent { reason } => reason,
         }
     }
 }
@@ -308,6 +320,8 @@ pub enum Outcome {
     Done,
     /// Released for a later attempt.
     Retried,
+    /// Held back by a rate limit; the attempt was not counted.
+    Deferred,
     /// Dead letter.
     Dead,
     /// The lease was no longer ours (expired and taken over, or replayed): nothing was written.
@@ -320,6 +334,7 @@ impl Outcome {
         match self {
             Self::Done => "done",
             Self::Retried => "retry",
+            Self::Deferred => "deferred",
             Self::Dead => "dead",
             Self::LeaseLost => "lease_lost",
         }
@@ -343,7 +358,7 @@ impl DrainReport {
     fn add(&mut self, outcome: Outcome) {
         let counter = match outcome {
             Outcome::Done => &mut self.done,
-            Outcome::Retried => &mut self.retried,
+            Outcome::Retried | Outcome::Deferred => &mut self.retried,
             Outcome::Dead => &mut self.dead,
             Outcome::LeaseLost => &mut self.lease_lost,
         };
@@ -450,6 +465,13 @@ where
         Err(HandlerError::Permanent { reason }) => {
             (Outcome::Dead, table.dead(db, id, owner, now, reason).await?)
         }
+        Err(HandlerError::Defer { reason, after }) => {
+            let retry_at = now.saturating_add(store::millis(*after));
+            (
+                Outcome::Deferred,
+                table.defer(db, id, owner, retry_at, reason).await?,
+            )
+        }
         Err(HandlerError::Retry { reason, .. }) if attempts >= settings.max_attempts => {
             (Outcome::Dead, table.dead(db, id, owner, now, reason).await?)
         }
@@ -469,6 +491,9 @@ where
     match outcome {
         Outcome::Done => tracing::debug!(queue = queue_name, "processed"),
         Outcome::Retried => tracing::info!(queue = queue_name, reason, "will be retried"),
+        Outcome::Deferred => {
+            tracing::debug!(queue = queue_name, reason, "deferred by a rate limit")
+        }
         Outcome::Dead => tracing::warn!(queue = queue_name, reason, "dead letter"),
         Outcome::LeaseLost => {
             tracing::warn!(

@@ -174,15 +174,36 @@ impl LeaseTable {
         retry_at_ms: i64,
         reason: &str,
     ) -> Result<bool, StoreError> {
-        self.update(
-            db,
-            "lease_owner = NULL, lease_until_ms = $3, last_error = $4",
-            id,
-            owner,
-            retry_at_ms,
-            Some(reason),
-        )
-        .await
+        self.release(db, id, owner, retry_at_ms, reason, "").await
+    }
+
+    /// Releases a held row until `retry_at_ms` without counting the attempt it was claimed for
+    /// (it never reached WeCom: a rate limit held it back). False when `owner` no longer holds it.
+    pub async fn defer(
+        self,
+        db: &Db,
+        id: i64,
+        owner: &str,
+        retry_at_ms: i64,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let uncount = ", attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END";
+        self.release(db, id, owner, retry_at_ms, reason, uncount)
+            .await
+    }
+
+    async fn release(
+        self,
+        db: &Db,
+        id: i64,
+        owner: &str,
+        retry_at_ms: i64,
+        reason: &str,
+        also: &str,
+    ) -> Result<bool, StoreError> {
+        let set = format!("lease_owner = NULL, lease_until_ms = $3, last_error = $4{also}");
+        self.update(db, &set, id, owner, retry_at_ms, Some(reason))
+            .await
     }
 
     /// Makes a held row a dead letter with `reason`: no worker claims it again until an operator

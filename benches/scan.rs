@@ -1,0 +1,2 @@
+//! The content scanner on one core (issue 6).
+fn main() {}
