@@ -61,6 +61,10 @@ pub enum Action {
     ReadOperations,
     /// Retry dead outbox items.
     RetryOutbox,
+    /// Read compliance alerts and their evidence.
+    ReadAlerts,
+    /// Acknowledge, resolve, mark false positive, reopen alerts.
+    HandleAlerts,
 }
 
 /// Who is calling: from an API key now, from a WeCom-login session later.
@@ -113,7 +117,10 @@ impl Principal {
         use Action::*;
         let allowed = match self.role {
             Role::Admin => true,
-            Role::Compliance => matches!(action, ReadCustomers | ReadOperations),
+            Role::Compliance => matches!(
+                action,
+                ReadCustomers | ReadOperations | ReadAlerts | HandleAlerts
+            ),
             Role::Sales => matches!(action, ReadCustomers | EditCustomers),
         };
         if allowed {

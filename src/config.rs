@@ -85,6 +85,8 @@ struct RawConfig {
     #[serde(default)]
     reminders: RawReminders,
     #[serde(default)]
+    alerts: RawAlerts,
+    #[serde(default)]
     corps: Vec<RawCorp>,
 }
 
@@ -93,6 +95,18 @@ struct RawConfig {
 struct RawReminders {
     after_add_days: Option<Vec<u32>>,
     check_interval_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlerts {
+    console_url: Option<String>,
+    burst_window_secs: Option<u64>,
+    mass_deletion_count: Option<u32>,
+    mass_deletion_window_secs: Option<u64>,
+    notify_customer_loss: Option<bool>,
+    notify_manager: Option<bool>,
+    message_window_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -141,6 +155,8 @@ struct RawCorp {
     corp_id: String,
     api_app: Option<String>,
     message_app: Option<String>,
+    #[serde(default)]
+    alert_recipients: Vec<String>,
     #[serde(default)]
     apps: Vec<RawApp>,
 }
@@ -207,6 +223,8 @@ pub struct CorpConfig {
     /// The app that sends app messages (reminders, alerts): needs a secret and an `agent_id`; when
     /// unset, the first app with both.
     pub message_app: Option<String>,
+    /// Compliance staff (userids) who receive every alert of this corp.
+    pub alert_recipients: Vec<String>,
 }
 
 impl CorpConfig {
@@ -265,6 +283,43 @@ impl WorkerConfig {
             lease: std::time::Duration::from_secs(self.lease_secs),
             backoff_max: std::time::Duration::from_secs(self.backoff_max_secs),
             ..crate::worker::WorkerSettings::default()
+        }
+    }
+}
+
+/// Compliance alerts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertSettings {
+    /// Where the console is reached; an alert's text card links to `{console_url}/console/alerts/{id}`.
+    pub console_url: String,
+    /// New evidence of the same staff member and trigger joins an open alert this long after its
+    /// last evidence, instead of raising another.
+    pub burst_window_secs: u64,
+    /// More deletions than this by one staff member within `mass_deletion_window_secs` make one
+    /// mass-deletion alert.
+    pub mass_deletion_count: u32,
+    /// See `mass_deletion_count`.
+    pub mass_deletion_window_secs: u64,
+    /// Tell the staff member when a customer deletes them (流失提醒).
+    pub notify_customer_loss: bool,
+    /// Also alert the staff member's manager (direct leader, else the leaders of their main
+    /// department).
+    pub notify_manager: bool,
+    /// A sender's previous message counts for a phrase split over two messages when at most this
+    /// old.
+    pub message_window_secs: u64,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        Self {
+            console_url: "http://127.0.0.1:8080".to_owned(),
+            burst_window_secs: 3600,
+            mass_deletion_count: 5,
+            mass_deletion_window_secs: 3600,
+            notify_customer_loss: true,
+            notify_manager: true,
+            message_window_secs: 600,
         }
     }
 }
@@ -330,6 +385,8 @@ pub struct Config {
     pub outbox: WorkerConfig,
     /// Follow-up reminders.
     pub reminders: ReminderSettings,
+    /// Compliance alerts.
+    pub alerts: AlertSettings,
 }
 
 impl Config {
@@ -512,10 +569,12 @@ impl Config {
             ));
         }
 
+        let alerts = alert_settings(raw.alerts)?;
         let corps = check_corps(raw.corps)?;
         Ok(Self {
             outbox,
             reminders,
+            alerts,
             listen,
             data_dir,
             database_url,
@@ -682,9 +741,47 @@ fn check_corps(raw: Vec<RawCorp>) -> Result<Vec<CorpConfig>, ConfigError> {
             apps,
             api_app: corp.api_app,
             message_app: corp.message_app,
+            alert_recipients: corp
+                .alert_recipients
+                .into_iter()
+                .filter(|r| !r.trim().is_empty())
+                .collect(),
         });
     }
     Ok(corps)
+}
+
+fn alert_settings(raw: RawAlerts) -> Result<AlertSettings, ConfigError> {
+    let d = AlertSettings::default();
+    let console_url = raw
+        .console_url
+        .unwrap_or(d.console_url)
+        .trim_end_matches('/')
+        .to_owned();
+    if !(console_url.starts_with("https://") || console_url.starts_with("http://")) {
+        return Err(invalid("alerts.console_url", "must be an http(s) URL"));
+    }
+    let s = AlertSettings {
+        console_url,
+        burst_window_secs: raw.burst_window_secs.unwrap_or(d.burst_window_secs),
+        mass_deletion_count: raw.mass_deletion_count.unwrap_or(d.mass_deletion_count),
+        mass_deletion_window_secs: raw
+            .mass_deletion_window_secs
+            .unwrap_or(d.mass_deletion_window_secs),
+        notify_customer_loss: raw.notify_customer_loss.unwrap_or(d.notify_customer_loss),
+        notify_manager: raw.notify_manager.unwrap_or(d.notify_manager),
+        message_window_secs: raw.message_window_secs.unwrap_or(d.message_window_secs),
+    };
+    if s.mass_deletion_count < 2 {
+        return Err(invalid("alerts.mass_deletion_count", "must be at least 2"));
+    }
+    if s.burst_window_secs == 0 || s.mass_deletion_window_secs == 0 {
+        return Err(invalid(
+            "alerts.burst_window_secs / mass_deletion_window_secs",
+            "must be at least 1 second",
+        ));
+    }
+    Ok(s)
 }
 
 #[cfg(test)]

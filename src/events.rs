@@ -3,11 +3,12 @@
 //! idempotent (upserts keyed by WeCom ids, history entries de-duplicated by inbox row), so a retry,
 //! a replay or WeCom's own duplicate delivery changes nothing twice.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use wecom_sdk::api::ApiError;
 use wecom_sdk::event::{
-    CallbackEvent, ContactEvent, ExternalChatEvent, ExternalContactEvent, StaffChange,
+    AppMessage, CallbackEvent, ContactEvent, ExternalChatEvent, ExternalContactEvent, StaffChange,
     TransferFailReason,
 };
 use wecom_sdk::parse_event;
@@ -17,6 +18,7 @@ use crate::contacts::{self, EndReason, RelationChange, Source};
 use crate::db::{Db, StoreError, now_ms};
 use crate::group_chats::ChatSnapshot;
 use crate::record::{self, RecordError, Trigger};
+use crate::scan::RuleLibrary;
 use crate::wecom::{self, NoSecret, Wecom};
 use crate::worker::{ClaimedEvent, HandlerError, InboxHandler};
 use crate::{group_chats, staff, tags};
@@ -27,6 +29,7 @@ pub struct EventProcessor {
     db: Db,
     wecom: Wecom,
     reminders: ReminderSettings,
+    rules: Arc<RuleLibrary>,
 }
 
 impl EventProcessor {
@@ -37,7 +40,14 @@ impl EventProcessor {
             db,
             wecom,
             reminders: ReminderSettings::default(),
+            rules: Arc::new(RuleLibrary::default_library()),
         }
+    }
+
+    /// The same, scanning app messages with `rules` instead of the bundled library.
+    pub fn with_rules(mut self, rules: Arc<RuleLibrary>) -> Self {
+        self.rules = rules;
+        self
     }
 
     /// The same, creating `settings.after_add_days` reminders for every new relation.
@@ -64,6 +74,14 @@ impl From<NoSecret> for HandlerError {
             after: Some(Duration::from_secs(60)),
         }
     }
+}
+
+/// The departments of `departments` whose `is_leader_in_dept` flag is set (the lists are parallel).
+fn led(departments: impl Iterator<Item = i64>, flags: impl Iterator<Item = bool>) -> Vec<i64> {
+    departments
+        .zip(flags)
+        .filter_map(|(d, leader)| leader.then_some(d))
+        .collect()
 }
 
 /// A rule that could not be applied: retried (the database is the only thing that can fail).
@@ -118,8 +136,16 @@ impl InboxHandler for EventProcessor {
             CallbackEvent::ExternalChat(e) => ctx.external_chat(e).await,
             CallbackEvent::ExternalTag(_) => ctx.refresh_tags().await,
             CallbackEvent::Contact(e) => ctx.contact(e).await,
-            // Chat archive, app messages and menu events are handled by later features; storing
-            // them is all intake promises, so they are done here.
+            CallbackEvent::Message {
+                from,
+                message: AppMessage::Text { content },
+            } => {
+                let agent = parsed.header.agent_id.as_deref().unwrap_or("");
+                ctx.app_text(from.as_str(), agent, content.as_deref().unwrap_or(""))
+                    .await
+            }
+            // Chat archive, other app messages and menu events are handled by later features;
+            // storing them is all intake promises, so they are done here.
             CallbackEvent::MsgAuditNotify
             | CallbackEvent::Message { .. }
             | CallbackEvent::AppEvent { .. }
@@ -336,7 +362,47 @@ impl Ctx<'_> {
         if changed {
             self.record(user, ext, reason.status(), "").await?;
         }
+        // After the history entry, so the alert carries it; raised at most once per relation end.
+        crate::alerts::relation_ended(
+            self.db(),
+            &self.p.wecom,
+            self.corp,
+            user,
+            ext,
+            &self.source_label(),
+            now_ms(),
+        )
+        .await?;
         Ok(())
+    }
+
+    /// A text a staff member sent to one of our apps: the content rules.
+    async fn app_text(&self, from: &str, agent: &str, text: &str) -> Result<(), HandlerError> {
+        let Some(alerts) = self.p.wecom.alert_ctx(self.corp) else {
+            return Ok(());
+        };
+        let conversation = format!("app:{agent}:{from}");
+        let message = crate::alerts::Scanned {
+            corp_id: self.corp,
+            conversation: &conversation,
+            sender_id: from,
+            sender: crate::scan::Sender::Staff,
+            staff_user_id: from,
+            external_user_id: None,
+            text,
+            msg_type: Some("text"),
+            source_ref: self.source_label(),
+            at_ms: self.event_ms,
+        };
+        crate::alerts::scan_message(self.db(), alerts, &self.p.rules, &message, now_ms()).await?;
+        Ok(())
+    }
+
+    fn source_label(&self) -> String {
+        match self.source {
+            Source::Callback(id) => format!("inbox:{id}"),
+            Source::Sync(id) => format!("sync:{id}"),
+        }
     }
 
     async fn external_chat(&self, e: ExternalChatEvent) -> Result<(), HandlerError> {
@@ -445,19 +511,35 @@ impl Ctx<'_> {
             position: c.position.clone(),
             status: c.status.map(i64::from),
             has_customer_contact: None,
+            direct_leaders: c
+                .direct_leader
+                .as_ref()
+                .map(|d| d.iter().map(ToString::to_string).collect()),
+            leads_departments: c
+                .department
+                .as_ref()
+                .zip(c.is_leader_in_dept.as_ref())
+                .map(|(d, l)| led(d.iter().map(|&x| i64::from(x)), l.iter().copied())),
         };
         if let Ok(creds) = self.p.wecom.credentials(self.corp, Some(self.app)) {
             match self.p.wecom.client.user_get(&creds, user_id).await {
                 Ok(profile) => {
                     update.name = Some(profile.name).filter(|n| !n.is_empty()).or(update.name);
                     if !profile.department.is_empty() {
-                        update.departments = Some(profile.department);
+                        update.departments = Some(profile.department.clone());
                     }
                     update.main_department = profile.main_department.or(update.main_department);
                     update.position = Some(profile.position)
                         .filter(|p| !p.is_empty())
                         .or(update.position);
                     update.status = Some(profile.status).filter(|&s| s != 0).or(update.status);
+                    if !profile.department.is_empty() {
+                        update.leads_departments = Some(led(
+                            profile.department.iter().copied(),
+                            profile.is_leader_in_dept.iter().map(|&x| x == 1),
+                        ));
+                    }
+                    update.direct_leaders = Some(profile.direct_leader);
                 }
                 // Outside the app's visibility or already gone: the event's fields will do.
                 Err(ApiError::Wecom {

@@ -3,6 +3,7 @@
 //! storage. `main.rs` only wires.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -45,6 +45,10 @@ pub struct StaffUpdate {
     pub status: Option<i64>,
     /// Member has 客户联系.
     pub has_customer_contact: Option<bool>,
+    /// Their direct leaders (userids).
+    pub direct_leaders: Option<Vec<String>>,
+    /// The departments they lead.
+    pub leads_departments: Option<Vec<i64>>,
 }
 
 /// Inserts or updates a member, keeping stored values where the update says nothing.
@@ -55,15 +59,24 @@ pub async fn upsert(
     now_ms: i64,
 ) -> Result<(), StoreError> {
     const SQL: &str = "INSERT INTO staff (corp_id, user_id, name, departments, main_department, \
-        position, status, has_customer_contact, updated_at_ms) \
+        position, status, has_customer_contact, updated_at_ms, direct_leaders, leads_departments) \
         VALUES ($1, $2, COALESCE($3, ''), COALESCE($4, ''), $5, COALESCE($6, ''), COALESCE($7, 1), \
-        COALESCE($8, 0), $9) \
+        COALESCE($8, 0), $9, COALESCE($10, ''), COALESCE($11, '')) \
         ON CONFLICT (corp_id, user_id) DO UPDATE SET name = COALESCE($3, staff.name), \
         departments = COALESCE($4, staff.departments), \
         main_department = COALESCE($5, staff.main_department), \
         position = COALESCE($6, staff.position), status = COALESCE($7, staff.status), \
-        has_customer_contact = COALESCE($8, staff.has_customer_contact), updated_at_ms = $9";
+        has_customer_contact = COALESCE($8, staff.has_customer_contact), updated_at_ms = $9, \
+        direct_leaders = COALESCE($10, staff.direct_leaders), \
+        leads_departments = COALESCE($11, staff.leads_departments)";
     let departments = u.departments.as_ref().map(|d| {
+        d.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    });
+    let direct_leaders = u.direct_leaders.as_ref().map(|d| d.join(","));
+    let leads = u.leads_departments.as_ref().map(|d| {
         d.iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
@@ -79,6 +92,8 @@ pub async fn upsert(
         .bind(u.status)
         .bind(u.has_customer_contact.map(i64::from))
         .bind(now_ms)
+        .bind(&direct_leaders)
+        .bind(&leads)
         .execute(pool)
         .await
         .map(|_| ()))?;

@@ -429,6 +429,16 @@ impl Run<'_> {
                         now,
                     )
                     .await?;
+                    crate::alerts::relation_ended(
+                        self.db,
+                        self.wecom,
+                        self.corp,
+                        &user,
+                        &ext,
+                        &format!("sync:{}", self.job_id),
+                        now,
+                    )
+                    .await?;
                 }
             }
         }

@@ -12,6 +12,7 @@ use wecom_sdk::api::{
     TagGroup, WecomClient,
 };
 
+use crate::config::AlertSettings;
 use crate::config::{Config, CorpConfig};
 use crate::contacts::{CustomerProfile, RelationSnapshot};
 use crate::group_chats::{ChatSnapshot, MemberSnapshot};
@@ -28,6 +29,7 @@ pub struct Wecom {
     /// The process's one client (token cache, retries, rate limits).
     pub client: WecomClient,
     corps: Arc<HashMap<String, CorpConfig>>,
+    alerts: Arc<AlertSettings>,
 }
 
 impl Wecom {
@@ -51,7 +53,16 @@ impl Wecom {
         Self {
             client,
             corps: Arc::new(corps),
+            alerts: Arc::new(config.alerts.clone()),
         }
+    }
+
+    /// Who is told of a corp's alerts and how (`None`: the corp is not configured).
+    pub fn alert_ctx(&self, corp_id: &str) -> Option<crate::alerts::Ctx<'_>> {
+        self.corps.get(corp_id).map(|corp| crate::alerts::Ctx {
+            settings: &self.alerts,
+            corp,
+        })
     }
 
     /// The configured corps' ids.

@@ -26,6 +26,8 @@ pub struct Options {
     pub emulator: EmulatorConfig,
     /// Extra TOML appended to the server config.
     pub extra_config: String,
+    /// Extra keys of the test corp's `[[corps]]` table (e.g. `alert_recipients = […]`).
+    pub corp_config: String,
     /// `SCRM_REDIS_URL` for the server, if any.
     pub redis_url: Option<String>,
 }
@@ -35,6 +37,7 @@ impl Default for Options {
         Self {
             emulator: quick_emulator(),
             extra_config: String::new(),
+            corp_config: String::new(),
             redis_url: None,
         }
     }
@@ -50,6 +53,17 @@ pub fn quick_emulator() -> EmulatorConfig {
 }
 
 pub fn server_config(db_url: &str, api_base: &str, extra: &str, redis: Option<&str>) -> String {
+    server_config_with(db_url, api_base, extra, "", redis)
+}
+
+/// [`server_config`] with extra keys in the corp's table.
+pub fn server_config_with(
+    db_url: &str,
+    api_base: &str,
+    extra: &str,
+    corp: &str,
+    redis: Option<&str>,
+) -> String {
     let redis = redis
         .map(|r| format!("redis_url = \"{r}\"\n"))
         .unwrap_or_default();
@@ -73,6 +87,7 @@ enabled = false
 [[corps]]
 corp_id = "{CORP}"
 api_app = "contacts"
+{corp}
 [[corps.apps]]
 name = "contacts"
 token = "{TOKEN}"
@@ -163,10 +178,11 @@ impl EmulatedApp {
             .expect("start emulator");
         emulator.state().add_app(CORP, SECRET, Some(AGENT_ID));
         let test_db = TestDb::create(backend).await;
-        let config_text = server_config(
+        let config_text = server_config_with(
             &test_db.url,
             &emulator.base_url(),
             &options.extra_config,
+            &options.corp_config,
             options.redis_url.as_deref(),
         );
         let server = Instance::start(&config_text).await;

@@ -8,6 +8,7 @@
 //! [`crate::auth`] before it reads or changes anything (403 outside its role or scope).
 //! Malformed bodies, paths and queries answer 400/422 with `{"code","message","field","reason"}`.
 
+mod alerts;
 mod customers;
 mod followup;
 mod outbox;
@@ -314,6 +315,7 @@ impl Endpoint {
 pub fn endpoints() -> Vec<Endpoint> {
     let mut all = Vec::new();
     all.extend(customers::endpoints());
+    all.extend(alerts::endpoints());
     all.extend(tags::endpoints());
     all.extend(followup::endpoints());
     all.extend(outbox::endpoints());

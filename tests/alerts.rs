@@ -1,0 +1,562 @@
+//! Compliance alerts through the emulator's callbacks: a staff member deleting a customer (and
+//! many at once), a customer leaving, a relation vanished without an event, content rules on
+//! messages to the app; delivery to the emulator's `message/send`; the lifecycle through the API.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark fails loudly"
+)]
+
+mod common;
+#[path = "common/emulated.rs"]
+mod emulated;
+
+use common::{Backend, CORP};
+use emulated::{AGENT_ID, EmulatedApp, Options, eventually, wait_outbox_idle};
+use serde_json::{Value, json};
+use wecom_sdk::testkit::{CallbackKind, CallbackTarget, NewCustomer, NewStaff, SeedSpec};
+
+both_backends!(
+    a_deletion_alerts_compliance_and_the_manager_once,
+    a_deletion_by_transfer_raises_nothing,
+    many_deletions_make_one_mass_deletion_alert,
+    a_customer_leaving_is_a_notice_to_the_staff_member,
+    a_vanished_relation_is_treated_like_a_deletion,
+    a_recipient_who_left_is_skipped_and_recorded,
+    messages_to_the_app_are_scanned_for_content_rules,
+    the_lifecycle_works_through_the_api_and_is_authorized,
+);
+
+/// Staff: `[0]` the salesperson, `[1]` their manager, `[2]` compliance.
+struct Fixture {
+    app: EmulatedApp,
+    staff: Vec<String>,
+}
+
+/// The compliance officer every alert of the corp goes to.
+const COMPLIANCE: &str = "hegui01";
+
+async fn fixture_with(backend: Backend, extra: &str) -> Fixture {
+    let app = EmulatedApp::spawn_with(
+        backend,
+        Options {
+            extra_config: format!(
+                "[alerts]\nconsole_url = \"https://scrm.example.com\"\nmass_deletion_count = 5\n{extra}"
+            ),
+            corp_config: format!("alert_recipients = [\"{COMPLIANCE}\"]"),
+            ..Options::default()
+        },
+    )
+    .await;
+    let seeded = app.wecom().seed(
+        CORP,
+        &SeedSpec {
+            staff: 2,
+            departments: 1,
+            customers: 0,
+            group_chats: 0,
+            rng_seed: 7,
+            ..SeedSpec::default()
+        },
+    );
+    assert!(app.wecom().add_staff(
+        CORP,
+        NewStaff {
+            userid: COMPLIANCE.to_owned(),
+            name: "合规李娜".to_owned(),
+            department: Vec::new(),
+        },
+    ));
+    app.settle().await;
+    // What change_contact would have told us: staff[1] leads staff[0].
+    scrm::staff::upsert(
+        &app.db,
+        CORP,
+        &scrm::staff::StaffUpdate {
+            user_id: seeded.staff[0].clone(),
+            direct_leaders: Some(vec![seeded.staff[1].clone()]),
+            ..Default::default()
+        },
+        scrm::db::now_ms(),
+    )
+    .await
+    .unwrap();
+    let mut staff = seeded.staff;
+    staff.push(COMPLIANCE.to_owned());
+    Fixture { app, staff }
+}
+
+async fn fixture(backend: Backend) -> Fixture {
+    fixture_with(backend, "").await
+}
+
+impl Fixture {
+    fn add_customer(&self, user: &str, name: &str) -> String {
+        self.app.wecom().add_customer(
+            CORP,
+            user,
+            NewCustomer {
+                name: name.to_owned(),
+                ..NewCustomer::default()
+            },
+        )
+    }
+
+    async fn alerts(&self) -> Vec<scrm::alerts::Alert> {
+        scrm::alerts::list(
+            &self.app.db,
+            CORP,
+            &scrm::alerts::AlertFilter {
+                limit: 500,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    /// The text cards WeCom delivered, as (touser, title).
+    fn cards(&self) -> Vec<(String, String)> {
+        self.app
+            .wecom()
+            .sent_messages()
+            .iter()
+            .filter(|m| m["msgtype"] == "textcard")
+            .map(|m| {
+                (
+                    m["touser"].as_str().unwrap_or_default().to_owned(),
+                    m["textcard"]["title"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    async fn settle(&self) {
+        self.app.settle().await;
+        wait_outbox_idle(&self.app.db).await;
+    }
+}
+
+fn users(touser: &str) -> Vec<String> {
+    let mut u: Vec<String> = touser.split('|').map(str::to_owned).collect();
+    u.sort();
+    u
+}
+
+async fn a_deletion_alerts_compliance_and_the_manager_once(backend: Backend) {
+    let f = fixture(backend).await;
+    let (sales, manager, compliance) = (&f.staff[0], &f.staff[1], &f.staff[2]);
+    let ext = f.add_customer(sales, "王总");
+    f.settle().await;
+    assert!(f.app.wecom().staff_deletes_customer(CORP, sales, &ext));
+    f.settle().await;
+
+    let alerts = f.alerts().await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    let a = &alerts[0];
+    assert_eq!(
+        (a.kind.as_str(), a.severity.as_str(), a.state.as_str()),
+        ("staff_deleted_customer", "high", "open")
+    );
+    assert_eq!(a.staff_user_id, *sales);
+    assert_eq!(a.external_user_id.as_deref(), Some(ext.as_str()));
+    assert!(
+        a.title.contains("王总") && a.title.contains("删除了客户"),
+        "{}",
+        a.title
+    );
+    let cards = f.cards();
+    assert_eq!(cards.len(), 1, "{cards:?}");
+    let mut expected = vec![manager.clone(), compliance.clone()];
+    expected.sort();
+    assert_eq!(users(&cards[0].0), expected);
+    let sent = f.app.wecom().sent_messages();
+    let card = &sent.iter().find(|m| m["msgtype"] == "textcard").unwrap()["textcard"];
+    assert_eq!(
+        card["url"],
+        json!(format!("https://scrm.example.com/console/alerts/{}", a.id))
+    );
+
+    // The evidence carries the relation's history; the API shows it to compliance.
+    let api = f.app.api("compliance", Some(compliance)).await;
+    let (status, body) = api.get(&format!("/api/v1/alerts/{}", a.id)).await;
+    assert_eq!(status, 200, "{body}");
+    let history: Vec<&str> = body["evidence"][0]["detail"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["change"].as_str().unwrap())
+        .collect();
+    assert_eq!(history, ["added", "deleted_by_staff"]);
+    assert_eq!(body["deliveries"].as_array().unwrap().len(), 2, "{body}");
+    assert!(
+        body["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["state"] == "done"),
+        "{body}"
+    );
+
+    // Replaying the event raises nothing new and sends nothing again.
+    let n = scrm::worker::replay(
+        &f.app.db,
+        &scrm::worker::ReplayFilter {
+            event_type: Some("del_external_contact".to_owned()),
+            ..Default::default()
+        },
+        scrm::db::now_ms(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(n, 1);
+    f.settle().await;
+    let again = f.alerts().await;
+    assert_eq!((again.len(), again[0].evidence_count), (1, 1));
+    assert_eq!(f.cards().len(), 1);
+    f.app.stop().await;
+}
+
+async fn a_deletion_by_transfer_raises_nothing(backend: Backend) {
+    let f = fixture(backend).await;
+    let sales = &f.staff[0];
+    let ext = f.add_customer(sales, "李总");
+    f.settle().await;
+    // WeCom removes the relation of a handed-over customer with Source=DELETE_BY_TRANSFER.
+    assert!(f.app.wecom().remove_relation_silently(CORP, sales, &ext));
+    let now = chrono::Utc::now().timestamp();
+    f.app.wecom().push_raw(
+        CORP,
+        CallbackKind::Contacts,
+        &format!(
+            "<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>\
+             <CreateTime>{now}</CreateTime><MsgType><![CDATA[event]]></MsgType>\
+             <Event><![CDATA[change_external_contact]]></Event><ChangeType><![CDATA[del_external_contact]]></ChangeType>\
+             <UserID><![CDATA[{sales}]]></UserID><ExternalUserID><![CDATA[{ext}]]></ExternalUserID>\
+             <Source><![CDATA[DELETE_BY_TRANSFER]]></Source></xml>"
+        ),
+    );
+    f.settle().await;
+    let relation = scrm::contacts::get_relation(&f.app.db, CORP, sales, &ext)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(relation.status, "transferred");
+    assert!(f.alerts().await.is_empty());
+    assert!(f.cards().is_empty());
+    f.app.stop().await;
+}
+
+async fn many_deletions_make_one_mass_deletion_alert(backend: Backend) {
+    let f = fixture(backend).await;
+    let sales = &f.staff[0];
+    let customers: Vec<String> = (0..7)
+        .map(|i| f.add_customer(sales, &format!("客户{i}")))
+        .collect();
+    f.settle().await;
+    for ext in &customers {
+        assert!(f.app.wecom().staff_deletes_customer(CORP, sales, ext));
+    }
+    f.settle().await;
+    let alerts = f.alerts().await;
+    assert_eq!(alerts.len(), 1, "one aggregated alert, not 7: {alerts:?}");
+    let a = &alerts[0];
+    assert_eq!(
+        (a.kind.as_str(), a.severity.as_str(), a.evidence_count),
+        ("mass_deletion", "critical", 7)
+    );
+    assert!(
+        a.title.contains("批量") || a.title.contains("位客户"),
+        "{}",
+        a.title
+    );
+    // Two messages: the first deletion, and the escalation past 5.
+    let cards = f.cards();
+    assert_eq!(cards.len(), 2, "{cards:?}");
+    assert!(cards[1].1.contains("删除了 6 位客户"), "{cards:?}");
+    let (_, history, _) = scrm::alerts::details(&f.app.db, a.id).await.unwrap();
+    let actions: Vec<&str> = history.iter().map(|h| h.action.as_str()).collect();
+    assert_eq!(actions, ["created", "escalated"]);
+    // Another staff member's deletion is their own alert.
+    let other = f.add_customer(&f.staff[1], "赵总");
+    f.settle().await;
+    assert!(
+        f.app
+            .wecom()
+            .staff_deletes_customer(CORP, &f.staff[1], &other)
+    );
+    f.settle().await;
+    assert_eq!(f.alerts().await.len(), 2);
+    f.app.stop().await;
+}
+
+async fn a_customer_leaving_is_a_notice_to_the_staff_member(backend: Backend) {
+    let f = fixture(backend).await;
+    let sales = &f.staff[0];
+    let ext = f.add_customer(sales, "周总");
+    f.settle().await;
+    assert!(f.app.wecom().customer_deletes_staff(CORP, sales, &ext));
+    f.settle().await;
+    let alerts = f.alerts().await;
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(
+        (alerts[0].kind.as_str(), alerts[0].severity.as_str()),
+        ("customer_deleted_staff", "low")
+    );
+    let cards = f.cards();
+    assert_eq!(cards.len(), 1);
+    assert_eq!(cards[0].0, *sales, "流失提醒 goes to the staff member only");
+    assert!(cards[0].1.contains("周总"), "{cards:?}");
+    f.app.stop().await;
+}
+
+async fn a_vanished_relation_is_treated_like_a_deletion(backend: Backend) {
+    let f = fixture(backend).await;
+    let sales = &f.staff[0];
+    let ext = f.add_customer(sales, "吴总");
+    f.settle().await;
+    // Gone from WeCom, and no callback ever came: the reconciliation finds it.
+    assert!(f.app.wecom().remove_relation_silently(CORP, sales, &ext));
+    let config = scrm::config::Config::from_toml(&f.app.config_text, &Default::default()).unwrap();
+    let wecom = scrm::wecom::Wecom::new(
+        &config,
+        std::sync::Arc::new(wecom_sdk::MemoryCoordinator::new()),
+    )
+    .unwrap();
+    let (_, summary) = scrm::sync::run(&f.app.db, &wecom, CORP, "test", None, &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(summary.vanished, 1);
+    wait_outbox_idle(&f.app.db).await;
+    let alerts = f.alerts().await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].kind, "relation_vanished");
+    assert_eq!(alerts[0].severity, "high");
+    assert!(
+        alerts[0].title.contains("未收到删除事件"),
+        "{}",
+        alerts[0].title
+    );
+    let (evidence, _, _) = scrm::alerts::details(&f.app.db, alerts[0].id)
+        .await
+        .unwrap();
+    let detail: Value = serde_json::from_str(&evidence[0].detail).unwrap();
+    assert!(
+        detail["source"].as_str().unwrap().starts_with("sync:"),
+        "{detail}"
+    );
+    assert_eq!(f.cards().len(), 1);
+    f.app.stop().await;
+}
+
+async fn a_recipient_who_left_is_skipped_and_recorded(backend: Backend) {
+    let f = fixture(backend).await;
+    let (sales, manager, compliance) = (&f.staff[0], &f.staff[1], &f.staff[2]);
+    scrm::staff::mark_departed(&f.app.db, CORP, manager, 1, scrm::db::now_ms())
+        .await
+        .unwrap();
+    let ext = f.add_customer(sales, "郑总");
+    f.settle().await;
+    assert!(f.app.wecom().staff_deletes_customer(CORP, sales, &ext));
+    f.settle().await;
+    let cards = f.cards();
+    assert_eq!(cards.len(), 1);
+    assert_eq!(
+        cards[0].0, *compliance,
+        "the departed manager is not messaged"
+    );
+    let alert = &f.alerts().await[0];
+    let (_, _, deliveries) = scrm::alerts::details(&f.app.db, alert.id).await.unwrap();
+    let skipped: Vec<_> = deliveries.iter().filter(|d| d.skipped.is_some()).collect();
+    assert_eq!(skipped.len(), 1, "{deliveries:?}");
+    assert_eq!(skipped[0].recipient, *manager);
+    assert!(skipped[0].skipped.as_deref().unwrap().contains("离职"));
+    f.app.stop().await;
+}
+
+async fn messages_to_the_app_are_scanned_for_content_rules(backend: Backend) {
+    let f = fixture(backend).await;
+    let sales = &f.staff[0];
+    f.app.wecom().set_callback_target(
+        CORP,
+        CallbackKind::App(AGENT_ID),
+        CallbackTarget {
+            url: f.app.server.callback_url("contacts"),
+            token: common::TOKEN.to_owned(),
+            encoding_aes_key: common::KEY.to_owned(),
+        },
+    );
+    // Innocent look-alike: nothing.
+    f.app.wecom().app_text_message(
+        CORP,
+        AGENT_ID,
+        sales,
+        "我们不接受私下转账，请转到公司对公账户",
+    );
+    f.settle().await;
+    assert!(f.alerts().await.is_empty(), "{:?}", f.alerts().await);
+    // An evasion: spaced out, traditional characters.
+    let text = "您好，钱直接私 下 轉 賬給我就行";
+    f.app.wecom().app_text_message(CORP, AGENT_ID, sales, text);
+    f.settle().await;
+    let alerts = f.alerts().await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].kind, "content");
+    assert_eq!(alerts[0].category.as_deref(), Some("private_payment"));
+    let (evidence, _, _) = scrm::alerts::details(&f.app.db, alerts[0].id)
+        .await
+        .unwrap();
+    assert_eq!(evidence[0].text.as_deref(), Some(text));
+    let spans: Vec<(usize, usize)> = serde_json::from_str(&evidence[0].spans).unwrap();
+    let chars: Vec<char> = text.chars().collect();
+    let hit: String = spans
+        .iter()
+        .flat_map(|&(a, b)| chars[a..b].iter())
+        .collect();
+    assert!(
+        hit.contains('私') && hit.contains('賬'),
+        "{spans:?} → {hit}"
+    );
+    // A second hit of the same rule by the same person joins the alert.
+    f.app
+        .wecom()
+        .app_text_message(CORP, AGENT_ID, sales, "私下转账更便宜");
+    f.settle().await;
+    let alerts = f.alerts().await;
+    assert_eq!(
+        (alerts.len(), alerts[0].evidence_count),
+        (1, 2),
+        "{alerts:?}"
+    );
+    assert_eq!(f.cards().len(), 1, "one message per burst");
+    f.app.stop().await;
+}
+
+async fn the_lifecycle_works_through_the_api_and_is_authorized(backend: Backend) {
+    let f = fixture(backend).await;
+    let (sales, compliance) = (&f.staff[0], &f.staff[2]);
+    let ext = f.add_customer(sales, "孙总");
+    f.settle().await;
+    assert!(f.app.wecom().staff_deletes_customer(CORP, sales, &ext));
+    f.settle().await;
+    let id = f.alerts().await[0].id;
+    let path = |step: &str| format!("/api/v1/alerts/{id}/{step}");
+
+    // Without credentials 401, for a salesperson 403; nothing changes.
+    let anonymous = emulated::Api::new(&f.app.server.base_url, "scrm_000000000000_nothing");
+    assert_eq!(anonymous.get("/api/v1/alerts").await.0, 401);
+    let seller = f.app.api("sales", Some(sales)).await;
+    assert_eq!(seller.get("/api/v1/alerts").await.0, 403);
+    assert_eq!(seller.post(&path("resolve"), json!({})).await.0, 403);
+    assert_eq!(f.alerts().await[0].state, "open");
+
+    let api = f.app.api("compliance", Some(compliance)).await;
+    let (status, list) = api
+        .get("/api/v1/alerts?state=open&kind=staff_deleted_customer")
+        .await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["alerts"].as_array().unwrap().len(), 1);
+    let (status, list) = api.get("/api/v1/alerts?state=resolved").await;
+    assert_eq!((status, list["alerts"].as_array().unwrap().len()), (200, 0));
+    let (status, bad) = api.get("/api/v1/alerts?state=closed").await;
+    assert_eq!(
+        (status, bad["field"].clone()),
+        (422, json!("state")),
+        "{bad}"
+    );
+
+    // Reopen is only for closed alerts; resolve after acknowledge; reopen; false positive.
+    let (status, _) = api.post(&path("reopen"), json!({})).await;
+    assert_eq!(status, 409);
+    let (status, body) = api
+        .post(&path("acknowledge"), json!({"comment": "已联系该员工"}))
+        .await;
+    assert_eq!(
+        (status, body["state"].clone()),
+        (200, json!("acknowledged")),
+        "{body}"
+    );
+    let (status, _) = api.post(&path("acknowledge"), json!({})).await;
+    assert_eq!(status, 409, "acknowledging twice is a conflict");
+    let (status, body) = api
+        .post(
+            &path("resolve"),
+            json!({"comment": "客户主动要求删除，已核实"}),
+        )
+        .await;
+    assert_eq!((status, body["state"].clone()), (200, json!("resolved")));
+    let (status, body) = api.post(&path("reopen"), json!({"comment": "复查"})).await;
+    assert_eq!((status, body["state"].clone()), (200, json!("open")));
+    let (status, body) = api.post(&path("false-positive"), json!({})).await;
+    assert_eq!(
+        (status, body["state"].clone()),
+        (200, json!("false_positive"))
+    );
+    let long = "长".repeat(2001);
+    let (status, body) = api.post(&path("reopen"), json!({"comment": long})).await;
+    assert_eq!(
+        (status, body["field"].clone()),
+        (422, json!("comment")),
+        "{body}"
+    );
+    let (status, body) = api.post(&path("reopen"), json!({"note": "x"})).await;
+    assert_eq!(status, 422, "unknown fields are refused: {body}");
+    let (status, _) = api.post("/api/v1/alerts/999999/resolve", json!({})).await;
+    assert_eq!(status, 404);
+
+    let (status, detail) = api.get(&format!("/api/v1/alerts/{id}")).await;
+    assert_eq!(status, 200);
+    let steps: Vec<(String, String)> = detail["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["action"].as_str().unwrap().to_owned(),
+                h["actor"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("created".to_owned(), "system".to_owned()),
+            ("acknowledge".to_owned(), compliance.clone()),
+            ("resolve".to_owned(), compliance.clone()),
+            ("reopen".to_owned(), compliance.clone()),
+            ("false_positive".to_owned(), compliance.clone()),
+        ]
+    );
+    assert_eq!(detail["history"][1]["comment"], json!("已联系该员工"));
+    assert_eq!(detail["alert"]["state"], json!("false_positive"));
+
+    // Every endpoint is in the OpenAPI document.
+    let doc: Value = reqwest::get(format!("{}/api/openapi.json", f.app.server.base_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for p in [
+        "/api/v1/alerts",
+        "/api/v1/alerts/{id}",
+        "/api/v1/alerts/{id}/acknowledge",
+        "/api/v1/alerts/{id}/resolve",
+        "/api/v1/alerts/{id}/false-positive",
+        "/api/v1/alerts/{id}/reopen",
+    ] {
+        assert!(doc["paths"][p].is_object(), "{p} missing");
+    }
+    eventually("nothing pending", || async {
+        scrm::outbox::stats(&f.app.db, None, scrm::db::now_ms())
+            .await
+            .unwrap()
+            .pending
+            == 0
+    })
+    .await;
+    f.app.stop().await;
+}
