@@ -148,6 +148,8 @@ pub enum Trigger<'a> {
         hit: &'a Hit,
         /// The message text the spans point into.
         text: &'a str,
+        /// The rule's own recipients, besides the corp's.
+        recipients: &'a [String],
     },
 }
 
@@ -214,7 +216,7 @@ fn shape(trigger: &Trigger<'_>, staff: &str) -> Shape {
         Trigger::Deletion => plain(Kind::StaffDeletedCustomer, Severity::High, "deletion"),
         Trigger::CustomerLoss => plain(Kind::CustomerDeletedStaff, Severity::Low, "loss"),
         Trigger::Vanished => plain(Kind::RelationVanished, Severity::High, "vanished"),
-        Trigger::Content { hit, text } => Shape {
+        Trigger::Content { hit, text, .. } => Shape {
             kind: Kind::Content,
             severity: hit.severity,
             category: Some(hit.category.clone()),
@@ -391,6 +393,12 @@ pub async fn scan_message(
     }
     let mut raised = Vec::new();
     for hit in &result.hits {
+        let Some(rule) = library.rule(&hit.rule_id) else {
+            continue;
+        };
+        if !in_scope(db, rule, m).await? {
+            continue;
+        }
         metrics::counter!("scrm_scan_hits_total", "category" => hit.category.clone()).increment(1);
         let evidence = Evidence {
             corp_id: m.corp_id,
@@ -407,10 +415,49 @@ pub async fn scan_message(
                 "prev": if hit.across_messages { prev.as_deref() } else { None },
             }),
         };
-        let trigger = Trigger::Content { hit, text: m.text };
+        let trigger = Trigger::Content {
+            hit,
+            text: m.text,
+            recipients: &rule.recipients,
+        };
         raised.push(raise(db, ctx, &trigger, &evidence, now_ms).await?);
     }
     Ok(raised)
+}
+
+/// Whether `rule` applies to the message: its staff members, departments and customer tags (each
+/// list, when not empty, must match).
+async fn in_scope(
+    db: &Db,
+    rule: &crate::scan::library::Rule,
+    m: &Scanned<'_>,
+) -> Result<bool, StoreError> {
+    const DEPARTMENTS: &str = "SELECT departments FROM staff WHERE corp_id = $1 AND user_id = $2";
+    if !rule.staff.is_empty() && !rule.staff.iter().any(|s| s == m.staff_user_id) {
+        return Ok(false);
+    }
+    if !rule.departments.is_empty() {
+        let departments: Option<String> = on_db!(db, |pool| sqlx::query_scalar(DEPARTMENTS)
+            .bind(m.corp_id)
+            .bind(m.staff_user_id)
+            .fetch_optional(pool)
+            .await)?;
+        let departments = departments.unwrap_or_default();
+        if !split_list(&departments).any(|d| rule.departments.iter().any(|r| r == d)) {
+            return Ok(false);
+        }
+    }
+    if !rule.customer_tags.is_empty() {
+        let Some(ext) = m.external_user_id else {
+            return Ok(false);
+        };
+        let relation = crate::contacts::get_relation(db, m.corp_id, m.staff_user_id, ext).await?;
+        let tags = relation.map(|r| r.tags()).unwrap_or_default();
+        if !tags.iter().any(|t| rule.customer_tags.contains(t)) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Stores `evidence` for `trigger`, joining or opening an alert, and queues its notifications —
@@ -539,7 +586,16 @@ pub async fn raise(
             customer.as_deref(),
         );
         let reason = "created";
-        let to = recipients(&mut tx, ctx, s.kind, evidence.staff_user_id).await?;
+        let mut to = recipients(&mut tx, ctx, s.kind, evidence.staff_user_id).await?;
+        if let Trigger::Content { recipients, .. } = trigger {
+            to.extend(
+                recipients
+                    .iter()
+                    .filter(|r| !to.contains(r))
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            );
+        }
         notify(&mut tx, corp, alert_id, reason, &to, &card, now_ms).await?;
     }
     if s.kind == Kind::StaffDeletedCustomer && kind == Kind::StaffDeletedCustomer.as_str() {

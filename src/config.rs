@@ -107,6 +107,7 @@ struct RawAlerts {
     notify_customer_loss: Option<bool>,
     notify_manager: Option<bool>,
     message_window_secs: Option<u64>,
+    rules_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -308,6 +309,9 @@ pub struct AlertSettings {
     /// A sender's previous message counts for a phrase split over two messages when at most this
     /// old.
     pub message_window_secs: u64,
+    /// The content rule library (TOML, the format of `fixtures/rules/default.toml`); the bundled
+    /// default library when unset.
+    pub rules_file: Option<PathBuf>,
 }
 
 impl Default for AlertSettings {
@@ -320,6 +324,7 @@ impl Default for AlertSettings {
             notify_customer_loss: true,
             notify_manager: true,
             message_window_secs: 600,
+            rules_file: None,
         }
     }
 }
@@ -771,6 +776,7 @@ fn alert_settings(raw: RawAlerts) -> Result<AlertSettings, ConfigError> {
         notify_customer_loss: raw.notify_customer_loss.unwrap_or(d.notify_customer_loss),
         notify_manager: raw.notify_manager.unwrap_or(d.notify_manager),
         message_window_secs: raw.message_window_secs.unwrap_or(d.message_window_secs),
+        rules_file: raw.rules_file,
     };
     if s.mass_deletion_count < 2 {
         return Err(invalid("alerts.mass_deletion_count", "must be at least 2"));

@@ -36,6 +36,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let db = open_database(&config).await?;
+    let rules = Arc::new(load_rules(&config)?);
     if config.corps.is_empty() {
         tracing::warn!(
             "no corp configured: callbacks will answer 404. Add a [[corps]] section with its [[corps.apps]] to scrm.toml (see deploy/scrm.example.toml)"
@@ -58,7 +59,8 @@ pub async fn serve(
             db.clone(),
             Arc::new(
                 EventProcessor::new(db.clone(), wecom.clone())
-                    .with_reminders(config.reminders.clone()),
+                    .with_reminders(config.reminders.clone())
+                    .with_rules(rules.clone()),
             ),
             config.worker.settings(),
             owner.clone(),
@@ -146,4 +148,15 @@ pub fn redact_url(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+/// The content rule library of `[alerts] rules_file`, or the bundled default.
+pub fn load_rules(config: &Config) -> anyhow::Result<crate::scan::RuleLibrary> {
+    let Some(path) = &config.alerts.rules_file else {
+        return Ok(crate::scan::RuleLibrary::default_library());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("alerts.rules_file: cannot read {}", path.display()))?;
+    crate::scan::RuleLibrary::from_toml(&text)
+        .with_context(|| format!("alerts.rules_file {}: invalid rule library", path.display()))
 }

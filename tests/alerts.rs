@@ -26,6 +26,33 @@ both_backends!(
     messages_to_the_app_are_scanned_for_content_rules,
     the_lifecycle_works_through_the_api_and_is_authorized,
 );
+both_backends!(a_configured_rule_library_scopes_rules_and_adds_their_recipients);
+
+/// A broken rule library stops `serve` at start, naming the rule and the field.
+#[tokio::test]
+async fn a_broken_rule_library_stops_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("rules.toml"),
+        "[[rule]]\nid = \"bad_one\"\nname = \"x\"\ncategory = \"x\"\nseverity = \"medium\"\n\
+         regex = [\"(unclosed\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("scrm.toml"),
+        "listen = \"127.0.0.1:0\"\n[alerts]\nrules_file = \"rules.toml\"\n",
+    )
+    .unwrap();
+    let out = common::scrm(dir.path(), &["serve"]).await;
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("rules_file")
+            && out.stderr.contains("bad_one")
+            && out.stderr.contains("regex"),
+        "{}",
+        out.stderr
+    );
+}
 
 /// Staff: `[0]` the salesperson, `[1]` their manager, `[2]` compliance.
 struct Fixture {
@@ -84,6 +111,18 @@ async fn fixture_with(backend: Backend, extra: &str) -> Fixture {
     let mut staff = seeded.staff;
     staff.push(COMPLIANCE.to_owned());
     Fixture { app, staff }
+}
+
+fn point_app_messages(f: &Fixture) {
+    f.app.wecom().set_callback_target(
+        CORP,
+        CallbackKind::App(AGENT_ID),
+        CallbackTarget {
+            url: f.app.server.callback_url("contacts"),
+            token: common::TOKEN.to_owned(),
+            encoding_aes_key: common::KEY.to_owned(),
+        },
+    );
 }
 
 async fn fixture(backend: Backend) -> Fixture {
@@ -380,15 +419,7 @@ async fn a_recipient_who_left_is_skipped_and_recorded(backend: Backend) {
 async fn messages_to_the_app_are_scanned_for_content_rules(backend: Backend) {
     let f = fixture(backend).await;
     let sales = &f.staff[0];
-    f.app.wecom().set_callback_target(
-        CORP,
-        CallbackKind::App(AGENT_ID),
-        CallbackTarget {
-            url: f.app.server.callback_url("contacts"),
-            token: common::TOKEN.to_owned(),
-            encoding_aes_key: common::KEY.to_owned(),
-        },
-    );
+    point_app_messages(&f);
     // Innocent look-alike: nothing.
     f.app.wecom().app_text_message(
         CORP,
@@ -558,5 +589,75 @@ async fn the_lifecycle_works_through_the_api_and_is_authorized(backend: Backend)
             == 0
     })
     .await;
+    f.app.stop().await;
+}
+
+async fn a_configured_rule_library_scopes_rules_and_adds_their_recipients(backend: Backend) {
+    // The two seeded userids are deterministic for a seed; read them from a throwaway emulator.
+    let probe = wecom_sdk::testkit::Emulator::start(emulated::quick_emulator())
+        .await
+        .unwrap();
+    let staff = probe
+        .state()
+        .seed(
+            CORP,
+            &SeedSpec {
+                staff: 2,
+                departments: 1,
+                customers: 0,
+                group_chats: 0,
+                rng_seed: 7,
+                ..SeedSpec::default()
+            },
+        )
+        .staff;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        format!(
+            "[[rule]]\nid = \"coupon_leak\"\nname = \"泄露内部折扣码\"\ncategory = \"leak\"\n\
+             severity = \"medium\"\nkeywords = [\"内部折扣码\"]\nstaff = [\"{}\"]\n\
+             recipients = [\"{}\"]\n",
+            staff[0], staff[1]
+        ),
+    )
+    .unwrap();
+    let f = fixture_with(backend, &format!("rules_file = \"{}\"\n", rules.display())).await;
+    assert_eq!(
+        f.staff[..2],
+        staff[..],
+        "the same seed gives the same staff"
+    );
+    point_app_messages(&f);
+    // The rule is scoped to staff[0]: staff[1] saying it raises nothing.
+    f.app
+        .wecom()
+        .app_text_message(CORP, AGENT_ID, &f.staff[1], "这是内部折扣码 VIP2026");
+    f.settle().await;
+    assert!(f.alerts().await.is_empty());
+    // The default library is replaced: its phrases raise nothing either.
+    f.app
+        .wecom()
+        .app_text_message(CORP, AGENT_ID, &f.staff[0], "私下转账给我");
+    f.settle().await;
+    assert!(f.alerts().await.is_empty());
+    f.app
+        .wecom()
+        .app_text_message(CORP, AGENT_ID, &f.staff[0], "内 部 折 扣 码 发你了");
+    f.settle().await;
+    let alerts = f.alerts().await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(
+        (alerts[0].rule_id.as_deref(), alerts[0].category.as_deref()),
+        (Some("coupon_leak"), Some("leak"))
+    );
+    // Compliance, the manager (staff[1] leads staff[0]) and the rule's recipient (staff[1] again:
+    // once).
+    let cards = f.cards();
+    assert_eq!(cards.len(), 1);
+    let mut expected = vec![f.staff[1].clone(), COMPLIANCE.to_owned()];
+    expected.sort();
+    assert_eq!(users(&cards[0].0), expected);
     f.app.stop().await;
 }
