@@ -109,6 +109,7 @@ pub async fn serve(
         metrics: telemetry::metrics_handle(),
         wecom: wecom.clone(),
         config: Arc::new(config.clone()),
+        rules: rules.clone(),
     });
     let addr = listener.local_addr().ok();
     tracing::info!(addr = ?addr, backend = db.backend(), corps = config.corps.len(), coordination = if config.redis_url.is_some() { "redis" } else { "in-process" }, instance = %owner, "serving");

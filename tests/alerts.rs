@@ -27,6 +27,7 @@ both_backends!(
     the_lifecycle_works_through_the_api_and_is_authorized,
 );
 both_backends!(a_configured_rule_library_scopes_rules_and_adds_their_recipients);
+both_backends!(a_retroactive_scan_finds_old_messages_once);
 
 /// A broken rule library stops `serve` at start, naming the rule and the field.
 #[tokio::test]
@@ -659,5 +660,102 @@ async fn a_configured_rule_library_scopes_rules_and_adds_their_recipients(backen
     let mut expected = vec![f.staff[1].clone(), COMPLIANCE.to_owned()];
     expected.sort();
     assert_eq!(users(&cards[0].0), expected);
+    f.app.stop().await;
+}
+
+async fn a_retroactive_scan_finds_old_messages_once(backend: Backend) {
+    let f = fixture(backend).await;
+    point_app_messages(&f);
+    let sales = &f.staff[0];
+    // Said before any rule knew the phrase.
+    f.app
+        .wecom()
+        .app_text_message(CORP, AGENT_ID, sales, "这是内部折扣码 VIP2026，别外传");
+    f.settle().await;
+    assert!(f.alerts().await.is_empty());
+
+    let library = scrm::scan::RuleLibrary::from_toml(
+        "[[rule]]\nid = \"coupon_leak\"\nname = \"泄露内部折扣码\"\ncategory = \"leak\"\n\
+         severity = \"medium\"\nkeywords = [\"内部折扣码\"]\n",
+    )
+    .unwrap();
+    let config = scrm::config::Config::from_toml(&f.app.config_text, &Default::default()).unwrap();
+    let wecom = scrm::wecom::Wecom::new(
+        &config,
+        std::sync::Arc::new(wecom_sdk::MemoryCoordinator::new()),
+    )
+    .unwrap();
+    let job = scrm::alerts::rescan::start(&f.app.db, CORP, 0)
+        .await
+        .unwrap();
+    let summary = scrm::alerts::rescan::run(&f.app.db, &wecom, &library, job, "t1")
+        .await
+        .unwrap();
+    assert_eq!(
+        (summary.messages, summary.hits, summary.alerts_opened),
+        (1, 1, 1)
+    );
+    let alerts = f.alerts().await;
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].rule_id.as_deref(), Some("coupon_leak"));
+    let done = scrm::jobs::get(&f.app.db, job).await.unwrap();
+    assert_eq!((done.state.as_str(), done.progress_done), ("done", 1));
+    // Again: nothing new.
+    let job = scrm::alerts::rescan::start(&f.app.db, CORP, 0)
+        .await
+        .unwrap();
+    let summary = scrm::alerts::rescan::run(&f.app.db, &wecom, &library, job, "t2")
+        .await
+        .unwrap();
+    assert_eq!(
+        (summary.messages, summary.hits, summary.alerts_opened),
+        (1, 0, 0)
+    );
+    assert_eq!(f.alerts().await[0].evidence_count, 1);
+
+    // Through the API (admin only; the server's library), progress at /jobs/{id}.
+    let seller = f.app.api("sales", Some(sales)).await;
+    assert_eq!(seller.post("/api/v1/alerts/rescan", json!({})).await.0, 403);
+    let admin = f.app.api("admin", None).await;
+    let (status, body) = admin
+        .post("/api/v1/alerts/rescan", json!({"days": 0}))
+        .await;
+    assert_eq!(
+        (status, body["field"].clone()),
+        (422, json!("days")),
+        "{body}"
+    );
+    let (status, body) = admin
+        .post("/api/v1/alerts/rescan", json!({"days": 7}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["job_id"].as_i64().unwrap();
+    eventually("the scan is done", || async {
+        admin.get(&format!("/api/v1/jobs/{id}")).await.1["state"] == "done"
+    })
+    .await;
+
+    // The command line lists the alert.
+    let path = f.app.test_db.dir.path().join("cli.toml");
+    std::fs::write(&path, &f.app.config_text).unwrap();
+    let out = common::scrm(
+        f.app.test_db.dir.path(),
+        &[
+            "--config",
+            path.to_str().unwrap(),
+            "alerts",
+            "list",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let listed: Vec<Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["rule_id"], json!("coupon_leak"));
     f.app.stop().await;
 }

@@ -1,5 +1,6 @@
 //! The `scrm` command line. Every command reads the same configuration as `serve`.
 
+mod alerts;
 mod apikey;
 mod emulator;
 mod inbox;
@@ -57,6 +58,12 @@ pub enum Command {
         #[command(subcommand)]
         command: outbox::OutboxCommand,
     },
+    /// Compliance alerts: list them, scan stored messages again.
+    Alerts {
+        /// What to do.
+        #[command(subcommand)]
+        command: alerts::AlertsCommand,
+    },
     /// API keys for scripts and service accounts.
     Apikey {
         /// What to do.
@@ -95,11 +102,16 @@ pub enum CallbackCommand {
 /// Parses the command line and runs it. Returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let env: HashMap<String, String> = std::env::vars().collect();
+    // The scanner needs no configuration: a broken scrm.toml must not stop it.
+    let command = match cli.command {
+        Command::Rules { command } => return rules::run(command).await,
+        other => other,
+    };
     let mut config = Config::load(cli.config.as_deref(), &env).context("configuration error")?;
     if let Some(url) = cli.database_url {
         config.database_url = Some(url);
     }
-    match cli.command {
+    match command {
         Command::Serve { listen } => {
             telemetry::init_tracing(config.log_format, &config.log_level);
             if let Some(listen) = listen {
@@ -129,7 +141,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Inbox { command } => inbox::run(&config, command).await,
         Command::Outbox { command } => outbox::run(&config, command).await,
         Command::Apikey { command } => apikey::run(&config, command).await,
-        Command::Rules { command } => rules::run(&config, command).await,
+        Command::Alerts { command } => alerts::run(&config, command).await,
+        Command::Rules { command } => rules::run(command).await,
         Command::Replay(args) => replay::run(&config, args).await,
         Command::Sync(args) => {
             telemetry::init_tracing(config.log_format, &config.log_level);

@@ -36,6 +36,8 @@ pub struct AppState {
     pub wecom: Wecom,
     /// The configuration in force.
     pub config: Arc<Config>,
+    /// The content rules (retroactive scans started through the API use them).
+    pub rules: Arc<crate::scan::RuleLibrary>,
 }
 
 impl AppState {

@@ -153,6 +153,19 @@ pub fn endpoints() -> Vec<Endpoint> {
                 &["alert", "evidence", "history", "deliveries"],
             ),
         ),
+        Endpoint::new(
+            Method::POST,
+            "/alerts/rescan",
+            "用当前规则重新扫描已存消息（可续跑的后台任务；进度见 /jobs/{id}）",
+            post(rescan),
+        )
+        .tag("alerts")
+        .who("admin")
+        .request(object(
+            &[("days", int("扫描最近多少天的消息，1–365，默认 7"))],
+            &[],
+        ))
+        .response(202, object(&[("job_id", int("任务 id"))], &["job_id"])),
         step(
             "/alerts/{id}/acknowledge",
             "确认：已开始处理（open → acknowledged）",
@@ -251,6 +264,37 @@ async fn get_one(
         })
         .collect();
     ok(json!({"alert": alert, "evidence": evidence, "history": history, "deliveries": deliveries}))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RescanBody {
+    days: Option<i64>,
+}
+
+async fn rescan(
+    State(state): State<Arc<AppState>>,
+    Auth(who): Auth,
+    Body(body): Body<RescanBody>,
+) -> ApiResult {
+    who.require(Action::ManageSettings)?;
+    let days = body.days.unwrap_or(7);
+    if !(1..=365).contains(&days) {
+        return Err(invalid("days", "1–365"));
+    }
+    let since = now_ms().saturating_sub(days.saturating_mul(86_400_000));
+    let job_id = alerts::rescan::start(&state.db, &who.corp_id, since).await?;
+    let (db, wecom, rules) = (state.db.clone(), state.wecom.clone(), state.rules.clone());
+    let owner = format!("api:{}", crate::worker::instance_owner());
+    tokio::spawn(async move {
+        match alerts::rescan::run(&db, &wecom, &rules, job_id, &owner).await {
+            Ok(summary) => tracing::info!(job_id, ?summary, "retroactive scan done"),
+            Err(e) => {
+                tracing::warn!(job_id, error = %e, "retroactive scan stopped; it resumes when started again")
+            }
+        }
+    });
+    super::accepted(json!({"job_id": job_id}))
 }
 
 #[derive(Debug, Default, Deserialize)]

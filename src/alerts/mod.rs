@@ -19,6 +19,8 @@ use crate::outbox::{self, Intent, Message};
 use crate::scan::{Hit, Severity};
 use crate::{on_db, on_tx};
 
+pub mod rescan;
+
 /// What raised an alert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
