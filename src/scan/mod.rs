@@ -17,8 +17,10 @@
 
 pub mod library;
 pub mod normalize;
+pub mod patterns;
 
-pub use library::{Explanation, LibraryError, RuleLibrary};
+pub use library::{Explanation, LibraryError, Rule, RuleLibrary};
+pub use patterns::PatternKind;
 
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -102,3 +104,6 @@ impl ScanResult {
         self.hits.first()
     }
 }
+
+#[cfg(test)]
+mod tests;
