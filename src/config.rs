@@ -108,6 +108,7 @@ struct RawAlerts {
     notify_manager: Option<bool>,
     message_window_secs: Option<u64>,
     rules_file: Option<PathBuf>,
+    rescan_days: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -312,6 +313,9 @@ pub struct AlertSettings {
     /// The content rule library (TOML, the format of `fixtures/rules/default.toml`); the bundled
     /// default library when unset.
     pub rules_file: Option<PathBuf>,
+    /// When the rule library changed since the last start, messages of this many days are scanned
+    /// again (0: never automatically).
+    pub rescan_days: u32,
 }
 
 impl Default for AlertSettings {
@@ -325,6 +329,7 @@ impl Default for AlertSettings {
             notify_manager: true,
             message_window_secs: 600,
             rules_file: None,
+            rescan_days: 7,
         }
     }
 }
@@ -777,7 +782,11 @@ fn alert_settings(raw: RawAlerts) -> Result<AlertSettings, ConfigError> {
         notify_manager: raw.notify_manager.unwrap_or(d.notify_manager),
         message_window_secs: raw.message_window_secs.unwrap_or(d.message_window_secs),
         rules_file: raw.rules_file,
+        rescan_days: raw.rescan_days.unwrap_or(d.rescan_days),
     };
+    if s.rescan_days > 365 {
+        return Err(invalid("alerts.rescan_days", "at most 365"));
+    }
     if s.mass_deletion_count < 2 {
         return Err(invalid("alerts.mass_deletion_count", "must be at least 2"));
     }

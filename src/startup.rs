@@ -36,7 +36,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let db = open_database(&config).await?;
-    let rules = Arc::new(load_rules(&config)?);
+    let (rules, rules_source) = load_rules_with_source(&config)?;
+    let rules = Arc::new(rules);
     if config.corps.is_empty() {
         tracing::warn!(
             "no corp configured: callbacks will answer 404. Add a [[corps]] section with its [[corps.apps]] to scrm.toml (see deploy/scrm.example.toml)"
@@ -51,6 +52,14 @@ pub async fn serve(
         .await
         .context("cannot reach Redis (redis_url / SCRM_REDIS_URL)")?;
     let wecom = Wecom::new(&config, coord.clone()).context("cannot build the WeCom API client")?;
+    rescan_on_rule_change(
+        &db,
+        &wecom,
+        &rules,
+        &rules_source,
+        config.alerts.rescan_days,
+    )
+    .await?;
     let owner = coord::instance_id();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let workers = {
@@ -153,11 +162,67 @@ pub fn redact_url(url: &str) -> String {
 
 /// The content rule library of `[alerts] rules_file`, or the bundled default.
 pub fn load_rules(config: &Config) -> anyhow::Result<crate::scan::RuleLibrary> {
+    Ok(load_rules_with_source(config)?.0)
+}
+
+/// [`load_rules`] and the library's TOML text.
+fn load_rules_with_source(config: &Config) -> anyhow::Result<(crate::scan::RuleLibrary, String)> {
     let Some(path) = &config.alerts.rules_file else {
-        return Ok(crate::scan::RuleLibrary::default_library());
+        let source = crate::scan::RuleLibrary::default_source().to_owned();
+        return Ok((crate::scan::RuleLibrary::default_library(), source));
     };
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("alerts.rules_file: cannot read {}", path.display()))?;
-    crate::scan::RuleLibrary::from_toml(&text)
-        .with_context(|| format!("alerts.rules_file {}: invalid rule library", path.display()))
+    let library = crate::scan::RuleLibrary::from_toml(&text)
+        .with_context(|| format!("alerts.rules_file {}: invalid rule library", path.display()))?;
+    Ok((library, text))
+}
+
+/// When the rule library differs from the one the last start used, stored messages of the last
+/// `alerts.rescan_days` are scanned again in the background (a resumable job per corp); the first
+/// start only records the library.
+async fn rescan_on_rule_change(
+    db: &Db,
+    wecom: &Wecom,
+    rules: &Arc<crate::scan::RuleLibrary>,
+    source: &str,
+    days: u32,
+) -> anyhow::Result<()> {
+    use sha2::Digest as _;
+    const GET: &str =
+        "SELECT value FROM corp_setting WHERE corp_id = $1 AND name = 'rules_fingerprint'";
+    const SET: &str = "INSERT INTO corp_setting (corp_id, name, value, updated_by, updated_at_ms) \
+        VALUES ($1, 'rules_fingerprint', $2, 'system', $3) ON CONFLICT (corp_id, name) \
+        DO UPDATE SET value = excluded.value, updated_at_ms = excluded.updated_at_ms";
+    let fingerprint = hex::encode(sha2::Sha256::digest(source.as_bytes()));
+    for corp in wecom.corp_ids() {
+        let old: Option<String> = crate::on_db!(db, |pool| sqlx::query_scalar(GET)
+            .bind(&corp)
+            .fetch_optional(pool)
+            .await)?;
+        if old.as_deref() == Some(fingerprint.as_str()) {
+            continue;
+        }
+        let now = crate::db::now_ms();
+        if old.is_some() && days > 0 {
+            let since = now.saturating_sub(i64::from(days) * 86_400_000);
+            let job = crate::alerts::rescan::start(db, &corp, since).await?;
+            tracing::info!(corp_id = %corp, job_id = job, days, "rule library changed: scanning stored messages again");
+            let (db, wecom, rules) = (db.clone(), wecom.clone(), Arc::clone(rules));
+            let owner = format!("start:{}", crate::worker::instance_owner());
+            tokio::spawn(async move {
+                if let Err(e) = crate::alerts::rescan::run(&db, &wecom, &rules, job, &owner).await {
+                    tracing::warn!(job_id = job, error = %e, "retroactive scan stopped; `scrm alerts rescan` resumes it");
+                }
+            });
+        }
+        crate::on_db!(db, |pool| sqlx::query(SET)
+            .bind(&corp)
+            .bind(&fingerprint)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+    }
+    Ok(())
 }

@@ -28,6 +28,7 @@ both_backends!(
 );
 both_backends!(a_configured_rule_library_scopes_rules_and_adds_their_recipients);
 both_backends!(a_retroactive_scan_finds_old_messages_once);
+both_backends!(changing_the_rule_library_rescans_stored_messages);
 
 /// A broken rule library stops `serve` at start, naming the rule and the field.
 #[tokio::test]
@@ -757,5 +758,44 @@ async fn a_retroactive_scan_finds_old_messages_once(backend: Backend) {
         .collect();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["rule_id"], json!("coupon_leak"));
+    f.app.stop().await;
+}
+
+async fn changing_the_rule_library_rescans_stored_messages(backend: Backend) {
+    let mut f = fixture(backend).await;
+    point_app_messages(&f);
+    f.app
+        .wecom()
+        .app_text_message(CORP, AGENT_ID, &f.staff[0], "这是内部折扣码 VIP2026");
+    f.settle().await;
+    assert!(f.alerts().await.is_empty());
+    // An operator adds a rule and restarts.
+    f.app.server.stop().await;
+    let rules = f.app.test_db.dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[[rule]]\nid = \"coupon_leak\"\nname = \"泄露内部折扣码\"\ncategory = \"leak\"\n\
+         severity = \"medium\"\nkeywords = [\"内部折扣码\"]\n",
+    )
+    .unwrap();
+    let text = f.app.config_text.replacen(
+        "[alerts]\n",
+        &format!("[alerts]\nrules_file = \"{}\"\n", rules.display()),
+        1,
+    );
+    let mut second = emulated::Instance::start(&text).await;
+    eventually("the stored message is scanned again", || async {
+        f.alerts().await.len() == 1
+    })
+    .await;
+    assert_eq!(f.alerts().await[0].rule_id.as_deref(), Some("coupon_leak"));
+    second.stop().await;
+    // The same library again: no new scan.
+    let mut third = emulated::Instance::start(&text).await;
+    let jobs = scrm::jobs::list(&f.app.db, Some(CORP), scrm::alerts::rescan::JOB_KIND, 10)
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    third.stop().await;
     f.app.stop().await;
 }

@@ -585,7 +585,12 @@ impl RuleLibrary {
         Ok(Self { inner: Arc::new(c) })
     }
 
-    /// The bundled default library for Chinese sales chat.
+    /// The TOML text of the bundled default library.
+    pub fn default_source() -> &'static str {
+        DEFAULT_LIBRARY
+    }
+
+    /// The bundled default library (compiled once per process).
     pub fn default_library() -> Self {
         DEFAULT.clone()
     }
