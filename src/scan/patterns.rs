@@ -215,7 +215,8 @@ fn find_numbers(norm: &Normalized, out: &mut Vec<Found>) {
                     a += 1;
                     continue;
                 }
-                if let Some(end) = card_at(norm, a, j, &seg_end) {
+                if let Some(end) = card_at(norm, a, j, &seg_end).filter(|_| !after_id_cue(chars, a))
+                {
                     out.push(Found {
                         kind: PatternKind::BankCard,
                         start: a,
@@ -249,6 +250,38 @@ fn find_numbers(norm: &Normalized, out: &mut Vec<Found>) {
         }
         i = j;
     }
+}
+
+/// Words that name a long number as something other than a card (订单号 4111…): such a number
+/// is not reported as a bank card even when it passes Luhn.
+const ID_CUES: [&str; 12] = [
+    "订单号",
+    "订单",
+    "单号",
+    "编号",
+    "运单",
+    "工单",
+    "流水号",
+    "发票号",
+    "合同号",
+    "快递",
+    "物流",
+    "批次号",
+];
+
+/// Whether the normalized chars just before `a` end with an [`ID_CUES`] word (optionally followed
+/// by 是 / 为).
+fn after_id_cue(chars: &[char], a: usize) -> bool {
+    let before: String = chars
+        .get(a.saturating_sub(5)..a)
+        .unwrap_or(&[])
+        .iter()
+        .collect();
+    let before = before
+        .strip_suffix('是')
+        .or_else(|| before.strip_suffix('为'))
+        .unwrap_or(&before);
+    ID_CUES.iter().any(|cue| before.ends_with(cue))
 }
 
 fn card_at(
@@ -314,5 +347,14 @@ mod tests {
         assert!(luhn(&visa));
         let bad: Vec<char> = "4111111111111112".chars().collect();
         assert!(!luhn(&bad));
+    }
+
+    #[test]
+    fn an_order_number_is_not_a_card() {
+        let chars = |s: &str| s.chars().collect::<Vec<char>>();
+        assert!(after_id_cue(&chars("您的订单号4111"), 5));
+        assert!(after_id_cue(&chars("单号是4111"), 3));
+        assert!(!after_id_cue(&chars("卡号4111"), 2));
+        assert!(!after_id_cue(&chars("4111"), 0));
     }
 }

@@ -25,6 +25,17 @@ fn category(text: &str) -> Option<String> {
 }
 
 #[test]
+fn long_order_numbers_are_not_bank_cards() {
+    // 4111111111111111 passes Luhn.
+    assert_eq!(category("您的订单号 4111111111111111 已发货"), None);
+    assert_eq!(category("快递单号是4111111111111111"), None);
+    assert_eq!(
+        category("转到这个卡号 4111111111111111").as_deref(),
+        Some("private_payment")
+    );
+}
+
+#[test]
 fn default_library_compiles() {
     let lib = RuleLibrary::from_toml(include_str!("../../fixtures/rules/default.toml"));
     assert!(lib.is_ok(), "{:?}", lib.err());
