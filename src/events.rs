@@ -381,19 +381,14 @@ impl Ctx<'_> {
         let Some(alerts) = self.p.wecom.alert_ctx(self.corp) else {
             return Ok(());
         };
-        let conversation = format!("app:{agent}:{from}");
-        let message = crate::alerts::Scanned {
-            corp_id: self.corp,
-            conversation: &conversation,
-            sender_id: from,
-            sender: crate::scan::Sender::Staff,
-            staff_user_id: from,
-            external_user_id: None,
+        let message = crate::alerts::Scanned::app_text(
+            self.corp,
+            agent,
+            from,
             text,
-            msg_type: Some("text"),
-            source_ref: self.source_label(),
-            at_ms: self.event_ms,
-        };
+            self.source_label(),
+            self.event_ms,
+        );
         crate::alerts::scan_message(self.db(), alerts, &self.p.rules, &message, now_ms()).await?;
         Ok(())
     }

@@ -731,22 +731,11 @@ pub fn reminder_message(title: &str, customer: &str, due_at_ms: i64) -> String {
         truncate_chars(title, MAX_TITLE_CHARS),
         truncate_chars(customer, 64)
     );
-    truncate_bytes(&text, MAX_MESSAGE_BYTES).to_owned()
+    crate::worker::truncate_bytes(&text, MAX_MESSAGE_BYTES).to_owned()
 }
 
 fn truncate_chars(s: &str, max: usize) -> &str {
     s.char_indices().nth(max).map_or(s, |(i, _)| &s[..i])
-}
-
-fn truncate_bytes(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// What a claim returns: the reminder's fields the message needs.

@@ -326,7 +326,7 @@ pub struct Scanned<'a> {
     pub corp_id: &'a str,
     /// The conversation (`app:<agentid>:<userid>`, a chat room id, `single:<a>:<b>`…): the
     /// previous message of the same sender in it completes a phrase split over two messages.
-    pub conversation: &'a str,
+    pub conversation: String,
     /// The sender's id (userid or external_userid).
     pub sender_id: &'a str,
     /// Staff member or customer.
@@ -345,6 +345,31 @@ pub struct Scanned<'a> {
     pub at_ms: i64,
 }
 
+impl<'a> Scanned<'a> {
+    /// A text a staff member sent to app `agent_id` (`source_ref`: its inbox row).
+    pub fn app_text(
+        corp_id: &'a str,
+        agent_id: &str,
+        from: &'a str,
+        text: &'a str,
+        source_ref: String,
+        at_ms: i64,
+    ) -> Self {
+        Self {
+            corp_id,
+            conversation: format!("app:{agent_id}:{from}"),
+            sender_id: from,
+            sender: crate::scan::Sender::Staff,
+            staff_user_id: from,
+            external_user_id: None,
+            text,
+            msg_type: Some("text"),
+            source_ref,
+            at_ms,
+        }
+    }
+}
+
 /// Runs the content rules on one message and raises an alert per rule that fired. Remembers the
 /// message as its sender's latest in the conversation, for the next one.
 pub async fn scan_message(
@@ -360,7 +385,7 @@ pub async fn scan_message(
     const KEPT_CHARS: usize = 200;
     let prev: Option<(String, i64)> = on_db!(db, |pool| sqlx::query_as(PREV)
         .bind(m.corp_id)
-        .bind(m.conversation)
+        .bind(&m.conversation)
         .bind(m.sender_id)
         .fetch_optional(pool)
         .await)?;
@@ -385,7 +410,7 @@ pub async fn scan_message(
         };
         on_db!(db, |pool| sqlx::query(KEEP)
             .bind(m.corp_id)
-            .bind(m.conversation)
+            .bind(&m.conversation)
             .bind(m.sender_id)
             .bind(&tail)
             .bind(m.at_ms)
@@ -652,11 +677,11 @@ fn card(
         "<div class=\"gray\">严重程度：{}</div>",
         severity_label(s.severity)
     ));
-    Message::TextCard {
-        title: truncate_bytes(title, 128).to_owned(),
-        description: truncate_bytes(&description, 512).to_owned(),
-        url: format!("{}/console/alerts/{alert_id}", settings.console_url),
-    }
+    Message::text_card(
+        title,
+        &description,
+        format!("{}/console/alerts/{alert_id}", settings.console_url),
+    )
 }
 
 fn severity_label(s: Severity) -> &'static str {
@@ -666,17 +691,6 @@ fn severity_label(s: Severity) -> &'static str {
         Severity::High => "高",
         Severity::Critical => "紧急",
     }
-}
-
-fn truncate_bytes(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// Who hears of an alert of `kind` about `staff`: the corp's compliance recipients and the staff
@@ -850,14 +864,15 @@ async fn escalate(
         now_ms,
     )
     .await?;
-    let message = Message::TextCard {
-        title: truncate_bytes(&title, 128).to_owned(),
-        description: format!(
-            "<div class=\"highlight\">批量删除客户，请立即核查</div><div class=\"gray\">严重程度：{}</div>",
-            severity_label(Severity::Critical)
-        ),
-        url: format!("{}/console/alerts/{alert_id}", ctx.settings.console_url),
-    };
+    let description = format!(
+        "<div class=\"highlight\">批量删除客户，请立即核查</div><div class=\"gray\">严重程度：{}</div>",
+        severity_label(Severity::Critical)
+    );
+    let message = Message::text_card(
+        &title,
+        &description,
+        format!("{}/console/alerts/{alert_id}", ctx.settings.console_url),
+    );
     let to = recipients(tx, ctx, Kind::MassDeletion, evidence.staff_user_id).await?;
     notify(
         tx,

@@ -9,7 +9,7 @@ use wecom_sdk::event::{AppMessage, CallbackEvent};
 
 use super::{Scanned, scan_message};
 use crate::db::{Db, StoreError};
-use crate::scan::{RuleLibrary, Sender};
+use crate::scan::RuleLibrary;
 use crate::wecom::Wecom;
 use crate::{jobs, on_db};
 
@@ -125,24 +125,19 @@ pub async fn run(
                 continue;
             };
             let agent = parsed.header.agent_id.unwrap_or_default();
-            let conversation = format!("app:{agent}:{from}");
             let at_ms = parsed
                 .header
                 .create_time
                 .and_then(crate::wecom::secs_to_ms)
                 .unwrap_or(*received_at_ms);
-            let message = Scanned {
-                corp_id: &corp,
-                conversation: &conversation,
-                sender_id: from.as_str(),
-                sender: Sender::Staff,
-                staff_user_id: from.as_str(),
-                external_user_id: None,
-                text: content.as_deref().unwrap_or(""),
-                msg_type: Some("text"),
-                source_ref: format!("inbox:{row_id}"),
+            let message = Scanned::app_text(
+                &corp,
+                &agent,
+                from.as_str(),
+                content.as_deref().unwrap_or(""),
+                format!("inbox:{row_id}"),
                 at_ms,
-            };
+            );
             let raised = scan_message(db, ctx, library, &message, crate::db::now_ms()).await?;
             cursor.hits +=
                 i64::try_from(raised.iter().filter(|r| r.alert_id.is_some()).count()).unwrap_or(0);

@@ -123,6 +123,17 @@ pub enum Message {
     },
 }
 
+impl Message {
+    /// A text card cut to WeCom's limits (title 128 bytes, description 512 bytes).
+    pub fn text_card(title: &str, description: &str, url: String) -> Self {
+        Self::TextCard {
+            title: crate::worker::truncate_bytes(title, 128).to_owned(),
+            description: crate::worker::truncate_bytes(description, 512).to_owned(),
+            url,
+        }
+    }
+}
+
 impl Intent {
     /// The `kind` column.
     pub fn kind(&self) -> &'static str {

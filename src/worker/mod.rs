@@ -34,6 +34,7 @@ use tracing::Instrument as _;
 use crate::db::{Db, StoreError, now_ms};
 
 pub use pool::WorkerPool;
+pub(crate) use store::truncate_bytes;
 pub use store::{
     Backlog, DeadLetter, INBOX, InboxStats, LeaseTable, MAX_REASON_BYTES, ReplayFilter, backlog,
     claim, dead_letters, mark_dead, mark_done, renew_lease, replay, schedule_retry, stats,

@@ -22,16 +22,21 @@ pub(crate) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// `reason` cut to [`MAX_REASON_BYTES`] on a character boundary.
-pub(crate) fn truncate_reason(reason: &str) -> &str {
-    if reason.len() <= MAX_REASON_BYTES {
-        return reason;
+/// `s` cut to at most `max` bytes on a character boundary.
+pub(crate) fn truncate_bytes(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
     }
-    let mut end = MAX_REASON_BYTES;
-    while !reason.is_char_boundary(end) {
+    let mut end = max;
+    while !s.is_char_boundary(end) {
         end -= 1;
     }
-    reason.get(..end).unwrap_or("")
+    s.get(..end).unwrap_or("")
+}
+
+/// `reason` cut to [`MAX_REASON_BYTES`] on a character boundary.
+pub(crate) fn truncate_reason(reason: &str) -> &str {
+    truncate_bytes(reason, MAX_REASON_BYTES)
 }
 
 /// Claims up to `limit` rows that nobody holds, oldest (lowest id) first, for `lease` from
