@@ -4,9 +4,10 @@
 //!
 //! No database and no web framework live here; the server crate builds on these types.
 #![warn(missing_docs)]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod api;
+pub mod archive;
 pub mod coord;
 pub mod crypto;
 pub mod envelope;

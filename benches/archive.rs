@@ -1,0 +1,2 @@
+//! Chat-archive benchmark (being written).
+fn main() {}

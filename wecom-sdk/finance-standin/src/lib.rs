@@ -1,0 +1,1 @@
+//! Stand-in for libWeWorkFinanceSdk_C.so (being written).

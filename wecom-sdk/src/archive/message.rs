@@ -1,0 +1,1 @@
+//! The decrypted message JSON of §5.4 (being written).

@@ -1,0 +1,1 @@
+//! The stand-in payload scheme (being written).
