@@ -87,7 +87,45 @@ struct RawConfig {
     #[serde(default)]
     alerts: RawAlerts,
     #[serde(default)]
+    archive: RawArchive,
+    #[serde(default)]
     corps: Vec<RawCorp>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawArchive {
+    library: Option<PathBuf>,
+    worker_program: Option<PathBuf>,
+    poll_interval_secs: Option<u64>,
+    batch_limit: Option<u32>,
+    call_timeout_secs: Option<u32>,
+    memory_limit_mb: Option<u64>,
+    restart_backoff_max_secs: Option<u64>,
+    media: Option<bool>,
+    media_dir: Option<PathBuf>,
+    media_max_bytes: Option<u64>,
+    stall_alert_secs: Option<u64>,
+    proxy: Option<String>,
+    proxy_password: Option<Secret<String>>,
+    #[serde(default)]
+    operators: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCorpArchive {
+    secret: Secret<String>,
+    #[serde(default)]
+    keys: Vec<RawArchiveKey>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawArchiveKey {
+    version: u32,
+    file: Option<PathBuf>,
+    pem: Option<Secret<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -159,6 +197,7 @@ struct RawCorp {
     message_app: Option<String>,
     #[serde(default)]
     alert_recipients: Vec<String>,
+    archive: Option<RawCorpArchive>,
     #[serde(default)]
     apps: Vec<RawApp>,
 }
@@ -227,6 +266,74 @@ pub struct CorpConfig {
     pub message_app: Option<String>,
     /// Compliance staff (userids) who receive every alert of this corp.
     pub alert_recipients: Vec<String>,
+    /// Chat archive (会话内容存档), when the corp uses it.
+    pub archive: Option<CorpArchive>,
+}
+
+/// A corp's chat-archive credentials: the 会话内容存档 secret and every private key it ever
+/// uploaded, by `publickey_ver`.
+#[derive(Debug, Clone)]
+pub struct CorpArchive {
+    /// The 会话内容存档 Secret (for `Init`).
+    pub secret: Secret<String>,
+    /// PEM private keys by version, checked at load.
+    pub keys: Vec<(u32, Secret<String>)>,
+}
+
+/// Chat archive settings (`[archive]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveSettings {
+    /// WeCom's library (`libWeWorkFinanceSdk_C.so`, or the stand-in); the archive is off without it.
+    pub library: Option<PathBuf>,
+    /// The program run as `PROGRAM archive-worker`: this executable unless set.
+    pub worker_program: Option<PathBuf>,
+    /// A pull runs this often even without `msgaudit_notify`.
+    pub poll_interval_secs: u64,
+    /// Records asked for per `GetChatData` call (at most 1000).
+    pub batch_limit: u32,
+    /// The `timeout` given to the library per call, seconds; a call not answered within this plus
+    /// 15 s counts as a hang and the worker is restarted.
+    pub call_timeout_secs: u32,
+    /// The worker is restarted (between calls) when its resident memory passes this.
+    pub memory_limit_mb: u64,
+    /// Longest wait between two worker restarts (the backoff doubles from 1 s up to this).
+    pub restart_backoff_max_secs: u64,
+    /// Whether media (images, voice, video, files) is downloaded.
+    pub media: bool,
+    /// Where media files go (`{data_dir}/archive-media` unless set).
+    pub media_dir: Option<PathBuf>,
+    /// Media larger than this is recorded, not downloaded.
+    pub media_max_bytes: u64,
+    /// Operators get an alert when no pull succeeded for this long (WeCom keeps messages ~5 days).
+    pub stall_alert_secs: u64,
+    /// Proxy for the library (`socks5://…` or `http://…`), empty for none.
+    pub proxy: String,
+    /// `user:password` for the proxy.
+    pub proxy_password: Option<Secret<String>>,
+    /// Operators (userids) alerted when the archive stalls, besides each corp's
+    /// `alert_recipients`.
+    pub operators: Vec<String>,
+}
+
+impl Default for ArchiveSettings {
+    fn default() -> Self {
+        Self {
+            library: None,
+            worker_program: None,
+            poll_interval_secs: 60,
+            batch_limit: 1000,
+            call_timeout_secs: 30,
+            memory_limit_mb: 1024,
+            restart_backoff_max_secs: 60,
+            media: true,
+            media_dir: None,
+            media_max_bytes: 200 * 1024 * 1024,
+            stall_alert_secs: 7200,
+            proxy: String::new(),
+            proxy_password: None,
+            operators: Vec::new(),
+        }
+    }
 }
 
 impl CorpConfig {
@@ -397,6 +504,8 @@ pub struct Config {
     pub reminders: ReminderSettings,
     /// Compliance alerts.
     pub alerts: AlertSettings,
+    /// Chat archive.
+    pub archive: ArchiveSettings,
 }
 
 impl Config {
@@ -581,7 +690,9 @@ impl Config {
 
         let alerts = alert_settings(raw.alerts)?;
         let corps = check_corps(raw.corps)?;
+        let archive = archive_settings(raw.archive, &corps)?;
         Ok(Self {
+            archive,
             outbox,
             reminders,
             alerts,
@@ -746,7 +857,12 @@ fn check_corps(raw: Vec<RawCorp>) -> Result<Vec<CorpConfig>, ConfigError> {
                 format!("names no app with both a secret and an agent_id: {message_app:?}"),
             ));
         }
+        let archive = corp
+            .archive
+            .map(|a| corp_archive(a, i, corp_id.as_str()))
+            .transpose()?;
         corps.push(CorpConfig {
+            archive,
             corp_id,
             apps,
             api_app: corp.api_app,
@@ -759,6 +875,88 @@ fn check_corps(raw: Vec<RawCorp>) -> Result<Vec<CorpConfig>, ConfigError> {
         });
     }
     Ok(corps)
+}
+
+/// A corp's `[corps.archive]`: every key read and checked now, so a bad one is a startup error
+/// naming the corp and the version, never a pull that silently cannot decrypt.
+fn corp_archive(raw: RawCorpArchive, i: usize, corp_id: &str) -> Result<CorpArchive, ConfigError> {
+    let at = |f: &str| format!("corps[{i}].archive.{f} (corp {corp_id})");
+    if raw.secret.expose().trim().is_empty() {
+        return Err(invalid(at("secret"), "must not be empty"));
+    }
+    let mut keys: Vec<(u32, Secret<String>)> = Vec::with_capacity(raw.keys.len());
+    for (j, key) in raw.keys.into_iter().enumerate() {
+        let field = at(&format!("keys[{j}]"));
+        if keys.iter().any(|(v, _)| *v == key.version) {
+            return Err(invalid(
+                field,
+                format!("publickey_ver {} is configured twice", key.version),
+            ));
+        }
+        let pem = match (key.file, key.pem) {
+            (Some(path), None) => Secret::new(std::fs::read_to_string(&path).map_err(|e| {
+                invalid(&field, format!("cannot read {}: {e}", path.display()))
+            })?),
+            (None, Some(pem)) => pem,
+            _ => return Err(invalid(field, "give exactly one of file and pem")),
+        };
+        wecom_sdk::archive::keys::KeyRing::new()
+            .insert_pem(key.version, pem.expose())
+            .map_err(|e| invalid(&field, e.to_string()))?;
+        keys.push((key.version, pem));
+    }
+    Ok(CorpArchive {
+        secret: raw.secret,
+        keys,
+    })
+}
+
+fn archive_settings(raw: RawArchive, corps: &[CorpConfig]) -> Result<ArchiveSettings, ConfigError> {
+    let d = ArchiveSettings::default();
+    let s = ArchiveSettings {
+        library: raw.library,
+        worker_program: raw.worker_program,
+        poll_interval_secs: raw.poll_interval_secs.unwrap_or(d.poll_interval_secs).max(1),
+        batch_limit: raw.batch_limit.unwrap_or(d.batch_limit),
+        call_timeout_secs: raw.call_timeout_secs.unwrap_or(d.call_timeout_secs),
+        memory_limit_mb: raw.memory_limit_mb.unwrap_or(d.memory_limit_mb),
+        restart_backoff_max_secs: raw
+            .restart_backoff_max_secs
+            .unwrap_or(d.restart_backoff_max_secs)
+            .max(1),
+        media: raw.media.unwrap_or(d.media),
+        media_dir: raw.media_dir,
+        media_max_bytes: raw.media_max_bytes.unwrap_or(d.media_max_bytes),
+        stall_alert_secs: raw.stall_alert_secs.unwrap_or(d.stall_alert_secs).max(60),
+        proxy: raw.proxy.unwrap_or_default(),
+        proxy_password: raw.proxy_password,
+        operators: raw.operators,
+    };
+    if !(1..=1000).contains(&s.batch_limit) {
+        return Err(invalid(
+            "archive.batch_limit",
+            "must be between 1 and 1000 (GetChatData's limit)",
+        ));
+    }
+    if !(1..=600).contains(&s.call_timeout_secs) {
+        return Err(invalid("archive.call_timeout_secs", "must be between 1 and 600"));
+    }
+    if s.memory_limit_mb < 32 {
+        return Err(invalid("archive.memory_limit_mb", "must be at least 32"));
+    }
+    if s.library.is_none()
+        && let Some(corp) = corps.iter().find(|c| c.archive.is_some())
+    {
+        return Err(invalid(
+            "archive.library",
+            format!(
+                "corp {} has [corps.archive] but no library is configured \
+                 (the path of libWeWorkFinanceSdk_C.so)",
+                corp.corp_id
+            ),
+        ));
+    }
+    Ok(s)
 }
 
 fn alert_settings(raw: RawAlerts) -> Result<AlertSettings, ConfigError> {

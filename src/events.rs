@@ -30,6 +30,7 @@ pub struct EventProcessor {
     wecom: Wecom,
     reminders: ReminderSettings,
     rules: Arc<RuleLibrary>,
+    archive: Option<Arc<crate::archive::Archive>>,
 }
 
 impl EventProcessor {
@@ -41,7 +42,14 @@ impl EventProcessor {
             wecom,
             reminders: ReminderSettings::default(),
             rules: Arc::new(RuleLibrary::default_library()),
+            archive: None,
         }
+    }
+
+    /// The same, waking this instance's archive pullers on `msgaudit_notify`.
+    pub fn with_archive(mut self, archive: Option<Arc<crate::archive::Archive>>) -> Self {
+        self.archive = archive;
+        self
     }
 
     /// The same, scanning app messages with `rules` instead of the bundled library.
@@ -144,10 +152,19 @@ impl InboxHandler for EventProcessor {
                 ctx.app_text(from.as_str(), agent, content.as_deref().unwrap_or(""))
                     .await
             }
-            // Chat archive, other app messages and menu events are handled by later features;
-            // storing them is all intake promises, so they are done here.
-            CallbackEvent::MsgAuditNotify
-            | CallbackEvent::Message { .. }
+            // New archived messages exist: recorded for the corp's puller on whichever instance
+            // leads it (coalesced: one pull catches up however many notices came), and this
+            // instance's puller woken.
+            CallbackEvent::MsgAuditNotify => {
+                crate::archive::record_notify(&self.db, &ev.corp_id, crate::db::now_ms()).await?;
+                if let Some(archive) = &self.archive {
+                    archive.wake(&ev.corp_id);
+                }
+                Ok(())
+            }
+            // Other app messages and menu events are handled by later features; storing them is
+            // all intake promises, so they are done here.
+            CallbackEvent::Message { .. }
             | CallbackEvent::AppEvent { .. }
             | CallbackEvent::Unknown { .. } => Ok(()),
         }

@@ -62,6 +62,12 @@ pub async fn serve(
     .await?;
     let owner = coord::instance_id();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let archive = crate::archive::Archive::new(&config, db.clone(), wecom.clone(), rules.clone())
+        .map(Arc::new);
+    let archive_tasks = archive.as_ref().map_or_else(Vec::new, |a| {
+        tracing::info!(corps = ?a.corp_ids(), "chat archive: pulling");
+        Arc::clone(a).spawn(coord.clone(), owner.clone(), stop_rx.clone())
+    });
     let workers = {
         let mut stop = stop_rx.clone();
         WorkerPool::spawn(
@@ -69,7 +75,8 @@ pub async fn serve(
             Arc::new(
                 EventProcessor::new(db.clone(), wecom.clone())
                     .with_reminders(config.reminders.clone())
-                    .with_rules(rules.clone()),
+                    .with_rules(rules.clone())
+                    .with_archive(archive.clone()),
             ),
             config.worker.settings(),
             owner.clone(),
@@ -139,6 +146,9 @@ pub async fn serve(
         let _ = scheduler.await;
     }
     let _ = reminders.await;
+    for task in archive_tasks {
+        let _ = task.await;
+    }
     served?;
     // The router (and with it every writer handle) is gone: the writer drains and stops.
     writer_task.await.context("inbox writer panicked")?;

@@ -34,6 +34,8 @@ pub enum Kind {
     RelationVanished,
     /// A content rule matched a message.
     Content,
+    /// The chat archive has not been pulled for too long (WeCom keeps messages ~5 days).
+    ArchiveStalled,
 }
 
 impl Kind {
@@ -45,6 +47,7 @@ impl Kind {
             Self::CustomerDeletedStaff => "customer_deleted_staff",
             Self::RelationVanished => "relation_vanished",
             Self::Content => "content",
+            Self::ArchiveStalled => "archive_stalled",
         }
     }
 
@@ -56,6 +59,7 @@ impl Kind {
             Self::CustomerDeletedStaff,
             Self::RelationVanished,
             Self::Content,
+            Self::ArchiveStalled,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -153,6 +157,13 @@ pub enum Trigger<'a> {
         /// The rule's own recipients, besides the corp's.
         recipients: &'a [String],
     },
+    /// No archive pull succeeded for too long.
+    ArchiveStalled {
+        /// What is wrong (the last error, how long).
+        detail: &'a str,
+        /// `[archive] operators`, besides the corp's recipients.
+        recipients: &'a [String],
+    },
 }
 
 /// One piece of evidence.
@@ -227,6 +238,10 @@ fn shape(trigger: &Trigger<'_>, staff: &str) -> Shape {
             burst_key: format!("content:{}:{staff}", hit.rule_id),
             text: Some((*text).to_owned()),
             spans: hit.spans.clone(),
+        },
+        Trigger::ArchiveStalled { detail, .. } => Shape {
+            text: Some((*detail).to_owned()),
+            ..plain(Kind::ArchiveStalled, Severity::Critical, "archive_stalled")
         },
     }
 }
@@ -614,7 +629,9 @@ pub async fn raise(
         );
         let reason = "created";
         let mut to = recipients(&mut tx, ctx, s.kind, evidence.staff_user_id).await?;
-        if let Trigger::Content { recipients, .. } = trigger {
+        if let Trigger::Content { recipients, .. } | Trigger::ArchiveStalled { recipients, .. } =
+            trigger
+        {
             to.extend(
                 recipients
                     .iter()
@@ -647,6 +664,7 @@ fn title(s: &Shape, staff: &str, customer: Option<&str>) -> String {
             category_label(s.category.as_deref().unwrap_or("")),
             s.rule_id.as_deref().unwrap_or("")
         ),
+        Kind::ArchiveStalled => "会话存档拉取停滞，消息可能丢失".to_owned(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `scrm` command line. Every command reads the same configuration as `serve`.
 
 mod alerts;
+mod archive;
 mod apikey;
 mod emulator;
 mod inbox;
@@ -64,6 +65,15 @@ pub enum Command {
         #[command(subcommand)]
         command: alerts::AlertsCommand,
     },
+    /// Chat archive (会话内容存档): status, pull now, retry undecryptable records.
+    Archive {
+        /// What to do.
+        #[command(subcommand)]
+        command: archive::ArchiveCommand,
+    },
+    /// The isolated chat-archive child process (started by `serve`; speaks over its pipes).
+    #[command(hide = true)]
+    ArchiveWorker,
     /// API keys for scripts and service accounts.
     Apikey {
         /// What to do.
@@ -142,6 +152,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Outbox { command } => outbox::run(&config, command).await,
         Command::Apikey { command } => apikey::run(&config, command).await,
         Command::Alerts { command } => alerts::run(&config, command).await,
+        Command::Archive { command } => {
+            telemetry::init_tracing(config.log_format, &config.log_level);
+            archive::run(&config, command).await
+        }
+        Command::ArchiveWorker => Ok(crate::archive::child::run()),
         Command::Rules { command } => rules::run(command).await,
         Command::Replay(args) => replay::run(&config, args).await,
         Command::Sync(args) => {

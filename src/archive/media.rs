@@ -1,0 +1,259 @@
+//! Media downloads (`GetMediaData`, §5.5): chunk by chunk into `{media_dir}/{corp}/.part/{id}`,
+//! with the index and byte count checkpointed after each chunk (so a restart resumes where it
+//! was), then checked against the message's `md5sum` and size and moved to
+//! `{media_dir}/{corp}/{md5[0..2]}/{md5}` — one file per content, however many messages share it.
+//! Files over `media_max_bytes` are recorded as `too_large`, not fetched.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use md5::Digest as _;
+
+use super::proto::{Reply, Request};
+use super::supervisor::{CallError, Supervisor};
+use crate::config::ArchiveSettings;
+use crate::db::{Db, StoreError, now_ms};
+use crate::on_db;
+
+/// Failed attempts of one file before it is given up (state `failed`).
+const MAX_ATTEMPTS: i32 = 5;
+
+/// Why downloading stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The worker failed (it is replaced; the file resumes later).
+    #[error(transparent)]
+    Worker(#[from] CallError),
+    /// The media folder is not writable.
+    #[error("media folder: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<sqlx::Error> for MediaError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Store(e.into())
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Pending {
+    id: i64,
+    sdkfileid: String,
+    md5sum: Option<String>,
+    size: Option<i64>,
+    next_index: String,
+    bytes_done: i64,
+    attempts: i32,
+}
+
+/// Downloads pending media of a corp for at most `budget`; returns how many files finished.
+pub async fn download_pending(
+    db: &Db,
+    corp_id: &str,
+    sup: &mut Supervisor,
+    dir: &Path,
+    settings: &ArchiveSettings,
+    budget: Duration,
+) -> Result<u64, MediaError> {
+    const NEXT: &str = "SELECT id, sdkfileid, md5sum, size, next_index, bytes_done, attempts \
+        FROM archive_media WHERE corp_id = $1 AND state = 'pending' ORDER BY id LIMIT 1";
+    let started = Instant::now();
+    let mut done = 0;
+    while started.elapsed() < budget {
+        let next: Option<Pending> = on_db!(db, |pool| sqlx::query_as(NEXT)
+            .bind(corp_id)
+            .fetch_optional(pool)
+            .await)?;
+        let Some(p) = next else { break };
+        if download_one(db, corp_id, sup, dir, settings, &p).await? {
+            done += 1;
+        }
+    }
+    Ok(done)
+}
+
+async fn set_state(
+    db: &Db,
+    id: i64,
+    state: &str,
+    error: Option<&str>,
+    path: Option<&str>,
+) -> Result<(), StoreError> {
+    const SQL: &str = "UPDATE archive_media SET state = $2, error = $3, path = COALESCE($4, path), \
+        attempts = attempts + CASE WHEN $2 = 'failed' THEN 1 ELSE 0 END, updated_at_ms = $5 \
+        WHERE id = $1";
+    on_db!(db, |pool| sqlx::query(SQL)
+        .bind(id)
+        .bind(state)
+        .bind(error)
+        .bind(path)
+        .bind(now_ms())
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+    Ok(())
+}
+
+fn final_path(dir: &Path, corp_id: &str, md5: &str) -> PathBuf {
+    dir.join(corp_id).join(&md5[..2.min(md5.len())]).join(md5)
+}
+
+/// One file; `true` when it finished (done, too large or failed for good).
+async fn download_one(
+    db: &Db,
+    corp_id: &str,
+    sup: &mut Supervisor,
+    dir: &Path,
+    settings: &ArchiveSettings,
+    p: &Pending,
+) -> Result<bool, MediaError> {
+    const CHECKPOINT: &str = "UPDATE archive_media SET next_index = $2, bytes_done = $3, \
+        updated_at_ms = $4 WHERE id = $1";
+    const RETRY: &str = "UPDATE archive_media SET attempts = attempts + 1, error = $2, \
+        state = CASE WHEN attempts + 1 >= $3 THEN 'failed' ELSE state END, updated_at_ms = $4 \
+        WHERE id = $1";
+    const SAME: &str = "SELECT path FROM archive_media WHERE corp_id = $1 AND md5sum = $2 \
+        AND state = 'done' AND path IS NOT NULL LIMIT 1";
+    // The same content already downloaded for another message.
+    if let Some(md5) = p.md5sum.as_deref().filter(|m| is_md5(m)) {
+        let same: Option<String> = on_db!(db, |pool| sqlx::query_scalar(SAME)
+            .bind(corp_id)
+            .bind(md5)
+            .fetch_optional(pool)
+            .await)?;
+        if let Some(path) = same.filter(|p| Path::new(p).exists()) {
+            set_state(db, p.id, "done", None, Some(&path)).await?;
+            return Ok(true);
+        }
+    }
+    let part_dir = dir.join(corp_id).join(".part");
+    std::fs::create_dir_all(&part_dir)?;
+    let part = part_dir.join(p.id.to_string());
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(&part)?;
+    // Bytes past the last checkpoint were written but not recorded: drop them.
+    file.set_len(u64::try_from(p.bytes_done).unwrap_or(0))?;
+    let mut file = std::io::BufWriter::new(file);
+    use std::io::Seek as _;
+    file.seek(std::io::SeekFrom::End(0))?;
+    let mut index = p.next_index.clone();
+    let mut bytes = p.bytes_done;
+    let max = i64::try_from(settings.media_max_bytes).unwrap_or(i64::MAX);
+    loop {
+        let request = Request::Media {
+            sdkfileid: p.sdkfileid.clone(),
+            index: index.clone(),
+            timeout_secs: i32::try_from(settings.call_timeout_secs).unwrap_or(30),
+        };
+        let reply = match sup.call(&request).await {
+            Ok(r) => r,
+            Err(CallError::Library { ret, message }) => {
+                // 10005: bad file id; 301048: gone from WeCom — retrying cannot help.
+                let permanent = ret == 10005 || message.contains("301048");
+                let error = format!("GetMediaData ret {ret}: {message}");
+                if permanent {
+                    set_state(db, p.id, "failed", Some(&error), None).await?;
+                } else {
+                    on_db!(db, |pool| sqlx::query(RETRY)
+                        .bind(p.id)
+                        .bind(&error)
+                        .bind(MAX_ATTEMPTS)
+                        .bind(now_ms())
+                        .execute(pool)
+                        .await
+                        .map(|_| ()))?;
+                }
+                return Ok(permanent || p.attempts + 1 >= MAX_ATTEMPTS);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Reply::Media {
+            data_b64,
+            next_index,
+            finished,
+        } = reply
+        else {
+            return Ok(false);
+        };
+        use base64::Engine as _;
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(data_b64.as_bytes())
+            .unwrap_or_default();
+        bytes += i64::try_from(data.len()).unwrap_or(i64::MAX);
+        if bytes > max {
+            drop(file);
+            let _ = std::fs::remove_file(&part);
+            set_state(db, p.id, "too_large", Some("over media_max_bytes"), None).await?;
+            return Ok(true);
+        }
+        file.write_all(&data)?;
+        file.flush()?;
+        file.get_ref().sync_data()?;
+        on_db!(db, |pool| sqlx::query(CHECKPOINT)
+            .bind(p.id)
+            .bind(&next_index)
+            .bind(bytes)
+            .bind(now_ms())
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        index = next_index;
+        if finished {
+            break;
+        }
+    }
+    drop(file);
+    let content = std::fs::read(&part)?;
+    let md5 = hex::encode(md5::Md5::digest(&content));
+    if let Some(expected) = p.md5sum.as_deref().filter(|m| is_md5(m))
+        && !expected.eq_ignore_ascii_case(&md5)
+    {
+        let _ = std::fs::remove_file(&part);
+        set_state(
+            db,
+            p.id,
+            "failed",
+            Some(&format!("md5 {md5} differs from the message's {expected}")),
+            None,
+        )
+        .await?;
+        return Ok(true);
+    }
+    if let Some(size) = p.size
+        && size != i64::try_from(content.len()).unwrap_or(i64::MAX)
+    {
+        let _ = std::fs::remove_file(&part);
+        set_state(
+            db,
+            p.id,
+            "failed",
+            Some(&format!("{} bytes, the message says {size}", content.len())),
+            None,
+        )
+        .await?;
+        return Ok(true);
+    }
+    let target = final_path(dir, corp_id, &md5);
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    if target.exists() {
+        std::fs::remove_file(&part)?;
+    } else {
+        std::fs::rename(&part, &target)?;
+    }
+    set_state(db, p.id, "done", None, Some(&target.display().to_string())).await?;
+    metrics::counter!("scrm_archive_media_total", "corp_id" => corp_id.to_owned()).increment(1);
+    Ok(true)
+}
+
+fn is_md5(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}

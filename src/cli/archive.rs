@@ -1,0 +1,159 @@
+//! `scrm archive status|pull|retry|undecryptable`: the chat archive from the command line.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Subcommand;
+
+use crate::archive::{self, Archive, store};
+use crate::config::Config;
+use crate::wecom::Wecom;
+use crate::{coord, startup};
+
+/// `scrm archive …`.
+#[derive(Debug, Subcommand)]
+pub enum ArchiveCommand {
+    /// Cursor, lag, last error, worker restarts and undecryptable count of every corp.
+    Status {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pull now until caught up, scan what is new and fetch pending media (what `serve` does on
+    /// `msgaudit_notify`).
+    Pull {
+        /// The corp (default: the only configured corp).
+        #[arg(long)]
+        corp: Option<String>,
+    },
+    /// Try the recorded undecryptable records again with the keys now configured.
+    Retry {
+        /// The corp (default: the only configured corp).
+        #[arg(long)]
+        corp: Option<String>,
+    },
+    /// The records that could not be decrypted, with the reason.
+    Undecryptable {
+        /// The corp (default: the only configured corp).
+        #[arg(long)]
+        corp: Option<String>,
+        /// Also those decrypted since.
+        #[arg(long)]
+        all: bool,
+        /// How many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+}
+
+/// Runs `scrm archive …`.
+pub async fn run(config: &Config, command: ArchiveCommand) -> anyhow::Result<i32> {
+    let db = startup::open_database(config).await?;
+    let code = match command {
+        ArchiveCommand::Status { json } => {
+            let all = archive::status(&db).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else if all.is_empty() {
+                println!("no archive pulled yet");
+            } else {
+                println!(
+                    "{:<20}  {:>10}  {:>7}  {:>9}  {:>13}  {:>8}  {:>8}  last success (UTC)   last error",
+                    "corp", "seq", "lag", "messages", "undecryptable", "restarts", "media…"
+                );
+                for s in &all {
+                    println!(
+                        "{:<20}  {:>10}  {:>7}  {:>9}  {:>13}  {:>8}  {:>8}  {:<19}  {}",
+                        s.cursor.corp_id,
+                        s.cursor.seq,
+                        s.lag_seq,
+                        s.counts.messages,
+                        s.counts.undecryptable_open,
+                        s.cursor.worker_restarts,
+                        s.counts.media_pending,
+                        s.cursor.last_success_at_ms.map(super::utc).unwrap_or_else(|| "never".into()),
+                        s.cursor.last_error.as_deref().unwrap_or("-"),
+                    );
+                }
+            }
+            0
+        }
+        ArchiveCommand::Pull { corp } => {
+            let corp = super::apikey::corp_of(config, corp)?;
+            let (archive, mut sup) = open(config, &db, &corp).await?;
+            let report = archive::pull_until_caught_up(&db, &corp, &mut sup, &config.archive, None)
+                .await
+                .context("pull failed (the cursor stays where the last stored batch put it)")?;
+            let scanned = archive.scan_pending(&corp).await?;
+            let media = if config.archive.media {
+                archive::media::download_pending(
+                    &db,
+                    &corp,
+                    &mut sup,
+                    &archive::media_dir(config),
+                    &config.archive,
+                    std::time::Duration::from_secs(3600),
+                )
+                .await?
+            } else {
+                0
+            };
+            sup.shutdown().await;
+            println!(
+                "pulled: {} calls, {} new messages, {} already stored, {} undecryptable; cursor at seq {}; {} scanned; {} media files",
+                report.calls, report.messages, report.duplicates, report.undecryptable, report.seq, scanned, media
+            );
+            i32::from(report.undecryptable > 0)
+        }
+        ArchiveCommand::Retry { corp } => {
+            let corp = super::apikey::corp_of(config, corp)?;
+            let (archive, mut sup) = open(config, &db, &corp).await?;
+            let n = archive.retry_undecryptable(&corp, &mut sup).await?;
+            let scanned = archive.scan_pending(&corp).await?;
+            sup.shutdown().await;
+            let left = store::counts(&db, &corp).await?.undecryptable_open;
+            println!("decrypted {n}; {scanned} scanned; {left} still undecryptable");
+            i32::from(left > 0)
+        }
+        ArchiveCommand::Undecryptable { corp, all, limit } => {
+            let corp = super::apikey::corp_of(config, corp)?;
+            let rows = store::undecryptable(&db, &corp, !all, limit).await?;
+            println!(
+                "{:>10}  {:<36}  {:>3}  {:<20}  {:>8}  detail",
+                "seq", "msgid", "ver", "reason", "attempts"
+            );
+            for r in &rows {
+                println!(
+                    "{:>10}  {:<36}  {:>3}  {:<20}  {:>8}  {}{}",
+                    r.seq,
+                    r.msgid,
+                    r.publickey_ver,
+                    r.reason,
+                    r.attempts,
+                    r.detail,
+                    if r.resolved_at_ms.is_some() { " (decrypted since)" } else { "" }
+                );
+            }
+            0
+        }
+    };
+    db.close().await;
+    Ok(code)
+}
+
+async fn open(
+    config: &Config,
+    db: &crate::db::Db,
+    corp: &str,
+) -> anyhow::Result<(Archive, archive::supervisor::Supervisor)> {
+    let coord = coord::connect(config.redis_url.as_deref()).await?;
+    let wecom = Wecom::new(config, coord).context("cannot build the WeCom API client")?;
+    let rules = Arc::new(startup::load_rules(config)?);
+    let archive = Archive::new(config, db.clone(), wecom, rules).context(
+        "the chat archive is not configured: set [archive] library and the corp's [corps.archive]",
+    )?;
+    let sup = archive
+        .supervisor(corp)
+        .with_context(|| format!("corp {corp} has no [corps.archive]"))?;
+    Ok((archive, sup))
+}
