@@ -52,4 +52,6 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
+# The chat-archive tests load the stand-in library from the target folder.
+cargo build -p wework-finance-standin
 cargo nextest run --workspace --no-fail-fast "$@"

@@ -65,6 +65,8 @@ pub enum Action {
     ReadAlerts,
     /// Acknowledge, resolve, mark false positive, reopen alerts.
     HandleAlerts,
+    /// Read archived chat content (every read is logged) and the archive's health.
+    ReadArchive,
 }
 
 /// Who is calling: from an API key now, from a WeCom-login session later.
@@ -119,7 +121,7 @@ impl Principal {
             Role::Admin => true,
             Role::Compliance => matches!(
                 action,
-                ReadCustomers | ReadOperations | ReadAlerts | HandleAlerts
+                ReadCustomers | ReadOperations | ReadAlerts | HandleAlerts | ReadArchive
             ),
             Role::Sales => matches!(action, ReadCustomers | EditCustomers),
         };

@@ -110,6 +110,8 @@ struct RawArchive {
     proxy_password: Option<Secret<String>>,
     #[serde(default)]
     operators: Vec<String>,
+    #[serde(default)]
+    worker_env: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -292,7 +294,7 @@ pub struct ArchiveSettings {
     /// Records asked for per `GetChatData` call (at most 1000).
     pub batch_limit: u32,
     /// The `timeout` given to the library per call, seconds; a call not answered within this plus
-    /// 15 s counts as a hang and the worker is restarted.
+    /// 5 s counts as a hang and the worker is restarted.
     pub call_timeout_secs: u32,
     /// The worker is restarted (between calls) when its resident memory passes this.
     pub memory_limit_mb: u64,
@@ -310,6 +312,9 @@ pub struct ArchiveSettings {
     pub proxy: String,
     /// `user:password` for the proxy.
     pub proxy_password: Option<Secret<String>>,
+    /// Environment of the worker process (e.g. `LD_LIBRARY_PATH` for the OpenSSL the library
+    /// ships with), added to the server's own.
+    pub worker_env: std::collections::BTreeMap<String, String>,
     /// Operators (userids) alerted when the archive stalls, besides each corp's
     /// `alert_recipients`.
     pub operators: Vec<String>,
@@ -331,6 +336,7 @@ impl Default for ArchiveSettings {
             stall_alert_secs: 7200,
             proxy: String::new(),
             proxy_password: None,
+            worker_env: std::collections::BTreeMap::new(),
             operators: Vec::new(),
         }
     }
@@ -894,9 +900,10 @@ fn corp_archive(raw: RawCorpArchive, i: usize, corp_id: &str) -> Result<CorpArch
             ));
         }
         let pem = match (key.file, key.pem) {
-            (Some(path), None) => Secret::new(std::fs::read_to_string(&path).map_err(|e| {
-                invalid(&field, format!("cannot read {}: {e}", path.display()))
-            })?),
+            (Some(path), None) => Secret::new(
+                std::fs::read_to_string(&path)
+                    .map_err(|e| invalid(&field, format!("cannot read {}: {e}", path.display())))?,
+            ),
             (None, Some(pem)) => pem,
             _ => return Err(invalid(field, "give exactly one of file and pem")),
         };
@@ -916,7 +923,10 @@ fn archive_settings(raw: RawArchive, corps: &[CorpConfig]) -> Result<ArchiveSett
     let s = ArchiveSettings {
         library: raw.library,
         worker_program: raw.worker_program,
-        poll_interval_secs: raw.poll_interval_secs.unwrap_or(d.poll_interval_secs).max(1),
+        poll_interval_secs: raw
+            .poll_interval_secs
+            .unwrap_or(d.poll_interval_secs)
+            .max(1),
         batch_limit: raw.batch_limit.unwrap_or(d.batch_limit),
         call_timeout_secs: raw.call_timeout_secs.unwrap_or(d.call_timeout_secs),
         memory_limit_mb: raw.memory_limit_mb.unwrap_or(d.memory_limit_mb),
@@ -931,6 +941,7 @@ fn archive_settings(raw: RawArchive, corps: &[CorpConfig]) -> Result<ArchiveSett
         proxy: raw.proxy.unwrap_or_default(),
         proxy_password: raw.proxy_password,
         operators: raw.operators,
+        worker_env: raw.worker_env,
     };
     if !(1..=1000).contains(&s.batch_limit) {
         return Err(invalid(
@@ -939,7 +950,10 @@ fn archive_settings(raw: RawArchive, corps: &[CorpConfig]) -> Result<ArchiveSett
         ));
     }
     if !(1..=600).contains(&s.call_timeout_secs) {
-        return Err(invalid("archive.call_timeout_secs", "must be between 1 and 600"));
+        return Err(invalid(
+            "archive.call_timeout_secs",
+            "must be between 1 and 600",
+        ));
     }
     if s.memory_limit_mb < 32 {
         return Err(invalid("archive.memory_limit_mb", "must be at least 32"));

@@ -11,7 +11,10 @@ fn main() {
     // One TLS provider for the whole process (reqwest, sqlx): aws-lc-rs.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = scrm::cli::Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("错误 (error): cannot start the runtime: {e}");

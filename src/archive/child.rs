@@ -111,8 +111,8 @@ fn open(
         ring.insert_pem(*version, pem)
             .map_err(|e| failed(0, &e.to_string()))?;
     }
-    let library = FinanceLibrary::open(std::path::Path::new(path))
-        .map_err(|e| failed(0, &e.to_string()))?;
+    let library =
+        FinanceLibrary::open(std::path::Path::new(path)).map_err(|e| failed(0, &e.to_string()))?;
     let mut sdk = library
         .new_sdk()
         .map_err(|e| failed(e.ret, &format!("NewSdk: {e}")))?;

@@ -54,7 +54,10 @@ pub struct Archive {
 impl std::fmt::Debug for Archive {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Archive")
-            .field("corps", &self.corps.iter().map(|(c, _)| c).collect::<Vec<_>>())
+            .field(
+                "corps",
+                &self.corps.iter().map(|(c, _)| c).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -214,10 +217,16 @@ impl Archive {
                     Ok(n) => {
                         retried_undecryptable = true;
                         if n > 0 {
-                            tracing::info!(corp_id, decrypted = n, "recorded undecryptable messages decrypted with the keys now configured");
+                            tracing::info!(
+                                corp_id,
+                                decrypted = n,
+                                "recorded undecryptable messages decrypted with the keys now configured"
+                            );
                         }
                     }
-                    Err(e) => tracing::warn!(corp_id, error = %e, "cannot retry undecryptable records"),
+                    Err(e) => {
+                        tracing::warn!(corp_id, error = %e, "cannot retry undecryptable records")
+                    }
                 }
             }
             let pulled = self.pull(corp_id, &mut sup, &lock).await;
@@ -290,7 +299,8 @@ impl Archive {
         let c = store::cursor(&self.db, corp_id, now).await?;
         let since = c.last_success_at_ms.or(c.last_pull_at_ms);
         let Some(since) = since else { return Ok(()) };
-        let limit_ms = i64::try_from(self.settings.stall_alert_secs).unwrap_or(i64::MAX / 2000) * 1000;
+        let limit_ms =
+            i64::try_from(self.settings.stall_alert_secs).unwrap_or(i64::MAX / 2000) * 1000;
         if now - since < limit_ms || c.stall_alerted_at_ms.is_some() {
             return Ok(());
         }
@@ -369,6 +379,7 @@ pub fn worker_spec(
         call_timeout_secs: i32::try_from(settings.call_timeout_secs).unwrap_or(30),
         memory_limit_kib: settings.memory_limit_mb.saturating_mul(1024),
         backoff_max: Duration::from_secs(settings.restart_backoff_max_secs),
+        env: settings.worker_env.clone(),
     }
 }
 
@@ -449,7 +460,11 @@ pub async fn pull_until_caught_up(
             }
             Err(store::StoreBatchError::CursorMoved { expected }) => {
                 // Another puller stored this batch: start again from where it left the cursor.
-                tracing::info!(corp_id, expected, "archive cursor moved under this pull; continuing from the stored cursor");
+                tracing::info!(
+                    corp_id,
+                    expected,
+                    "archive cursor moved under this pull; continuing from the stored cursor"
+                );
             }
             Err(store::StoreBatchError::Store(e)) => return Err(e.into()),
         }
@@ -485,7 +500,8 @@ pub async fn retry_undecryptable(
             Reply::Batch { items, .. } => items,
             _ => return Err(PullError::Protocol),
         };
-        let stored = store::store_redecrypted(db, corp_id, &items, media_max_bytes, now_ms()).await?;
+        let stored =
+            store::store_redecrypted(db, corp_id, &items, media_max_bytes, now_ms()).await?;
         decrypted += stored.messages;
     }
 }

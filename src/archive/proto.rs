@@ -200,7 +200,11 @@ pub async fn read_async<T: for<'de> Deserialize<'de>>(
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails loudly")]
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        reason = "a test fails loudly"
+    )]
     use super::*;
 
     #[test]
@@ -212,7 +216,14 @@ mod tests {
         })
         .unwrap();
         let back: Request = read_blocking(&mut frame.as_slice()).unwrap();
-        assert!(matches!(back, Request::Pull { seq: 7, limit: 1000, .. }));
+        assert!(matches!(
+            back,
+            Request::Pull {
+                seq: 7,
+                limit: 1000,
+                ..
+            }
+        ));
         // Cut anywhere: closed, never a panic.
         for cut in 0..frame.len() {
             let r: Result<Request, _> = read_blocking(&mut &frame[..cut]);

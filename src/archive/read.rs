@@ -77,7 +77,13 @@ pub struct MessageRow {
 const COLUMNS: &str = "id, seq, msgid, action, msgtype, sender, sender_kind, receivers, room_id, \
     msg_time_ms, staff_id, external_userid, text, payload, revoked_at_ms, revoked_by";
 
-async fn log(db: &Db, who: &Reader<'_>, what: &str, target: &str, items: i64) -> Result<(), StoreError> {
+async fn log(
+    db: &Db,
+    who: &Reader<'_>,
+    what: &str,
+    target: &str,
+    items: i64,
+) -> Result<(), StoreError> {
     const SQL: &str = "INSERT INTO archive_read (at_ms, actor, role, corp_id, what, target, items) \
         VALUES ($1, $2, $3, $4, $5, $6, $7)";
     on_db!(db, |pool| sqlx::query(SQL)
@@ -108,34 +114,43 @@ pub async fn messages(
          AND ($5 IS NULL OR msg_time_ms >= $5) AND ($6 IS NULL OR msg_time_ms < $6) \
          AND ($7 IS NULL OR id < $7) ORDER BY msg_time_ms DESC, id DESC LIMIT $8"
     );
-    let rows: Vec<MessageRow> = on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
-        .bind(who.corp_id)
-        .bind(f.staff_id.as_deref())
-        .bind(f.external_userid.as_deref())
-        .bind(f.room_id.as_deref())
-        .bind(f.since_ms)
-        .bind(f.until_ms)
-        .bind(f.before_id)
-        .bind(f.limit)
-        .fetch_all(pool)
-        .await)?;
+    let rows: Vec<MessageRow> =
+        on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+            .bind(who.corp_id)
+            .bind(f.staff_id.as_deref())
+            .bind(f.external_userid.as_deref())
+            .bind(f.room_id.as_deref())
+            .bind(f.since_ms)
+            .bind(f.until_ms)
+            .bind(f.before_id)
+            .bind(f.limit)
+            .fetch_all(pool)
+            .await)?;
     let target = serde_json::json!({
         "staff_id": f.staff_id, "external_userid": f.external_userid, "room_id": f.room_id,
         "since_ms": f.since_ms, "until_ms": f.until_ms, "before_id": f.before_id,
     })
     .to_string();
-    log(db, who, "messages", &target, i64::try_from(rows.len()).unwrap_or(0)).await?;
+    log(
+        db,
+        who,
+        "messages",
+        &target,
+        i64::try_from(rows.len()).unwrap_or(0),
+    )
+    .await?;
     Ok(rows)
 }
 
 /// One message by row id (of the reader's corp); logged.
 pub async fn message(db: &Db, who: &Reader<'_>, id: i64) -> Result<Option<MessageRow>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM archive_message WHERE corp_id = $1 AND id = $2");
-    let row: Option<MessageRow> = on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
-        .bind(who.corp_id)
-        .bind(id)
-        .fetch_optional(pool)
-        .await)?;
+    let row: Option<MessageRow> =
+        on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+            .bind(who.corp_id)
+            .bind(id)
+            .fetch_optional(pool)
+            .await)?;
     if let Some(r) = &row {
         log(db, who, "message", &r.msgid, 1).await?;
     }

@@ -52,16 +52,22 @@ pub async fn cursor(db: &Db, corp_id: &str, now_ms: i64) -> Result<CursorRow, St
         .await
         .map(|_| ()))?;
     let sql = format!("SELECT {CURSOR_COLUMNS} FROM archive_cursor WHERE corp_id = $1");
-    Ok(on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
-        .bind(corp_id)
-        .fetch_one(pool)
-        .await)?)
+    Ok(on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(
+        sql.as_str()
+    ))
+    .bind(corp_id)
+    .fetch_one(pool)
+    .await)?)
 }
 
 /// Every corp's cursor row.
 pub async fn cursors(db: &Db) -> Result<Vec<CursorRow>, StoreError> {
     let sql = format!("SELECT {CURSOR_COLUMNS} FROM archive_cursor ORDER BY corp_id");
-    Ok(on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str())).fetch_all(pool).await)?)
+    Ok(on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(
+        sql.as_str()
+    ))
+    .fetch_all(pool)
+    .await)?)
 }
 
 /// Records a failed pull (the cursor stays).
@@ -252,8 +258,15 @@ pub async fn store_batch(
                 if insert_message(&mut tx, corp_id, &r, now_ms).await? {
                     stored.messages += 1;
                     newest_time = newest_time.max(Some(m.msgtime_ms));
-                    after_insert(&mut tx, corp_id, &m, &item.record.msgid, media_max_bytes, now_ms)
-                        .await?;
+                    after_insert(
+                        &mut tx,
+                        corp_id,
+                        &m,
+                        &item.record.msgid,
+                        media_max_bytes,
+                        now_ms,
+                    )
+                    .await?;
                 } else {
                     stored.duplicates += 1;
                 }
@@ -282,7 +295,12 @@ pub async fn store_batch(
     if stored.undecryptable > 0 {
         metrics::counter!("scrm_archive_undecryptable_total", "corp_id" => corp_id.to_owned())
             .increment(stored.undecryptable);
-        tracing::warn!(corp_id, undecryptable = stored.undecryptable, seq = to_seq, "archived records could not be decrypted; they are recorded with the reason (scrm archive status)");
+        tracing::warn!(
+            corp_id,
+            undecryptable = stored.undecryptable,
+            seq = to_seq,
+            "archived records could not be decrypted; they are recorded with the reason (scrm archive status)"
+        );
     }
     metrics::counter!("scrm_archive_messages_total", "corp_id" => corp_id.to_owned())
         .increment(stored.messages);
@@ -313,8 +331,15 @@ pub async fn store_redecrypted(
                 let r = row(&m, seq, &item.record.msgid);
                 if insert_message(&mut tx, corp_id, &r, now_ms).await? {
                     stored.messages += 1;
-                    after_insert(&mut tx, corp_id, &m, &item.record.msgid, media_max_bytes, now_ms)
-                        .await?;
+                    after_insert(
+                        &mut tx,
+                        corp_id,
+                        &m,
+                        &item.record.msgid,
+                        media_max_bytes,
+                        now_ms,
+                    )
+                    .await?;
                 }
                 resolve_undecryptable(&mut tx, corp_id, &item.record.msgid, now_ms).await?;
             }

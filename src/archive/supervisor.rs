@@ -25,12 +25,14 @@ pub struct WorkerSpec {
     pub program: PathBuf,
     /// The first frame (library, credentials, keys).
     pub hello: Request,
-    /// The library's own timeout per call, seconds; the supervisor waits 15 s more.
+    /// The library's own timeout per call, seconds; the supervisor waits 5 s more.
     pub call_timeout_secs: i32,
     /// Resident memory above which the worker is replaced.
     pub memory_limit_kib: u64,
     /// Longest backoff between two starts.
     pub backoff_max: Duration,
+    /// Extra environment of the worker.
+    pub env: std::collections::BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for WorkerSpec {
@@ -147,6 +149,7 @@ impl Supervisor {
         }
         let mut child = Command::new(&self.spec.program)
             .arg("archive-worker")
+            .envs(&self.spec.env)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -210,7 +213,7 @@ impl Supervisor {
             detail: e.to_string(),
         })?;
         let timeout = Duration::from_secs(
-            u64::try_from(self.spec.call_timeout_secs.max(1)).unwrap_or(30) + 15,
+            u64::try_from(self.spec.call_timeout_secs.max(1)).unwrap_or(30) + 5,
         );
         let exchange = async {
             run.stdin.write_all(&frame).await?;
@@ -221,7 +224,10 @@ impl Supervisor {
         };
         match tokio::time::timeout(timeout, exchange).await {
             Err(_) => {
-                let detail = format!("no answer within {}s; the worker was killed", timeout.as_secs());
+                let detail = format!(
+                    "no answer within {}s; the worker was killed",
+                    timeout.as_secs()
+                );
                 self.replace("hang", detail.clone()).await;
                 Err(CallError::Worker {
                     reason: "hang",

@@ -71,7 +71,10 @@ pub async fn run(config: &Config, command: ArchiveCommand) -> anyhow::Result<i32
                         s.counts.undecryptable_open,
                         s.cursor.worker_restarts,
                         s.counts.media_pending,
-                        s.cursor.last_success_at_ms.map(super::utc).unwrap_or_else(|| "never".into()),
+                        s.cursor
+                            .last_success_at_ms
+                            .map(super::utc)
+                            .unwrap_or_else(|| "never".into()),
                         s.cursor.last_error.as_deref().unwrap_or("-"),
                     );
                 }
@@ -101,7 +104,13 @@ pub async fn run(config: &Config, command: ArchiveCommand) -> anyhow::Result<i32
             sup.shutdown().await;
             println!(
                 "pulled: {} calls, {} new messages, {} already stored, {} undecryptable; cursor at seq {}; {} scanned; {} media files",
-                report.calls, report.messages, report.duplicates, report.undecryptable, report.seq, scanned, media
+                report.calls,
+                report.messages,
+                report.duplicates,
+                report.undecryptable,
+                report.seq,
+                scanned,
+                media
             );
             i32::from(report.undecryptable > 0)
         }
@@ -131,7 +140,11 @@ pub async fn run(config: &Config, command: ArchiveCommand) -> anyhow::Result<i32
                     r.reason,
                     r.attempts,
                     r.detail,
-                    if r.resolved_at_ms.is_some() { " (decrypted since)" } else { "" }
+                    if r.resolved_at_ms.is_some() {
+                        " (decrypted since)"
+                    } else {
+                        ""
+                    }
                 );
             }
             0

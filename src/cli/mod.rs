@@ -1,8 +1,8 @@
 //! The `scrm` command line. Every command reads the same configuration as `serve`.
 
 mod alerts;
-mod archive;
 mod apikey;
+mod archive;
 mod emulator;
 mod inbox;
 mod outbox;

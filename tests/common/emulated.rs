@@ -30,6 +30,8 @@ pub struct Options {
     pub corp_config: String,
     /// `SCRM_REDIS_URL` for the server, if any.
     pub redis_url: Option<String>,
+    /// Runs on the emulator before the server starts (set-up the server reads at once).
+    pub before_server: Option<fn(&EmulatorState)>,
 }
 
 impl Default for Options {
@@ -39,6 +41,7 @@ impl Default for Options {
             extra_config: String::new(),
             corp_config: String::new(),
             redis_url: None,
+            before_server: None,
         }
     }
 }
@@ -177,12 +180,17 @@ impl EmulatedApp {
             .await
             .expect("start emulator");
         emulator.state().add_app(CORP, SECRET, Some(AGENT_ID));
+        if let Some(set_up) = options.before_server {
+            set_up(&emulator.state());
+        }
         let test_db = TestDb::create(backend).await;
+        // `{EMULATOR_ADDR}` in the extra config: where the emulator listens.
+        let addr = emulator.addr().to_string();
         let config_text = server_config_with(
             &test_db.url,
             &emulator.base_url(),
-            &options.extra_config,
-            &options.corp_config,
+            &options.extra_config.replace("{EMULATOR_ADDR}", &addr),
+            &options.corp_config.replace("{EMULATOR_ADDR}", &addr),
             options.redis_url.as_deref(),
         );
         let server = Instance::start(&config_text).await;

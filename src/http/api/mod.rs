@@ -9,6 +9,7 @@
 //! Malformed bodies, paths and queries answer 400/422 with `{"code","message","field","reason"}`.
 
 mod alerts;
+mod archive;
 mod customers;
 mod followup;
 mod outbox;
@@ -316,6 +317,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     let mut all = Vec::new();
     all.extend(customers::endpoints());
     all.extend(alerts::endpoints());
+    all.extend(archive::endpoints());
     all.extend(tags::endpoints());
     all.extend(followup::endpoints());
     all.extend(outbox::endpoints());

@@ -38,7 +38,9 @@ pub enum KeyError {
     BadBase64,
     /// RSA decryption failed: the key of that version is not the one that wrapped it, or the
     /// ciphertext is damaged.
-    #[error("RSA decryption with the key of publickey_ver {0} failed (wrong key for this version?)")]
+    #[error(
+        "RSA decryption with the key of publickey_ver {0} failed (wrong key for this version?)"
+    )]
     Rsa(u32),
     /// The unwrapped key is not the short printable string the library expects.
     #[error("the unwrapped key of publickey_ver {0} is not printable text")]
@@ -191,7 +193,11 @@ fn der_len(out: &mut Vec<u8>, len: usize) {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails loudly")]
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        reason = "a test fails loudly"
+    )]
     use super::*;
 
     fn fixture(name: &str) -> String {
@@ -223,8 +229,14 @@ mod tests {
         let wrapped = other.wrap("secret-key-text").unwrap();
         assert_eq!(ring.unwrap_key(1, &wrapped), Err(KeyError::Rsa(1)));
         assert_eq!(ring.unwrap_key(1, &wrapped).unwrap_err().code(), "bad_key");
-        assert_eq!(ring.unwrap_key(7, &wrapped), Err(KeyError::UnknownVersion(7)));
-        assert_eq!(ring.unwrap_key(1, "**not base64**"), Err(KeyError::BadBase64));
+        assert_eq!(
+            ring.unwrap_key(7, &wrapped),
+            Err(KeyError::UnknownVersion(7))
+        );
+        assert_eq!(
+            ring.unwrap_key(1, "**not base64**"),
+            Err(KeyError::BadBase64)
+        );
         assert_eq!(ring.unwrap_key(1, "AAAA"), Err(KeyError::Rsa(1)));
     }
 

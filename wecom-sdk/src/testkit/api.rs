@@ -25,15 +25,17 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
+use axum::routing::{any, post};
 use serde_json::{Value, json};
 
+use super::archive;
 use super::callbacks::Outgoing;
 use super::faults::{FaultKind, GARBAGE, SILENCE};
 use super::handlers::{self, ApiErr, Ctx, Route};
 use super::model::App;
 use super::state::{EmulatorState, TokenEntry, random_id, secs};
 use super::{EmulatorLimits, admin, handlers::transfers};
+use crate::archive::standin::{CHATDATA_PATH, MEDIA_PATH};
 use crate::secret::Secret;
 
 const MINUTE_MS: u64 = 60_000;
@@ -43,6 +45,8 @@ const HOUR_MS: u64 = 3_600_000;
 pub(crate) fn router(state: Arc<EmulatorState>) -> Router {
     Router::new()
         .route("/cgi-bin/{*api}", any(api_entry))
+        .route(CHATDATA_PATH, post(archive::chatdata))
+        .route(MEDIA_PATH, post(archive::media))
         .nest("/testkit", admin::routes())
         .with_state(state)
 }

@@ -24,6 +24,18 @@
 //! * **Write log** ([`EmulatorState::writes`], [`WriteRecord`]): when each successful write call
 //!   changed the state, in real time, with its request body — for measuring how long a change
 //!   takes to reach WeCom. The newest [`MAX_WRITES`] are kept.
+//! * **Chat archive** (会话内容存档, §5): the backend of WeCom's closed library, played for the
+//!   stand-in library `wecom-sdk/finance-standin` at `POST /finance/chatdata` and
+//!   `POST /finance/media` (outside `/cgi-bin/`, in the private format of
+//!   [`crate::archive::standin`]; point the stand-in at [`EmulatorHandle::addr`] with
+//!   [`crate::archive::standin::STANDIN_URL_ENV`]). Per corp: the archive secret
+//!   ([`EmulatorState::set_archive_secret`]), public keys by version
+//!   ([`EmulatorState::add_archive_public_key`]), records by seq, pushed as decrypted JSON
+//!   ([`EmulatorState::archive_push`], [`EmulatorState::archive_text`]) or made up on demand for
+//!   benchmarks ([`EmulatorState::archive_synthetic`]), sealed when served with a fresh key;
+//!   media in 512 KiB chunks ([`EmulatorState::archive_add_media`]); the 5-day retention on the
+//!   emulator clock; and the library's failure modes ([`ArchiveFault`]: crash, hang, leak, a
+//!   return code, an errcode, a damaged payload).
 //!
 //! Time: business time (token expiry, consistency delay, transfer windows, `CreateTime`) runs on
 //! the emulator clock ([`EmulatorState::now`], [`EmulatorState::advance_clock`]); rate-limit windows
@@ -90,6 +102,7 @@
 
 pub mod admin;
 mod api;
+mod archive;
 mod callbacks;
 mod events;
 mod faults;
@@ -102,6 +115,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use archive::{ArchiveFault, ArchiveMedia};
 pub use callbacks::{CallbackKind, CallbackTarget, DeliveryMode, DeliveryRecord};
 pub use faults::{Fault, FaultKind};
 pub use model::{

@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::secret::Secret;
 
 use super::EmulatorConfig;
+use super::archive::CorpArchive;
 use super::callbacks::{CallbackKind, CallbackTarget, DeliveryMode, DeliveryRecord, Job, Outgoing};
 use super::events;
 use super::faults::{Fault, FaultKind};
@@ -55,6 +56,8 @@ pub(crate) struct Inner {
     pub(crate) deliveries: Vec<DeliveryRecord>,
     pub(crate) delivery_mode: DeliveryMode,
     pub(crate) held: Vec<Job>,
+    /// Each corp's chat archive (`testkit::archive`), created on first use.
+    pub(crate) archives: BTreeMap<String, CorpArchive>,
 }
 
 impl Inner {
@@ -63,6 +66,11 @@ impl Inner {
         self.corps
             .entry(corp_id.to_owned())
             .or_insert_with(|| Corp::new(corp_id))
+    }
+
+    /// The corp's chat archive, created empty if it does not exist yet.
+    pub(crate) fn archive_mut(&mut self, corp_id: &str) -> &mut CorpArchive {
+        self.archives.entry(corp_id.to_owned()).or_default()
     }
 
     /// Counts one event against every `(key, window_ms, limit)` if all have room; otherwise
@@ -218,6 +226,13 @@ impl EmulatorState {
     /// The emulator clock: real Unix seconds plus every [`EmulatorState::advance_clock`].
     pub fn now(&self) -> i64 {
         chrono::Utc::now().timestamp() + self.offset_secs.load(Ordering::SeqCst)
+    }
+
+    /// The emulator clock in Unix milliseconds (chat-archive `msgtime`).
+    pub fn now_ms(&self) -> i64 {
+        chrono::Utc::now()
+            .timestamp_millis()
+            .saturating_add(self.offset_secs.load(Ordering::SeqCst).saturating_mul(1000))
     }
 
     /// Moves the emulator clock forward: tokens expire, consistency delays pass, and transfers
