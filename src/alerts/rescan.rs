@@ -1,8 +1,9 @@
 //! The retroactive scan: after a rule changes, the stored messages run through the content rules
 //! again, as a resumable job (`jobs` kind `rescan`, checkpoint after every batch). Alerts it
 //! raises are de-duplicated by evidence like any other, so running it twice raises nothing twice.
-//! Today's stored messages are the texts sent to our apps (in the inbox); archived chat joins with
-//! the archive issue.
+//! The stored messages are the texts sent to our apps (in the inbox) and the archived chat
+//! (`archive_message`): the archive phase clears the messages' `scanned` flag once and lets the
+//! archive's own scanner work them off, so the flag is that phase's checkpoint.
 
 use serde::{Deserialize, Serialize};
 use wecom_sdk::event::{AppMessage, CallbackEvent};
@@ -27,6 +28,8 @@ struct Cursor {
     done: i64,
     hits: i64,
     alerts_opened: i64,
+    #[serde(default)]
+    archive_reset: bool,
 }
 
 /// What a finished scan did.
@@ -161,6 +164,31 @@ pub async fn run(
             return Err(RescanError::Busy(id));
         }
     }
+    if !cursor.archive_reset {
+        const RESET: &str = "UPDATE archive_message SET scanned = FALSE WHERE corp_id = $1 \
+            AND msg_time_ms >= $2 AND scanned";
+        on_db!(db, |pool| sqlx::query(RESET)
+            .bind(&corp)
+            .bind(cursor.since_ms)
+            .execute(pool)
+            .await
+            .map(|_| ()))
+        .map_err(StoreError::from)?;
+        cursor.archive_reset = true;
+        let text = serde_json::to_string(&cursor).unwrap_or_default();
+        jobs::checkpoint(
+            db,
+            id,
+            owner,
+            LEASE_MS,
+            &text,
+            cursor.done,
+            total.max(cursor.done),
+        )
+        .await?;
+    }
+    let archived = crate::archive::scan_pending(db, wecom, library, &corp).await?;
+    cursor.done += i64::try_from(archived).unwrap_or(0);
     let summary = RescanSummary {
         messages: cursor.done,
         hits: cursor.hits,

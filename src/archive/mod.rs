@@ -496,9 +496,8 @@ pub async fn retry_undecryptable(
         };
         after = *last;
         let records = rows.into_iter().map(|(_, r)| r).collect();
-        let items = match sup.call(&Request::Redecrypt { records }).await? {
-            Reply::Batch { items, .. } => items,
-            _ => return Err(PullError::Protocol),
+        let Reply::Batch { items, .. } = sup.call(&Request::Redecrypt { records }).await? else {
+            return Err(PullError::Protocol);
         };
         let stored =
             store::store_redecrypted(db, corp_id, &items, media_max_bytes, now_ms()).await?;

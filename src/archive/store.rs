@@ -243,41 +243,16 @@ pub async fn store_batch(
         seq: to_seq,
         ..Stored::default()
     };
-    let mut newest_time: Option<i64> = None;
     let mut tx = db.begin().await?;
-    for item in items {
-        let seq = i64::try_from(item.record.seq).unwrap_or(i64::MAX);
-        let parsed = match &item.outcome {
-            Outcome::Plain { json } => ArchivedMessage::parse(json.as_bytes())
-                .map_err(|e| ("corrupt_payload".to_owned(), format!("decrypted JSON: {e}"))),
-            Outcome::Undecryptable { reason, detail } => Err((reason.clone(), detail.clone())),
-        };
-        match parsed {
-            Ok(m) => {
-                let r = row(&m, seq, &item.record.msgid);
-                if insert_message(&mut tx, corp_id, &r, now_ms).await? {
-                    stored.messages += 1;
-                    newest_time = newest_time.max(Some(m.msgtime_ms));
-                    after_insert(
-                        &mut tx,
-                        corp_id,
-                        &m,
-                        &item.record.msgid,
-                        media_max_bytes,
-                        now_ms,
-                    )
-                    .await?;
-                } else {
-                    stored.duplicates += 1;
-                }
-                resolve_undecryptable(&mut tx, corp_id, &item.record.msgid, now_ms).await?;
-            }
-            Err((reason, detail)) => {
-                stored.undecryptable += 1;
-                record_undecryptable(&mut tx, corp_id, item, &reason, &detail, now_ms).await?;
-            }
-        }
-    }
+    let newest_time = store_items(
+        &mut tx,
+        corp_id,
+        items,
+        media_max_bytes,
+        now_ms,
+        &mut stored,
+    )
+    .await?;
     let moved = on_tx!(&mut tx, |conn| sqlx::query(MOVE)
         .bind(corp_id)
         .bind(from_seq)
@@ -307,7 +282,8 @@ pub async fn store_batch(
     Ok(stored)
 }
 
-/// Stores re-decrypted records (no cursor move: they are behind it already).
+/// Stores re-decrypted records (no cursor move: they are behind it already); those that still
+/// fail get their attempt counted and the new reason.
 pub async fn store_redecrypted(
     db: &Db,
     corp_id: &str,
@@ -315,10 +291,32 @@ pub async fn store_redecrypted(
     media_max_bytes: u64,
     now_ms: i64,
 ) -> Result<Stored, StoreError> {
-    const TOUCH: &str = "UPDATE archive_undecryptable SET attempts = attempts + 1, reason = $3, \
-        detail = $4 WHERE corp_id = $1 AND msgid = $2";
     let mut stored = Stored::default();
     let mut tx = db.begin().await?;
+    store_items(
+        &mut tx,
+        corp_id,
+        items,
+        media_max_bytes,
+        now_ms,
+        &mut stored,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(stored)
+}
+
+/// Each item as a message (with its consequences) or as an undecryptable record; the newest send
+/// time stored.
+async fn store_items(
+    tx: &mut crate::db::Tx,
+    corp_id: &str,
+    items: &[Item],
+    media_max_bytes: u64,
+    now_ms: i64,
+    stored: &mut Stored,
+) -> Result<Option<i64>, StoreError> {
+    let mut newest_time: Option<i64> = None;
     for item in items {
         let seq = i64::try_from(item.record.seq).unwrap_or(i64::MAX);
         let parsed = match &item.outcome {
@@ -329,35 +327,23 @@ pub async fn store_redecrypted(
         match parsed {
             Ok(m) => {
                 let r = row(&m, seq, &item.record.msgid);
-                if insert_message(&mut tx, corp_id, &r, now_ms).await? {
+                if insert_message(tx, corp_id, &r, now_ms).await? {
                     stored.messages += 1;
-                    after_insert(
-                        &mut tx,
-                        corp_id,
-                        &m,
-                        &item.record.msgid,
-                        media_max_bytes,
-                        now_ms,
-                    )
-                    .await?;
+                    newest_time = newest_time.max(Some(m.msgtime_ms));
+                    after_insert(tx, corp_id, &m, &item.record.msgid, media_max_bytes, now_ms)
+                        .await?;
+                } else {
+                    stored.duplicates += 1;
                 }
-                resolve_undecryptable(&mut tx, corp_id, &item.record.msgid, now_ms).await?;
+                resolve_undecryptable(tx, corp_id, &item.record.msgid, now_ms).await?;
             }
             Err((reason, detail)) => {
                 stored.undecryptable += 1;
-                on_tx!(&mut tx, |conn| sqlx::query(TOUCH)
-                    .bind(corp_id)
-                    .bind(&item.record.msgid)
-                    .bind(&reason)
-                    .bind(&detail)
-                    .execute(&mut *conn)
-                    .await
-                    .map(|_| ()))?;
+                record_undecryptable(tx, corp_id, item, &reason, &detail, now_ms).await?;
             }
         }
     }
-    tx.commit().await?;
-    Ok(stored)
+    Ok(newest_time)
 }
 
 async fn insert_message(
