@@ -33,6 +33,7 @@ both_backends!(
     undecryptable_records_are_recorded_then_decrypted_once_the_key_is_configured,
 );
 both_backends!(a_crashing_library_is_replaced_and_no_message_is_skipped);
+both_backends!(a_batch_stored_by_another_puller_changes_nothing);
 
 fn fixture(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -722,4 +723,100 @@ fn archive_configuration_errors_are_clear() {
         !format!("{:?}", ok.corps[0].archive).contains("BEGIN"),
         "keys never in Debug"
     );
+}
+
+/// Two pullers with the same batch: the cursor's compare-and-set lets the first store it and the
+/// second change nothing (no duplicate, no cursor moved backwards).
+async fn a_batch_stored_by_another_puller_changes_nothing(backend: Backend) {
+    use scrm::archive::proto::{Item, Outcome};
+    use scrm::archive::store::{self, StoreBatchError};
+    let test_db = common::TestDb::create(backend).await;
+    let db = test_db.connect().await;
+    let items: Vec<Item> = (1..=3u64)
+        .map(|seq| Item {
+            record: wecom_sdk::archive::EncryptedRecord {
+                seq,
+                msgid: format!("m{seq}"),
+                publickey_ver: 1,
+                encrypt_random_key: String::new(),
+                encrypt_chat_msg: String::new(),
+            },
+            outcome: Outcome::Plain {
+                json: json!({"msgid": format!("m{seq}"), "action": "send", "from": STAFF,
+                    "tolist": [CUSTOMER], "roomid": "", "msgtime": 1_700_000_000_000i64 + seq as i64,
+                    "msgtype": "text", "text": {"content": "你好"}})
+                .to_string(),
+            },
+        })
+        .collect();
+    let now = scrm::db::now_ms();
+    store::cursor(&db, CORP, now).await.unwrap();
+    let first = store::store_batch(&db, CORP, 0, &items, 1 << 20, now).await.unwrap();
+    assert_eq!((first.messages, first.seq), (3, 3));
+    let second = store::store_batch(&db, CORP, 0, &items, 1 << 20, now).await;
+    assert!(matches!(second, Err(StoreBatchError::CursorMoved { expected: 0 })), "{second:?}");
+    assert_eq!(stored(&db).await, 3);
+    assert_eq!(cursor(&db).await.seq, 3);
+    // A re-pull from the stored cursor of records already there stores nothing twice.
+    let again = store::store_batch(&db, CORP, 3, &items, 1 << 20, now).await.unwrap();
+    assert_eq!((again.messages, again.duplicates, again.seq), (0, 3, 3));
+    db.close().await;
+    test_db.drop_database().await;
+}
+
+/// The command line: `scrm archive pull` with its own worker, `status --json`, `undecryptable`;
+/// media over `media_max_bytes` is recorded, not fetched.
+#[tokio::test]
+async fn the_archive_command_line_pulls_and_reports() {
+    let emulator = wecom_sdk::testkit::Emulator::start(emulated::quick_emulator())
+        .await
+        .unwrap();
+    let w = emulator.state();
+    archive_wecom(&w);
+    w.add_archive_public_key(CORP, 3, &pem("v3.pub.pem")).unwrap();
+    w.archive_text(CORP, STAFF, &[CUSTOMER], "", "用未配置的密钥");
+    w.add_archive_public_key(CORP, 2, &pem("v2.pub.pem")).unwrap();
+    let (_, _) = w.archive_text(CORP, STAFF, &[CUSTOMER], "", "你好");
+    let big = w.archive_add_media(CORP, vec![7u8; 300_000]);
+    let file = json!({"msgid": "big-file", "action": "send", "from": STAFF, "tolist": [CUSTOMER],
+        "roomid": "", "msgtime": w.now_ms(), "msgtype": "file", "file": {"md5sum": big.md5sum,
+        "filename": "大文件.zip", "fileext": "zip", "filesize": big.size, "sdkfileid": big.sdkfileid}});
+    w.archive_push(CORP, &file.to_string(), None);
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "database_url = \"sqlite://{}/scrm.db\"\n[archive]\nlibrary = \"{}\"\nmedia_max_bytes = 100000\n\
+         media_dir = \"{}/media\"\n[archive.worker_env]\nWEWORK_FINANCE_STANDIN_URL = \"http://{}\"\n\
+         [[corps]]\ncorp_id = \"{CORP}\"\n[corps.archive]\nsecret = \"{ARCHIVE_SECRET}\"\n{}\n\
+         [[corps.apps]]\nname = \"a\"\ntoken = \"{ARCHIVE_TOKEN}\"\nencoding_aes_key = \"{ARCHIVE_KEY}\"\n",
+        dir.path().display(),
+        standin().display(),
+        dir.path().display(),
+        emulator.addr(),
+        keys_toml(&[1, 2]),
+    );
+    std::fs::write(dir.path().join("scrm.toml"), config).unwrap();
+    let out = common::scrm(dir.path(), &["archive", "pull"]).await;
+    assert_eq!(out.code, 1, "one record was undecryptable: {out:?}");
+    assert!(out.stdout.contains("2 new messages"), "{out:?}");
+    assert!(out.stdout.contains("1 undecryptable"), "{out:?}");
+    assert!(out.stdout.contains("cursor at seq 3"), "{out:?}");
+    let out = common::scrm(dir.path(), &["archive", "status", "--json"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let status: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(status[0]["seq"], 3, "{status}");
+    assert_eq!(status[0]["undecryptable_open"], 1, "{status}");
+    assert_eq!(status[0]["messages"], 2, "{status}");
+    let out = common::scrm(dir.path(), &["archive", "undecryptable"]).await;
+    assert!(out.stdout.contains("unknown_key_version"), "{out:?}");
+    let db = Db::connect(&format!("sqlite://{}/scrm.db", dir.path().display()))
+        .await
+        .unwrap();
+    let state: String = scrm::on_db!(&db, |pool| sqlx::query_scalar(
+        "SELECT state FROM archive_media WHERE msgid = 'big-file'"
+    )
+    .fetch_one(pool)
+    .await)
+    .unwrap();
+    assert_eq!(state, "too_large");
+    db.close().await;
 }

@@ -314,6 +314,7 @@ pub async fn wait_ready(port: u16) -> bool {
 }
 
 /// What a `scrm` process printed.
+#[derive(Debug)]
 pub struct Output {
     pub code: i32,
     pub stdout: String,
