@@ -385,8 +385,8 @@ impl<'a> Scanned<'a> {
     }
 }
 
-/// Runs the content rules on one message and raises an alert per rule that fired. Remembers the
-/// message as its sender's latest in the conversation, for the next one.
+/// Scans one message and raises an alert per rule hit in scope; the sender's previous message in
+/// the conversation (kept in `scan_window`) completes a phrase split over two messages.
 pub async fn scan_message(
     db: &Db,
     ctx: Ctx<'_>,
@@ -394,45 +394,113 @@ pub async fn scan_message(
     m: &Scanned<'_>,
     now_ms: i64,
 ) -> Result<Vec<Raised>, StoreError> {
-    const PREV: &str = "SELECT text, at_ms FROM scan_window WHERE corp_id = $1 AND conversation = $2         AND sender = $3";
-    const KEEP: &str = "INSERT INTO scan_window (corp_id, conversation, sender, text, at_ms)         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (corp_id, conversation, sender) DO UPDATE         SET text = excluded.text, at_ms = excluded.at_ms WHERE scan_window.at_ms <= excluded.at_ms";
-    /// Only this much of a message is remembered for the window.
-    const KEPT_CHARS: usize = 200;
-    let prev: Option<(String, i64)> = on_db!(db, |pool| sqlx::query_as(PREV)
-        .bind(m.corp_id)
-        .bind(&m.conversation)
-        .bind(m.sender_id)
+    let prev = window_prev(db, ctx, m).await?;
+    let result = scan_text(library, m, prev.as_deref());
+    if let Some(tail) = window_tail(m) {
+        let mut tx = db.begin().await?;
+        keep_window(&mut tx, m.corp_id, &m.conversation, m.sender_id, &tail, m.at_ms).await?;
+        tx.commit().await?;
+    }
+    raise_hits(db, ctx, library, m, prev.as_deref(), &result, now_ms).await
+}
+
+/// The sender's previous message in the conversation, when recent enough to count.
+pub async fn window_prev(
+    db: &Db,
+    ctx: Ctx<'_>,
+    m: &Scanned<'_>,
+) -> Result<Option<String>, StoreError> {
+    let prev = window_entry(db, m.corp_id, &m.conversation, m.sender_id).await?;
+    Ok(prev.and_then(|(text, at)| window_counts(ctx, m, at).then_some(text)))
+}
+
+/// The sender's last remembered message in the conversation and when it was sent.
+pub async fn window_entry(
+    db: &Db,
+    corp_id: &str,
+    conversation: &str,
+    sender: &str,
+) -> Result<Option<(String, i64)>, StoreError> {
+    const PREV: &str = "SELECT text, at_ms FROM scan_window WHERE corp_id = $1 AND conversation = $2 \
+        AND sender = $3";
+    Ok(on_db!(db, |pool| sqlx::query_as(PREV)
+        .bind(corp_id)
+        .bind(conversation)
+        .bind(sender)
         .fetch_optional(pool)
-        .await)?;
+        .await)?)
+}
+
+/// Whether a previous message sent at `at_ms` still counts for `m`.
+pub fn window_counts(ctx: Ctx<'_>, m: &Scanned<'_>, at_ms: i64) -> bool {
     let window_ms = i64::try_from(ctx.settings.message_window_secs)
         .unwrap_or(i64::MAX / 2)
         .saturating_mul(1000);
-    let prev = prev
-        .filter(|(_, at)| *at <= m.at_ms && *at >= m.at_ms.saturating_sub(window_ms))
-        .map(|(text, _)| text);
+    at_ms <= m.at_ms && at_ms >= m.at_ms.saturating_sub(window_ms)
+}
+
+/// The pure scan of `m` (with `prev`), counted in `/metrics`.
+pub fn scan_text(
+    library: &crate::scan::RuleLibrary,
+    m: &Scanned<'_>,
+    prev: Option<&str>,
+) -> crate::scan::ScanResult {
     let input = crate::scan::ScanInput {
         text: m.text,
-        prev: prev.as_deref(),
+        prev,
         sender: m.sender,
         msg_type: m.msg_type,
     };
-    let result = library.scan(&input);
     metrics::counter!("scrm_scan_messages_total").increment(1);
-    if !m.text.is_empty() {
-        let tail: String = {
-            let n = m.text.chars().count();
-            m.text.chars().skip(n.saturating_sub(KEPT_CHARS)).collect()
-        };
-        on_db!(db, |pool| sqlx::query(KEEP)
-            .bind(m.corp_id)
-            .bind(&m.conversation)
-            .bind(m.sender_id)
-            .bind(&tail)
-            .bind(m.at_ms)
-            .execute(pool)
-            .await
-            .map(|_| ()))?;
+    library.scan(&input)
+}
+
+/// What of `m` the window remembers (its last characters); `None` for a message without text.
+pub fn window_tail(m: &Scanned<'_>) -> Option<String> {
+    /// Only this much of a message is remembered for the window.
+    const KEPT_CHARS: usize = 200;
+    if m.text.is_empty() {
+        return None;
     }
+    let n = m.text.chars().count();
+    Some(m.text.chars().skip(n.saturating_sub(KEPT_CHARS)).collect())
+}
+
+/// Remembers `tail` as the sender's latest message in the conversation (an older one never
+/// replaces a newer one).
+pub async fn keep_window(
+    tx: &mut Tx,
+    corp_id: &str,
+    conversation: &str,
+    sender: &str,
+    tail: &str,
+    at_ms: i64,
+) -> Result<(), StoreError> {
+    const KEEP: &str = "INSERT INTO scan_window (corp_id, conversation, sender, text, at_ms) \
+        VALUES ($1, $2, $3, $4, $5) ON CONFLICT (corp_id, conversation, sender) DO UPDATE \
+        SET text = excluded.text, at_ms = excluded.at_ms WHERE scan_window.at_ms <= excluded.at_ms";
+    on_tx!(tx, |conn| sqlx::query(KEEP)
+        .bind(corp_id)
+        .bind(conversation)
+        .bind(sender)
+        .bind(tail)
+        .bind(at_ms)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ()))?;
+    Ok(())
+}
+
+/// Raises an alert for each hit of `result` whose rule applies to `m`.
+pub async fn raise_hits(
+    db: &Db,
+    ctx: Ctx<'_>,
+    library: &crate::scan::RuleLibrary,
+    m: &Scanned<'_>,
+    prev: Option<&str>,
+    result: &crate::scan::ScanResult,
+    now_ms: i64,
+) -> Result<Vec<Raised>, StoreError> {
     let mut raised = Vec::new();
     for hit in &result.hits {
         let Some(rule) = library.rule(&hit.rule_id) else {
@@ -454,7 +522,7 @@ pub async fn scan_message(
                 "msg_type": m.msg_type,
                 "matched": hit.matched,
                 "across_messages": hit.across_messages,
-                "prev": if hit.across_messages { prev.as_deref() } else { None },
+                "prev": if hit.across_messages { prev } else { None },
             }),
         };
         let trigger = Trigger::Content {

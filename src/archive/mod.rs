@@ -505,7 +505,11 @@ pub async fn retry_undecryptable(
     }
 }
 
-/// Scans stored, unscanned messages of a corp in id order and marks them scanned.
+/// Scans stored, unscanned messages of a corp in id order and marks them scanned. A page of
+/// messages is scanned against an in-memory copy of the senders' previous messages, and the
+/// window and the `scanned` marks are written once per page (one commit, not three per message);
+/// only messages with a hit touch the alerts. A crash mid-page scans the page again, which raises
+/// nothing twice (evidence is unique per message).
 pub async fn scan_pending(
     db: &Db,
     wecom: &Wecom,
@@ -515,7 +519,8 @@ pub async fn scan_pending(
     const NEXT: &str = "SELECT id, msgid, msgtype, sender, sender_kind, room_id, msg_time_ms, \
         staff_id, external_userid, text, payload FROM archive_message \
         WHERE corp_id = $1 AND NOT scanned ORDER BY id LIMIT 500";
-    const DONE: &str = "UPDATE archive_message SET scanned = TRUE WHERE id = $1";
+    const DONE: &str = "UPDATE archive_message SET scanned = TRUE WHERE corp_id = $1 \
+        AND id BETWEEN $2 AND $3";
     const OWNER: &str = "SELECT owner_user_id FROM group_chat WHERE corp_id = $1 AND chat_id = $2";
     type Pending = (
         i64,
@@ -530,60 +535,109 @@ pub async fn scan_pending(
         Option<String>,
         String,
     );
+    type Key = (String, String);
     let mut scanned = 0;
     loop {
         let rows: Vec<Pending> = on_db!(db, |pool| sqlx::query_as(NEXT)
             .bind(corp_id)
             .fetch_all(pool)
             .await)?;
-        if rows.is_empty() {
+        let (Some(first), Some(last)) = (rows.first().map(|r| r.0), rows.last().map(|r| r.0))
+        else {
             return Ok(scanned);
-        }
-        for (id, msgid, msgtype, sender, kind, room, at, staff, ext, text, payload) in rows {
-            let ctx = wecom.alert_ctx(corp_id);
+        };
+        let ctx = wecom.alert_ctx(corp_id);
+        let mut window: HashMap<Key, Option<(String, i64)>> = HashMap::new();
+        let mut touched: HashMap<Key, (String, i64)> = HashMap::new();
+        let mut owners: HashMap<String, Option<String>> = HashMap::new();
+        for (_, msgid, msgtype, sender, kind, room, at, staff, ext, text, payload) in rows {
+            let Some(ctx) = ctx else { continue };
+            if kind == "robot" {
+                continue;
+            }
+            let owner = match (&room, &staff) {
+                (Some(room), None) => {
+                    if !owners.contains_key(room) {
+                        let found: Option<String> = on_db!(db, |pool| sqlx::query_scalar(OWNER)
+                            .bind(corp_id)
+                            .bind(room)
+                            .fetch_optional(pool)
+                            .await)?;
+                        owners.insert(room.clone(), found);
+                    }
+                    owners.get(room).cloned().flatten()
+                }
+                _ => None,
+            };
+            let Some(staff_user) = staff.or(owner).filter(|s| !s.is_empty()) else {
+                continue;
+            };
             let scan_type = wecom_sdk::archive::message::ArchivedMessage::parse(payload.as_bytes())
                 .map(|m| m.scan_type().to_owned())
                 .unwrap_or(msgtype);
-            let owner: Option<String> = match (&room, &staff) {
-                (Some(room), None) => on_db!(db, |pool| sqlx::query_scalar(OWNER)
-                    .bind(corp_id)
-                    .bind(room)
-                    .fetch_optional(pool)
-                    .await)?,
-                _ => None,
+            let conversation = match (&room, &ext) {
+                (Some(room), _) => format!("room:{room}"),
+                (None, Some(ext)) => format!("single:{staff_user}:{ext}"),
+                (None, None) => format!("single:{sender}"),
             };
-            let staff_user = staff.or(owner).filter(|s| !s.is_empty());
-            if let (Some(ctx), Some(staff_user), true) = (ctx, &staff_user, kind != "robot") {
-                let conversation = match (&room, &ext) {
-                    (Some(room), _) => format!("room:{room}"),
-                    (None, Some(ext)) => format!("single:{staff_user}:{ext}"),
-                    (None, None) => format!("single:{sender}"),
-                };
-                let m = crate::alerts::Scanned {
-                    corp_id,
-                    conversation,
-                    sender_id: &sender,
-                    sender: if kind == "customer" {
-                        crate::scan::Sender::Customer
-                    } else {
-                        crate::scan::Sender::Staff
-                    },
-                    staff_user_id: staff_user,
-                    external_user_id: ext.as_deref(),
-                    text: text.as_deref().unwrap_or(""),
-                    msg_type: Some(&scan_type),
-                    source_ref: format!("archive:{msgid}"),
-                    at_ms: at,
-                };
-                crate::alerts::scan_message(db, ctx, rules, &m, now_ms()).await?;
+            let m = crate::alerts::Scanned {
+                corp_id,
+                conversation,
+                sender_id: &sender,
+                sender: if kind == "customer" {
+                    crate::scan::Sender::Customer
+                } else {
+                    crate::scan::Sender::Staff
+                },
+                staff_user_id: &staff_user,
+                external_user_id: ext.as_deref(),
+                text: text.as_deref().unwrap_or(""),
+                msg_type: Some(&scan_type),
+                source_ref: format!("archive:{msgid}"),
+                at_ms: at,
+            };
+            let key: Key = (m.conversation.clone(), sender.clone());
+            if !window.contains_key(&key) {
+                let entry =
+                    crate::alerts::window_entry(db, corp_id, &m.conversation, &sender).await?;
+                window.insert(key.clone(), entry);
             }
-            on_db!(db, |pool| sqlx::query(DONE)
-                .bind(id)
-                .execute(pool)
-                .await
-                .map(|_| ()))?;
-            scanned += 1;
+            let prev = window
+                .get(&key)
+                .cloned()
+                .flatten()
+                .filter(|(_, prev_at)| crate::alerts::window_counts(ctx, &m, *prev_at))
+                .map(|(text, _)| text);
+            let result = crate::alerts::scan_text(rules, &m, prev.as_deref());
+            if let Some(tail) = crate::alerts::window_tail(&m) {
+                let newer = window
+                    .get(&key)
+                    .cloned()
+                    .flatten()
+                    .is_none_or(|(_, prev_at)| prev_at <= at);
+                if newer {
+                    window.insert(key.clone(), Some((tail.clone(), at)));
+                    touched.insert(key, (tail, at));
+                }
+            }
+            if !result.hits.is_empty() {
+                crate::alerts::raise_hits(db, ctx, rules, &m, prev.as_deref(), &result, now_ms())
+                    .await?;
+            }
         }
+        let mut tx = db.begin().await?;
+        for ((conversation, sender), (tail, at)) in &touched {
+            crate::alerts::keep_window(&mut tx, corp_id, conversation, sender, tail, *at).await?;
+        }
+        let marked = crate::on_tx!(&mut tx, |conn| sqlx::query(DONE)
+            .bind(corp_id)
+            .bind(first)
+            .bind(last)
+            .execute(&mut *conn)
+            .await
+            .map(|r| r.rows_affected()))?;
+        tx.commit().await?;
+        scanned += marked;
     }
 }
 
