@@ -751,14 +751,21 @@ async fn a_batch_stored_by_another_puller_changes_nothing(backend: Backend) {
         .collect();
     let now = scrm::db::now_ms();
     store::cursor(&db, CORP, now).await.unwrap();
-    let first = store::store_batch(&db, CORP, 0, &items, 1 << 20, now).await.unwrap();
+    let first = store::store_batch(&db, CORP, 0, &items, 1 << 20, now)
+        .await
+        .unwrap();
     assert_eq!((first.messages, first.seq), (3, 3));
     let second = store::store_batch(&db, CORP, 0, &items, 1 << 20, now).await;
-    assert!(matches!(second, Err(StoreBatchError::CursorMoved { expected: 0 })), "{second:?}");
+    assert!(
+        matches!(second, Err(StoreBatchError::CursorMoved { expected: 0 })),
+        "{second:?}"
+    );
     assert_eq!(stored(&db).await, 3);
     assert_eq!(cursor(&db).await.seq, 3);
     // A re-pull from the stored cursor of records already there stores nothing twice.
-    let again = store::store_batch(&db, CORP, 3, &items, 1 << 20, now).await.unwrap();
+    let again = store::store_batch(&db, CORP, 3, &items, 1 << 20, now)
+        .await
+        .unwrap();
     assert_eq!((again.messages, again.duplicates, again.seq), (0, 3, 3));
     db.close().await;
     test_db.drop_database().await;
@@ -773,9 +780,11 @@ async fn the_archive_command_line_pulls_and_reports() {
         .unwrap();
     let w = emulator.state();
     archive_wecom(&w);
-    w.add_archive_public_key(CORP, 3, &pem("v3.pub.pem")).unwrap();
+    w.add_archive_public_key(CORP, 3, &pem("v3.pub.pem"))
+        .unwrap();
     w.archive_text(CORP, STAFF, &[CUSTOMER], "", "用未配置的密钥");
-    w.add_archive_public_key(CORP, 2, &pem("v2.pub.pem")).unwrap();
+    w.add_archive_public_key(CORP, 2, &pem("v2.pub.pem"))
+        .unwrap();
     let (_, _) = w.archive_text(CORP, STAFF, &[CUSTOMER], "", "你好");
     let big = w.archive_add_media(CORP, vec![7u8; 300_000]);
     let file = json!({"msgid": "big-file", "action": "send", "from": STAFF, "tolist": [CUSTOMER],

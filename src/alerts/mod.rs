@@ -398,7 +398,15 @@ pub async fn scan_message(
     let result = scan_text(library, m, prev.as_deref());
     if let Some(tail) = window_tail(m) {
         let mut tx = db.begin().await?;
-        keep_window(&mut tx, m.corp_id, &m.conversation, m.sender_id, &tail, m.at_ms).await?;
+        keep_window(
+            &mut tx,
+            m.corp_id,
+            &m.conversation,
+            m.sender_id,
+            &tail,
+            m.at_ms,
+        )
+        .await?;
         tx.commit().await?;
     }
     raise_hits(db, ctx, library, m, prev.as_deref(), &result, now_ms).await

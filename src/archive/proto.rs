@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 /// The largest frame either side accepts (a batch of 1,000 messages is a few MB).
 pub const MAX_FRAME: usize = 256 * 1024 * 1024;
 
-/// What the server asks.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// What the server asks. Its `Debug` names the operation only: `Hello` carries the secret and
+/// the private keys.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     /// First frame: load the library, `NewSdk` + `Init`, build the key ring.
@@ -53,6 +54,38 @@ pub enum Request {
     },
     /// Resident memory of the worker, for the supervisor's limit.
     Ping,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Hello { corp_id, keys, .. } => f
+                .debug_struct("Hello")
+                .field("corp_id", corp_id)
+                .field(
+                    "key_versions",
+                    &keys.iter().map(|(v, _)| v).collect::<Vec<_>>(),
+                )
+                .finish_non_exhaustive(),
+            Self::Pull { seq, limit, .. } => f
+                .debug_struct("Pull")
+                .field("seq", seq)
+                .field("limit", limit)
+                .finish_non_exhaustive(),
+            Self::Redecrypt { records } => f
+                .debug_struct("Redecrypt")
+                .field("records", &records.len())
+                .finish(),
+            Self::Media {
+                sdkfileid, index, ..
+            } => f
+                .debug_struct("Media")
+                .field("sdkfileid", sdkfileid)
+                .field("index", index)
+                .finish_non_exhaustive(),
+            Self::Ping => f.write_str("Ping"),
+        }
+    }
 }
 
 /// What the worker answers.
@@ -229,6 +262,18 @@ mod tests {
             let r: Result<Request, _> = read_blocking(&mut &frame[..cut]);
             assert!(matches!(r, Err(FrameError::Closed)), "cut {cut}");
         }
+        let hello = Request::Hello {
+            library: "/x.so".into(),
+            corp_id: "ww1".into(),
+            secret: "top-secret".into(),
+            keys: vec![(1, "-----BEGIN PRIVATE KEY-----".into())],
+            proxy: String::new(),
+            proxy_password: "p4ss".into(),
+        };
+        let shown = format!("{hello:?}");
+        assert!(
+            !shown.contains("top-secret") && !shown.contains("BEGIN") && !shown.contains("p4ss")
+        );
         let huge = [0xff, 0xff, 0xff, 0xff];
         let r: Result<Request, _> = read_blocking(&mut huge.as_slice());
         assert!(matches!(r, Err(FrameError::TooLarge(_))));
