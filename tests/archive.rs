@@ -34,6 +34,7 @@ both_backends!(
 );
 both_backends!(a_crashing_library_is_replaced_and_no_message_is_skipped);
 both_backends!(a_batch_stored_by_another_puller_changes_nothing);
+both_backends!(a_deletion_alert_links_the_last_archived_messages);
 
 fn fixture(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -828,4 +829,45 @@ async fn the_archive_command_line_pulls_and_reports() {
     .unwrap();
     assert_eq!(state, "too_large");
     db.close().await;
+}
+
+/// A staff member deletes a customer they chatted with: the alert's evidence lists the last
+/// archived messages of the pair (references, not content) and links to them.
+async fn a_deletion_alert_links_the_last_archived_messages(backend: Backend) {
+    let (app, _media) = spawn(backend, Settings::default()).await;
+    let w = app.wecom();
+    let ext = w.add_customer(
+        CORP,
+        STAFF,
+        wecom_sdk::testkit::NewCustomer {
+            name: "王总".into(),
+            ..Default::default()
+        },
+    );
+    app.settle().await;
+    w.archive_text(CORP, STAFF, &[&ext], "", "王总您好");
+    let (seq, _) = w.archive_text(CORP, &ext, &[STAFF], "", "不需要了");
+    wait_seq(&app, seq).await;
+    assert!(w.staff_deletes_customer(CORP, STAFF, &ext));
+    app.settle().await;
+    let detail: String = scrm::on_db!(&app.db, |pool| sqlx::query_scalar(
+        "SELECT e.detail FROM alert_evidence e JOIN alert a ON a.id = e.alert_id \
+         WHERE a.corp_id = $1 AND a.kind = 'staff_deleted_customer'"
+    )
+    .bind(CORP)
+    .fetch_one(pool)
+    .await)
+    .unwrap();
+    let detail: serde_json::Value = serde_json::from_str(&detail).unwrap();
+    let last = detail["last_messages"].as_array().unwrap();
+    assert_eq!(last.len(), 2, "{detail}");
+    assert_eq!(last[0]["sender_kind"], "customer", "newest first: {detail}");
+    assert!(last[0].get("text").is_none(), "references only, no content");
+    assert!(
+        detail["messages_api"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("external_userid={ext}"))
+    );
+    app.stop().await;
 }

@@ -315,6 +315,9 @@ pub async fn relation_ended(
     };
     let at_ms = relation.ended_at_ms.unwrap_or(now_ms);
     let history = crate::contacts::relation_history(db, corp, user, ext).await?;
+    // The last archived messages of the pair (references; their content is read, and audited,
+    // through the archive API the link points to).
+    let last_messages = crate::archive::read::last_of_pair(db, corp, user, ext, 20).await?;
     let evidence = Evidence {
         corp_id: corp,
         staff_user_id: user,
@@ -328,6 +331,14 @@ pub async fn relation_ended(
             "ended_at_ms": relation.ended_at_ms,
             "remark": relation.remark,
             "history": history,
+            "last_messages": last_messages,
+            "messages_url": format!(
+                "{}/console/archive?staff_id={user}&external_userid={ext}",
+                ctx.settings.console_url
+            ),
+            "messages_api": format!(
+                "/api/v1/archive/messages?staff_id={user}&external_userid={ext}"
+            ),
         }),
     };
     raise(db, ctx, &trigger, &evidence, now_ms).await

@@ -245,3 +245,31 @@ pub async fn reads(db: &Db, corp_id: &str, limit: i64) -> Result<Vec<ReadRow>, S
         .fetch_all(pool)
         .await)?)
 }
+
+/// The newest archived messages of a staff member's 1:1 chat with a customer, as references
+/// (id, time, sender kind, type) without their content, for a deletion alert's evidence: reading
+/// them goes through the audited API.
+pub async fn last_of_pair(
+    db: &Db,
+    corp_id: &str,
+    staff_id: &str,
+    external_userid: &str,
+    limit: i64,
+) -> Result<Vec<serde_json::Value>, StoreError> {
+    const SQL: &str = "SELECT id, msg_time_ms, sender_kind, msgtype FROM archive_message \
+        WHERE corp_id = $1 AND staff_id = $2 AND external_userid = $3 \
+        ORDER BY msg_time_ms DESC, id DESC LIMIT $4";
+    let rows: Vec<(i64, i64, String, String)> = on_db!(db, |pool| sqlx::query_as(SQL)
+        .bind(corp_id)
+        .bind(staff_id)
+        .bind(external_userid)
+        .bind(limit)
+        .fetch_all(pool)
+        .await)?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, at, kind, msgtype)| {
+            serde_json::json!({"id": id, "msg_time_ms": at, "sender_kind": kind, "msgtype": msgtype})
+        })
+        .collect())
+}

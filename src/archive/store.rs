@@ -244,6 +244,7 @@ pub async fn store_batch(
         ..Stored::default()
     };
     let mut tx = db.begin().await?;
+    // Records of a pull are past the cursor: none of them can be recorded as undecryptable yet.
     let newest_time = store_items(
         &mut tx,
         corp_id,
@@ -251,6 +252,7 @@ pub async fn store_batch(
         media_max_bytes,
         now_ms,
         &mut stored,
+        false,
     )
     .await?;
     let moved = on_tx!(&mut tx, |conn| sqlx::query(MOVE)
@@ -300,6 +302,7 @@ pub async fn store_redecrypted(
         media_max_bytes,
         now_ms,
         &mut stored,
+        true,
     )
     .await?;
     tx.commit().await?;
@@ -307,7 +310,8 @@ pub async fn store_redecrypted(
 }
 
 /// Each item as a message (with its consequences) or as an undecryptable record; the newest send
-/// time stored.
+/// time stored. `recorded`: the items may be recorded as undecryptable already (a retry), so a
+/// decrypted one resolves its record.
 async fn store_items(
     tx: &mut crate::db::Tx,
     corp_id: &str,
@@ -315,6 +319,7 @@ async fn store_items(
     media_max_bytes: u64,
     now_ms: i64,
     stored: &mut Stored,
+    recorded: bool,
 ) -> Result<Option<i64>, StoreError> {
     let mut newest_time: Option<i64> = None;
     for item in items {
@@ -335,7 +340,9 @@ async fn store_items(
                 } else {
                     stored.duplicates += 1;
                 }
-                resolve_undecryptable(tx, corp_id, &item.record.msgid, now_ms).await?;
+                if recorded {
+                    resolve_undecryptable(tx, corp_id, &item.record.msgid, now_ms).await?;
+                }
             }
             Err((reason, detail)) => {
                 stored.undecryptable += 1;
