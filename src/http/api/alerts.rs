@@ -17,12 +17,13 @@ use crate::db::now_ms;
 use crate::http::AppState;
 
 const STATES: [&str; 4] = ["open", "acknowledged", "resolved", "false_positive"];
-const KINDS: [&str; 5] = [
+const KINDS: [&str; 6] = [
     "staff_deleted_customer",
     "mass_deletion",
     "customer_deleted_staff",
     "relation_vanished",
     "content",
+    "archive_stalled",
 ];
 const SEVERITIES: [&str; 4] = ["low", "medium", "high", "critical"];
 /// Longest comment on a lifecycle step, in chars.
