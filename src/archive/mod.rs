@@ -517,7 +517,7 @@ pub async fn scan_pending(
     corp_id: &str,
 ) -> Result<u64, StoreError> {
     const NEXT: &str = "SELECT id, msgid, msgtype, sender, sender_kind, room_id, msg_time_ms, \
-        staff_id, external_userid, text, payload FROM archive_message \
+        staff_id, external_userid, text FROM archive_message \
         WHERE corp_id = $1 AND NOT scanned ORDER BY id LIMIT 500";
     const DONE: &str = "UPDATE archive_message SET scanned = TRUE WHERE corp_id = $1 \
         AND id BETWEEN $2 AND $3";
@@ -533,7 +533,6 @@ pub async fn scan_pending(
         Option<String>,
         Option<String>,
         Option<String>,
-        String,
     );
     type Key = (String, String);
     let mut scanned = 0;
@@ -550,7 +549,7 @@ pub async fn scan_pending(
         let mut window: HashMap<Key, Option<(String, i64)>> = HashMap::new();
         let mut touched: HashMap<Key, (String, i64)> = HashMap::new();
         let mut owners: HashMap<String, Option<String>> = HashMap::new();
-        for (_, msgid, msgtype, sender, kind, room, at, staff, ext, text, payload) in rows {
+        for (_, msgid, msgtype, sender, kind, room, at, staff, ext, text) in rows {
             let Some(ctx) = ctx else { continue };
             if kind == "robot" {
                 continue;
@@ -572,9 +571,6 @@ pub async fn scan_pending(
             let Some(staff_user) = staff.or(owner).filter(|s| !s.is_empty()) else {
                 continue;
             };
-            let scan_type = wecom_sdk::archive::message::ArchivedMessage::parse(payload.as_bytes())
-                .map(|m| m.scan_type().to_owned())
-                .unwrap_or(msgtype);
             let conversation = match (&room, &ext) {
                 (Some(room), _) => format!("room:{room}"),
                 (None, Some(ext)) => format!("single:{staff_user}:{ext}"),
@@ -592,7 +588,9 @@ pub async fn scan_pending(
                 staff_user_id: &staff_user,
                 external_user_id: ext.as_deref(),
                 text: text.as_deref().unwrap_or(""),
-                msg_type: Some(&scan_type),
+                // The stored msgtype is the message's `scan_type` (red packets, cards and the rest
+                // are named by their msgtype).
+                msg_type: Some(&msgtype),
                 source_ref: format!("archive:{msgid}"),
                 at_ms: at,
             };
@@ -658,33 +656,45 @@ pub struct Status {
 
 /// The status of every corp that has a cursor row.
 pub async fn status(db: &Db) -> Result<Vec<Status>, StoreError> {
-    let now = now_ms();
     let mut out = Vec::new();
     for cursor in store::cursors(db).await? {
-        let counts = store::counts(db, &cursor.corp_id).await?;
-        out.push(Status {
-            lag_seq: (cursor.newest_seen_seq - cursor.seq).max(0),
-            newest_message_age_secs: cursor.newest_msg_time_ms.map(|t| ((now - t) / 1000).max(0)),
-            cursor,
-            counts,
-        });
+        out.push(status_from(db, cursor).await?);
     }
     Ok(out)
 }
 
-async fn update_gauges(db: &Db, corp_id: &str) {
-    let Ok(all) = status(db).await else { return };
-    for s in all.iter().filter(|s| s.cursor.corp_id == corp_id) {
-        let corp = s.cursor.corp_id.clone();
-        metrics::gauge!("scrm_archive_seq", "corp_id" => corp.clone()).set(s.cursor.seq as f64);
-        metrics::gauge!("scrm_archive_lag_seq", "corp_id" => corp.clone()).set(s.lag_seq as f64);
-        metrics::gauge!("scrm_archive_undecryptable", "corp_id" => corp.clone())
-            .set(s.counts.undecryptable_open as f64);
-        if let Some(age) = s.newest_message_age_secs {
-            metrics::gauge!("scrm_archive_newest_message_age_seconds", "corp_id" => corp.clone())
-                .set(age as f64);
-        }
-        metrics::gauge!("scrm_archive_worker_restarts", "corp_id" => corp)
-            .set(s.cursor.worker_restarts as f64);
+/// The status of one corp (`None` before its first pull).
+pub async fn corp_status(db: &Db, corp_id: &str) -> Result<Option<Status>, StoreError> {
+    match store::find_cursor(db, corp_id).await? {
+        Some(cursor) => Ok(Some(status_from(db, cursor).await?)),
+        None => Ok(None),
     }
+}
+
+async fn status_from(db: &Db, cursor: store::CursorRow) -> Result<Status, StoreError> {
+    let counts = store::counts(db, &cursor.corp_id).await?;
+    let now = now_ms();
+    Ok(Status {
+        lag_seq: (cursor.newest_seen_seq - cursor.seq).max(0),
+        newest_message_age_secs: cursor.newest_msg_time_ms.map(|t| ((now - t) / 1000).max(0)),
+        cursor,
+        counts,
+    })
+}
+
+async fn update_gauges(db: &Db, corp_id: &str) {
+    let Ok(Some(s)) = corp_status(db, corp_id).await else {
+        return;
+    };
+    let corp = corp_id.to_owned();
+    metrics::gauge!("scrm_archive_seq", "corp_id" => corp.clone()).set(s.cursor.seq as f64);
+    metrics::gauge!("scrm_archive_lag_seq", "corp_id" => corp.clone()).set(s.lag_seq as f64);
+    metrics::gauge!("scrm_archive_undecryptable", "corp_id" => corp.clone())
+        .set(s.counts.undecryptable_open as f64);
+    if let Some(age) = s.newest_message_age_secs {
+        metrics::gauge!("scrm_archive_newest_message_age_seconds", "corp_id" => corp.clone())
+            .set(age as f64);
+    }
+    metrics::gauge!("scrm_archive_worker_restarts", "corp_id" => corp)
+        .set(s.cursor.worker_restarts as f64);
 }

@@ -11,7 +11,7 @@ use crate::on_db;
 #[derive(Debug, Clone)]
 pub struct Reader<'a> {
     /// Actor id (`apikey:3`, a userid, `cli`).
-    pub actor: &'a str,
+    pub actor: String,
     /// Role name.
     pub role: &'a str,
     /// The corp read.
@@ -74,6 +74,9 @@ pub struct MessageRow {
     pub revoked_by: Option<String>,
 }
 
+const MEDIA_COLUMNS: &str = "id, sdkfileid, msgid, kind, md5sum, size, file_name, state, \
+    bytes_done, error, path";
+
 const COLUMNS: &str = "id, seq, msgid, action, msgtype, sender, sender_kind, receivers, room_id, \
     msg_time_ms, staff_id, external_userid, text, payload, revoked_at_ms, revoked_by";
 
@@ -88,7 +91,7 @@ async fn log(
         VALUES ($1, $2, $3, $4, $5, $6, $7)";
     on_db!(db, |pool| sqlx::query(SQL)
         .bind(crate::db::now_ms())
-        .bind(who.actor)
+        .bind(&who.actor)
         .bind(who.role)
         .bind(who.corp_id)
         .bind(what)
@@ -163,13 +166,13 @@ pub async fn media_file(
     who: &Reader<'_>,
     id: i64,
 ) -> Result<Option<MediaRow>, StoreError> {
-    const SQL: &str = "SELECT id, sdkfileid, msgid, kind, md5sum, size, file_name, state, \
-        bytes_done, error, path FROM archive_media WHERE corp_id = $1 AND id = $2";
-    let row: Option<MediaRow> = on_db!(db, |pool| sqlx::query_as(SQL)
-        .bind(who.corp_id)
-        .bind(id)
-        .fetch_optional(pool)
-        .await)?;
+    let sql = format!("SELECT {MEDIA_COLUMNS} FROM archive_media WHERE corp_id = $1 AND id = $2");
+    let row: Option<MediaRow> =
+        on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+            .bind(who.corp_id)
+            .bind(id)
+            .fetch_optional(pool)
+            .await)?;
     if let Some(r) = &row
         && r.state == "done"
     {
@@ -207,13 +210,16 @@ pub struct MediaRow {
 
 /// Media of one message (no content, so not logged).
 pub async fn media_of(db: &Db, corp_id: &str, msgid: &str) -> Result<Vec<MediaRow>, StoreError> {
-    const SQL: &str = "SELECT id, sdkfileid, msgid, kind, md5sum, size, file_name, state, \
-        bytes_done, error, path FROM archive_media WHERE corp_id = $1 AND msgid = $2 ORDER BY id";
-    Ok(on_db!(db, |pool| sqlx::query_as(SQL)
-        .bind(corp_id)
-        .bind(msgid)
-        .fetch_all(pool)
-        .await)?)
+    let sql = format!(
+        "SELECT {MEDIA_COLUMNS} FROM archive_media WHERE corp_id = $1 AND msgid = $2 ORDER BY id"
+    );
+    Ok(on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(
+        sql.as_str()
+    ))
+    .bind(corp_id)
+    .bind(msgid)
+    .fetch_all(pool)
+    .await)?)
 }
 
 /// One entry of the read log.

@@ -51,12 +51,17 @@ pub async fn cursor(db: &Db, corp_id: &str, now_ms: i64) -> Result<CursorRow, St
         .execute(pool)
         .await
         .map(|_| ()))?;
+    find_cursor(db, corp_id).await?.ok_or(StoreError::NotFound)
+}
+
+/// The corp's cursor row, if it has one.
+pub async fn find_cursor(db: &Db, corp_id: &str) -> Result<Option<CursorRow>, StoreError> {
     let sql = format!("SELECT {CURSOR_COLUMNS} FROM archive_cursor WHERE corp_id = $1");
     Ok(on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(
         sql.as_str()
     ))
     .bind(corp_id)
-    .fetch_one(pool)
+    .fetch_optional(pool)
     .await)?)
 }
 

@@ -178,16 +178,20 @@ pub fn endpoints() -> Vec<Endpoint> {
     ]
 }
 
-fn reader(who: &Principal) -> (String, &'static str) {
-    (who.actor(), who.role.as_str())
+/// The caller, for the read log.
+fn reader(who: &Principal) -> Reader<'_> {
+    Reader {
+        actor: who.actor(),
+        role: who.role.as_str(),
+        corp_id: &who.corp_id,
+    }
 }
 
 async fn status_of(State(state): State<Arc<AppState>>, Auth(who): Auth) -> ApiResult {
     who.require(Action::ReadArchive)?;
-    let corps: Vec<_> = archive::status(&state.db)
+    let corps: Vec<_> = archive::corp_status(&state.db, &who.corp_id)
         .await?
         .into_iter()
-        .filter(|s| s.cursor.corp_id == who.corp_id)
         .collect();
     ok(json!({ "corps": corps }))
 }
@@ -226,12 +230,7 @@ async fn messages(
     if !(1..=500).contains(&limit) {
         return Err(invalid("limit", "1–500"));
     }
-    let (actor, role) = reader(&who);
-    let r = Reader {
-        actor: &actor,
-        role,
-        corp_id: &who.corp_id,
-    };
+    let r = reader(&who);
     let filter = MessageFilter {
         staff_id: q.staff_id,
         external_userid: q.external_userid,
@@ -251,12 +250,7 @@ async fn message(
     PathParams(id): PathParams<i64>,
 ) -> ApiResult {
     who.require(Action::ReadArchive)?;
-    let (actor, role) = reader(&who);
-    let r = Reader {
-        actor: &actor,
-        role,
-        corp_id: &who.corp_id,
-    };
+    let r = reader(&who);
     let Some(m) = read::message(&state.db, &r, id).await? else {
         return Err(ApiFailure::NotFound("存档消息"));
     };
@@ -277,12 +271,7 @@ async fn media(
     PathParams(id): PathParams<i64>,
 ) -> ApiResult {
     who.require(Action::ReadArchive)?;
-    let (actor, role) = reader(&who);
-    let r = Reader {
-        actor: &actor,
-        role,
-        corp_id: &who.corp_id,
-    };
+    let r = reader(&who);
     let Some(m) = read::media_file(&state.db, &r, id).await? else {
         return Err(ApiFailure::NotFound("存档媒体"));
     };
