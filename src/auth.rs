@@ -67,6 +67,8 @@ pub enum Action {
     HandleAlerts,
     /// Read archived chat content (every read is logged) and the archive's health.
     ReadArchive,
+    /// Plan, run and retry reassignments of a member's customers and group chats.
+    ManageTransfers,
 }
 
 /// Who is calling: from an API key now, from a WeCom-login session later.
@@ -341,6 +343,39 @@ pub async fn audit(
         .await
         .map(|_| ()))?;
     Ok(())
+}
+
+/// One entry of the append-only audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct AuditEntry {
+    /// Id (the order entries were written in).
+    pub id: i64,
+    /// Who did it (`zhangsan`, `apikey:3`, `cli:root`, `system`).
+    pub actor: String,
+    /// What (`transfer.plan`, `transfer.run`, …).
+    pub action: String,
+    /// On what (`transfer_job:7`).
+    pub target: String,
+    /// Details (JSON text).
+    pub detail: String,
+    /// When, epoch ms.
+    pub at_ms: i64,
+}
+
+/// The audit entries of one target, oldest first (at most 1000).
+pub async fn audit_entries(
+    db: &Db,
+    corp_id: &str,
+    target: &str,
+) -> Result<Vec<AuditEntry>, StoreError> {
+    const SQL: &str = "SELECT id, actor, action, target, detail, at_ms FROM audit_log \
+        WHERE corp_id = $1 AND target = $2 ORDER BY id LIMIT 1000";
+    let rows = on_db!(db, |pool| sqlx::query_as(SQL)
+        .bind(corp_id)
+        .bind(target)
+        .fetch_all(pool)
+        .await)?;
+    Ok(rows)
 }
 
 #[cfg(test)]

@@ -89,7 +89,17 @@ struct RawConfig {
     #[serde(default)]
     archive: RawArchive,
     #[serde(default)]
+    transfers: RawTransfers,
+    #[serde(default)]
     corps: Vec<RawCorp>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTransfers {
+    poll_interval_secs: Option<u64>,
+    tick_secs: Option<u64>,
+    groups_per_owner_per_day: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -199,6 +209,8 @@ struct RawCorp {
     message_app: Option<String>,
     #[serde(default)]
     alert_recipients: Vec<String>,
+    #[serde(default)]
+    admin_recipients: Vec<String>,
     archive: Option<RawCorpArchive>,
     #[serde(default)]
     apps: Vec<RawApp>,
@@ -268,6 +280,8 @@ pub struct CorpConfig {
     pub message_app: Option<String>,
     /// Compliance staff (userids) who receive every alert of this corp.
     pub alert_recipients: Vec<String>,
+    /// Admins (userids) told by app message when a member leaves with customers to reassign.
+    pub admin_recipients: Vec<String>,
     /// Chat archive (会话内容存档), when the corp uses it.
     pub archive: Option<CorpArchive>,
 }
@@ -466,6 +480,29 @@ impl Default for ReminderSettings {
     }
 }
 
+/// The reassignment engine (`src/transfers`).
+#[derive(Debug, Clone)]
+pub struct TransferSettings {
+    /// How often customers waiting on WeCom's 24 h acceptance window are polled
+    /// (`transfer_result`).
+    pub poll_interval_secs: u64,
+    /// How often the engine looks for work besides being woken (new jobs, due chats, polls).
+    pub tick_secs: u64,
+    /// Group chats of one old owner handed over per day (China Standard Time); WeCom allows 300.
+    pub groups_per_owner_per_day: u32,
+}
+
+impl Default for TransferSettings {
+    /// Poll every 10 minutes, tick every 2 s, 300 chats a day.
+    fn default() -> Self {
+        Self {
+            poll_interval_secs: 600,
+            tick_secs: 2,
+            groups_per_owner_per_day: 300,
+        }
+    }
+}
+
 /// The scheduled reconciliation.
 #[derive(Debug, Clone)]
 pub struct SyncSettings {
@@ -512,6 +549,8 @@ pub struct Config {
     pub alerts: AlertSettings,
     /// Chat archive.
     pub archive: ArchiveSettings,
+    /// Reassignment.
+    pub transfers: TransferSettings,
 }
 
 impl Config {
@@ -694,11 +733,31 @@ impl Config {
             ));
         }
 
+        let td = TransferSettings::default();
+        let transfers = TransferSettings {
+            poll_interval_secs: raw
+                .transfers
+                .poll_interval_secs
+                .unwrap_or(td.poll_interval_secs)
+                .max(1),
+            tick_secs: raw.transfers.tick_secs.unwrap_or(td.tick_secs).max(1),
+            groups_per_owner_per_day: raw
+                .transfers
+                .groups_per_owner_per_day
+                .unwrap_or(td.groups_per_owner_per_day),
+        };
+        if !(1..=300).contains(&transfers.groups_per_owner_per_day) {
+            return Err(invalid(
+                "transfers.groups_per_owner_per_day",
+                "must be between 1 and 300 (WeCom's daily limit)",
+            ));
+        }
         let alerts = alert_settings(raw.alerts)?;
         let corps = check_corps(raw.corps)?;
         let archive = archive_settings(raw.archive, &corps)?;
         Ok(Self {
             archive,
+            transfers,
             outbox,
             reminders,
             alerts,
@@ -875,6 +934,11 @@ fn check_corps(raw: Vec<RawCorp>) -> Result<Vec<CorpConfig>, ConfigError> {
             message_app: corp.message_app,
             alert_recipients: corp
                 .alert_recipients
+                .into_iter()
+                .filter(|r| !r.trim().is_empty())
+                .collect(),
+            admin_recipients: corp
+                .admin_recipients
                 .into_iter()
                 .filter(|r| !r.trim().is_empty())
                 .collect(),

@@ -6,8 +6,8 @@
 
 use serde::Serialize;
 
-use crate::db::{Db, StoreError};
-use crate::on_db;
+use crate::db::{Db, StoreError, Tx};
+use crate::{on_db, on_tx};
 
 /// A customer's profile, as `externalcontact/get` and `batch/get_by_user` return it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -427,6 +427,54 @@ pub async fn end_relation(
         }
     }
     Ok(false)
+}
+
+/// A handover took the customer away from `user_id` (reassignment item `item_id`, inside the
+/// caller's transaction): the relation ends as `transferred` and its history says to whom.
+/// Returns whether the relation changed (a second call for the same item changes nothing).
+#[allow(clippy::too_many_arguments)]
+pub async fn end_by_transfer(
+    tx: &mut Tx,
+    corp_id: &str,
+    user_id: &str,
+    external_user_id: &str,
+    item_id: i64,
+    detail: &str,
+    at_ms: i64,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    const END: &str = "UPDATE follow_relation SET status = $4, ended_at_ms = $5, updated_at_ms = $6 \
+        WHERE corp_id = $1 AND user_id = $2 AND external_user_id = $3 AND status = 'active'";
+    const HISTORY: &str = "INSERT INTO relation_event (corp_id, user_id, external_user_id, change, \
+        source, detail, at_ms, dedup) VALUES ($1, $2, $3, $4, 'transfer', $5, $6, $7) \
+        ON CONFLICT (corp_id, dedup) DO NOTHING";
+    let status = EndReason::Transferred.status();
+    let n = on_tx!(tx, |conn| sqlx::query(END)
+        .bind(corp_id)
+        .bind(user_id)
+        .bind(external_user_id)
+        .bind(status)
+        .bind(at_ms)
+        .bind(now_ms)
+        .execute(&mut *conn)
+        .await
+        .map(|r| r.rows_affected()))?;
+    if n == 0 {
+        return Ok(false);
+    }
+    let dedup = format!("transfer_item:{item_id}:{status}:{user_id}:{external_user_id}");
+    on_tx!(tx, |conn| sqlx::query(HISTORY)
+        .bind(corp_id)
+        .bind(user_id)
+        .bind(external_user_id)
+        .bind(status)
+        .bind(detail)
+        .bind(at_ms)
+        .bind(&dedup)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ()))?;
+    Ok(true)
 }
 
 /// Records a change in a relation's history, once per (source, change, relation): replaying an

@@ -70,6 +70,15 @@ impl Tx {
         Ok(())
     }
 
+    /// Rolls back (dropping a `Tx` does the same, later; this says so and frees the connection now).
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(t) => t.rollback().await?,
+            Self::Postgres(t) => t.rollback().await?,
+        }
+        Ok(())
+    }
+
     /// `true` on PostgreSQL (where a read that a write depends on needs `FOR UPDATE`).
     pub fn is_postgres(&self) -> bool {
         matches!(self, Self::Postgres(_))

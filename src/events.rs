@@ -214,12 +214,18 @@ impl Ctx<'_> {
             | ExternalContactEvent::Edited(_)
             | ExternalContactEvent::MsgAuditApproved(_) => self.refresh_customer(&user, &ext).await,
             ExternalContactEvent::StaffDeletedCustomer(d) => {
-                let reason = if d.is_by_transfer() {
-                    EndReason::Transferred
-                } else {
-                    EndReason::DeletedByStaff
-                };
-                self.end(&user, &ext, reason).await
+                if d.is_by_transfer() {
+                    crate::transfers::engine::handed_over(
+                        self.db(),
+                        self.corp,
+                        &user,
+                        &ext,
+                        self.event_ms,
+                    )
+                    .await?;
+                    return self.end(&user, &ext, EndReason::Transferred).await;
+                }
+                self.end(&user, &ext, EndReason::DeletedByStaff).await
             }
             ExternalContactEvent::CustomerDeletedStaff(_) => {
                 self.end(&user, &ext, EndReason::DeletedByCustomer).await
@@ -231,6 +237,14 @@ impl Ctx<'_> {
                     Some(TransferFailReason::Other(other)) => other.as_str(),
                     None => "",
                 };
+                crate::transfers::engine::transfer_failed(
+                    self.db(),
+                    self.corp,
+                    &user,
+                    &ext,
+                    reason,
+                )
+                .await?;
                 self.record(&user, &ext, "transfer_failed", reason).await
             }
         }
@@ -292,6 +306,14 @@ impl Ctx<'_> {
     /// A customer was added (or re-added): the default follow-up reminders, and channel rules by
     /// the 联系我 `state` it came through.
     async fn relation_added(&self, s: &contacts::RelationSnapshot) -> Result<(), HandlerError> {
+        crate::transfers::engine::relation_added(
+            self.db(),
+            self.corp,
+            &s.user_id,
+            &s.external_user_id,
+            s.added_at_ms.unwrap_or(self.event_ms),
+        )
+        .await?;
         crate::followup::create_default_reminders(
             self.db(),
             self.corp,
@@ -484,6 +506,14 @@ impl Ctx<'_> {
             ContactEvent::StaffDeparted { user_id } => {
                 staff::mark_departed(self.db(), self.corp, user_id.as_str(), self.event_ms, now)
                     .await?;
+                crate::transfers::departures::on_departed(
+                    self.db(),
+                    &self.p.wecom,
+                    self.corp,
+                    user_id.as_str(),
+                    now,
+                )
+                .await?;
                 Ok(())
             }
             ContactEvent::DepartmentCreated(d) | ContactEvent::DepartmentUpdated(d) => {

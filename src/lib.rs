@@ -25,6 +25,7 @@ pub mod startup;
 pub mod sync;
 pub mod tags;
 pub mod telemetry;
+pub mod transfers;
 pub mod wecom;
 pub mod worker;
 

@@ -113,6 +113,18 @@ pub async fn serve(
         config.reminders.clone(),
         stop_rx.clone(),
     ));
+    let transfers = tokio::spawn(crate::transfers::engine::run(
+        db.clone(),
+        wecom.clone(),
+        config.transfers.clone(),
+        coord::LeaderLock::new(
+            coord.clone(),
+            "transfers",
+            &owner,
+            std::time::Duration::from_secs(config.transfers.tick_secs.saturating_mul(10).max(30)),
+        ),
+        stop_rx.clone(),
+    ));
     let mut endpoints: HashMap<String, HashMap<String, _>> = HashMap::new();
     for ((corp, app), endpoint) in config.endpoints() {
         endpoints.entry(corp).or_default().insert(app, endpoint);
@@ -146,6 +158,7 @@ pub async fn serve(
         let _ = scheduler.await;
     }
     let _ = reminders.await;
+    let _ = transfers.await;
     for task in archive_tasks {
         let _ = task.await;
     }

@@ -65,6 +65,11 @@ impl Wecom {
         })
     }
 
+    /// A configured corp.
+    pub fn corp(&self, corp_id: &str) -> Option<&CorpConfig> {
+        self.corps.get(corp_id)
+    }
+
     /// The configured corps' ids.
     pub fn corp_ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = self.corps.keys().cloned().collect();

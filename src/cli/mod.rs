@@ -6,6 +6,7 @@ mod archive;
 mod emulator;
 mod inbox;
 mod outbox;
+mod reassign;
 mod replay;
 mod rules;
 mod selftest;
@@ -86,6 +87,8 @@ pub enum Command {
         #[command(subcommand)]
         command: rules::RulesCommand,
     },
+    /// Reassign a member's customers and group chats (离职继承 / 在职继承): plan, run, follow.
+    Reassign(reassign::ReassignArgs),
     /// Put processed or failed callbacks back to pending so workers process them again.
     Replay(replay::ReplayArgs),
     /// Full sync and reconciliation with WeCom (resumes an interrupted run).
@@ -159,6 +162,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::ArchiveWorker => Ok(crate::archive::child::run()),
         Command::Rules { command } => rules::run(command).await,
         Command::Replay(args) => replay::run(&config, args).await,
+        Command::Reassign(args) => {
+            telemetry::init_tracing(config.log_format, &config.log_level);
+            reassign::run(&config, args).await
+        }
         Command::Sync(args) => {
             telemetry::init_tracing(config.log_format, &config.log_level);
             sync::run(&config, args).await

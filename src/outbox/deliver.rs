@@ -14,7 +14,7 @@ use super::{Intent, Message, OUTBOX, set_result};
 use crate::db::{Db, StoreError, now_ms};
 use crate::wecom::Wecom;
 use crate::worker::{HandlerError, LeaseTable, Queue};
-use crate::{on_db, tags};
+use crate::{on_db, tags, transfers};
 
 /// How long WeCom's duplicate check of `message/send` covers a repeated delivery.
 const DUPLICATE_CHECK_SECS: u32 = 4 * 3600;
@@ -158,7 +158,7 @@ struct Delivery<'a> {
 }
 
 /// What a WeCom error means for an item: retry (when waiting can help) or a dead letter.
-fn failure(api: &str, e: &ApiError) -> HandlerError {
+pub(crate) fn failure(api: &str, e: &ApiError) -> HandlerError {
     let reason = format!("{api}: {e}");
     match e {
         ApiError::RateLimited { retry_after, .. } => HandlerError::Defer {
@@ -283,6 +283,44 @@ impl Delivery<'_> {
                 }
             }
             Intent::MessageSend { to_users, message } => self.message_send(to_users, message).await,
+            Intent::TransferCustomers {
+                job_id,
+                mode,
+                handover_user_id,
+                takeover_user_id,
+                external_user_ids: _,
+                success_msg,
+            } => {
+                transfers::deliver::customers(
+                    &self.q.db,
+                    self.wecom(),
+                    self.item,
+                    transfers::deliver::CustomerCall {
+                        job_id: *job_id,
+                        mode: *mode,
+                        handover: handover_user_id,
+                        taker: takeover_user_id,
+                        success_msg: success_msg.as_deref(),
+                    },
+                )
+                .await
+            }
+            Intent::TransferGroupChats {
+                job_id,
+                mode,
+                new_owner,
+                ..
+            } => {
+                transfers::deliver::group_chats(
+                    &self.q.db,
+                    self.wecom(),
+                    self.item,
+                    *job_id,
+                    *mode,
+                    new_owner,
+                )
+                .await
+            }
         }
     }
 

@@ -1,5 +1,5 @@
 //! The outbox: every call that changes WeCom (`mark_tag`, `remark`, `add/edit/del_corp_tag`,
-//! `message/send`, later the transfers) is first written here as an [`Intent`], in the same
+//! `message/send`, the reassignment calls) is first written here as an [`Intent`], in the same
 //! transaction as our own change ([`enqueue`] takes the [`Tx`]), then delivered by the outbox
 //! workers ([`OutboxQueue`] on the shared [`crate::worker::WorkerPool`]): leased, retried with
 //! backoff, dead-lettered with a reason, and put back by an operator ([`retry`]).
@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 use std::sync::{Arc, LazyLock};
 use tokio::sync::Notify;
 
-pub use deliver::OutboxQueue;
+pub(crate) use deliver::failure;
+pub use deliver::{OutboxItem, OutboxQueue};
 
 use crate::db::{Db, StoreError, Tx};
 use crate::worker::{LeaseTable, MAX_REASON_BYTES};
@@ -85,6 +86,36 @@ pub enum Intent {
         /// Groups to delete.
         group_ids: Vec<String>,
     },
+    /// `externalcontact/(resigned/)transfer_customer`: up to 100 customers of one reassignment
+    /// job to one taker (`src/transfers`).
+    TransferCustomers {
+        /// The `transfer_job`.
+        job_id: i64,
+        /// `resigned` or `on_job`.
+        mode: crate::transfers::Mode,
+        /// The member handing over.
+        handover_user_id: String,
+        /// The taker.
+        takeover_user_id: String,
+        /// The customers (1–100).
+        external_user_ids: Vec<String>,
+        /// On-job only: what WeCom tells the customer.
+        success_msg: Option<String>,
+    },
+    /// `externalcontact/groupchat/(onjob_)transfer`: up to 100 group chats of one job to one new
+    /// owner.
+    TransferGroupChats {
+        /// The `transfer_job`.
+        job_id: i64,
+        /// `resigned` or `on_job`.
+        mode: crate::transfers::Mode,
+        /// The old owner.
+        handover_user_id: String,
+        /// The new owner.
+        new_owner: String,
+        /// The chats (1–100).
+        chat_ids: Vec<String>,
+    },
     /// `message/send` from the corp's notification app.
     MessageSend {
         /// Receivers (staff user ids).
@@ -143,6 +174,8 @@ impl Intent {
             Self::AddCorpTag { .. } => "add_corp_tag",
             Self::EditCorpTag { .. } => "edit_corp_tag",
             Self::DelCorpTag { .. } => "del_corp_tag",
+            Self::TransferCustomers { .. } => "transfer_customer",
+            Self::TransferGroupChats { .. } => "transfer_group_chat",
             Self::MessageSend { .. } => "message_send",
         }
     }
@@ -159,6 +192,14 @@ impl Intent {
             Self::AddCorpTag { .. } | Self::EditCorpTag { .. } | Self::DelCorpTag { .. } => {
                 "tag_library".to_owned()
             }
+            // One member's handover calls one at a time: WeCom's checks (already in transfer,
+            // the daily chat budget) see the previous call's effect.
+            Self::TransferCustomers {
+                handover_user_id, ..
+            }
+            | Self::TransferGroupChats {
+                handover_user_id, ..
+            } => format!("transfer:{handover_user_id}"),
             Self::MessageSend { to_users, .. } => format!("message:{}", to_users.join("|")),
         }
     }
@@ -236,7 +277,8 @@ pub struct OutboxEntry {
     pub id: i64,
     /// Corp.
     pub corp_id: String,
-    /// `mark_tag`, `remark`, `add_corp_tag`, `edit_corp_tag`, `del_corp_tag`, `message_send`.
+    /// `mark_tag`, `remark`, `add_corp_tag`, `edit_corp_tag`, `del_corp_tag`, `message_send`,
+    /// `transfer_customer`, `transfer_group_chat`.
     pub kind: String,
     /// Items with the same key go one at a time.
     pub order_key: String,

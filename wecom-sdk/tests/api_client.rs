@@ -1662,3 +1662,32 @@ async fn futures_join<T: Send + 'static>(
     }
     results
 }
+
+/// A gateway's 5xx may come after WeCom started the transfer: the client does not repeat a
+/// transfer call by itself (its caller asks `transfer_result` first).
+#[tokio::test]
+async fn a_transfer_call_is_not_repeated_after_a_server_error() {
+    let (fake, base) = serve(Fake::new()).await;
+    let client = client(&base);
+    let api = "externalcontact/resigned/transfer_customer";
+    fake.script(api, [Reply::Status(504)]);
+    let handover = wecom_sdk::UserId::try_from("zhangsan").unwrap();
+    let taker = wecom_sdk::UserId::try_from("lisi").unwrap();
+    let ext = wecom_sdk::ExternalUserId::try_from("wmAAAA").unwrap();
+    let error = client
+        .transfer_customer(
+            &app(),
+            wecom_sdk::api::TransferMode::Resigned,
+            &handover,
+            &taker,
+            &[ext],
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ApiError::Http { status: 504, .. }),
+        "{error:?}"
+    );
+    assert_eq!(fake.calls(api), 1, "not repeated");
+}

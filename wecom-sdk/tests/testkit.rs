@@ -913,6 +913,29 @@ async fn every_fault_kind_does_what_it_says() {
     assert_eq!(code(&env.get(&path).await), 0);
     assert!(started.elapsed() >= Duration::from_millis(300));
 
+    // The work is done (the write log has it), the answer is lost.
+    let writes = state.writes().len();
+    state.inject_fault(Fault {
+        api: Some("externalcontact/add_corp_tag".into()),
+        kind: FaultKind::AnswerLost,
+        times: 1,
+    });
+    let lost = env
+        .http
+        .post(env.url(&format!(
+            "externalcontact/add_corp_tag?access_token={token}"
+        )))
+        .json(&json!({"group_name": "丢失的回答", "tag": [{"name": "已创建"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lost.status(), 504);
+    assert_eq!(state.writes().len(), writes + 1, "the call took effect");
+    let tags = env
+        .post("externalcontact/get_corp_tag_list", &token, json!({}))
+        .await;
+    assert!(tags.to_string().contains("已创建"), "{tags}");
+
     inject(FaultKind::Silence);
     let silent = env
         .http
@@ -941,7 +964,7 @@ async fn every_fault_kind_does_what_it_says() {
     state.set_down(false);
     assert_eq!(code(&env.get(&path).await), 0);
 
-    assert_eq!(state.faults_fired(), 7);
+    assert_eq!(state.faults_fired(), 8, "seven on the API, one answer lost");
     assert_eq!(state.calls(api), 10, "faulted and down calls are counted");
     assert_eq!(
         state.rate_limited(),

@@ -15,6 +15,7 @@ mod followup;
 mod outbox;
 pub(crate) mod schema;
 mod tags;
+mod transfers;
 
 use std::sync::Arc;
 
@@ -321,6 +322,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     all.extend(tags::endpoints());
     all.extend(followup::endpoints());
     all.extend(outbox::endpoints());
+    all.extend(transfers::endpoints());
     all.extend(super::jobs::endpoints());
     all
 }

@@ -32,6 +32,8 @@ pub fn endpoints() -> Vec<Endpoint> {
                         "edit_corp_tag",
                         "del_corp_tag",
                         "message_send",
+                        "transfer_customer",
+                        "transfer_group_chat",
                     ],
                     "调用",
                 ),

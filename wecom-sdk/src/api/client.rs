@@ -58,6 +58,16 @@ const NON_IDEMPOTENT: [&str; 10] = [
     "externalcontact/add_msg_template",
 ];
 
+/// Calls whose lost answer (a 5xx after WeCom may have done the work) is not retried here: a
+/// second transfer of the same customers or chats is not harmless (a new 24 h window, the
+/// 2-in-90-days count), so the caller checks what WeCom has before sending again.
+const ASK_BEFORE_REPEATING: [&str; 4] = [
+    "externalcontact/transfer_customer",
+    "externalcontact/resigned/transfer_customer",
+    "externalcontact/groupchat/transfer",
+    "externalcontact/groupchat/onjob_transfer",
+];
+
 /// A WeCom server-API client for any number of corps and apps. Cheap to clone (state behind an
 /// `Arc`); build one per process and share it. Tokens and buckets live in the [`Coordinator`],
 /// so several instances sharing a coordinator share them too.
@@ -480,7 +490,10 @@ impl WecomClient {
                     });
                 }
                 Failure::Wecom { errcode, .. } => matches!(errcode, -1 | 45033),
-                Failure::Http(status) => *status >= 500,
+                // A 5xx from a gateway may come after WeCom did the work (the answer was lost).
+                // A transfer repeated would start a second one: it goes back to its caller, who
+                // asks WeCom first (`transfer_result`, `groupchat/list`).
+                Failure::Http(status) => *status >= 500 && !ASK_BEFORE_REPEATING.contains(&api),
                 Failure::Connect(_) => true,
                 Failure::Transport(_) | Failure::Decode(_) => idempotent,
                 Failure::Shape(_) => false,

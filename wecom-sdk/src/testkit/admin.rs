@@ -269,9 +269,10 @@ async fn add_fault(State(state): Shared, body: Bytes) -> Response {
         ("garbage", ..) => FaultKind::Garbage,
         ("silence", ..) => FaultKind::Silence,
         ("latency", _, _, Some(ms)) => FaultKind::Latency(Duration::from_millis(ms)),
+        ("answer_lost", ..) => FaultKind::AnswerLost,
         _ => {
             return bad_request(
-                "kind must be busy, errcode (with errcode), http (with status), garbage, silence or latency (with delay_ms)",
+                "kind must be busy, errcode (with errcode), http (with status), garbage, silence, latency (with delay_ms) or answer_lost",
             );
         }
     };

@@ -278,7 +278,7 @@ async fn api_entry(
             return plain_response(StatusCode::GATEWAY_TIMEOUT, "gateway timeout");
         }
         Some(FaultKind::Latency(delay)) => tokio::time::sleep(delay).await,
-        None => {}
+        Some(FaultKind::AnswerLost) | None => {}
     }
     if api == "gettoken" {
         return json_response(&gettoken(&state, &query));
@@ -297,6 +297,9 @@ async fn api_entry(
         Err(err) => error_json(&err),
     };
     state.enqueue(out);
+    if fault == Some(FaultKind::AnswerLost) {
+        return plain_response(StatusCode::GATEWAY_TIMEOUT, "gateway timeout");
+    }
     json_response(&answer)
 }
 

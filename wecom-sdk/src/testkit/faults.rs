@@ -29,6 +29,9 @@ pub enum FaultKind {
     Silence,
     /// The normal answer, after this delay. The call counts as in flight meanwhile.
     Latency(Duration),
+    /// The call takes effect, then its answer is lost on the way back (HTTP 504 from a gateway):
+    /// what a caller sees when WeCom did the work but the response never arrived.
+    AnswerLost,
 }
 
 impl Fault {

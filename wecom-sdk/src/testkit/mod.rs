@@ -92,7 +92,8 @@
 //!   documents a cap, not an error). A message exactly `interval` seconds later is delivered.
 //! * Write log: a call counts as a write when it answers errcode 0, even if it changed nothing (a
 //!   `mark_tag` of a tag already there, a suppressed or silently dropped `message/send`); a
-//!   [`FaultKind::Latency`] call is recorded once it runs, every other fault is not. Records are
+//!   [`FaultKind::Latency`] or [`FaultKind::AnswerLost`] call is recorded once it runs, every other
+//!   fault is not. Records are
 //!   stamped with real time (`Instant` and Unix ms), not the emulator clock, as the latency they
 //!   measure is real. Beyond [`MAX_WRITES`] records the oldest are dropped.
 //! * Paging: a malformed cursor is 40058; `get_unassigned_list` refuses `page_size` > 1000 (40058)

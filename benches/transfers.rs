@@ -1,0 +1,341 @@
+//! Reassignment against the WeCom emulator with its limits on (issue 8's benchmark): a departed
+//! member's customers and group chats planned, executed and followed to a final state.
+//!
+//! ```sh
+//! cargo bench --bench transfers -- --backend sqlite --customers 10000 --chats 1000 --takers 4
+//! cargo bench --bench transfers -- --backend postgres --customers 10000 --chats 1000 --takers 4
+//! ```
+//!
+//! The engine (`transfers::engine::advance`) and the outbox workers run in this process on a fresh
+//! database, with an emulated corp imported by a full sync; the engine's clock is the emulator's.
+//! Reported:
+//! 1. **plan**: the plan with its preview written;
+//! 2. **execute**: from the start until every customer is sent and answered (waiting on WeCom's
+//!    24 h window, refused or failed) and today's 300 chats are moved — wall time, and the calls
+//!    made against the fewest the 100-per-call rule allows;
+//! 3. **days**: the emulator's clock moves to each next midnight (China Standard Time) until every
+//!    chat is moved (300 a day);
+//! 4. **resolve**: the emulator's clock passes the 24 h window; the time until every item is final
+//!    (`transfer_result` polling, takeovers with their carry-over).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_precision_loss,
+    reason = "a test or benchmark fails loudly"
+)]
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use scrm::config::{Config, TransferSettings};
+use scrm::db::Db;
+use scrm::outbox::OutboxQueue;
+use scrm::transfers::{self, ItemFilter, PlanRequest, Progress, engine};
+use scrm::wecom::Wecom;
+use scrm::worker::WorkerPool;
+use wecom_sdk::MemoryCoordinator;
+use wecom_sdk::testkit::{Emulator, EmulatorConfig, EmulatorState, NewCustomer, NewStaff};
+
+const CORP: &str = "ww1436e0e65a779aee";
+const TOKEN: &str = "hJqcu3uJ9Tn2gXPmxx2w9kkCkCE2EPYo";
+const KEY: &str = "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt";
+const SECRET: &str = "bench-secret";
+const HANDOVER: &str = "zhangsan";
+const CUSTOMER_API: &str = "externalcontact/resigned/transfer_customer";
+const CHAT_API: &str = "externalcontact/groupchat/transfer";
+
+struct Options {
+    backend: String,
+    customers: usize,
+    chats: usize,
+    takers: usize,
+}
+
+fn options() -> anyhow::Result<Options> {
+    let f = common::Flags::parse();
+    let o = Options {
+        backend: f.backend()?,
+        customers: f.number("--customers", 10_000)?,
+        chats: f.number("--chats", 1_000)?,
+        takers: f.number("--takers", 4)?,
+    };
+    if o.takers == 0 || o.takers > 100 {
+        bail!("--takers must be 1 to 100");
+    }
+    Ok(o)
+}
+
+fn set_up(state: &EmulatorState, o: &Options) -> Vec<String> {
+    let mut takers = Vec::new();
+    for i in 0..=o.takers {
+        let userid = if i == 0 {
+            HANDOVER.to_owned()
+        } else {
+            format!("taker{i:02}")
+        };
+        state.add_staff(
+            CORP,
+            NewStaff {
+                userid: userid.clone(),
+                name: format!("成员{i}"),
+                department: Vec::new(),
+            },
+        );
+        if i > 0 {
+            takers.push(userid);
+        }
+    }
+    let vip = state.create_tag(CORP, "客户等级", "VIP");
+    for i in 0..o.customers {
+        state.add_customer(
+            CORP,
+            HANDOVER,
+            NewCustomer {
+                name: format!("客户{i}"),
+                external_userid: Some(format!("wmBenchTransfer{i:07}")),
+                tag_ids: if i % 10 == 0 {
+                    vec![vip.clone()]
+                } else {
+                    Vec::new()
+                },
+                ..NewCustomer::default()
+            },
+        );
+    }
+    for i in 0..o.chats {
+        let member = format!("wmBenchTransfer{:07}", i % o.customers.max(1));
+        state.create_group_chat(CORP, HANDOVER, vec![member]);
+    }
+    takers
+}
+
+async fn progress(db: &Db, job: i64) -> anyhow::Result<Progress> {
+    Ok(Progress::of(&transfers::counts(db, job).await?))
+}
+
+fn count(p: &Progress, state: &str) -> i64 {
+    p.customers.get(state).copied().unwrap_or(0) + p.group_chats.get(state).copied().unwrap_or(0)
+}
+
+/// Engine rounds at the emulator's time until `done` says so (the outbox workers deliver
+/// meanwhile). Fails on a dead letter.
+async fn rounds(
+    db: &Db,
+    wecom: &Wecom,
+    state: &EmulatorState,
+    job: i64,
+    done: impl Fn(&Progress) -> bool,
+) -> anyhow::Result<Progress> {
+    let settings = TransferSettings::default();
+    loop {
+        engine::advance(db, wecom, &settings, state.now_ms()).await?;
+        let p = progress(db, job).await?;
+        let stats = scrm::outbox::stats(db, Some(CORP), scrm::db::now_ms()).await?;
+        if stats.dead > 0 {
+            bail!("{} outbox calls became dead letters", stats.dead);
+        }
+        if done(&p) && stats.pending == 0 {
+            return Ok(p);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The fewest calls the 100-per-call rule allows for what was sent: per taker for customers,
+/// per (taker, day) for chats.
+fn minimum_calls(items: &[transfers::TransferItem]) -> (usize, usize) {
+    let mut customers: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut chats: BTreeMap<(&str, i64), usize> = BTreeMap::new();
+    for i in items {
+        let Some(sent) = i.sent_at_ms else { continue };
+        if i.kind == "customer" {
+            *customers.entry(&i.takeover_user_id).or_default() += 1;
+        } else {
+            *chats
+                .entry((&i.takeover_user_id, engine::day_start_ms(sent)))
+                .or_default() += 1;
+        }
+    }
+    (
+        customers.values().map(|n| n.div_ceil(100)).sum(),
+        chats.values().map(|n| n.div_ceil(100)).sum(),
+    )
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let o = options()?;
+    let dir = tempfile::tempdir()?;
+    let emulator = Emulator::start(EmulatorConfig::default()).await?;
+    let state = emulator.state();
+    state.add_app(CORP, SECRET, Some(1_000_002));
+    let takers = set_up(&state, &o);
+    assert!(state.depart_staff(CORP, HANDOVER));
+
+    let (db_url, pg) = common::fresh_database(&o.backend, dir.path()).await?;
+    let config_text = format!(
+        "listen = \"127.0.0.1:0\"\ndatabase_url = \"{db_url}\"\n[sync]\nenabled = false\n\
+         [wecom]\napi_base_url = \"{}\"\n[[corps]]\ncorp_id = \"{CORP}\"\napi_app = \"contacts\"\n\
+         [[corps.apps]]\nname = \"contacts\"\ntoken = \"{TOKEN}\"\nencoding_aes_key = \"{KEY}\"\n\
+         secret = \"{SECRET}\"\nagent_id = 1000002\n",
+        emulator.base_url()
+    );
+    let config = Config::from_toml(&config_text, &HashMap::new())?;
+    let db = Db::connect(&db_url).await?;
+    db.migrate().await?;
+    let wecom = Wecom::new(&config, Arc::new(MemoryCoordinator::new()))?;
+    let started = Instant::now();
+    scrm::sync::run(&db, &wecom, CORP, "bench", None, &|_| {}).await?;
+    let n = scrm::transfers::departures::refresh_unassigned(&db, &wecom, CORP, scrm::db::now_ms())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "backend {}: imported the corp and {n} unassigned customers in {:.1} s",
+        o.backend,
+        started.elapsed().as_secs_f64()
+    );
+
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let deliveries = WorkerPool::spawn_queue(
+        OutboxQueue::new(db.clone(), wecom.clone()),
+        config.outbox.settings(),
+        "bench".to_owned(),
+        scrm::outbox::wakeups(),
+        async move {
+            let _ = stop_rx.wait_for(|stopped| *stopped).await;
+        },
+    );
+
+    // 1. Plan.
+    let t = Instant::now();
+    let planned = transfers::plan(
+        &db,
+        CORP,
+        &PlanRequest {
+            handover_user_id: HANDOVER.to_owned(),
+            takeover_user_ids: takers.clone(),
+            ..PlanRequest::default()
+        },
+        "bench",
+        state.now_ms(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let plan_secs = t.elapsed().as_secs_f64();
+    let job = planned.job.id;
+    if planned.customers != o.customers || planned.group_chats != o.chats {
+        bail!(
+            "planned {} customers and {} chats",
+            planned.customers,
+            planned.group_chats
+        );
+    }
+
+    // 2. Execute (day one).
+    let t = Instant::now();
+    transfers::start(&db, CORP, job, "bench", state.now_ms())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let p = rounds(&db, &wecom, &state, job, |p| p.in_flight() == 0).await?;
+    let execute_secs = t.elapsed().as_secs_f64();
+    let day_one_calls = (state.calls(CUSTOMER_API), state.calls(CHAT_API));
+
+    // 3. The next days, for the chats over the budget.
+    let t = Instant::now();
+    let mut days = 1;
+    let mut p = p;
+    while count(&p, "scheduled") > 0 {
+        let now = state.now_ms();
+        let midnight = engine::next_day_ms(now);
+        state.advance_clock(Duration::from_millis(
+            u64::try_from(midnight - now).unwrap_or(0) + 1_000,
+        ));
+        days += 1;
+        p = rounds(&db, &wecom, &state, job, |p| p.in_flight() == 0).await?;
+    }
+    let days_secs = t.elapsed().as_secs_f64();
+
+    // 4. WeCom's 24 h window passes: every customer is taken over (or refused, or over a limit).
+    state.advance_clock(Duration::from_secs(24 * 3600 + 60));
+    let t = Instant::now();
+    let p = rounds(&db, &wecom, &state, job, |p| {
+        p.finished() == p.total() && p.total() > 0
+    })
+    .await?;
+    let resolve_secs = t.elapsed().as_secs_f64();
+    let _ = stop_tx.send(true);
+    deliveries.join().await;
+    let job_row = transfers::job_by_id(&db, job).await?;
+
+    let items = transfers::items(
+        &db,
+        job,
+        &ItemFilter {
+            limit: Some(5000),
+            ..ItemFilter::default()
+        },
+    )
+    .await?;
+    let mut all = items;
+    while all.len() < o.customers + o.chats {
+        let after = all.last().map(|i| i.id);
+        let more = transfers::items(
+            &db,
+            job,
+            &ItemFilter {
+                after_id: after,
+                limit: Some(5000),
+                ..ItemFilter::default()
+            },
+        )
+        .await?;
+        if more.is_empty() {
+            break;
+        }
+        all.extend(more);
+    }
+    let (min_customers, min_chats) = minimum_calls(&all);
+    let calls = (state.calls(CUSTOMER_API), state.calls(CHAT_API));
+    println!(
+        "plan     {} customers + {} chats over {} takers: {:.2} s",
+        o.customers, o.chats, o.takers, plan_secs
+    );
+    println!(
+        "execute  day one: {:.2} s wall; {} customer calls (minimum {}), {} chat calls; {} chats moved, {} scheduled",
+        execute_secs,
+        day_one_calls.0,
+        min_customers,
+        day_one_calls.1,
+        count(&p, "done"),
+        o.chats.saturating_sub(300)
+    );
+    println!(
+        "days     {} days in all for the chats (300 a day): {:.2} s wall; {} chat calls in all (minimum {})",
+        days, days_secs, calls.1, min_chats
+    );
+    println!(
+        "resolve  24 h window passed → every item final: {:.2} s wall; job {}; customers {:?}; chats {:?}",
+        resolve_secs, job_row.state, p.customers, p.group_chats
+    );
+    println!(
+        "total    {} calls to WeCom's transfer APIs (minimum {}); emulator rate-limit answers {}; transfer_result calls {}",
+        calls.0 + calls.1,
+        min_customers + min_chats,
+        state.rate_limited(),
+        state.calls("externalcontact/resigned/transfer_result")
+    );
+    let mut per: HashMap<String, usize> = HashMap::new();
+    for t in state.transfers(CORP) {
+        *per.entry(t.external_userid).or_default() += 1;
+    }
+    if per.len() != o.customers || per.values().any(|n| *n != 1) {
+        bail!("every customer must be transferred exactly once");
+    }
+    db.close().await;
+    common::drop_database(pg).await
+}

@@ -1,0 +1,571 @@
+//! Reassigning a member's customers and group chats (离职继承 / 在职继承).
+//!
+//! A [`plan`] turns "from zhangsan to lisi and wangwu, evenly" into a `transfer_job` with one
+//! `transfer_item` per customer and group chat: its taker, and the flags that predict what WeCom
+//! will refuse (taker = handover, an on-job customer or chat already moved twice in 90 days, a
+//! taker who hit their customer limit lately). [`start`] lets the engine ([`engine`]) carry it
+//! out: customers in calls of at most 100 per taker, group chats the same within the daily budget
+//! of 300 per old owner (the rest is `scheduled` for the next day), every call through the
+//! outbox. Each item then moves to a final state: `done`, `refused` (the customer said no) or
+//! `failed` with WeCom's errcode and a reason; [`retry_failed`] re-plans only the failed ones.
+//!
+//! The job's whole state is in the database: a process killed mid-job resumes where it was, and
+//! an outbox call repeated after a lost answer first asks WeCom what the earlier one did, so no
+//! customer or chat is sent twice. Who planned, started and retried a job is in the append-only
+//! `audit_log`.
+
+pub(crate) mod deliver;
+pub mod departures;
+pub mod engine;
+mod plan;
+
+use serde::{Deserialize, Serialize};
+
+pub use plan::{PlanError, PlanRequest, Planned, RouteRule, Strategy, plan};
+
+use crate::db::{Db, StoreError, Tx};
+use crate::{on_db, on_tx};
+
+/// Customers or chats per WeCom call.
+pub const BATCH: usize = wecom_sdk::api::MAX_TRANSFER_BATCH;
+
+/// Resigned (the handover member has left) or on-job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// 离职继承: `resigned/transfer_customer`, `groupchat/transfer`.
+    Resigned,
+    /// 在职继承: `transfer_customer`, `groupchat/onjob_transfer`.
+    OnJob,
+}
+
+impl Mode {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Resigned => "resigned",
+            Self::OnJob => "on_job",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "resigned" => Some(Self::Resigned),
+            "on_job" => Some(Self::OnJob),
+            _ => None,
+        }
+    }
+
+    /// The SDK's mode.
+    pub fn api(self) -> wecom_sdk::api::TransferMode {
+        match self {
+            Self::Resigned => wecom_sdk::api::TransferMode::Resigned,
+            Self::OnJob => wecom_sdk::api::TransferMode::OnJob,
+        }
+    }
+}
+
+/// Item states that are not final.
+pub const OPEN_STATES: [&str; 4] = ["planned", "scheduled", "sent", "waiting"];
+/// Every item state, in the order the status table shows them.
+pub const ITEM_STATES: [&str; 7] = [
+    "planned",
+    "scheduled",
+    "sent",
+    "waiting",
+    "done",
+    "refused",
+    "failed",
+];
+
+/// A job row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct TransferJob {
+    /// Id.
+    pub id: i64,
+    /// Corp.
+    pub corp_id: String,
+    /// `resigned` or `on_job`.
+    pub mode: String,
+    /// The member handing over.
+    pub handover_user_id: String,
+    /// The takers, as a JSON array.
+    pub takers: String,
+    /// `even`, `workload`, `one` (one taker).
+    pub strategy: String,
+    /// The admin's note for the new owners (added to each customer's record at takeover).
+    pub handover_note: String,
+    /// On-job only: what WeCom tells the customer (≤ 200 characters).
+    pub success_msg: Option<String>,
+    /// `planned`, `running`, `done`, `cancelled`.
+    pub state: String,
+    /// What changed on the way (e.g. switched to on-job after 40097), for people.
+    pub notice: String,
+    /// Who planned it.
+    pub created_by: String,
+    /// Planned, epoch ms.
+    pub created_at_ms: i64,
+    /// Who started it.
+    pub started_by: Option<String>,
+    /// Started, epoch ms.
+    pub started_at_ms: Option<i64>,
+    /// Every item final, epoch ms.
+    pub finished_at_ms: Option<i64>,
+}
+
+impl TransferJob {
+    /// The mode (a stored value we wrote).
+    pub fn mode(&self) -> Mode {
+        Mode::parse(&self.mode).unwrap_or(Mode::OnJob)
+    }
+
+    /// The takers.
+    pub fn taker_list(&self) -> Vec<String> {
+        serde_json::from_str(&self.takers).unwrap_or_default()
+    }
+}
+
+const JOB_COLUMNS: &str = "id, corp_id, mode, handover_user_id, takers, strategy, handover_note, \
+    success_msg, state, notice, created_by, created_at_ms, started_by, started_at_ms, finished_at_ms";
+
+/// An item row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct TransferItem {
+    /// Id.
+    pub id: i64,
+    /// The job.
+    pub job_id: i64,
+    /// `customer` or `group_chat`.
+    pub kind: String,
+    /// The external_userid or chat_id.
+    pub target_id: String,
+    /// The member handing over.
+    pub handover_user_id: String,
+    /// The taker.
+    pub takeover_user_id: String,
+    /// `resigned` or `on_job`.
+    pub mode: String,
+    /// See [`ITEM_STATES`].
+    pub state: String,
+    /// What the preview predicted, as a JSON array of names.
+    pub flags: String,
+    /// WeCom's errcode, when it refused.
+    pub errcode: Option<i64>,
+    /// Why it failed (or was refused), for people.
+    pub reason: Option<String>,
+    /// The outbox call carrying it.
+    pub outbox_id: Option<i64>,
+    /// `scheduled`: not before this, epoch ms.
+    pub not_before_ms: i64,
+    /// When it was handed to the outbox.
+    pub sent_at_ms: Option<i64>,
+    /// Waiting: WeCom's automatic takeover time; done: when it happened.
+    pub takeover_at_ms: Option<i64>,
+    /// Updated, epoch ms.
+    pub updated_at_ms: i64,
+}
+
+const ITEM_COLUMNS: &str = "id, job_id, kind, target_id, handover_user_id, takeover_user_id, \
+    mode, state, flags, errcode, reason, outbox_id, not_before_ms, sent_at_ms, takeover_at_ms, \
+    updated_at_ms";
+
+/// One job.
+pub async fn get_job(db: &Db, corp_id: &str, id: i64) -> Result<TransferJob, StoreError> {
+    let sql = format!("SELECT {JOB_COLUMNS} FROM transfer_job WHERE id = $1 AND corp_id = $2");
+    let job = on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+        .bind(id)
+        .bind(corp_id)
+        .fetch_optional(pool)
+        .await)?;
+    job.ok_or(StoreError::NotFound)
+}
+
+/// One job, whatever its corp (the engine and the CLI).
+pub async fn job_by_id(db: &Db, id: i64) -> Result<TransferJob, StoreError> {
+    let sql = format!("SELECT {JOB_COLUMNS} FROM transfer_job WHERE id = $1");
+    let job = on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+        .bind(id)
+        .fetch_optional(pool)
+        .await)?;
+    job.ok_or(StoreError::NotFound)
+}
+
+/// The newest jobs of a corp (of one handover member, when given).
+pub async fn list_jobs(
+    db: &Db,
+    corp_id: &str,
+    handover: Option<&str>,
+    limit: i64,
+) -> Result<Vec<TransferJob>, StoreError> {
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM transfer_job WHERE corp_id = $1 \
+         AND ($2 IS NULL OR handover_user_id = $2) ORDER BY id DESC LIMIT $3"
+    );
+    let jobs = on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+        .bind(corp_id)
+        .bind(handover)
+        .bind(limit.clamp(1, 500))
+        .fetch_all(pool)
+        .await)?;
+    Ok(jobs)
+}
+
+/// Which items [`items`] shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ItemFilter {
+    /// Only this state.
+    pub state: Option<String>,
+    /// Only `customer` or `group_chat`.
+    pub kind: Option<String>,
+    /// Only this taker.
+    pub takeover_user_id: Option<String>,
+    /// Paging: ids above this.
+    pub after_id: Option<i64>,
+    /// At most this many (1–5000, default 500).
+    pub limit: Option<i64>,
+}
+
+/// A job's items, by id.
+pub async fn items(db: &Db, job_id: i64, f: &ItemFilter) -> Result<Vec<TransferItem>, StoreError> {
+    let sql = format!(
+        "SELECT {ITEM_COLUMNS} FROM transfer_item WHERE job_id = $1 AND ($2 IS NULL OR state = $2) \
+         AND ($3 IS NULL OR kind = $3) AND ($4 IS NULL OR takeover_user_id = $4) \
+         AND id > $5 ORDER BY id LIMIT $6"
+    );
+    let rows = on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+        .bind(job_id)
+        .bind(f.state.as_deref())
+        .bind(f.kind.as_deref())
+        .bind(f.takeover_user_id.as_deref())
+        .bind(f.after_id.unwrap_or(0))
+        .bind(f.limit.unwrap_or(500).clamp(1, 5000))
+        .fetch_all(pool)
+        .await)?;
+    Ok(rows)
+}
+
+/// How many items of a job are in each (kind, state, taker).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Count {
+    /// `customer` or `group_chat`.
+    pub kind: String,
+    /// The state.
+    pub state: String,
+    /// The taker.
+    pub takeover_user_id: String,
+    /// How many.
+    pub n: i64,
+}
+
+/// Counts of a job's items by kind, state and taker.
+pub async fn counts(db: &Db, job_id: i64) -> Result<Vec<Count>, StoreError> {
+    const SQL: &str = "SELECT kind, state, takeover_user_id, COUNT(*) AS n FROM transfer_item \
+        WHERE job_id = $1 GROUP BY kind, state, takeover_user_id ORDER BY kind, takeover_user_id, state";
+    let rows = on_db!(db, |pool| sqlx::query_as(SQL)
+        .bind(job_id)
+        .fetch_all(pool)
+        .await)?;
+    Ok(rows)
+}
+
+/// A job's progress: how many items are in each state, per kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Progress {
+    /// Customers by state.
+    pub customers: std::collections::BTreeMap<String, i64>,
+    /// Group chats by state.
+    pub group_chats: std::collections::BTreeMap<String, i64>,
+}
+
+impl Progress {
+    /// From [`counts`].
+    pub fn of(counts: &[Count]) -> Self {
+        let mut p = Self::default();
+        for c in counts {
+            let map = if c.kind == "customer" {
+                &mut p.customers
+            } else {
+                &mut p.group_chats
+            };
+            *map.entry(c.state.clone()).or_default() += c.n;
+        }
+        p
+    }
+
+    /// All items.
+    pub fn total(&self) -> i64 {
+        self.customers
+            .values()
+            .chain(self.group_chats.values())
+            .sum()
+    }
+
+    /// Items in a final state.
+    pub fn finished(&self) -> i64 {
+        self.customers
+            .iter()
+            .chain(&self.group_chats)
+            .filter(|(s, _)| !OPEN_STATES.contains(&s.as_str()))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Items that still need work from us now (not waiting on WeCom's 24 h or the next day).
+    pub fn in_flight(&self) -> i64 {
+        self.customers
+            .iter()
+            .chain(&self.group_chats)
+            .filter(|(s, _)| matches!(s.as_str(), "planned" | "sent"))
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+/// Why a job cannot be started or retried.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A request that does not fit the job's data (422).
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A step the job's state does not allow (409).
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl From<sqlx::Error> for JobError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Store(e.into())
+    }
+}
+
+/// Starts a planned job (`running`): the engine sends it. Items whose refusal the preview
+/// predicted fail at once, without a call. Starting a running or finished job changes nothing.
+/// Returns the job as it is now.
+pub async fn start(
+    db: &Db,
+    corp_id: &str,
+    id: i64,
+    actor: &str,
+    now_ms: i64,
+) -> Result<TransferJob, JobError> {
+    const START: &str = "UPDATE transfer_job SET state = 'running', started_by = $3, \
+        started_at_ms = $4, updated_at_ms = $4 WHERE id = $1 AND corp_id = $2 AND state = 'planned'";
+    let job = get_job(db, corp_id, id).await?;
+    if job.state == "cancelled" {
+        return Err(JobError::Conflict(
+            "任务已取消，请重新计划 / the job was cancelled: plan again".to_owned(),
+        ));
+    }
+    let mut tx = db.begin().await?;
+    let n = on_tx!(&mut tx, |conn| sqlx::query(START)
+        .bind(id)
+        .bind(corp_id)
+        .bind(actor)
+        .bind(now_ms)
+        .execute(&mut *conn)
+        .await
+        .map(|r| r.rows_affected()))?;
+    if n == 1 {
+        fail_predicted(&mut tx, id, now_ms).await?;
+        let progress = Progress::of(&counts_tx(&mut tx, id).await?);
+        crate::auth::audit(
+            &mut tx,
+            corp_id,
+            actor,
+            "transfer.run",
+            &format!("transfer_job:{id}"),
+            &serde_json::json!({"handover": job.handover_user_id, "mode": job.mode, "progress": progress}),
+            now_ms,
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    engine::wake();
+    Ok(get_job(db, corp_id, id).await?)
+}
+
+/// Planned items whose flags say WeCom will refuse them fail now, with the errcode it would give.
+async fn fail_predicted(tx: &mut Tx, job_id: i64, now_ms: i64) -> Result<(), StoreError> {
+    const SQL: &str = "UPDATE transfer_item SET state = 'failed', errcode = $2, reason = $3, \
+        updated_at_ms = $4 WHERE job_id = $1 AND state = 'planned' AND flags LIKE $5";
+    for (flag, errcode, reason) in [
+        (
+            "taker_is_handover",
+            40130,
+            "接替成员与原跟进成员相同（40130），未发送 / the taker is the handover member: not sent",
+        ),
+        (
+            "transferred_twice_90d",
+            40128,
+            "该客户 90 天内已被在职继承两次（40128），未发送 / moved twice in 90 days: not sent",
+        ),
+        (
+            "moved_twice_90d",
+            40128,
+            "该群 90 天内已被在职继承两次（40128），未发送 / moved twice in 90 days: not sent",
+        ),
+    ] {
+        on_tx!(tx, |conn| sqlx::query(SQL)
+            .bind(job_id)
+            .bind(errcode)
+            .bind(reason)
+            .bind(now_ms)
+            .bind(format!("%\"{flag}\"%"))
+            .execute(&mut *conn)
+            .await
+            .map(|_| ()))?;
+    }
+    Ok(())
+}
+
+async fn counts_tx(tx: &mut Tx, job_id: i64) -> Result<Vec<Count>, StoreError> {
+    const SQL: &str = "SELECT kind, state, takeover_user_id, COUNT(*) AS n FROM transfer_item \
+        WHERE job_id = $1 GROUP BY kind, state, takeover_user_id";
+    let rows = on_tx!(tx, |conn| sqlx::query_as(SQL)
+        .bind(job_id)
+        .fetch_all(&mut *conn)
+        .await)?;
+    Ok(rows)
+}
+
+/// Cancels a planned job (a started one cannot be taken back: WeCom already has its calls).
+pub async fn cancel(
+    db: &Db,
+    corp_id: &str,
+    id: i64,
+    actor: &str,
+    now_ms: i64,
+) -> Result<(), JobError> {
+    const SQL: &str = "UPDATE transfer_job SET state = 'cancelled', notice = $3, \
+        finished_at_ms = $4, updated_at_ms = $4 WHERE id = $1 AND corp_id = $2 AND state = 'planned'";
+    let mut tx = db.begin().await?;
+    let n = on_tx!(&mut tx, |conn| sqlx::query(SQL)
+        .bind(id)
+        .bind(corp_id)
+        .bind("管理员取消 / cancelled by an admin")
+        .bind(now_ms)
+        .execute(&mut *conn)
+        .await
+        .map(|r| r.rows_affected()))?;
+    if n == 0 {
+        let job = get_job(db, corp_id, id).await?;
+        return Err(JobError::Conflict(format!(
+            "任务状态为 {}，只有未执行的计划可以取消 / only a planned job can be cancelled",
+            job.state
+        )));
+    }
+    crate::auth::audit(
+        &mut tx,
+        corp_id,
+        actor,
+        "transfer.cancel",
+        &format!("transfer_job:{id}"),
+        &serde_json::json!({}),
+        now_ms,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Puts a job's failed items back to `planned` (to `takeover`, when given, instead of their
+/// taker) and the job back to `running`. Refused items stay refused: the customer decided.
+/// Returns how many items were re-planned.
+pub async fn retry_failed(
+    db: &Db,
+    corp_id: &str,
+    id: i64,
+    takeover: Option<&str>,
+    actor: &str,
+    now_ms: i64,
+) -> Result<u64, JobError> {
+    const REPLAN: &str = "UPDATE transfer_item SET state = 'planned', takeover_user_id = \
+        COALESCE($2, takeover_user_id), errcode = NULL, reason = NULL, outbox_id = NULL, \
+        not_before_ms = 0, sent_at_ms = NULL, next_poll_ms = NULL, flags = $3, updated_at_ms = $4 \
+        WHERE job_id = $1 AND state = 'failed'";
+    const RUN: &str = "UPDATE transfer_job SET state = 'running', finished_at_ms = NULL, \
+        updated_at_ms = $2 WHERE id = $1";
+    let job = get_job(db, corp_id, id).await?;
+    if job.state == "planned" || job.state == "cancelled" {
+        return Err(JobError::Conflict(format!(
+            "任务状态为 {}，只有已开始的任务可以重试 / only a started job can be retried",
+            job.state
+        )));
+    }
+    if let Some(taker) = takeover {
+        plan::check_taker(db, corp_id, taker, &job.handover_user_id)
+            .await
+            .map_err(|e| match e {
+                PlanError::Store(s) => JobError::Store(s),
+                PlanError::Invalid { reason, .. } => JobError::Invalid {
+                    field: "takeover_user_id",
+                    reason,
+                },
+            })?;
+    }
+    let mut tx = db.begin().await?;
+    let n = on_tx!(&mut tx, |conn| sqlx::query(REPLAN)
+        .bind(id)
+        .bind(takeover)
+        .bind("[]")
+        .bind(now_ms)
+        .execute(&mut *conn)
+        .await
+        .map(|r| r.rows_affected()))?;
+    if n > 0 {
+        on_tx!(&mut tx, |conn| sqlx::query(RUN)
+            .bind(id)
+            .bind(now_ms)
+            .execute(&mut *conn)
+            .await
+            .map(|_| ()))?;
+    }
+    crate::auth::audit(
+        &mut tx,
+        corp_id,
+        actor,
+        "transfer.retry",
+        &format!("transfer_job:{id}"),
+        &serde_json::json!({"items": n, "takeover": takeover}),
+        now_ms,
+    )
+    .await?;
+    tx.commit().await?;
+    engine::wake();
+    Ok(n)
+}
+
+/// Whether the item errcodes WeCom gives per customer or chat mean the taker is unusable.
+pub fn errcode_reason(errcode: i64) -> String {
+    let text = match errcode {
+        40096 => "客户不存在或不属于本企业 / unknown external_userid",
+        40100 => "客户已在转接中 / the customer is already being transferred",
+        40129 => "客户正在转接中 / a transfer of this customer is in progress",
+        40128 => "90 天内已转接两次 / transferred twice in 90 days",
+        40130 => "接替成员与原跟进成员相同 / the taker is the handover member",
+        40099 => "接替成员客户数已达上限 / the taker is at their customer limit",
+        40143 => "接替成员已被封禁 / the taker is banned",
+        40131 => "原跟进成员不是该客户的跟进人 / the handover member does not follow this customer",
+        40098 => "接替成员未实名认证或未激活 / the taker is not verified or not activated",
+        40003 => "成员不存在或已离职 / unknown or departed member",
+        90500 => "群主未离职，请用在职继承 / the owner has not left: use on-job",
+        90501 => "不是客户群 / not a customer group chat",
+        90502 => "群主已离职，请用离职继承 / the owner has left: use resigned",
+        90507 => "群正在继承中 / the chat is being handed over",
+        _ => "",
+    };
+    if text.is_empty() {
+        format!("企业微信拒绝（{errcode}） / WeCom refused ({errcode})")
+    } else {
+        format!("{text}（{errcode}）")
+    }
+}
