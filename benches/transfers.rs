@@ -13,10 +13,10 @@
 //! 2. **execute**: from the start until every customer is sent and answered (waiting on WeCom's
 //!    24 h window, refused or failed) and today's 300 chats are moved — wall time, and the calls
 //!    made against the fewest the 100-per-call rule allows;
-//! 3. **days**: the emulator's clock moves to each next midnight (China Standard Time) until every
-//!    chat is moved (300 a day);
-//! 4. **resolve**: the emulator's clock passes the 24 h window; the time until every item is final
-//!    (`transfer_result` polling, takeovers with their carry-over).
+//! 3. **resolve**: the emulator's clock passes the 24 h window; the time until every customer is
+//!    final (`transfer_result` polling, takeovers with their carry-over);
+//! 4. **days**: the emulator's clock moves to each next midnight (China Standard Time) until every
+//!    chat is moved (300 a day).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -169,13 +169,16 @@ fn minimum_calls(items: &[transfers::TransferItem]) -> (usize, usize) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("SCRM_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
     let o = options()?;
     let dir = tempfile::tempdir()?;
     let emulator = Emulator::start(EmulatorConfig::default()).await?;
     let state = emulator.state();
     state.add_app(CORP, SECRET, Some(1_000_002));
     let takers = set_up(&state, &o);
-    assert!(state.depart_staff(CORP, HANDOVER));
 
     let (db_url, pg) = common::fresh_database(&o.backend, dir.path()).await?;
     let config_text = format!(
@@ -191,6 +194,9 @@ async fn main() -> anyhow::Result<()> {
     let wecom = Wecom::new(&config, Arc::new(MemoryCoordinator::new()))?;
     let started = Instant::now();
     scrm::sync::run(&db, &wecom, CORP, "bench", None, &|_| {}).await?;
+    // The member leaves once we know the corp (no callback target: what `delete_user` does).
+    assert!(state.depart_staff(CORP, HANDOVER));
+    scrm::staff::mark_departed(&db, CORP, HANDOVER, state.now_ms(), scrm::db::now_ms()).await?;
     let n = scrm::transfers::departures::refresh_unassigned(&db, &wecom, CORP, scrm::db::now_ms())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -243,12 +249,31 @@ async fn main() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let p = rounds(&db, &wecom, &state, job, |p| p.in_flight() == 0).await?;
     let execute_secs = t.elapsed().as_secs_f64();
-    let day_one_calls = (state.calls(CUSTOMER_API), state.calls(CHAT_API));
+    let day_one_calls = (
+        state.writes_for(CUSTOMER_API).len(),
+        state.writes_for(CHAT_API).len(),
+    );
 
-    // 3. The next days, for the chats over the budget.
+    let day_one_chats = p.group_chats.get("done").copied().unwrap_or(0);
+    let day_one_scheduled = count(&p, "scheduled");
+
+    // 3. WeCom's 24 h window passes (and with it midnight): every customer is taken over (or
+    //    refused, or over a limit), read back by polling `transfer_result`.
+    state.advance_clock(Duration::from_secs(24 * 3600 + 60));
     let t = Instant::now();
-    let mut days = 1;
-    let mut p = p;
+    let p = rounds(&db, &wecom, &state, job, |p| {
+        p.customers
+            .iter()
+            .all(|(s, _)| !transfers::OPEN_STATES.contains(&s.as_str()))
+    })
+    .await?;
+    let resolve_secs = t.elapsed().as_secs_f64();
+    let customers_final = p.customers.clone();
+
+    // 4. The next days, for the chats over the budget.
+    let t = Instant::now();
+    let mut days = 2;
+    let mut p = rounds(&db, &wecom, &state, job, |p| p.in_flight() == 0).await?;
     while count(&p, "scheduled") > 0 {
         let now = state.now_ms();
         let midnight = engine::next_day_ms(now);
@@ -258,16 +283,8 @@ async fn main() -> anyhow::Result<()> {
         days += 1;
         p = rounds(&db, &wecom, &state, job, |p| p.in_flight() == 0).await?;
     }
+    let p = rounds(&db, &wecom, &state, job, |p| p.finished() == p.total()).await?;
     let days_secs = t.elapsed().as_secs_f64();
-
-    // 4. WeCom's 24 h window passes: every customer is taken over (or refused, or over a limit).
-    state.advance_clock(Duration::from_secs(24 * 3600 + 60));
-    let t = Instant::now();
-    let p = rounds(&db, &wecom, &state, job, |p| {
-        p.finished() == p.total() && p.total() > 0
-    })
-    .await?;
-    let resolve_secs = t.elapsed().as_secs_f64();
     let _ = stop_tx.send(true);
     deliveries.join().await;
     let job_row = transfers::job_by_id(&db, job).await?;
@@ -300,32 +317,50 @@ async fn main() -> anyhow::Result<()> {
         all.extend(more);
     }
     let (min_customers, min_chats) = minimum_calls(&all);
-    let calls = (state.calls(CUSTOMER_API), state.calls(CHAT_API));
+    // Calls WeCom accepted; a call refused for an access_token that expired while the emulator's
+    // clock jumped a day (42001) is repeated with a fresh token and counted apart.
+    let calls = (
+        state.writes_for(CUSTOMER_API).len(),
+        state.writes_for(CHAT_API).len(),
+    );
+    let expired = state.calls(CUSTOMER_API) + state.calls(CHAT_API)
+        - u64::try_from(calls.0 + calls.1).unwrap_or(0);
     println!(
         "plan     {} customers + {} chats over {} takers: {:.2} s",
         o.customers, o.chats, o.takers, plan_secs
     );
+    let (outbox_items, outbox_attempts): (i64, i64) = scrm::on_db!(&db, |pool| sqlx::query_as(
+        "SELECT COUNT(*), COALESCE(SUM(attempts), 0) FROM outbox \
+         WHERE kind IN ('transfer_customer', 'transfer_group_chat')"
+    )
+    .fetch_one(pool)
+    .await)?;
     println!(
         "execute  day one: {:.2} s wall; {} customer calls (minimum {}), {} chat calls; {} chats moved, {} scheduled",
         execute_secs,
         day_one_calls.0,
         min_customers,
         day_one_calls.1,
-        count(&p, "done"),
-        o.chats.saturating_sub(300)
+        day_one_chats,
+        day_one_scheduled
     );
     println!(
-        "days     {} days in all for the chats (300 a day): {:.2} s wall; {} chat calls in all (minimum {})",
-        days, days_secs, calls.1, min_chats
+        "resolve  24 h window passed → every customer final: {:.2} s wall; {:?}",
+        resolve_secs, customers_final
     );
     println!(
-        "resolve  24 h window passed → every item final: {:.2} s wall; job {}; customers {:?}; chats {:?}",
-        resolve_secs, job_row.state, p.customers, p.group_chats
+        "days     {} days for the chats (300 a day): {:.2} s wall from day two; {} chat calls in all (minimum {}); chats {:?}; job {}",
+        days, days_secs, calls.1, min_chats, p.group_chats, job_row.state
     );
     println!(
-        "total    {} calls to WeCom's transfer APIs (minimum {}); emulator rate-limit answers {}; transfer_result calls {}",
+        "total    {} calls to WeCom's transfer APIs (minimum {}) from {} outbox items ({} attempts); \
+         {} repeated after a token expired with the emulator's day jump; emulator rate-limit \
+         answers {}; transfer_result calls {}",
         calls.0 + calls.1,
         min_customers + min_chats,
+        outbox_items,
+        outbox_attempts,
+        expired,
         state.rate_limited(),
         state.calls("externalcontact/resigned/transfer_result")
     );

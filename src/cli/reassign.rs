@@ -382,30 +382,9 @@ async fn drive(
     bar.finish_and_clear();
     let _ = stop_tx.send(true);
     deliveries.join().await;
-    let progress = outcome?;
-    let job = transfers::job_by_id(db, job_id).await?;
-    let counts = transfers::counts(db, job_id).await?;
-    let failed = transfers::items(
-        db,
-        job_id,
-        &ItemFilter {
-            state: Some("failed".to_owned()),
-            limit: Some(5000),
-            ..ItemFilter::default()
-        },
-    )
-    .await?;
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "job": job, "progress": progress, "per_taker": counts, "failed": failed,
-            }))?
-        );
-    } else {
-        print_outcome(&job, &counts, &failed);
-    }
-    Ok(i32::from(!failed.is_empty()))
+    outcome?;
+    let failed = report(db, job_id, json).await?;
+    Ok(i32::from(failed > 0))
 }
 
 fn count(p: &Progress, state: &str) -> i64 {
@@ -413,6 +392,13 @@ fn count(p: &Progress, state: &str) -> i64 {
 }
 
 async fn status(db: &Db, job_id: i64, json: bool) -> anyhow::Result<i32> {
+    report(db, job_id, json).await?;
+    Ok(0)
+}
+
+/// Prints a job's outcome (per taker and state, the failed items) as a table or JSON. Returns how
+/// many items failed.
+async fn report(db: &Db, job_id: i64, json: bool) -> anyhow::Result<usize> {
     let job = transfers::job_by_id(db, job_id)
         .await
         .with_context(|| format!("job {job_id} not found"))?;
@@ -437,7 +423,7 @@ async fn status(db: &Db, job_id: i64, json: bool) -> anyhow::Result<i32> {
     } else {
         print_outcome(&job, &counts, &failed);
     }
-    Ok(0)
+    Ok(failed.len())
 }
 
 fn print_outcome(job: &TransferJob, counts: &[Count], failed: &[transfers::TransferItem]) {

@@ -15,8 +15,8 @@ use serde_json::json;
 use wecom_sdk::api::{ApiError, GroupChatListRequest};
 use wecom_sdk::{ChatId, ExternalUserId, UserId};
 
-use super::engine::{self, FIRST_POLL_MS, next_day_ms, placeholders};
-use super::{Mode, TransferJob, errcode_reason, job_by_id};
+use super::engine::{self, FIRST_POLL_MS, next_day_ms};
+use super::{Mode, TransferJob, Val, errcode_reason, job_by_id, update_items, update_items_in};
 use crate::db::{Db, StoreError, Tx, now_ms};
 use crate::outbox::{OutboxItem, failure};
 use crate::wecom::Wecom;
@@ -41,7 +41,7 @@ async fn carried(db: &Db, outbox_id: i64) -> Result<Vec<(i64, String)>, StoreErr
     Ok(rows)
 }
 
-/// Sets items (by id) to a state, with an errcode and reason (`None` clears them).
+/// Sets sent items (by id) to a state, with an errcode and reason (`None` clears them).
 async fn set_items(
     db: &Db,
     ids: &[i64],
@@ -50,26 +50,20 @@ async fn set_items(
     reason: Option<&str>,
     next_poll_ms: Option<i64>,
 ) -> Result<(), StoreError> {
-    let now = now_ms();
-    for chunk in ids.chunks(500) {
-        let sql = format!(
-            "UPDATE transfer_item SET state = $1, errcode = $2, reason = $3, next_poll_ms = $4, \
-             updated_at_ms = $5 WHERE state = 'sent' AND id IN ({})",
-            placeholders(6, chunk.len())
-        );
-        on_db!(db, |pool| {
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
-                .bind(state)
-                .bind(errcode)
-                .bind(reason)
-                .bind(next_poll_ms)
-                .bind(now);
-            for id in chunk {
-                q = q.bind(id);
-            }
-            q.execute(pool).await.map(|_| ())
-        })?;
-    }
+    update_items(
+        db,
+        "state = $1, errcode = $2, reason = $3, next_poll_ms = $4, updated_at_ms = $5",
+        "state = 'sent'",
+        &[
+            Val::Text(Some(state)),
+            Val::Int(errcode),
+            Val::Text(reason),
+            Val::Int(next_poll_ms),
+            Val::Int(Some(now_ms())),
+        ],
+        ids,
+    )
+    .await?;
     Ok(())
 }
 
@@ -134,22 +128,14 @@ async fn switch_mode(
 
 /// This call's items go back to `planned` in `mode`, for the engine to send again.
 async fn replan(tx: &mut Tx, ids: &[i64], mode: Mode, now: i64) -> Result<(), StoreError> {
-    for chunk in ids.chunks(500) {
-        let sql = format!(
-            "UPDATE transfer_item SET state = 'planned', mode = $1, outbox_id = NULL, \
-             sent_at_ms = NULL, updated_at_ms = $2 WHERE state = 'sent' AND id IN ({})",
-            placeholders(3, chunk.len())
-        );
-        on_tx!(tx, |conn| {
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
-                .bind(mode.as_str())
-                .bind(now);
-            for id in chunk {
-                q = q.bind(id);
-            }
-            q.execute(&mut *conn).await.map(|_| ())
-        })?;
-    }
+    update_items_in(
+        tx,
+        "state = 'planned', mode = $1, outbox_id = NULL, sent_at_ms = NULL, updated_at_ms = $2",
+        "state = 'sent'",
+        &[Val::Text(Some(mode.as_str())), Val::Int(Some(now))],
+        ids,
+    )
+    .await?;
     Ok(())
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use wecom_sdk::UserId;
 
-use super::{BATCH, Mode, TransferItem, TransferJob, job_by_id};
+use super::{BATCH, Mode, TransferItem, TransferJob, Val, job_by_id, update_items};
 use crate::config::TransferSettings;
 use crate::coord::LeaderLock;
 use crate::db::{Db, StoreError, Tx, now_ms};
@@ -163,15 +163,33 @@ async fn pending(db: &Db, job_id: i64, sql: &str, now_ms: i64) -> Result<Vec<Pen
     Ok(rows)
 }
 
-/// Groups items by (mode, taker), keeping their order.
-fn by_call(rows: Vec<Pending>) -> BTreeMap<(String, String), Vec<Pending>> {
-    let mut out: BTreeMap<(String, String), Vec<Pending>> = BTreeMap::new();
+/// Items of one kind go out in calls of at most 100 per (mode, taker), in their order; `intent`
+/// makes the call for (mode, taker, targets). Returns the calls written.
+async fn send_in_calls(
+    db: &Db,
+    job: &TransferJob,
+    rows: Vec<Pending>,
+    now_ms: i64,
+    intent: impl Fn(Mode, &str, Vec<String>) -> Intent,
+) -> Result<usize, StoreError> {
+    let mut by_call: BTreeMap<(String, String), Vec<Pending>> = BTreeMap::new();
     for r in rows {
-        out.entry((r.mode.clone(), r.takeover_user_id.clone()))
+        by_call
+            .entry((r.mode.clone(), r.takeover_user_id.clone()))
             .or_default()
             .push(r);
     }
-    out
+    let mut calls = 0;
+    for ((mode, taker), items) in by_call {
+        let mode = Mode::parse(&mode).unwrap_or(Mode::OnJob);
+        for chunk in items.chunks(BATCH) {
+            let targets = chunk.iter().map(|p| p.target_id.clone()).collect();
+            if hand_over(db, job, &intent(mode, &taker, targets), chunk, now_ms).await? {
+                calls += 1;
+            }
+        }
+    }
+    Ok(calls)
 }
 
 /// Planned customers go out in calls of at most 100 per (mode, taker).
@@ -179,28 +197,17 @@ async fn dispatch_customers(db: &Db, job: &TransferJob, now_ms: i64) -> Result<u
     const SQL: &str = "SELECT id, target_id, takeover_user_id, mode FROM transfer_item \
         WHERE job_id = $1 AND kind = 'customer' AND state = 'planned' AND $2 >= 0 ORDER BY id";
     let rows = pending(db, job.id, SQL, now_ms).await?;
-    let mut calls = 0;
-    for ((mode, taker), items) in by_call(rows) {
-        let mode = Mode::parse(&mode).unwrap_or(Mode::OnJob);
-        for chunk in items.chunks(BATCH) {
-            let intent = Intent::TransferCustomers {
-                job_id: job.id,
-                mode,
-                handover_user_id: job.handover_user_id.clone(),
-                takeover_user_id: taker.clone(),
-                external_user_ids: chunk.iter().map(|p| p.target_id.clone()).collect(),
-                success_msg: if mode == Mode::OnJob {
-                    job.success_msg.clone()
-                } else {
-                    None
-                },
-            };
-            if hand_over(db, job, &intent, chunk, now_ms).await? {
-                calls += 1;
-            }
+    send_in_calls(db, job, rows, now_ms, |mode, taker, targets| {
+        Intent::TransferCustomers {
+            job_id: job.id,
+            mode,
+            handover_user_id: job.handover_user_id.clone(),
+            takeover_user_id: taker.to_owned(),
+            external_user_ids: targets,
+            success_msg: job.success_msg.clone().filter(|_| mode == Mode::OnJob),
         }
-    }
-    Ok(calls)
+    })
+    .await
 }
 
 /// Group chats due now go out within today's budget per old owner; the rest wait for the next
@@ -235,22 +242,16 @@ async fn dispatch_chats(
     } else {
         Vec::new()
     };
-    let mut calls = 0;
-    for ((mode, taker), items) in by_call(due) {
-        let mode = Mode::parse(&mode).unwrap_or(Mode::OnJob);
-        for chunk in items.chunks(BATCH) {
-            let intent = Intent::TransferGroupChats {
-                job_id: job.id,
-                mode,
-                handover_user_id: job.handover_user_id.clone(),
-                new_owner: taker.clone(),
-                chat_ids: chunk.iter().map(|p| p.target_id.clone()).collect(),
-            };
-            if hand_over(db, job, &intent, chunk, now_ms).await? {
-                calls += 1;
-            }
+    let calls = send_in_calls(db, job, due, now_ms, |mode, taker, targets| {
+        Intent::TransferGroupChats {
+            job_id: job.id,
+            mode,
+            handover_user_id: job.handover_user_id.clone(),
+            new_owner: taker.to_owned(),
+            chat_ids: targets,
         }
-    }
+    })
+    .await?;
     let scheduled = schedule(db, &later, next_day_ms(now_ms), now_ms).await?;
     Ok((calls, scheduled))
 }
@@ -273,25 +274,15 @@ pub(crate) async fn set_scheduled(
     not_before_ms: i64,
     now_ms: i64,
 ) -> Result<u64, StoreError> {
-    let mut n = 0;
-    for chunk in ids.chunks(500) {
-        let sql = format!(
-            "UPDATE transfer_item SET state = 'scheduled', not_before_ms = $1, outbox_id = NULL, \
-             sent_at_ms = NULL, updated_at_ms = $2 WHERE state IN ('planned', 'scheduled', 'sent') \
-             AND id IN ({})",
-            placeholders(3, chunk.len())
-        );
-        n += on_db!(db, |pool| {
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
-                .bind(not_before_ms)
-                .bind(now_ms);
-            for id in chunk {
-                q = q.bind(id);
-            }
-            q.execute(pool).await.map(|r| r.rows_affected())
-        })?;
-    }
-    Ok(n)
+    update_items(
+        db,
+        "state = 'scheduled', not_before_ms = $1, outbox_id = NULL, sent_at_ms = NULL, \
+         updated_at_ms = $2",
+        "state IN ('planned', 'scheduled', 'sent')",
+        &[Val::Int(Some(not_before_ms)), Val::Int(Some(now_ms))],
+        ids,
+    )
+    .await
 }
 
 /// One call: the items become `sent` and the outbox call is written, in one transaction. When
@@ -493,25 +484,18 @@ pub(crate) async fn set_waiting(
     next_poll_ms: i64,
     now_ms: i64,
 ) -> Result<u64, StoreError> {
-    let mut n = 0;
-    for chunk in ids.chunks(500) {
-        let sql = format!(
-            "UPDATE transfer_item SET takeover_at_ms = COALESCE($1, takeover_at_ms), \
-             next_poll_ms = $2, updated_at_ms = $3 WHERE state = 'waiting' AND id IN ({})",
-            placeholders(4, chunk.len())
-        );
-        n += on_db!(db, |pool| {
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
-                .bind(takeover_at_ms)
-                .bind(next_poll_ms)
-                .bind(now_ms);
-            for id in chunk {
-                q = q.bind(id);
-            }
-            q.execute(pool).await.map(|r| r.rows_affected())
-        })?;
-    }
-    Ok(n)
+    update_items(
+        db,
+        "takeover_at_ms = COALESCE($1, takeover_at_ms), next_poll_ms = $2, updated_at_ms = $3",
+        "state = 'waiting'",
+        &[
+            Val::Int(takeover_at_ms),
+            Val::Int(Some(next_poll_ms)),
+            Val::Int(Some(now_ms)),
+        ],
+        ids,
+    )
+    .await
 }
 
 /// Open items end `refused` or `failed`. Returns how many were open.
@@ -523,26 +507,19 @@ pub(crate) async fn conclude(
     reason: &str,
     now_ms: i64,
 ) -> Result<u64, StoreError> {
-    let mut n = 0;
-    for chunk in ids.chunks(500) {
-        let sql = format!(
-            "UPDATE transfer_item SET state = $1, errcode = $2, reason = $3, updated_at_ms = $4 \
-             WHERE state IN ('planned', 'scheduled', 'sent', 'waiting') AND id IN ({})",
-            placeholders(5, chunk.len())
-        );
-        n += on_db!(db, |pool| {
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
-                .bind(state)
-                .bind(errcode)
-                .bind(reason)
-                .bind(now_ms);
-            for id in chunk {
-                q = q.bind(id);
-            }
-            q.execute(pool).await.map(|r| r.rows_affected())
-        })?;
-    }
-    Ok(n)
+    update_items(
+        db,
+        "state = $1, errcode = $2, reason = $3, updated_at_ms = $4",
+        "state IN ('planned', 'scheduled', 'sent', 'waiting')",
+        &[
+            Val::Text(Some(state)),
+            Val::Int(errcode),
+            Val::Text(Some(reason)),
+            Val::Int(Some(now_ms)),
+        ],
+        ids,
+    )
+    .await
 }
 
 fn item_sql(filter: &str) -> String {
@@ -805,7 +782,8 @@ pub async fn handed_over(
     }
 }
 
-/// `transfer_fail` for `taker` and `ext`: the customer refused, or the taker hit their limit.
+/// `transfer_fail` for `taker` (`UserID`) and `ext`: the customer refused, or the taker hit their
+/// limit.
 pub async fn transfer_failed(
     db: &Db,
     corp_id: &str,
@@ -813,8 +791,14 @@ pub async fn transfer_failed(
     ext: &str,
     reason: &str,
 ) -> Result<bool, StoreError> {
-    let Some(id) = open_item(db, corp_id, None, Some(taker), ext).await? else {
-        return Ok(false);
+    // WeCom's `UserID` here is the taker in practice; the handover member is looked up too in
+    // case it is not (`transfer_result` polling settles it either way).
+    let id = match open_item(db, corp_id, None, Some(taker), ext).await? {
+        Some(id) => id,
+        None => match open_item(db, corp_id, Some(taker), None, ext).await? {
+            Some(id) => id,
+            None => return Ok(false),
+        },
     };
     let now = now_ms();
     let n = match reason {

@@ -544,6 +544,64 @@ pub async fn retry_failed(
     Ok(n)
 }
 
+/// A value bound into [`update_items`]'s statement.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Val<'a> {
+    /// An integer or NULL.
+    Int(Option<i64>),
+    /// A text or NULL.
+    Text(Option<&'a str>),
+}
+
+/// `UPDATE transfer_item SET {set} WHERE {only} AND id IN (…)` over `ids`, 500 at a time, inside
+/// `tx`: `vals` bind `$1…$n` of `set` and `only`, the ids follow. Returns the rows changed.
+pub(crate) async fn update_items_in(
+    tx: &mut Tx,
+    set: &str,
+    only: &str,
+    vals: &[Val<'_>],
+    ids: &[i64],
+) -> Result<u64, StoreError> {
+    let mut n = 0;
+    for chunk in ids.chunks(500) {
+        let sql = format!(
+            "UPDATE transfer_item SET {set} WHERE {only} AND id IN ({})",
+            engine::placeholders(vals.len() + 1, chunk.len())
+        );
+        n += on_tx!(tx, |conn| {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
+            for v in vals {
+                q = match *v {
+                    Val::Int(i) => q.bind(i),
+                    Val::Text(t) => q.bind(t),
+                };
+            }
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.execute(&mut *conn).await.map(|r| r.rows_affected())
+        })?;
+    }
+    Ok(n)
+}
+
+/// [`update_items_in`] in a transaction of its own.
+pub(crate) async fn update_items(
+    db: &Db,
+    set: &str,
+    only: &str,
+    vals: &[Val<'_>],
+    ids: &[i64],
+) -> Result<u64, StoreError> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let mut tx = db.begin().await?;
+    let n = update_items_in(&mut tx, set, only, vals, ids).await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
 /// Whether the item errcodes WeCom gives per customer or chat mean the taker is unusable.
 pub fn errcode_reason(errcode: i64) -> String {
     let text = match errcode {
