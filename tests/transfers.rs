@@ -955,7 +955,56 @@ async fn a_server_killed_mid_job_resumes_without_sending_twice(backend: Backend)
 both_backends!(
     the_command_line_plans_previews_runs_and_reports,
     plans_route_by_tag_and_stage_and_spread_by_workload,
+    a_member_who_left_before_we_were_installed_is_found_with_customers_and_chats,
 );
+
+fn corp_with_an_old_departure(state: &EmulatorState) {
+    corp(state, 250, 5);
+    assert!(state.depart_staff(CORP, HANDOVER));
+}
+
+/// The sync reads only members with 客户联系; one who left before we were installed is known
+/// from WeCom's unassigned list, and their customers and chats are reassigned like any other's.
+async fn a_member_who_left_before_we_were_installed_is_found_with_customers_and_chats(
+    backend: Backend,
+) {
+    let f = Fixture::spawn(backend, corp_with_an_old_departure).await;
+    let (status, body) = f.admin.get("/api/v1/transfers/departures").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["departures"], json!([]), "nothing known yet");
+    let (status, body) = f
+        .admin
+        .post("/api/v1/transfers/departures/refresh", json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["listed"], 250);
+    let (_, body) = f.admin.get("/api/v1/transfers/departures").await;
+    let d = &body["departures"][0];
+    assert_eq!(d["user_id"], HANDOVER, "{body}");
+    assert_eq!(
+        (d["customers"].as_i64(), d["group_chats"].as_i64()),
+        (Some(250), Some(5))
+    );
+    let (status, planned) = f
+        .plan(json!({"handover_user_id": HANDOVER, "takeover_user_ids": [TAKER_A]}))
+        .await;
+    assert_eq!(status, 201, "{planned}");
+    assert_eq!(
+        (
+            planned["customers"].as_i64(),
+            planned["group_chats"].as_i64()
+        ),
+        (Some(250), Some(5))
+    );
+    assert_eq!(planned["job"]["mode"], "resigned");
+    let job = planned["job"]["id"].as_i64().unwrap();
+    assert_eq!(f.run(job).await.0, 200);
+    f.until_handed_over(job).await;
+    let p = f.progress(job).await;
+    assert_eq!(count(&p.customers, "waiting"), 250, "{p:?}");
+    assert_eq!(count(&p.group_chats, "done"), 5, "{p:?}");
+    f.stop().await;
+}
 
 /// Customers with the VIP tag go to lisi, customers in 成交 to zhaoliu, the rest by workload
 /// (wangwu already follows 40 customers). Nothing is sent by planning.

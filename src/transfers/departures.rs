@@ -145,10 +145,81 @@ pub async fn refresh_unassigned(
         .collect();
     members.sort_unstable();
     members.dedup_by_key(|m| m.0);
-    for (user, at) in members {
-        crate::staff::mark_departed(db, corp_id, user, at, now_ms).await?;
+    for (user, at) in &members {
+        crate::staff::mark_departed(db, corp_id, user, *at, now_ms).await?;
     }
+    let owners: Vec<&str> = members.iter().map(|(u, _)| *u).collect();
+    import_chats(db, wecom, &creds, corp_id, &owners, now_ms).await?;
     Ok(rows.len())
+}
+
+/// The group chats of departed members that we do not know yet: the sync reads only the chats
+/// of members with 客户联系 (a departed member is not one), so a member who left before we were
+/// installed would otherwise seem to own none. `groupchat/list` by owner (100 a call), then
+/// `groupchat/get` for each unknown chat.
+async fn import_chats(
+    db: &Db,
+    wecom: &Wecom,
+    creds: &wecom_sdk::api::AppCredentials,
+    corp_id: &str,
+    owners: &[&str],
+    now_ms: i64,
+) -> Result<(), RefreshError> {
+    let owners: Vec<wecom_sdk::UserId> = owners
+        .iter()
+        .filter_map(|u| wecom_sdk::UserId::try_from(*u).ok())
+        .collect();
+    let wecom_error = |e: wecom_sdk::api::ApiError| RefreshError::Wecom(e.to_string());
+    for chunk in owners.chunks(100) {
+        let mut cursor = String::new();
+        for _ in 0..10_000 {
+            let page = wecom
+                .client
+                .groupchat_list(
+                    creds,
+                    &wecom_sdk::api::GroupChatListRequest {
+                        status_filter: 0,
+                        owner_userids: chunk.to_vec(),
+                        cursor: cursor.clone(),
+                        limit: 1000,
+                    },
+                )
+                .await
+                .map_err(wecom_error)?;
+            for listed in &page.group_chat_list {
+                if crate::group_chats::get(db, corp_id, listed.chat_id.as_str())
+                    .await?
+                    .is_some()
+                {
+                    continue;
+                }
+                let chat = match wecom
+                    .client
+                    .groupchat_get(creds, &listed.chat_id, true)
+                    .await
+                {
+                    Ok(chat) => chat,
+                    // Dismissed between the listing and now.
+                    Err(wecom_sdk::api::ApiError::Wecom { errcode: 90501, .. }) => continue,
+                    Err(e) => return Err(wecom_error(e)),
+                };
+                crate::group_chats::apply(
+                    db,
+                    corp_id,
+                    &crate::wecom::chat_snapshot(&chat),
+                    Some(listed.status),
+                    None,
+                    now_ms,
+                )
+                .await?;
+            }
+            if page.next_cursor.is_empty() {
+                break;
+            }
+            cursor = page.next_cursor;
+        }
+    }
+    Ok(())
 }
 
 /// A member left: when they have customers or chats to reassign and the corp names admins, the
