@@ -330,8 +330,9 @@ pub async fn audit(
     detail: &serde_json::Value,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    const SQL: &str = "INSERT INTO audit_log (corp_id, actor, action, target, detail, at_ms) \
-        VALUES ($1, $2, $3, $4, $5, $6)";
+    const SQL: &str = "INSERT INTO audit_log (corp_id, actor, action, target, detail, at_ms, \
+        key_id) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+    let key_id = REQUEST_KEY.try_with(std::cell::Cell::get).ok().flatten();
     crate::on_tx!(tx, |conn| sqlx::query(SQL)
         .bind(corp_id)
         .bind(actor)
@@ -339,10 +340,30 @@ pub async fn audit(
         .bind(target)
         .bind(detail.to_string())
         .bind(now_ms)
+        .bind(key_id)
         .execute(&mut *conn)
         .await
         .map(|_| ()))?;
     Ok(())
+}
+
+tokio::task_local! {
+    /// The API key of the request being handled (set by the API's authentication, read by
+    /// [`audit`]), so every audit row of a request names the key as well as the staff member.
+    static REQUEST_KEY: std::cell::Cell<Option<i64>>;
+}
+
+/// Runs one request's handling with a slot for its API key (see [`note_request_key`]).
+pub async fn with_request_key<F: std::future::Future>(handling: F) -> F::Output {
+    REQUEST_KEY
+        .scope(std::cell::Cell::new(None), handling)
+        .await
+}
+
+/// Remembers the key the current request authenticated with (no effect outside
+/// [`with_request_key`]).
+pub fn note_request_key(key_id: Option<i64>) {
+    let _ = REQUEST_KEY.try_with(|slot| slot.set(key_id));
 }
 
 /// One entry of the append-only audit trail.
@@ -360,6 +381,8 @@ pub struct AuditEntry {
     pub detail: String,
     /// When, epoch ms.
     pub at_ms: i64,
+    /// The API key it was done with, if any.
+    pub key_id: Option<i64>,
 }
 
 /// The audit entries of one target, oldest first (at most 1000).
@@ -368,7 +391,7 @@ pub async fn audit_entries(
     corp_id: &str,
     target: &str,
 ) -> Result<Vec<AuditEntry>, StoreError> {
-    const SQL: &str = "SELECT id, actor, action, target, detail, at_ms FROM audit_log \
+    const SQL: &str = "SELECT id, actor, action, target, detail, at_ms, key_id FROM audit_log \
         WHERE corp_id = $1 AND target = $2 ORDER BY id LIMIT 1000";
     let rows = on_db!(db, |pool| sqlx::query_as(SQL)
         .bind(corp_id)

@@ -91,7 +91,29 @@ struct RawConfig {
     #[serde(default)]
     transfers: RawTransfers,
     #[serde(default)]
+    http: RawHttp,
+    #[serde(default)]
+    metrics: RawMetrics,
+    #[serde(default)]
     corps: Vec<RawCorp>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    header_read_timeout_ms: Option<u64>,
+    body_timeout_ms: Option<u64>,
+    max_connections: Option<usize>,
+    api_in_flight: Option<usize>,
+    callback_in_flight: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<String>,
+    token: Option<String>,
+    refresh_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -263,6 +285,21 @@ pub struct AppConfig {
     pub secret: Option<Secret<String>>,
     /// The app's agent id, when it has one.
     pub agent_id: Option<i64>,
+    /// Its Token or EncodingAESKey is one of the published samples (the official test vectors,
+    /// the emulator's configuration): anyone can sign callbacks for it.
+    pub published_sample: bool,
+}
+
+/// The Tokens and EncodingAESKeys published in WeCom's documents and in this repository's
+/// emulator configuration.
+const PUBLISHED_TOKENS: [&str; 2] = ["QDG6eK", "hJqcu3uJ9Tn2gXPmxx2w9kkCkCE2EPYo"];
+const PUBLISHED_KEYS: [&str; 2] = [
+    "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C",
+    "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt",
+];
+
+fn is_published_sample(token: &str, key: &str) -> bool {
+    PUBLISHED_TOKENS.contains(&token) || PUBLISHED_KEYS.contains(&key)
 }
 
 /// A corp and its callback configurations.
@@ -480,6 +517,56 @@ impl Default for ReminderSettings {
     }
 }
 
+/// Limits of the HTTP server (`src/http/server.rs`) against slow and greedy clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// A request's head must arrive within this; an idle keep-alive connection is closed after it
+    /// too (hyper starts the timer when it waits for the next head).
+    pub header_read_timeout_ms: u64,
+    /// A request's body must arrive within this (callbacks and API bodies): 408 otherwise.
+    pub body_timeout_ms: u64,
+    /// Open connections at most; further ones wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// API, metrics and health requests handled at once; more are answered 503 at once.
+    pub api_in_flight: usize,
+    /// WeCom callbacks handled at once: a pool of their own, which API traffic cannot take.
+    pub callback_in_flight: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_ms: 10_000,
+            body_timeout_ms: 10_000,
+            max_connections: 10_000,
+            api_in_flight: 256,
+            callback_in_flight: 1024,
+        }
+    }
+}
+
+/// `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// Serve `/metrics` on this address only (not on the main listener).
+    pub listen: Option<SocketAddr>,
+    /// Require `Authorization: Bearer <token>`.
+    pub token: Option<Secret<String>>,
+    /// How often the database gauges (inbox, outbox backlogs) are refreshed in the background; a
+    /// scrape never queries the database.
+    pub refresh_secs: u64,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            token: None,
+            refresh_secs: 15,
+        }
+    }
+}
+
 /// The reassignment engine (`src/transfers`).
 #[derive(Debug, Clone)]
 pub struct TransferSettings {
@@ -551,6 +638,10 @@ pub struct Config {
     pub archive: ArchiveSettings,
     /// Reassignment.
     pub transfers: TransferSettings,
+    /// HTTP server limits.
+    pub http: HttpSettings,
+    /// `/metrics`.
+    pub metrics: MetricsSettings,
 }
 
 impl Config {
@@ -663,6 +754,13 @@ impl Config {
         if !(api_base_url.starts_with("https://") || api_base_url.starts_with("http://")) {
             return Err(invalid("wecom.api_base_url", "must be an http(s) URL"));
         }
+        if api_base_url.starts_with("http://") && !is_loopback_url(&api_base_url) {
+            return Err(invalid(
+                "wecom.api_base_url",
+                "plain http:// is allowed only for a local emulator (127.0.0.1, ::1, localhost): \
+                 access tokens and secrets would cross the network unencrypted",
+            ));
+        }
         let wecom = WecomSettings {
             api_base_url: if api_base_url.ends_with('/') {
                 api_base_url
@@ -752,12 +850,16 @@ impl Config {
                 "must be between 1 and 300 (WeCom's daily limit)",
             ));
         }
+        let http = http_settings(raw.http)?;
+        let metrics = metrics_settings(raw.metrics, env)?;
         let alerts = alert_settings(raw.alerts)?;
         let corps = check_corps(raw.corps)?;
         let archive = archive_settings(raw.archive, &corps)?;
         Ok(Self {
             archive,
             transfers,
+            http,
+            metrics,
             outbox,
             reminders,
             alerts,
@@ -797,6 +899,19 @@ impl Config {
                     };
                     (key, Arc::new(endpoint))
                 })
+            })
+            .collect()
+    }
+
+    /// `corp/app` of every callback configuration that uses a published Token or EncodingAESKey.
+    pub fn published_sample_apps(&self) -> Vec<String> {
+        self.corps
+            .iter()
+            .flat_map(|c| {
+                c.apps
+                    .iter()
+                    .filter(|a| a.published_sample)
+                    .map(move |a| format!("{}/{}", c.corp_id, a.name))
             })
             .collect()
     }
@@ -852,6 +967,89 @@ fn env_number<T: std::str::FromStr>(
     }
 }
 
+/// Whether an `http://host[:port]/…` URL names this machine.
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(bracketed) = host.strip_prefix('[') {
+        bracketed.split(']').next().unwrap_or("")
+    } else {
+        host.split(':').next().unwrap_or("")
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn http_settings(raw: RawHttp) -> Result<HttpSettings, ConfigError> {
+    let d = HttpSettings::default();
+    let http = HttpSettings {
+        header_read_timeout_ms: raw
+            .header_read_timeout_ms
+            .unwrap_or(d.header_read_timeout_ms),
+        body_timeout_ms: raw.body_timeout_ms.unwrap_or(d.body_timeout_ms),
+        max_connections: raw.max_connections.unwrap_or(d.max_connections),
+        api_in_flight: raw.api_in_flight.unwrap_or(d.api_in_flight),
+        callback_in_flight: raw.callback_in_flight.unwrap_or(d.callback_in_flight),
+    };
+    if !(100..=120_000).contains(&http.header_read_timeout_ms) {
+        return Err(invalid(
+            "http.header_read_timeout_ms",
+            "must be between 100 and 120000",
+        ));
+    }
+    if !(100..=120_000).contains(&http.body_timeout_ms) {
+        return Err(invalid(
+            "http.body_timeout_ms",
+            "must be between 100 and 120000",
+        ));
+    }
+    if !(16..=1_000_000).contains(&http.max_connections) {
+        return Err(invalid(
+            "http.max_connections",
+            "must be between 16 and 1000000",
+        ));
+    }
+    if http.api_in_flight == 0 || http.callback_in_flight == 0 {
+        return Err(invalid(
+            "http.api_in_flight",
+            "api_in_flight and callback_in_flight must be positive",
+        ));
+    }
+    Ok(http)
+}
+
+fn metrics_settings(
+    raw: RawMetrics,
+    env: &HashMap<String, String>,
+) -> Result<MetricsSettings, ConfigError> {
+    let listen = match raw.listen.as_deref().filter(|l| !l.is_empty()) {
+        Some(text) => Some(text.parse().map_err(|_| {
+            invalid(
+                "metrics.listen",
+                format!("{text:?} is not an address like 127.0.0.1:9100"),
+            )
+        })?),
+        None => None,
+    };
+    let token = env
+        .get("SCRM_METRICS_TOKEN")
+        .filter(|t| !t.is_empty())
+        .cloned()
+        .or(raw.token)
+        .filter(|t| !t.is_empty());
+    if token.as_ref().is_some_and(|t| t.len() < 16) {
+        return Err(invalid("metrics.token", "must be at least 16 characters"));
+    }
+    Ok(MetricsSettings {
+        listen,
+        token: token.map(Secret::new),
+        refresh_secs: raw.refresh_secs.unwrap_or(15).clamp(1, 3600),
+    })
+}
+
 fn check_corps(raw: Vec<RawCorp>) -> Result<Vec<CorpConfig>, ConfigError> {
     let mut corps: Vec<CorpConfig> = Vec::with_capacity(raw.len());
     for (i, corp) in raw.into_iter().enumerate() {
@@ -895,11 +1093,13 @@ fn check_corps(raw: Vec<RawCorp>) -> Result<Vec<CorpConfig>, ConfigError> {
                 wecom_sdk::CryptoError::IllegalToken => invalid(at("token"), e.to_string()),
                 _ => invalid(at("encoding_aes_key"), e.to_string()),
             })?;
+            let published = is_published_sample(app.token.expose(), app.encoding_aes_key.expose());
             apps.push(AppConfig {
                 name: app.name,
                 crypto,
                 secret: app.secret,
                 agent_id: app.agent_id,
+                published_sample: published,
             });
         }
         if let Some(api_app) = &corp.api_app

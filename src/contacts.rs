@@ -616,11 +616,14 @@ pub async fn list_customers(
          AND r.status = 'active' WHERE c.corp_id = $1 \
          AND ($2 IS NULL OR EXISTS (SELECT 1 FROM follow_relation o WHERE o.corp_id = c.corp_id \
          AND o.external_user_id = c.external_user_id AND o.user_id = $2 AND o.status = 'active')) \
-         AND ($3 IS NULL OR c.name LIKE $3 OR c.external_user_id = $4 OR r.remark LIKE $3) \
+         AND ($3 IS NULL OR LOWER(c.name) LIKE $3 ESCAPE '\\' OR c.external_user_id = $4 \
+           OR EXISTS (SELECT 1 FROM follow_relation m WHERE m.corp_id = c.corp_id \
+           AND m.external_user_id = c.external_user_id AND m.status = 'active' \
+           AND ($2 IS NULL OR m.user_id = $2) AND LOWER(m.remark) LIKE $3 ESCAPE '\\')) \
          AND ($5 IS NULL OR c.external_user_id > $5) \
          GROUP BY c.external_user_id, c.name, c.corp_name ORDER BY c.external_user_id LIMIT $6"
     );
-    let like = query.map(|q| format!("%{}%", q.replace(['%', '_'], "")));
+    let like = query.map(crate::db::like_contains);
     let rows = on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
         .bind(corp_id)
         .bind(staff)

@@ -173,11 +173,17 @@ impl Db {
             // Checkpoint every ~40 MiB of WAL instead of 4 MiB: pages rewritten by many commits (the
             // right edge of each index) are copied back once per checkpoint, not once per 4 MiB.
             .pragma("wal_autocheckpoint", "10000");
-        if let Some(parent) = options.get_filename().parent()
+        let io = |e| StoreError::Unavailable(sqlx::Error::Io(e));
+        let file = options.get_filename();
+        if let Some(parent) = file.parent()
             && !parent.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
+            create_private_dir(parent).map_err(io)?;
+        }
+        // Customer data: readable by this user only (SQLite gives the -wal and -shm files the
+        // database file's mode).
+        if file != std::path::Path::new(":memory:") && !file.exists() {
+            private_file().write(true).open(file).map_err(io)?;
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
@@ -266,9 +272,52 @@ pub fn with_database_name(url: &str, name: &str) -> String {
     }
 }
 
+/// Creates `path` and its missing parents as folders only this user can enter (0700 on Unix).
+pub fn create_private_dir(path: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path)
+}
+
+/// Options that create a file only this user can read (0600 on Unix); add `write`/`append`.
+pub fn private_file() -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+}
+
+/// A `LIKE … ESCAPE '\'` pattern matching `text` anywhere, lower-cased: `%`, `_` and `\` in the
+/// text match themselves. Compare it with `LOWER(column)` so both backends agree on case (SQLite's
+/// LIKE ignores ASCII case, PostgreSQL's does not).
+pub fn like_contains(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
 /// Milliseconds since the Unix epoch, the unit every `_ms` column uses.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod like_tests {
+    #[test]
+    fn like_patterns_escape_wildcards_and_lower_case() {
+        assert_eq!(super::like_contains("Ab%_c\\"), "%ab\\%\\_c\\\\%");
+        assert_eq!(super::like_contains("张三"), "%张三%");
+    }
 }
 
 #[cfg(test)]

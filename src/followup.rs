@@ -545,6 +545,8 @@ pub struct ReminderFilter {
     pub state: Option<String>,
     /// Only due before this, epoch ms.
     pub due_before_ms: Option<i64>,
+    /// Only of customers this staff member follows now (a salesperson's view).
+    pub followed_by: Option<String>,
     /// At most this many (1..=500).
     pub limit: i64,
 }
@@ -558,7 +560,10 @@ pub async fn list_reminders(
     let sql = format!(
         "SELECT {REMINDER_COLUMNS} WHERE r.corp_id = $1 AND ($2 IS NULL OR r.assignee = $2) \
          AND ($3 IS NULL OR r.external_user_id = $3) AND ($4 IS NULL OR r.state = $4) \
-         AND ($5 IS NULL OR r.due_at_ms < $5) ORDER BY r.due_at_ms, r.id LIMIT $6"
+         AND ($5 IS NULL OR r.due_at_ms < $5) \
+         AND ($7 IS NULL OR EXISTS (SELECT 1 FROM follow_relation f WHERE f.corp_id = r.corp_id \
+           AND f.external_user_id = r.external_user_id AND f.user_id = $7 AND f.status = 'active')) \
+         ORDER BY r.due_at_ms, r.id LIMIT $6"
     );
     let rows = on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
         .bind(corp_id)
@@ -567,6 +572,7 @@ pub async fn list_reminders(
         .bind(f.state.as_deref())
         .bind(f.due_before_ms)
         .bind(f.limit.clamp(1, 500))
+        .bind(f.followed_by.as_deref())
         .fetch_all(pool)
         .await)?;
     Ok(rows)

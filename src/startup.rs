@@ -35,6 +35,27 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let addr = listener.local_addr().ok();
+    if let Some(addr) = addr
+        && !addr.ip().is_loopback()
+    {
+        let samples = config.published_sample_apps();
+        if !samples.is_empty() {
+            anyhow::bail!(
+                "refusing to serve on {addr}: the callback configuration of {} uses a published sample \
+                 Token or EncodingAESKey (WeCom's documents, deploy/scrm.emulator.toml), so anyone could \
+                 sign callbacks. Use the values of your WeCom admin console, or listen on 127.0.0.1 for \
+                 the emulator.",
+                samples.join(", ")
+            );
+        }
+    }
+    if config.callback.timestamp_window_secs == 0 {
+        tracing::warn!(
+            "callback.timestamp_window_secs = 0: replayed callbacks of any age are accepted (signed \
+             requests captured once can be sent again). Use 600 unless you test with the emulator."
+        );
+    }
     let db = open_database(&config).await?;
     let (rules, rules_source) = load_rules_with_source(&config)?;
     let rules = Arc::new(rules);
@@ -139,15 +160,36 @@ pub async fn serve(
         config: Arc::new(config.clone()),
         rules: rules.clone(),
     });
-    let addr = listener.local_addr().ok();
     tracing::info!(addr = ?addr, backend = db.backend(), corps = config.corps.len(), coordination = if config.redis_url.is_some() { "redis" } else { "in-process" }, instance = %owner, "serving");
     for corp in &config.corps {
         for app in &corp.apps {
             tracing::info!(corp_id = %corp.corp_id, app = %app.name, path = %format!("/wecom/callback/{}/{}", corp.corp_id, app.name), "callback URL");
         }
     }
-    let served = axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(shutdown)
+    let gauges = tokio::spawn(http::ops::refresh_gauges(
+        db.clone(),
+        std::time::Duration::from_secs(config.metrics.refresh_secs),
+        stop_rx.clone(),
+    ));
+    let metrics_server = match config.metrics.listen {
+        Some(addr) => {
+            let metrics_listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} ([metrics] listen)"))?;
+            tracing::info!(%addr, "metrics on their own listener");
+            let router = http::metrics_router(Arc::clone(&state));
+            let settings = config.http.clone();
+            let mut stop = stop_rx.clone();
+            Some(tokio::spawn(async move {
+                http::server::serve(metrics_listener, router, &settings, async move {
+                    let _ = stop.wait_for(|stopped| *stopped).await;
+                })
+                .await
+            }))
+        }
+        None => None,
+    };
+    let served = http::server::serve(listener, http::router(state), &config.http, shutdown)
         .await
         .context("HTTP server failed");
     // Stop the workers and the scheduler: in-flight events finish; unfinished jobs resume later.
@@ -159,6 +201,10 @@ pub async fn serve(
     }
     let _ = reminders.await;
     let _ = transfers.await;
+    let _ = gauges.await;
+    if let Some(metrics_server) = metrics_server {
+        let _ = metrics_server.await;
+    }
     for task in archive_tasks {
         let _ = task.await;
     }

@@ -175,13 +175,13 @@ pub async fn forget_on_relations(
     now_ms: i64,
 ) -> Result<u64, StoreError> {
     const FIND: &str = "SELECT user_id, external_user_id, tag_ids FROM follow_relation \
-        WHERE corp_id = $1 AND tag_ids LIKE $2";
+        WHERE corp_id = $1 AND LOWER(tag_ids) LIKE $2 ESCAPE '\\'";
     const SET: &str = "UPDATE follow_relation SET tag_ids = $4, updated_at_ms = $5 \
         WHERE corp_id = $1 AND user_id = $2 AND external_user_id = $3 AND tag_ids = $6";
     const UNASSIGN: &str = "DELETE FROM tag_assignment WHERE corp_id = $1 AND tag_id = $2";
     let mut changed = 0;
     for tag in tag_ids {
-        let pattern = format!("%{}%", serde_json::Value::from(tag.as_str()));
+        let pattern = crate::db::like_contains(&serde_json::Value::from(tag.as_str()).to_string());
         let rows: Vec<(String, String, String)> = on_db!(db, |pool| sqlx::query_as(FIND)
             .bind(corp_id)
             .bind(&pattern)

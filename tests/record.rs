@@ -406,12 +406,8 @@ async fn wecom_refusing_mark_tag_ends_as_a_dead_letter_with_the_reason(backend: 
     let (status, list) = admin.get("/api/v1/outbox?state=dead").await;
     assert_eq!(status, 200);
     assert_eq!(list["stats"]["dead"], json!(1), "{list}");
-    let metrics = reqwest::get(format!("{}/metrics", f.app.server.base_url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics =
+        common::scrape_until(&f.app.server.base_url, |t| t.contains("scrm_outbox_dead 1")).await;
     assert!(metrics.contains("scrm_outbox_dead 1"), "{metrics}");
     // Retrying puts it back; WeCom refuses again; retrying what is not dead is a conflict.
     let (status, body) = admin

@@ -1136,7 +1136,11 @@ async fn metrics_show_the_backlog(backend: Backend) {
         .unwrap();
     assert_eq!(held[0].id, ids[1]);
 
-    let text = app.get("/metrics").await.text().await.unwrap();
+    let text = common::scrape_until(&app.base_url, |t| {
+        t.lines().any(|l| l == "scrm_inbox_dead 1")
+            && t.lines().any(|l| l == "scrm_inbox_in_flight 1")
+    })
+    .await;
     let gauge = |name: &str| -> f64 {
         text.lines()
             .find_map(|l| l.strip_prefix(&format!("{name} ")))

@@ -131,10 +131,9 @@ async fn download_one(
         }
     }
     let part_dir = dir.join(corp_id).join(".part");
-    std::fs::create_dir_all(&part_dir)?;
+    crate::db::create_private_dir(&part_dir)?;
     let part = part_dir.join(p.id.to_string());
-    let file = std::fs::OpenOptions::new()
-        .create(true)
+    let file = crate::db::private_file()
         .write(true)
         .truncate(false)
         .open(&part)?;
@@ -242,7 +241,7 @@ async fn download_one(
     }
     let target = final_path(dir, corp_id, &md5);
     if let Some(parent) = target.parent() {
-        std::fs::create_dir_all(parent)?;
+        crate::db::create_private_dir(parent)?;
     }
     if target.exists() {
         std::fs::remove_file(&part)?;

@@ -53,6 +53,9 @@ pub enum CallbackError {
     /// The body could not be read.
     #[error("body could not be read")]
     BodyRead,
+    /// The body did not arrive within `[http] body_timeout_ms`.
+    #[error("body not received in time")]
+    BodyTimeout,
     /// The envelope is not valid XML/JSON or lacks `Encrypt`.
     #[error("malformed envelope: {0}")]
     Envelope(EnvelopeError),
@@ -82,6 +85,7 @@ impl CallbackError {
             | Self::Envelope(_)
             | Self::Message(_) => StatusCode::BAD_REQUEST,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Store(WriteError::Refused(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -97,6 +101,7 @@ impl CallbackError {
             Self::StaleTimestamp => "stale_timestamp",
             Self::TooLarge(_) => "body_too_large",
             Self::BodyRead => "body_unreadable",
+            Self::BodyTimeout => "body_timeout",
             Self::Envelope(_) => "malformed_envelope",
             Self::Crypto(CryptoError::InvalidSignature) => "invalid_signature",
             Self::Crypto(CryptoError::ReceiveIdMismatch { .. }) => "receiveid_mismatch",
@@ -119,6 +124,7 @@ impl CallbackError {
             Self::StaleTimestamp => "timestamp 超出允许的时间窗口",
             Self::TooLarge(_) => "请求体过大",
             Self::BodyRead => "无法读取请求体",
+            Self::BodyTimeout => "请求体接收超时",
             Self::Envelope(_) => "请求体不是有效的回调报文",
             Self::Crypto(CryptoError::InvalidSignature) => "签名校验失败：请检查 Token",
             Self::Crypto(CryptoError::ReceiveIdMismatch { .. }) => {
@@ -214,7 +220,13 @@ async fn receive_inner(
     let endpoint = state.endpoint(corp_id, app)?;
     let Query(q) = query.map_err(|_| CallbackError::MalformedQuery)?;
     let (signature, timestamp, nonce) = signature_params(state, &q)?;
-    let body = read_body(headers, body, state.settings.max_body_bytes).await?;
+    let body = read_body(
+        headers,
+        body,
+        state.settings.max_body_bytes,
+        Duration::from_millis(state.config.http.body_timeout_ms),
+    )
+    .await?;
     let envelope = parse_envelope(&body).map_err(CallbackError::Envelope)?;
     let plaintext = endpoint
         .crypto
@@ -254,9 +266,14 @@ async fn receive_inner(
     }
 }
 
-/// Reads the body, refusing a declared length over `limit` before reading anything and an
-/// undeclared one as soon as it crosses `limit`.
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, CallbackError> {
+/// Reads the body, refusing a declared length over `limit` before reading anything, an
+/// undeclared one as soon as it crosses `limit`, and one that takes longer than `deadline`.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    deadline: Duration,
+) -> Result<Bytes, CallbackError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -264,7 +281,10 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(CallbackError::TooLarge(limit));
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
+    let Some(read) = super::server::body_deadline(body, limit, deadline).await else {
+        return Err(CallbackError::BodyTimeout);
+    };
+    read.map_err(|e| {
         let too_large = std::error::Error::source(&e)
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
         if too_large {

@@ -3,7 +3,8 @@
 pub mod api;
 mod callback;
 mod jobs;
-mod ops;
+pub(crate) mod ops;
+pub mod server;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -50,16 +51,32 @@ impl AppState {
     }
 }
 
-/// The application's routes.
+/// The application's routes, behind the in-flight caps per route class. `/metrics` is on it
+/// unless `[metrics] listen` gives it a listener of its own ([`metrics_router`]).
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let admission = server::Admission::new(&state.config.http);
+    let mut routes = Router::new()
         .route(
             "/wecom/callback/{corp_id}/{app}",
             get(callback::verify_url).post(callback::receive),
         )
         .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
+        .route("/readyz", get(ops::readyz));
+    if state.config.metrics.listen.is_none() {
+        routes = routes.route("/metrics", get(ops::metrics));
+    }
+    routes
         .merge(api::router())
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            admission,
+            server::admit,
+        ))
+}
+
+/// `/metrics` alone, for `[metrics] listen`.
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(ops::metrics))
         .with_state(state)
 }

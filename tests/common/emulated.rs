@@ -86,6 +86,8 @@ max_attempts = 4
 lease_secs = 5
 [sync]
 enabled = false
+[metrics]
+refresh_secs = 1
 {extra}
 [[corps]]
 corp_id = "{CORP}"

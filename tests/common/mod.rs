@@ -116,10 +116,17 @@ impl TestDb {
 }
 
 pub fn config_toml(db_url: &str, extra_callback: &str) -> String {
+    // The database gauges of /metrics are refreshed every second (not 15) unless a test sets them.
+    let metrics = if extra_callback.contains("[metrics]") {
+        ""
+    } else {
+        "[metrics]\nrefresh_secs = 1\n"
+    };
     format!(
         r#"
 listen = "127.0.0.1:0"
 database_url = "{db_url}"
+{metrics}
 [callback]
 {extra_callback}
 [[corps]]
@@ -287,6 +294,24 @@ pub fn add_contact_event(n: u64, create_time: i64) -> String {
 pub fn dedup_key_of(plaintext: &str) -> String {
     let header = parse_header(plaintext.as_bytes()).expect("test plaintext parses");
     scrm::inbox::dedup_key(&header, plaintext.as_bytes())
+}
+
+/// Scrapes `{base_url}/metrics` until `wanted` holds for the text (the database gauges are
+/// refreshed in the background), 10 s at most; returns the last text.
+pub async fn scrape_until(base_url: &str, wanted: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = reqwest::get(format!("{base_url}/metrics"))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        if wanted(&text) || std::time::Instant::now() > deadline {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A port nothing listens on right now.

@@ -20,6 +20,10 @@ pub enum EnvelopeError {
     /// The body has no `Encrypt` element (-40002 in the official samples).
     #[error("no Encrypt element")]
     NoEncrypt,
+    /// An element the envelope carries once appears twice: which one counts would be a guess
+    /// (and only `Encrypt` is signed), so the body is refused.
+    #[error("{0} appears more than once")]
+    Repeated(&'static str),
 }
 
 /// A callback body as WeCom posts it. Only `encrypt` is covered by the signature.
@@ -42,17 +46,25 @@ pub fn parse_envelope(body: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
     let mut to_user_name = None;
     let mut encrypt = None;
     let mut agent_id = None;
+    let mut repeated = None;
     xml::walk(text, |leaf| {
         if leaf.path.len() != 1 {
             return;
         }
-        match leaf.name() {
-            "ToUserName" => to_user_name = Some(leaf.text),
-            "Encrypt" => encrypt = Some(leaf.text),
-            "AgentID" => agent_id = Some(leaf.text),
-            _ => {}
+        let (name, slot) = match leaf.name() {
+            "ToUserName" => ("ToUserName", &mut to_user_name),
+            "Encrypt" => ("Encrypt", &mut encrypt),
+            "AgentID" => ("AgentID", &mut agent_id),
+            _ => return,
+        };
+        if slot.is_some() {
+            repeated.get_or_insert(name);
         }
+        *slot = Some(leaf.text);
     })?;
+    if let Some(name) = repeated {
+        return Err(EnvelopeError::Repeated(name));
+    }
     Ok(Envelope {
         to_user_name,
         encrypt: encrypt.ok_or(EnvelopeError::NoEncrypt)?,
@@ -61,24 +73,53 @@ pub fn parse_envelope(body: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
 }
 
 fn parse_json_envelope(text: &str) -> Result<Envelope<'static>, EnvelopeError> {
-    let value: serde_json::Value =
+    // Read as a list of pairs: a JSON object may repeat a key, and a map would keep the last.
+    let pairs: Pairs =
         serde_json::from_str(text).map_err(|e| EnvelopeError::Json(e.to_string()))?;
-    let object = value
-        .as_object()
-        .ok_or_else(|| EnvelopeError::Json("not an object".into()))?;
-    // The official JSON samples disagree on case (`encrypt` vs `Encrypt`): accept both.
-    let field = |name: &str| {
-        object
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .and_then(|(_, v)| json_scalar(v))
-            .map(Cow::Owned)
+    // The official JSON samples disagree on case (`encrypt` vs `Encrypt`): accept both, once.
+    let field = |name: &'static str, label: &'static str| {
+        let mut found = pairs.0.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name));
+        let first = found.next();
+        if found.next().is_some() {
+            return Err(EnvelopeError::Repeated(label));
+        }
+        Ok(first.and_then(|(_, v)| json_scalar(v)).map(Cow::Owned))
     };
     Ok(Envelope {
-        to_user_name: field("tousername"),
-        encrypt: field("encrypt").ok_or(EnvelopeError::NoEncrypt)?,
-        agent_id: field("agentid"),
+        to_user_name: field("tousername", "ToUserName")?,
+        encrypt: field("encrypt", "Encrypt")?.ok_or(EnvelopeError::NoEncrypt)?,
+        agent_id: field("agentid", "AgentID")?,
     })
+}
+
+/// A JSON object's members in order, repeats kept.
+struct Pairs(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for Pairs {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Pairs;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Pairs, A::Error> {
+                let mut pairs = Vec::new();
+                // A callback envelope has three members; a body of thousands is not one.
+                while let Some(pair) = map.next_entry::<String, serde_json::Value>()? {
+                    if pairs.len() >= 64 {
+                        return Err(serde::de::Error::custom("too many members"));
+                    }
+                    pairs.push(pair);
+                }
+                Ok(Pairs(pairs))
+            }
+        }
+        de.deserialize_map(Visit)
+    }
 }
 
 fn json_scalar(v: &serde_json::Value) -> Option<String> {
@@ -243,6 +284,20 @@ mod tests {
         assert_eq!(
             parse_envelope(b"<xml><ToUserName>x</ToUserName></xml>"),
             Err(EnvelopeError::NoEncrypt)
+        );
+        for (body, name) in [
+            (&b"<xml><Encrypt>a</Encrypt><Encrypt>b</Encrypt></xml>"[..], "Encrypt"),
+            (b"<xml><ToUserName>a</ToUserName><Encrypt>x</Encrypt><ToUserName>b</ToUserName></xml>", "ToUserName"),
+            (b"<xml><Encrypt>x</Encrypt><AgentID>1</AgentID><AgentID>2</AgentID></xml>", "AgentID"),
+            (br#"{"Encrypt":"a","Encrypt":"b"}"#, "Encrypt"),
+            (br#"{"encrypt":"a","Encrypt":"b"}"#, "Encrypt"),
+            (br#"{"Encrypt":"a","AgentID":1,"agentid":2}"#, "AgentID"),
+        ] {
+            assert_eq!(parse_envelope(body), Err(EnvelopeError::Repeated(name)));
+        }
+        // Nested elements of the same name are not the envelope's.
+        assert!(
+            parse_envelope(b"<xml><Encrypt>a</Encrypt><x><Encrypt>b</Encrypt></x></xml>").is_ok()
         );
         assert!(matches!(
             parse_envelope(b"<xml><Encrypt>"),

@@ -280,7 +280,13 @@ async fn show(
     };
     let pending = outbox::pending_for_customer(db, corp, &ext).await?;
     let mut relations = Vec::new();
-    for r in contacts::relations_of_customer(db, corp, &ext).await? {
+    // A salesperson sees their own relation only, not colleagues' remarks, descriptions, tags.
+    let own = who.staff_scope();
+    for r in contacts::relations_of_customer(db, corp, &ext)
+        .await?
+        .into_iter()
+        .filter(|r| own.is_none_or(|staff| staff == r.user_id))
+    {
         let set_by: HashMap<String, record::TagAssignment> =
             record::tag_assignments(db, corp, &r.user_id, &ext)
                 .await?

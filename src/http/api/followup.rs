@@ -501,6 +501,8 @@ async fn list_reminders(
         external_user_id: None,
         state: state_filter(q.state.as_deref())?,
         due_before_ms: q.due_before_ms,
+        // A salesperson's list drops customers they no longer follow.
+        followed_by: who.staff_scope().map(str::to_owned),
         limit: q.limit.unwrap_or(100).clamp(1, 500),
     };
     let reminders = followup::list_reminders(&state.db, &who.corp_id, &filter).await?;
@@ -523,6 +525,8 @@ async fn customer_reminders(
         .await?;
     let filter = ReminderFilter {
         external_user_id: Some(ext),
+        // A salesperson sees their own reminders of the customer, not colleagues'.
+        assignee: who.staff_scope().map(str::to_owned),
         state: state_filter(q.state.as_deref())?,
         limit: 500,
         ..ReminderFilter::default()

@@ -55,6 +55,7 @@ pub fn error() -> Value {
                         "invalid",
                         "conflict",
                         "unavailable",
+                        "timeout",
                     ],
                     "机器可读的错误码",
                 ),

@@ -404,7 +404,7 @@ async fn get_one(
         .into_iter()
         .map(|e| {
             json!({
-                "actor": e.actor, "action": e.action, "at_ms": e.at_ms,
+                "actor": e.actor, "key_id": e.key_id, "action": e.action, "at_ms": e.at_ms,
                 "detail": serde_json::from_str::<Value>(&e.detail).unwrap_or(Value::Null),
             })
         })

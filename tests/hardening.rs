@@ -1,0 +1,616 @@
+//! The server on the open internet: slow and greedy clients cannot hold connections, starve
+//! WeCom's callbacks or make a metrics scrape query the database.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark fails loudly"
+)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Backend, TestApp, add_contact_event};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// `[callback]` lines, then the tables the hardening tests need.
+fn limits(extra: &str) -> String {
+    format!("timestamp_window_secs = 0\n{extra}")
+}
+
+/// Sends one signed callback on a fresh connection: status, body and how long it took.
+async fn timed_callback(app: &TestApp, n: u64) -> (u16, String, Duration) {
+    let request = app.event_request(&add_contact_event(n, 1_718_000_000));
+    let started = Instant::now();
+    let response = app.post_callback(&request).await;
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap_or_default();
+    (status, body, started.elapsed())
+}
+
+/// 1,000 connections send a request head one byte a second. Each is closed once the head
+/// timeout passes, and WeCom's callbacks sent meanwhile are answered `success` within 1 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_heads_are_cut_off_and_callbacks_are_still_answered_within_a_second() {
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &limits("[http]\nheader_read_timeout_ms = 2000\n"),
+    )
+    .await;
+    let addr = app.base_url.trim_start_matches("http://").to_owned();
+    let head = b"POST /wecom/callback/x/y HTTP/1.1\r\nHost: scrm\r\n";
+    let mut slow = tokio::task::JoinSet::new();
+    for _ in 0..1_000 {
+        let addr = addr.clone();
+        slow.spawn(async move {
+            let mut stream = TcpStream::connect(&addr).await.expect("connect");
+            let opened = Instant::now();
+            let mut buf = [0u8; 256];
+            for byte in head.iter().cycle() {
+                if stream.write_all(&[*byte]).await.is_err() {
+                    return opened.elapsed();
+                }
+                // Closed by the server: the read sees EOF (or a reset) before the next byte.
+                let read =
+                    tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf)).await;
+                if let Ok(Ok(0) | Err(_)) = read {
+                    return opened.elapsed();
+                }
+                if opened.elapsed() > Duration::from_secs(30) {
+                    return opened.elapsed();
+                }
+            }
+            opened.elapsed()
+        });
+    }
+    // WeCom's callbacks while the slow connections hold on.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut slowest = Duration::ZERO;
+    for n in 0..20 {
+        let (status, body, took) = timed_callback(&app, n).await;
+        assert_eq!((status, body.as_str()), (200, "success"));
+        slowest = slowest.max(took);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        slowest < Duration::from_secs(1),
+        "slowest callback {slowest:?}"
+    );
+    let mut held = Vec::new();
+    while let Some(lasted) = slow.join_next().await {
+        held.push(lasted.unwrap());
+    }
+    held.sort();
+    let longest = *held.last().unwrap();
+    println!(
+        "1000 slow connections closed after {:?} (median) … {longest:?} (longest); slowest callback {slowest:?}",
+        held[held.len() / 2]
+    );
+    assert!(
+        longest < Duration::from_millis(4_500),
+        "a slow connection was held {longest:?} (head timeout 2 s)"
+    );
+    app.stop().await;
+}
+
+/// A body that stops arriving is answered 408 once `[http] body_timeout_ms` passes, for a
+/// callback and for an API body alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_body_is_answered_408() {
+    let app =
+        TestApp::spawn_with(Backend::Sqlite, &limits("[http]\nbody_timeout_ms = 1000\n")).await;
+    let (_, key) = scrm::auth::create_key(
+        &app.db,
+        common::CORP,
+        scrm::auth::Role::Admin,
+        None,
+        "test",
+        scrm::db::now_ms(),
+    )
+    .await
+    .unwrap();
+    let addr = app.base_url.trim_start_matches("http://").to_owned();
+    for path in [
+        format!(
+            "/wecom/callback/{}/contacts?msg_signature=a&timestamp=1&nonce=b",
+            common::CORP
+        ),
+        "/api/v1/transfers".to_owned(),
+    ] {
+        let mut stream = TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: scrm\r\nAuthorization: Bearer {key}\r\nContent-Type: text/xml\r\nContent-Length: 1000\r\n\r\n<xml>"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let started = Instant::now();
+        let mut answer = Vec::new();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{path}: {answer}");
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+            "{path}: {took:?}"
+        );
+    }
+    app.stop().await;
+}
+
+/// API clients that fill their in-flight pool get 503 at once; WeCom's callbacks have a pool of
+/// their own and are still answered `success` within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_flood_cannot_take_the_callbacks_capacity() {
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &limits("[http]\napi_in_flight = 8\nbody_timeout_ms = 5000\n"),
+    )
+    .await;
+    let (_, key) = scrm::auth::create_key(
+        &app.db,
+        common::CORP,
+        scrm::auth::Role::Admin,
+        None,
+        "test",
+        scrm::db::now_ms(),
+    )
+    .await
+    .unwrap();
+    let addr = app.base_url.trim_start_matches("http://").to_owned();
+    // Eight API requests that never finish their bodies hold the API pool.
+    let mut holders = Vec::new();
+    for _ in 0..8 {
+        let mut stream = TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST /api/v1/transfers HTTP/1.1\r\nHost: scrm\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        holders.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let shed = app.get("/api/v1/transfers").await;
+    assert_eq!(shed.status(), 503, "the API pool is full");
+    assert_eq!(
+        shed.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "shed at once"
+    );
+    for n in 0..10 {
+        let (status, body, took) = timed_callback(&app, 100 + n).await;
+        assert_eq!((status, body.as_str()), (200, "success"));
+        assert!(took < Duration::from_secs(1), "{took:?}");
+    }
+    drop(holders);
+    app.stop().await;
+}
+
+/// A scrape reads the recorder only: with the database unreachable it still answers, with the
+/// gauges the background task set. With `[metrics] token` it needs the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrape_never_queries_the_database_and_can_require_a_token() {
+    let app = TestApp::spawn_with(
+        Backend::Postgres,
+        &limits("[metrics]\ntoken = \"scrape-token-0123456789\"\nrefresh_secs = 1\n"),
+    )
+    .await;
+    let request = app.event_request(&add_contact_event(1, 1_718_000_000));
+    assert_eq!(app.post_callback(&request).await.status(), 200);
+    assert_eq!(app.get("/metrics").await.status(), 401);
+    let scrape = || async {
+        app.client
+            .get(format!("{}/metrics", app.base_url))
+            .bearer_auth("scrape-token-0123456789")
+            .send()
+            .await
+            .unwrap()
+    };
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = scrape().await.text().await.unwrap();
+        if text.contains("scrm_inbox_pending") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(text.contains("scrm_outbox_pending"), "{text}");
+
+    // The database goes away: no new connection, every open one cut.
+    let name = app.test_db.pg_name.clone().unwrap();
+    let admin = scrm::db::Db::connect(&common::pg_admin_url())
+        .await
+        .unwrap();
+    let scrm::db::Db::Postgres(pool) = &admin else {
+        unreachable!()
+    };
+    let run = |sql: String| async move {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(pool)
+            .await
+            .unwrap();
+    };
+    run(format!(
+        "ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false"
+    ))
+    .await;
+    run(format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+    ))
+    .await;
+    let started = Instant::now();
+    let response = scrape().await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("scrm_inbox_pending")
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        app.get("/readyz").await.status(),
+        503,
+        "the database is gone"
+    );
+    run(format!("ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true")).await;
+    admin.close().await;
+    app.stop().await;
+}
+
+/// `[metrics] listen`: `/metrics` on its own address, not on the public listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_have_a_listener_of_their_own() {
+    let port = common::free_port();
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &limits(&format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n")),
+    )
+    .await;
+    assert_eq!(app.get("/metrics").await.status(), 404);
+    let mut answered = None;
+    for _ in 0..100 {
+        if let Ok(r) = app
+            .client
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+        {
+            answered = Some(r.status().as_u16());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(answered, Some(200));
+    app.stop().await;
+}
+
+/// An envelope with a second `Encrypt` (say, a valid signed one after an attacker's) is refused
+/// as ambiguous instead of taking the last; nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_envelope_with_a_repeated_element_is_refused() {
+    let app = TestApp::spawn_with(Backend::Sqlite, &limits("")).await;
+    let request = app.event_request(&add_contact_event(7, 1_718_000_000));
+    let body = request.body.clone().unwrap();
+    let doubled = body.replacen("<xml>", "<xml><Encrypt><![CDATA[AAAA]]></Encrypt>", 1);
+    assert_ne!(doubled, body);
+    let response = app.post_raw("contacts", &request.query, doubled).await;
+    assert_eq!(response.status(), 400);
+    assert_eq!(app.inbox_count().await, 0);
+    assert_eq!(
+        app.post_callback(&request).await.status(),
+        200,
+        "the plain one is fine"
+    );
+    app.stop().await;
+}
+
+both_backends!(searches_match_percent_and_underscore_literally_and_ignore_case);
+
+/// `%`, `_` and `\` in a search match themselves, and case is ignored the same way on both
+/// backends; a salesperson's search matches only their own remarks.
+async fn searches_match_percent_and_underscore_literally_and_ignore_case(backend: Backend) {
+    let test_db = common::TestDb::create(backend).await;
+    let db = test_db.connect().await;
+    let now = scrm::db::now_ms();
+    for (ext, name, user, remark) in [
+        ("wmA", "100%_真", "lisi", "VIP Client"),
+        ("wmB", "100x真", "lisi", ""),
+        ("wmC", "Wang\\Wu", "lisi", ""),
+        ("wmD", "other", "wangwu", "wangwu's vip"),
+        ("wmD", "other", "lisi", ""),
+    ] {
+        scrm::contacts::upsert_customer(
+            &db,
+            common::CORP,
+            &scrm::contacts::CustomerProfile {
+                external_user_id: ext.to_owned(),
+                name: name.to_owned(),
+                customer_type: 1,
+                gender: 0,
+                avatar: String::new(),
+                corp_name: String::new(),
+                corp_full_name: String::new(),
+                position: String::new(),
+                unionid: None,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+        scrm::contacts::apply_relation(
+            &db,
+            common::CORP,
+            &scrm::contacts::RelationSnapshot {
+                user_id: user.to_owned(),
+                external_user_id: ext.to_owned(),
+                remark: remark.to_owned(),
+                description: String::new(),
+                remark_corp_name: String::new(),
+                remark_mobiles: Vec::new(),
+                tag_ids: Vec::new(),
+                add_way: 1,
+                state: None,
+                oper_user_id: None,
+                added_at_ms: Some(now),
+            },
+            now,
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    let search = |staff: Option<&'static str>, q: &'static str| {
+        let db = db.clone();
+        async move {
+            scrm::contacts::list_customers(&db, common::CORP, staff, Some(q), None, 50)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|c| c.external_user_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(search(None, "100%").await, ["wmA"]);
+    assert_eq!(
+        search(None, "0_").await,
+        Vec::<String>::new(),
+        "_ is not a wildcard"
+    );
+    assert_eq!(search(None, "%_").await, ["wmA"]);
+    assert_eq!(search(None, "g\\w").await, ["wmC"]);
+    assert_eq!(search(None, "vip client").await, ["wmA"], "case ignored");
+    assert_eq!(search(None, "VIP").await, ["wmA", "wmD"]);
+    assert_eq!(
+        search(Some("lisi"), "vip").await,
+        ["wmA"],
+        "lisi's search does not see wangwu's remark"
+    );
+    db.close().await;
+    test_db.drop_database().await;
+}
+
+/// The SQLite database (and its WAL) is readable by its user only.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_file_is_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let url = format!("sqlite://{}", data.join("scrm.db").display());
+    let db = scrm::db::Db::connect(&url).await.unwrap();
+    db.migrate().await.unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("scrm.db")), 0o600);
+    assert_eq!(mode(&data.join("scrm.db-wal")), 0o600);
+    db.close().await;
+}
+
+/// `serve` refuses the published sample Token / EncodingAESKey on a public address, and
+/// `http://` for a WeCom API that is not on this machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_sample_keys_and_plain_http_are_refused_off_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite://{}", dir.path().join("scrm.db").display());
+    std::fs::write(
+        dir.path().join("scrm.toml"),
+        common::config_toml(&db_url, ""),
+    )
+    .unwrap();
+    let port = common::free_port();
+    let out = common::scrm(
+        dir.path(),
+        &["serve", "--listen", &format!("0.0.0.0:{port}")],
+    )
+    .await;
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("published sample") && out.stderr.contains("contacts"),
+        "{}",
+        out.stderr
+    );
+    let remote = format!(
+        "{}\n[wecom]\napi_base_url = \"http://qyapi.example.com/cgi-bin/\"\n",
+        common::config_toml(&db_url, "")
+    );
+    std::fs::write(dir.path().join("scrm.toml"), remote).unwrap();
+    let out = common::scrm(dir.path(), &["migrate"]).await;
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("wecom.api_base_url"), "{}", out.stderr);
+}
+
+both_backends!(a_salesperson_sees_only_their_own_relation_and_reminders);
+
+/// lisi and wangwu both follow a customer: lisi's key shows lisi's relation only (not wangwu's
+/// remark and tags), lisi's reminders only, and none of a customer lisi no longer follows.
+async fn a_salesperson_sees_only_their_own_relation_and_reminders(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let db = &app.db;
+    let now = scrm::db::now_ms();
+    for (ext, user, remark) in [
+        ("wmShared", "lisi", "李四的备注"),
+        ("wmShared", "wangwu", "王五的私人备注"),
+        ("wmGone", "lisi", ""),
+    ] {
+        scrm::contacts::upsert_customer(
+            db,
+            common::CORP,
+            &scrm::contacts::CustomerProfile {
+                external_user_id: ext.to_owned(),
+                name: "客户".to_owned(),
+                customer_type: 1,
+                gender: 0,
+                avatar: String::new(),
+                corp_name: String::new(),
+                corp_full_name: String::new(),
+                position: String::new(),
+                unionid: None,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+        scrm::contacts::apply_relation(
+            db,
+            common::CORP,
+            &scrm::contacts::RelationSnapshot {
+                user_id: user.to_owned(),
+                external_user_id: ext.to_owned(),
+                remark: remark.to_owned(),
+                description: String::new(),
+                remark_corp_name: String::new(),
+                remark_mobiles: Vec::new(),
+                tag_ids: Vec::new(),
+                add_way: 1,
+                state: None,
+                oper_user_id: None,
+                added_at_ms: Some(now),
+            },
+            now,
+            None,
+        )
+        .await
+        .unwrap();
+        scrm::followup::create_reminder(
+            db,
+            &scrm::followup::NewReminder {
+                corp_id: common::CORP,
+                external_user_id: ext,
+                assignee: user,
+                title: "回访",
+                due_at_ms: now + 60_000,
+                created_by: user,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    }
+    scrm::contacts::end_relation(
+        db,
+        common::CORP,
+        "lisi",
+        "wmGone",
+        scrm::contacts::EndReason::DeletedByStaff,
+        now + 1,
+        now + 1,
+    )
+    .await
+    .unwrap();
+    let (_, key) = scrm::auth::create_key(
+        db,
+        common::CORP,
+        scrm::auth::Role::Sales,
+        Some("lisi"),
+        "test",
+        now,
+    )
+    .await
+    .unwrap();
+    let get = |path: String| {
+        let (client, key, base) = (app.client.clone(), key.clone(), app.base_url.clone());
+        async move {
+            let r = client
+                .get(format!("{base}{path}"))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<serde_json::Value>().await.unwrap_or_default(),
+            )
+        }
+    };
+    let (status, body) = get("/api/v1/customers/wmShared".to_owned()).await;
+    assert_eq!(status, 200, "{body}");
+    let relations = body["relations"].as_array().unwrap();
+    assert_eq!(relations.len(), 1, "{body}");
+    assert_eq!(relations[0]["user_id"], "lisi");
+    assert!(!body.to_string().contains("王五的私人备注"), "{body}");
+    let (_, body) = get("/api/v1/customers/wmShared/reminders".to_owned()).await;
+    let assignees: Vec<&str> = body["reminders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["assignee"].as_str())
+        .collect();
+    assert_eq!(assignees, ["lisi"], "{body}");
+    let (_, body) = get("/api/v1/reminders".to_owned()).await;
+    let customers: Vec<&str> = body["reminders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["external_user_id"].as_str())
+        .collect();
+    assert_eq!(
+        customers,
+        ["wmShared"],
+        "wmGone is no longer lisi's: {body}"
+    );
+
+    // Two keys of lisi write notes: the audit log names lisi and tells the keys apart.
+    let (second_id, second) = scrm::auth::create_key(
+        db,
+        common::CORP,
+        scrm::auth::Role::Sales,
+        Some("lisi"),
+        "phone",
+        now,
+    )
+    .await
+    .unwrap();
+    for k in [&key, &second] {
+        let r = app
+            .client
+            .post(format!("{}/api/v1/customers/wmShared/notes", app.base_url))
+            .bearer_auth(k)
+            .json(&serde_json::json!({"body": "客户下周再联系"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let rows: Vec<(String, Option<i64>)> = scrm::on_db!(db, |pool| sqlx::query_as(
+        "SELECT actor, key_id FROM audit_log WHERE action = 'note.create' ORDER BY id"
+    )
+    .fetch_all(pool)
+    .await)
+    .unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows.iter().all(|(actor, _)| actor == "lisi"), "{rows:?}");
+    assert_eq!(rows[1].1, Some(second_id), "{rows:?}");
+    assert!(rows[0].1.is_some() && rows[0].1 != rows[1].1, "{rows:?}");
+    app.stop().await;
+}
