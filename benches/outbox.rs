@@ -237,7 +237,7 @@ async fn main() -> anyhow::Result<()> {
     let (db_url, pg) = common::fresh_database(&o.backend, dir.path()).await?;
     let config_text = format!(
         "listen = \"127.0.0.1:0\"\ndatabase_url = \"{db_url}\"\n[sync]\nenabled = false\n\
-         [wecom]\napi_base_url = \"{}\"\n[[corps]]\ncorp_id = \"{CORP}\"\napi_app = \"contacts\"\n\
+         [http]\napi_key_requests_per_minute = 1000000\napi_in_flight = 4096\n[wecom]\napi_base_url = \"{}\"\n[[corps]]\ncorp_id = \"{CORP}\"\napi_app = \"contacts\"\n\
          [[corps.apps]]\nname = \"contacts\"\ntoken = \"{TOKEN}\"\nencoding_aes_key = \"{KEY}\"\n\
          secret = \"{SECRET}\"\nagent_id = 1000002\n",
         emulator.base_url()

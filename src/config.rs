@@ -106,6 +106,7 @@ struct RawHttp {
     max_connections: Option<usize>,
     api_in_flight: Option<usize>,
     callback_in_flight: Option<usize>,
+    api_key_requests_per_minute: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -531,6 +532,9 @@ pub struct HttpSettings {
     pub api_in_flight: usize,
     /// WeCom callbacks handled at once: a pool of their own, which API traffic cannot take.
     pub callback_in_flight: usize,
+    /// Requests one API key may make per minute (counted in 10-second windows, shared by every
+    /// instance through the coordinator); more are answered 429 with `Retry-After`.
+    pub api_key_requests_per_minute: u64,
 }
 
 impl Default for HttpSettings {
@@ -541,6 +545,7 @@ impl Default for HttpSettings {
             max_connections: 10_000,
             api_in_flight: 256,
             callback_in_flight: 1024,
+            api_key_requests_per_minute: 1200,
         }
     }
 }
@@ -993,7 +998,16 @@ fn http_settings(raw: RawHttp) -> Result<HttpSettings, ConfigError> {
         max_connections: raw.max_connections.unwrap_or(d.max_connections),
         api_in_flight: raw.api_in_flight.unwrap_or(d.api_in_flight),
         callback_in_flight: raw.callback_in_flight.unwrap_or(d.callback_in_flight),
+        api_key_requests_per_minute: raw
+            .api_key_requests_per_minute
+            .unwrap_or(d.api_key_requests_per_minute),
     };
+    if !(6..=1_000_000).contains(&http.api_key_requests_per_minute) {
+        return Err(invalid(
+            "http.api_key_requests_per_minute",
+            "must be between 6 and 1000000",
+        ));
+    }
     if !(100..=120_000).contains(&http.header_read_timeout_ms) {
         return Err(invalid(
             "http.header_read_timeout_ms",

@@ -290,6 +290,14 @@ pub fn private_file() -> std::fs::OpenOptions {
     options
 }
 
+/// `$start, $start+1, …` for `n` values (an `IN (…)` list).
+pub fn placeholders(start: usize, n: usize) -> String {
+    (start..start + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A `LIKE … ESCAPE '\'` pattern matching `text` anywhere, lower-cased: `%`, `_` and `\` in the
 /// text match themselves. Compare it with `LOWER(column)` so both backends agree on case (SQLite's
 /// LIKE ignores ASCII case, PostgreSQL's does not).

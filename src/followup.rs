@@ -35,6 +35,8 @@ pub const MAX_NOTE_CHARS: usize = 5000;
 pub const MAX_URL_LEN: usize = 2000;
 /// Longest reminder title, in characters.
 pub const MAX_TITLE_CHARS: usize = 200;
+/// Open reminders one customer may have (every one becomes an app message when due).
+pub const MAX_OPEN_REMINDERS: i64 = 100;
 /// The stage list when a corp has not set one.
 pub const DEFAULT_STAGES: [&str; 5] = ["新客户", "意向", "成交", "复购", "流失"];
 /// Most stages a corp may define.
@@ -486,11 +488,26 @@ pub async fn create_reminder(
     const INSERT: &str = "INSERT INTO reminder (corp_id, external_user_id, assignee, title, \
         due_at_ms, source, created_by, created_at_ms, updated_at_ms) \
         VALUES ($1, $2, $3, $4, $5, 'manual', $6, $7, $7) RETURNING id";
+    const OPEN: &str = "SELECT COUNT(*) FROM reminder WHERE corp_id = $1 \
+        AND external_user_id = $2 AND state = 'open'";
     check_title(new.title)?;
     check_due("due_at_ms", new.due_at_ms, now_ms)?;
     let mut tx = db.begin().await?;
     if !follows(&mut tx, new.corp_id, new.assignee, new.external_user_id).await? {
         return Err(FollowupError::NotFollowed);
+    }
+    let open: i64 = on_tx!(&mut tx, |conn| sqlx::query_scalar(OPEN)
+        .bind(new.corp_id)
+        .bind(new.external_user_id)
+        .fetch_one(&mut *conn)
+        .await)?;
+    if open >= MAX_OPEN_REMINDERS {
+        return Err(invalid(
+            "due_at_ms",
+            format!(
+                "该客户已有 {MAX_OPEN_REMINDERS} 条未完成的提醒 / at most {MAX_OPEN_REMINDERS} open reminders per customer"
+            ),
+        ));
     }
     let id: i64 = on_tx!(&mut tx, |conn| sqlx::query_scalar(INSERT)
         .bind(new.corp_id)

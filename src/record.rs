@@ -513,7 +513,8 @@ pub async fn customer_personal_tags(
     Ok(rows)
 }
 
-/// Adds and removes personal tags on a customer. Unknown or deleted tag ids are `NotFound`.
+/// Adds and removes personal tags on a customer. Unknown or deleted tag ids are `NotFound`. One
+/// statement per step whatever the number of tags (the write lock is held once, briefly).
 pub async fn edit_personal_tags(
     db: &Db,
     corp_id: &str,
@@ -523,45 +524,66 @@ pub async fn edit_personal_tags(
     author: &Author,
     now_ms: i64,
 ) -> Result<(), RecordError> {
-    const LIVE: &str = "SELECT COUNT(*) FROM personal_tag WHERE corp_id = $1 AND id = $2 \
-        AND deleted_at_ms IS NULL";
-    const ADD: &str = "INSERT INTO customer_personal_tag (corp_id, external_user_id, tag_id, \
-        rule_id, actor, at_ms) VALUES ($1, $2, $3, $4, $5, $6) \
-        ON CONFLICT (corp_id, external_user_id, tag_id) DO NOTHING";
-    const REMOVE: &str = "DELETE FROM customer_personal_tag WHERE corp_id = $1 \
-        AND external_user_id = $2 AND tag_id = $3";
+    let mut add = add.to_vec();
+    add.sort_unstable();
+    add.dedup();
+    let mut remove = remove.to_vec();
+    remove.sort_unstable();
+    remove.dedup();
     if add.is_empty() && remove.is_empty() {
         return Err(RecordError::Empty);
     }
     let mut tx = db.begin().await?;
-    for id in add {
-        let n: i64 = on_tx!(&mut tx, |conn| sqlx::query_scalar(LIVE)
-            .bind(corp_id)
-            .bind(id)
-            .fetch_one(&mut *conn)
-            .await)?;
-        if n == 0 {
+    if !add.is_empty() {
+        let live = format!(
+            "SELECT COUNT(*) FROM personal_tag WHERE corp_id = $1 AND deleted_at_ms IS NULL \
+             AND id IN ({})",
+            crate::db::placeholders(2, add.len())
+        );
+        let n: i64 = on_tx!(&mut tx, |conn| {
+            let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(live.as_str())).bind(corp_id);
+            for id in &add {
+                q = q.bind(id);
+            }
+            q.fetch_one(&mut *conn).await
+        })?;
+        if usize::try_from(n).ok() != Some(add.len()) {
             return Err(RecordError::NotFound);
         }
-        on_tx!(&mut tx, |conn| sqlx::query(ADD)
-            .bind(corp_id)
-            .bind(ext)
-            .bind(id)
-            .bind(author.rule_id)
-            .bind(&author.actor)
-            .bind(now_ms)
-            .execute(&mut *conn)
-            .await
-            .map(|_| ()))?;
+        let insert = format!(
+            "INSERT INTO customer_personal_tag (corp_id, external_user_id, tag_id, rule_id, actor, \
+             at_ms) SELECT $1, $2, id, $3, $4, $5 FROM personal_tag WHERE corp_id = $1 \
+             AND id IN ({}) ON CONFLICT (corp_id, external_user_id, tag_id) DO NOTHING",
+            crate::db::placeholders(6, add.len())
+        );
+        on_tx!(&mut tx, |conn| {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(insert.as_str()))
+                .bind(corp_id)
+                .bind(ext)
+                .bind(author.rule_id)
+                .bind(&author.actor)
+                .bind(now_ms);
+            for id in &add {
+                q = q.bind(id);
+            }
+            q.execute(&mut *conn).await.map(|_| ())
+        })?;
     }
-    for id in remove {
-        on_tx!(&mut tx, |conn| sqlx::query(REMOVE)
-            .bind(corp_id)
-            .bind(ext)
-            .bind(id)
-            .execute(&mut *conn)
-            .await
-            .map(|_| ()))?;
+    if !remove.is_empty() {
+        let delete = format!(
+            "DELETE FROM customer_personal_tag WHERE corp_id = $1 AND external_user_id = $2 \
+             AND tag_id IN ({})",
+            crate::db::placeholders(3, remove.len())
+        );
+        on_tx!(&mut tx, |conn| {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(delete.as_str()))
+                .bind(corp_id)
+                .bind(ext);
+            for id in &remove {
+                q = q.bind(id);
+            }
+            q.execute(&mut *conn).await.map(|_| ())
+        })?;
     }
     auth::audit(
         &mut tx,

@@ -159,6 +159,7 @@ pub async fn serve(
         wecom: wecom.clone(),
         config: Arc::new(config.clone()),
         rules: rules.clone(),
+        coord: coord.clone(),
     });
     tracing::info!(addr = ?addr, backend = db.backend(), corps = config.corps.len(), coordination = if config.redis_url.is_some() { "redis" } else { "in-process" }, instance = %owner, "serving");
     for corp in &config.corps {

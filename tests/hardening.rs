@@ -7,6 +7,8 @@
 )]
 
 mod common;
+#[path = "common/emulated.rs"]
+mod emulated;
 
 use std::time::{Duration, Instant};
 
@@ -612,5 +614,142 @@ async fn a_salesperson_sees_only_their_own_relation_and_reminders(backend: Backe
     assert!(rows.iter().all(|(actor, _)| actor == "lisi"), "{rows:?}");
     assert_eq!(rows[1].1, Some(second_id), "{rows:?}");
     assert!(rows[0].1.is_some() && rows[0].1 != rows[1].1, "{rows:?}");
+    app.stop().await;
+}
+
+/// One API key looping on an endpoint gets 429 with `Retry-After` past its rate; another key is
+/// not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_key_over_its_rate_gets_429_and_others_do_not() {
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &limits("[http]\napi_key_requests_per_minute = 60\n"),
+    )
+    .await;
+    let key = |name: &'static str| {
+        let db = app.db.clone();
+        async move {
+            scrm::auth::create_key(
+                &db,
+                common::CORP,
+                scrm::auth::Role::Admin,
+                None,
+                name,
+                scrm::db::now_ms(),
+            )
+            .await
+            .unwrap()
+            .1
+        }
+    };
+    let (looping, other) = (key("loop").await, key("other").await);
+    let get = |k: String| {
+        let (client, base) = (app.client.clone(), app.base_url.clone());
+        async move {
+            client
+                .get(format!("{base}/api/v1/transfers"))
+                .bearer_auth(k)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..30 {
+        let r = get(looping.clone()).await;
+        if r.status() == 429 {
+            retry_after = r
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+        }
+        statuses.push(r.status().as_u16());
+    }
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    // 60 a minute is 10 per 10-second window (one window boundary may fall inside the loop).
+    assert!((10..=20).contains(&ok), "{statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(
+        retry_after.is_some_and(|s| (1..=10).contains(&s)),
+        "{retry_after:?}"
+    );
+    assert_eq!(
+        get(other).await.status(),
+        200,
+        "another key has its own budget"
+    );
+    app.stop().await;
+}
+
+/// A client looping on unknown corp tag ids makes us read WeCom's tag library at most once per
+/// 30 s for the corp, and every edit is refused with the field; bounds on personal tags and
+/// reminders hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_tags_cannot_spend_the_corps_wecom_quota_and_lists_are_bounded() {
+    let app = emulated::EmulatedApp::spawn(Backend::Sqlite).await;
+    let ext = app.wecom().add_customer(
+        common::CORP,
+        "lisi",
+        wecom_sdk::testkit::NewCustomer {
+            name: "王总".to_owned(),
+            ..Default::default()
+        },
+    );
+    app.settle().await;
+    let sales = app.api("sales", Some("lisi")).await;
+    let before = app.wecom().calls("externalcontact/get_corp_tag_list");
+    for i in 0..20 {
+        let (status, body) = sales
+            .put(
+                &format!("/api/v1/customers/{ext}/relations/lisi/tags"),
+                serde_json::json!({"add": [format!("etUnknown{i}")]}),
+            )
+            .await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["field"], "add[0]", "{body}");
+    }
+    let refreshes = app.wecom().calls("externalcontact/get_corp_tag_list") - before;
+    assert!(refreshes <= 1, "{refreshes} library reads for 20 edits");
+    // Personal tags per edit are bounded like corp tags.
+    let (status, body) = sales
+        .put(
+            &format!("/api/v1/customers/{ext}/personal-tags"),
+            serde_json::json!({"add": (0..101).collect::<Vec<i64>>()}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (422, Some("add")),
+        "{body}"
+    );
+    // At most 100 open reminders per customer.
+    let due = scrm::db::now_ms() + 3_600_000;
+    let mut last = 0;
+    for _ in 0..101 {
+        let (status, _) = sales
+            .post(
+                &format!("/api/v1/customers/{ext}/reminders"),
+                serde_json::json!({"title": "回访", "due_at_ms": due}),
+            )
+            .await;
+        last = status;
+    }
+    assert_eq!(last, 422, "the 101st open reminder is refused");
+    let open = scrm::followup::list_reminders(
+        &app.db,
+        common::CORP,
+        &scrm::followup::ReminderFilter {
+            external_user_id: Some(ext.clone()),
+            state: Some("open".to_owned()),
+            limit: 500,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    // Two default reminders came with the new relation.
+    assert_eq!(open.len(), 100);
     app.stop().await;
 }

@@ -39,6 +39,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The content rules (retroactive scans started through the API use them).
     pub rules: Arc<crate::scan::RuleLibrary>,
+    /// Shared buckets (per-key request rates, the tag-library refresh), across instances.
+    pub coord: Arc<dyn wecom_sdk::Coordinator>,
 }
 
 impl AppState {

@@ -45,13 +45,7 @@ pub fn next_day_ms(now_ms: i64) -> i64 {
     day_start_ms(now_ms) + DAY_MS
 }
 
-/// `$start, $start+1, …` for `n` values.
-pub(crate) fn placeholders(start: usize, n: usize) -> String {
-    (start..start + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
+pub(crate) use crate::db::placeholders;
 
 /// What one [`advance`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

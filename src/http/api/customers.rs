@@ -27,6 +27,8 @@ const MAX_REMARK_CHARS: usize = 20;
 const MAX_DESCRIPTION_CHARS: usize = 150;
 /// Most tags one edit may name.
 const MAX_TAGS_PER_EDIT: usize = 100;
+/// The tag library is fetched from WeCom for unknown tag ids at most this often per corp.
+const TAG_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// This module's endpoints.
 pub fn endpoints() -> Vec<Endpoint> {
@@ -378,8 +380,17 @@ pub(super) async fn check_tags(
     if unknown(&known).is_none() {
         return Ok(());
     }
-    // A tag created in WeCom a moment ago: fetch the library, then look again.
-    if let Ok(creds) = state.wecom.credentials(corp, None) {
+    // A tag created in WeCom a moment ago: fetch the library, then look again — at most once per
+    // TAG_REFRESH per corp, whoever asks (a client looping on unknown ids cannot spend the corp's
+    // WeCom quota).
+    let may_refresh = matches!(
+        state
+            .coord
+            .acquire(&format!("scrm:tag_refresh:{corp}"), 1, TAG_REFRESH)
+            .await,
+        Ok(None)
+    );
+    if may_refresh && let Ok(creds) = state.wecom.credentials(corp, None) {
         match state.wecom.client.get_corp_tag_list(&creds, &[], &[]).await {
             Ok(groups) => {
                 tags::replace_library(
@@ -546,6 +557,12 @@ async fn edit_personal(
 ) -> ApiResult<Response> {
     who.check_customer(&state.db, Action::EditCustomers, &ext)
         .await?;
+    if body.add.len() + body.remove.len() > MAX_TAGS_PER_EDIT {
+        return Err(invalid(
+            "add",
+            format!("一次最多 {MAX_TAGS_PER_EDIT} 个标签"),
+        ));
+    }
     if contacts::get_customer(&state.db, &who.corp_id, &ext)
         .await?
         .is_none()

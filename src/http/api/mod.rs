@@ -55,6 +55,8 @@ pub enum ApiFailure {
     Unavailable(String),
     /// 408: the body did not arrive in time.
     Timeout,
+    /// 429: this API key made too many requests; try again after this long.
+    RateLimited(std::time::Duration),
 }
 
 /// A 422 for `field`.
@@ -96,6 +98,18 @@ impl IntoResponse for ApiFailure {
                 StatusCode::REQUEST_TIMEOUT,
                 json!({"code": "timeout", "message": "请求体接收超时 / the body did not arrive in time"}),
             ),
+            Self::RateLimited(wait) => {
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                let mut response = (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Json(json!({"code": "rate_limited", "message": format!("请求过于频繁，请 {secs} 秒后重试 / too many requests")})),
+                )
+                    .into_response();
+                if let Ok(value) = header::HeaderValue::from_str(&secs.max(1).to_string()) {
+                    response.headers_mut().insert(header::RETRY_AFTER, value);
+                }
+                return response;
+            }
         };
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
@@ -169,9 +183,35 @@ impl FromRequestParts<Arc<AppState>> for Auth {
         match auth::authenticate(&state.db, key, now_ms()).await? {
             Some(principal) => {
                 auth::note_request_key(principal.key_id);
+                if let Some(key_id) = principal.key_id {
+                    per_key_rate(state, key_id).await?;
+                }
                 Ok(Self(principal))
             }
             None => Err(ApiFailure::Unauthenticated),
+        }
+    }
+}
+
+/// Counts a request of `key_id` against `[http] api_key_requests_per_minute`, in 10-second
+/// windows shared by every instance. A coordinator that cannot answer lets the request through
+/// (the in-flight caps still hold).
+async fn per_key_rate(state: &AppState, key_id: i64) -> Result<(), ApiFailure> {
+    const WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+    let limit = state.config.http.api_key_requests_per_minute.div_ceil(6);
+    match state
+        .coord
+        .acquire(&format!("scrm:apikey:{key_id}"), limit, WINDOW)
+        .await
+    {
+        Ok(None) => Ok(()),
+        Ok(Some(wait)) => {
+            metrics::counter!("scrm_api_rate_limited_total").increment(1);
+            Err(ApiFailure::RateLimited(wait))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "API key rate limit unavailable; letting the request through");
+            Ok(())
         }
     }
 }

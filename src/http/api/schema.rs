@@ -56,6 +56,7 @@ pub fn error() -> Value {
                         "conflict",
                         "unavailable",
                         "timeout",
+                        "rate_limited",
                     ],
                     "机器可读的错误码",
                 ),

@@ -577,6 +577,12 @@ async fn create_rule(
     if body.patterns.len() > 200 {
         return Err(invalid("patterns", "最多 200 个"));
     }
+    if let Some(i) = body.patterns.iter().position(|p| p.chars().count() > 100) {
+        return Err(invalid(format!("patterns[{i}]"), "最多 100 个字"));
+    }
+    if body.corp_tag_ids.len() > 100 || body.personal_tag_ids.len() > 100 {
+        return Err(invalid("corp_tag_ids", "每条规则最多打 100 个标签"));
+    }
     if body.corp_tag_ids.is_empty() && body.personal_tag_ids.is_empty() {
         return Err(invalid(
             "corp_tag_ids",
