@@ -606,8 +606,8 @@ pub struct SyncSettings {
     pub check_interval_secs: u64,
 }
 
-/// The checked configuration.
-#[derive(Debug, Clone)]
+/// The checked configuration. Its `Debug` hides the passwords of the database and Redis URLs.
+#[derive(Clone)]
 pub struct Config {
     /// Where `serve` listens.
     pub listen: SocketAddr,
@@ -647,6 +647,48 @@ pub struct Config {
     pub http: HttpSettings,
     /// `/metrics`.
     pub metrics: MetricsSettings,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(redact_url),
+            )
+            .field("log_format", &self.log_format)
+            .field("log_level", &self.log_level)
+            .field("callback", &self.callback)
+            .field("corps", &self.corps)
+            .field("source", &self.source)
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("wecom", &self.wecom)
+            .field("worker", &self.worker)
+            .field("sync", &self.sync)
+            .field("outbox", &self.outbox)
+            .field("reminders", &self.reminders)
+            .field("alerts", &self.alerts)
+            .field("archive", &self.archive)
+            .field("transfers", &self.transfers)
+            .field("http", &self.http)
+            .field("metrics", &self.metrics)
+            .finish()
+    }
+}
+
+/// A URL without its password (`postgres://scrm:***@db:5432/scrm`), for logs and errors: the one
+/// place a URL is made fit to print.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}://{}:***@{}", &url[..scheme_end], user, &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
 }
 
 impl Config {
@@ -1297,6 +1339,25 @@ mod tests {
 
     fn load(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml(text, &HashMap::new())
+    }
+
+    #[test]
+    fn debug_and_urls_hide_passwords() {
+        let config = load(
+            "database_url = \"postgres://scrm:db-pass-7f3a@db.internal:5432/scrm\"\n\
+             redis_url = \"redis://:redis-pass-91c2@cache.internal:6379/0\"\n",
+        )
+        .expect("config");
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("db-pass-7f3a") && !shown.contains("redis-pass-91c2"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("postgres://scrm:***@db.internal:5432/scrm"),
+            "{shown}"
+        );
+        assert_eq!(redact_url("sqlite://data/scrm.db"), "sqlite://data/scrm.db");
     }
 
     #[test]

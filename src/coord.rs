@@ -69,7 +69,12 @@ impl RedisCoordinator {
         let client = redis::Client::open(url).map_err(coord_err)?;
         let conn = tokio::time::timeout(Duration::from_secs(5), ConnectionManager::new(client))
             .await
-            .map_err(|_| CoordError(format!("no answer from Redis within 5 s ({url})")))?
+            .map_err(|_| {
+                CoordError(format!(
+                    "no answer from Redis within 5 s ({})",
+                    crate::config::redact_url(url)
+                ))
+            })?
             .map_err(coord_err)?;
         let coord = Self { conn };
         coord.ping().await?;

@@ -218,17 +218,7 @@ pub async fn serve(
     Ok(())
 }
 
-/// The URL without its password, for messages.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}://{}:***@{}", &url[..scheme_end], user, &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
-}
+pub use crate::config::redact_url;
 
 /// The content rule library of `[alerts] rules_file`, or the bundled default.
 pub fn load_rules(config: &Config) -> anyhow::Result<crate::scan::RuleLibrary> {

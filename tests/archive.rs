@@ -323,6 +323,22 @@ async fn archived_chat_is_stored_linked_scanned_and_audited(backend: Backend) {
     .await;
     assert_eq!(reads, 2, "refused reads show nothing and log nothing");
 
+    // The alert shows the archived message as evidence: that is a read of archived chat too.
+    let alert_id: i64 = scrm::on_db!(&app.db, |pool| sqlx::query_scalar(sqlx::AssertSqlSafe(
+        format!("SELECT alert_id FROM alert_evidence WHERE source_ref = 'archive:{risky}'")
+    ))
+    .fetch_one(pool)
+    .await)
+    .unwrap();
+    let (status, shown) = compliance.get(&format!("/api/v1/alerts/{alert_id}")).await;
+    assert_eq!(status, 200, "{shown}");
+    let evidence_reads = count(
+        &app.db,
+        "SELECT COUNT(*) FROM archive_read WHERE corp_id = $1 AND what = 'alert_evidence'",
+    )
+    .await;
+    assert_eq!(evidence_reads, 1, "showing archived evidence is logged");
+
     // Health.
     let (status, health) = compliance.get("/api/v1/archive/status").await;
     assert_eq!(status, 200);
@@ -609,6 +625,74 @@ async fn media_is_downloaded_checked_deduplicated_and_audited() {
     )
     .await;
     assert_eq!(media_reads, 1);
+    app.stop().await;
+}
+
+/// A library that answers a media chunk with no data and the same index, or with a chunk that
+/// is not base64, costs an attempt each and the file is fetched on a later round: the puller is
+/// never held by it.
+#[tokio::test]
+async fn a_media_library_that_makes_no_progress_is_retried_not_waited_on() {
+    let (app, _media) = spawn(Backend::Sqlite, Settings::default()).await;
+    let w = app.wecom();
+    let bytes: Vec<u8> = (0..700_000u32).map(|i| (i % 241) as u8).collect();
+    let m = w.archive_add_media(CORP, bytes.clone());
+    w.archive_fault(CORP, ArchiveFault::MediaStall, 1);
+    w.archive_fault(CORP, ArchiveFault::MediaGarbage, 1);
+    let file = json!({"msgid": "stall-1", "action": "send", "from": STAFF, "tolist": [CUSTOMER],
+        "roomid": "", "msgtime": w.now_ms(), "msgtype": "file", "file": {"md5sum": m.md5sum,
+        "filename": "报价.xlsx", "fileext": "xlsx", "filesize": m.size, "sdkfileid": m.sdkfileid}})
+    .to_string();
+    w.archive_push(CORP, &file, None);
+    let (seq, _) = w.archive_text(CORP, STAFF, &[CUSTOMER], "", "文件收到了吗");
+    wait_seq(&app, seq).await;
+    let db = app.db.clone();
+    eventually("the file downloaded after two failed attempts", || {
+        let db = db.clone();
+        async move {
+            count(
+                &db,
+                "SELECT COUNT(*) FROM archive_media WHERE corp_id = $1 AND state = 'done'",
+            )
+            .await
+                == 1
+        }
+    })
+    .await;
+    let (attempts, path): (i32, String) = scrm::on_db!(&app.db, |pool| sqlx::query_as(
+        "SELECT attempts, path FROM archive_media WHERE corp_id = $1"
+    )
+    .bind(CORP)
+    .fetch_one(pool)
+    .await)
+    .unwrap();
+    assert_eq!(
+        attempts, 2,
+        "one attempt each for the stall and the garbage"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    app.stop().await;
+}
+
+/// A library that prints to standard output (even bytes that look like a frame) cannot corrupt
+/// the worker's protocol: the worker keeps its channel on a private descriptor, and the pull goes
+/// on without a restart.
+#[tokio::test]
+async fn a_library_that_prints_does_not_corrupt_the_protocol() {
+    let (app, _media) = spawn(Backend::Sqlite, Settings::default()).await;
+    let w = app.wecom();
+    w.archive_fault(CORP, ArchiveFault::Print, 3);
+    let (seq, _) = w.archive_text(CORP, STAFF, &[CUSTOMER], "", "打印也不怕");
+    wait_seq(&app, seq).await;
+    assert_eq!(stored(&app.db).await, 1);
+    let restarts: i64 = scrm::on_db!(&app.db, |pool| sqlx::query_scalar(
+        "SELECT worker_restarts FROM archive_cursor WHERE corp_id = $1"
+    )
+    .bind(CORP)
+    .fetch_one(pool)
+    .await)
+    .unwrap();
+    assert_eq!(restarts, 0, "no restart: the frames were not corrupted");
     app.stop().await;
 }
 

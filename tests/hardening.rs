@@ -753,3 +753,186 @@ async fn unknown_tags_cannot_spend_the_corps_wecom_quota_and_lists_are_bounded()
     assert_eq!(open.len(), 100);
     app.stop().await;
 }
+
+/// Peak resident memory of this process (server and client alike), KiB.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Ten 100 MB archive media files downloaded at once stream from disk: the process stays under
+/// 150 MiB (reading them whole would take a gigabyte).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_large_media_downloads_stream_in_bounded_memory() {
+    const SIZE: u64 = 100 << 20;
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let path = app.test_db.dir.path().join("big-video.mp4");
+    // Sparse: 100 MB to read, nothing to write.
+    std::fs::File::create(&path).unwrap().set_len(SIZE).unwrap();
+    let path_text = path.display().to_string();
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let id: i64 = scrm::on_db!(&app.db, |pool| {
+            sqlx::query_scalar(
+            "INSERT INTO archive_media (corp_id, sdkfileid, msgid, kind, size, file_name, state, \
+             path, updated_at_ms) VALUES ($1, $2, $3, 'video', $4, '会议录像.mp4', 'done', $5, 0) \
+             RETURNING id"
+        )
+        .bind(common::CORP)
+        .bind(format!("sdkfile{i}"))
+        .bind(format!("msg{i}"))
+        .bind(i64::try_from(SIZE).unwrap())
+        .bind(&path_text)
+        .fetch_one(pool)
+        .await
+        })
+        .unwrap();
+        ids.push(id);
+    }
+    let (_, key) = scrm::auth::create_key(
+        &app.db,
+        common::CORP,
+        scrm::auth::Role::Compliance,
+        None,
+        "test",
+        scrm::db::now_ms(),
+    )
+    .await
+    .unwrap();
+    let client = reqwest::Client::new();
+    let mut downloads = tokio::task::JoinSet::new();
+    for id in ids {
+        let (client, key, url) = (
+            client.clone(),
+            key.clone(),
+            format!("{}/api/v1/archive/media/{id}", app.base_url),
+        );
+        downloads.spawn(async move {
+            let mut response = client.get(url).bearer_auth(key).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            let mut n = 0u64;
+            while let Some(chunk) = response.chunk().await.unwrap() {
+                n += chunk.len() as u64;
+            }
+            n
+        });
+    }
+    while let Some(n) = downloads.join_next().await {
+        assert_eq!(n.unwrap(), SIZE);
+    }
+    let peak = peak_rss_kib();
+    println!("ten 100 MB downloads at once: peak RSS {} MiB", peak / 1024);
+    assert!(peak < 150 * 1024, "peak RSS {} MiB", peak / 1024);
+    app.stop().await;
+}
+
+/// The passwords in the database and Redis URLs appear in no log line and no error, whatever
+/// fails: a Redis that does not answer, a database that cannot be reached, and a normal run with
+/// debug logging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_log_or_error_prints_a_password() {
+    const DB_PASSWORD: &str = "db-hunter2-pw";
+    const REDIS_PASSWORD: &str = "redis-hunter2-pw";
+    let test_db = common::TestDb::create(Backend::Postgres).await;
+    let dir = test_db.dir.path();
+    // PostgreSQL here trusts local connections, so any password in the URL is accepted.
+    let db_url = test_db.url.replacen(
+        "postgres://postgres@",
+        &format!("postgres://postgres:{DB_PASSWORD}@"),
+        1,
+    );
+    assert!(db_url.contains(DB_PASSWORD), "{db_url}");
+    let mut logs = String::new();
+    let run = |config: String, args: Vec<String>| async move {
+        std::fs::write(dir.join("scrm.toml"), config).unwrap();
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_scrm"))
+            .args(&args)
+            .current_dir(dir)
+            .env_remove("SCRM_CONFIG")
+            .env("SCRM_LOG", "debug")
+            .output()
+            .await
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    // Redis does not answer.
+    let closed = common::free_port();
+    logs += &run(
+        format!(
+            "database_url = \"{db_url}\"\nredis_url = \"redis://:{REDIS_PASSWORD}@127.0.0.1:{closed}/0\"\n"
+        ),
+        vec!["serve".into(), "--listen".into(), "127.0.0.1:0".into()],
+    )
+    .await;
+    // The database cannot be reached.
+    let unreachable = db_url.replace(":5432/", &format!(":{closed}/"));
+    logs += &run(
+        format!("database_url = \"{unreachable}\"\n"),
+        vec!["migrate".into()],
+    )
+    .await;
+    assert!(logs.contains("***"), "the URLs are shown, redacted: {logs}");
+    // A normal run with debug logs: migrate, serve, a callback, shutdown.
+    logs += &run(
+        format!("database_url = \"{db_url}\"\n"),
+        vec!["migrate".into()],
+    )
+    .await;
+    let port = common::free_port();
+    std::fs::write(
+        dir.join("scrm.toml"),
+        common::config_toml(&db_url, "timestamp_window_secs = 0"),
+    )
+    .unwrap();
+    let server = tokio::process::Command::new(env!("CARGO_BIN_EXE_scrm"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .current_dir(dir)
+        .env_remove("SCRM_CONFIG")
+        .env("SCRM_LOG", "debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    assert!(common::wait_ready(port).await);
+    let crypto = wecom_sdk::CallbackCrypto::new(common::TOKEN, common::KEY, common::CORP).unwrap();
+    let request = wecom_sdk::sender::event(
+        &crypto,
+        &add_contact_event(3, 1_718_000_000),
+        "1718000000",
+        "nonce1",
+        None,
+    );
+    let answer = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{port}/wecom/callback/{}/contacts?{}",
+            common::CORP,
+            request.query
+        ))
+        .body(request.body.clone().unwrap_or_default())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let pid = server.id().unwrap().to_string();
+    let _ = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await;
+    let out = server.wait_with_output().await.unwrap();
+    logs += &String::from_utf8_lossy(&out.stderr);
+    logs += &String::from_utf8_lossy(&out.stdout);
+    assert!(logs.contains("serving"), "the server logged: {logs}");
+    for secret in [DB_PASSWORD, REDIS_PASSWORD] {
+        assert!(!logs.contains(secret), "{secret} printed:\n{logs}");
+    }
+    test_db.drop_database().await;
+}

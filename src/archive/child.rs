@@ -24,8 +24,16 @@ pub fn run() -> i32 {
         .name("archive-library".into())
         .stack_size(LIBRARY_STACK)
         .spawn(|| {
+            // The protocol gets a descriptor of its own; what the vendor library prints goes to
+            // stderr (the log), not into the frames.
+            let mut output = match wecom_sdk::archive::ffi::take_stdout_for_protocol() {
+                Ok(file) => std::io::BufWriter::new(file),
+                Err(e) => {
+                    eprintln!("archive worker: cannot set up the protocol channel: {e}");
+                    return 71;
+                }
+            };
             let mut input = std::io::stdin().lock();
-            let mut output = std::io::stdout().lock();
             serve(&mut input, &mut output)
         });
     match worker.map(|w| w.join()) {

@@ -102,6 +102,36 @@ fn final_path(dir: &Path, corp_id: &str, md5: &str) -> PathBuf {
     dir.join(corp_id).join(&md5[..2.min(md5.len())]).join(md5)
 }
 
+/// Chunks in a row that bring no data and no new index before a file is retried later: a library
+/// that keeps answering `finished = false` must not hold the corp's pulling forever.
+const MAX_STALLS: u32 = 3;
+
+/// Runs blocking file work (writes, fsync, hashing a resumed prefix) off the async runtime.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| std::io::Error::other(format!("file task: {e}")))?
+}
+
+/// Records a failed attempt (the file is tried again later, `failed` after [`MAX_ATTEMPTS`]);
+/// `true` when that was the last one.
+async fn retry_later(db: &Db, p: &Pending, error: &str) -> Result<bool, StoreError> {
+    const RETRY: &str = "UPDATE archive_media SET attempts = attempts + 1, error = $2, \
+        state = CASE WHEN attempts + 1 >= $3 THEN 'failed' ELSE state END, updated_at_ms = $4 \
+        WHERE id = $1";
+    on_db!(db, |pool| sqlx::query(RETRY)
+        .bind(p.id)
+        .bind(error)
+        .bind(MAX_ATTEMPTS)
+        .bind(now_ms())
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+    Ok(p.attempts + 1 >= MAX_ATTEMPTS)
+}
+
 /// One file; `true` when it finished (done, too large or failed for good).
 async fn download_one(
     db: &Db,
@@ -113,9 +143,6 @@ async fn download_one(
 ) -> Result<bool, MediaError> {
     const CHECKPOINT: &str = "UPDATE archive_media SET next_index = $2, bytes_done = $3, \
         updated_at_ms = $4 WHERE id = $1";
-    const RETRY: &str = "UPDATE archive_media SET attempts = attempts + 1, error = $2, \
-        state = CASE WHEN attempts + 1 >= $3 THEN 'failed' ELSE state END, updated_at_ms = $4 \
-        WHERE id = $1";
     const SAME: &str = "SELECT path FROM archive_media WHERE corp_id = $1 AND md5sum = $2 \
         AND state = 'done' AND path IS NOT NULL LIMIT 1";
     // The same content already downloaded for another message.
@@ -131,21 +158,52 @@ async fn download_one(
         }
     }
     let part_dir = dir.join(corp_id).join(".part");
-    crate::db::create_private_dir(&part_dir)?;
     let part = part_dir.join(p.id.to_string());
-    let file = crate::db::private_file()
-        .write(true)
-        .truncate(false)
-        .open(&part)?;
-    // Bytes past the last checkpoint were written but not recorded: drop them.
-    file.set_len(u64::try_from(p.bytes_done).unwrap_or(0))?;
-    let mut file = std::io::BufWriter::new(file);
-    use std::io::Seek as _;
-    file.seek(std::io::SeekFrom::End(0))?;
+    let resumed = u64::try_from(p.bytes_done).unwrap_or(0);
+    // Open, cut what was written past the last checkpoint, and hash what stays (the md5 is kept
+    // up to date chunk by chunk from here: the file is never read whole).
+    let (mut file, mut hasher) = {
+        let part = part.clone();
+        blocking(move || {
+            crate::db::create_private_dir(&part_dir)?;
+            let mut file = crate::db::private_file()
+                .read(true)
+                .write(true)
+                .truncate(false)
+                .open(&part)?;
+            file.set_len(resumed)?;
+            let mut hasher = md5::Md5::new();
+            use std::io::{Read as _, Seek as _};
+            file.seek(std::io::SeekFrom::Start(0))?;
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let n = file.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(buf.get(..n).unwrap_or_default());
+            }
+            file.seek(std::io::SeekFrom::End(0))?;
+            Ok((file, hasher))
+        })
+        .await?
+    };
     let mut index = p.next_index.clone();
     let mut bytes = p.bytes_done;
     let max = i64::try_from(settings.media_max_bytes).unwrap_or(i64::MAX);
+    // However slow the library, one file may not hold the corp's puller longer than this.
+    let deadline = Instant::now()
+        + Duration::from_secs(
+            u64::from(settings.call_timeout_secs)
+                .saturating_mul(20)
+                .max(600),
+        );
+    let mut stalls = 0;
     loop {
+        if Instant::now() > deadline {
+            let last = retry_later(db, p, "download took too long; resumes later").await?;
+            return Ok(last);
+        }
         let request = Request::Media {
             sdkfileid: p.sdkfileid.clone(),
             index: index.clone(),
@@ -159,17 +217,9 @@ async fn download_one(
                 let error = format!("GetMediaData ret {ret}: {message}");
                 if permanent {
                     set_state(db, p.id, "failed", Some(&error), None).await?;
-                } else {
-                    on_db!(db, |pool| sqlx::query(RETRY)
-                        .bind(p.id)
-                        .bind(&error)
-                        .bind(MAX_ATTEMPTS)
-                        .bind(now_ms())
-                        .execute(pool)
-                        .await
-                        .map(|_| ()))?;
+                    return Ok(true);
                 }
-                return Ok(permanent || p.attempts + 1 >= MAX_ATTEMPTS);
+                return Ok(retry_later(db, p, &error).await?);
             }
             Err(e) => return Err(e.into()),
         };
@@ -182,9 +232,22 @@ async fn download_one(
             return Ok(false);
         };
         use base64::Engine as _;
-        let data = base64::engine::general_purpose::STANDARD
-            .decode(data_b64.as_bytes())
-            .unwrap_or_default();
+        let Ok(data) = base64::engine::general_purpose::STANDARD.decode(data_b64.as_bytes()) else {
+            return Ok(retry_later(db, p, "GetMediaData: a chunk that is not base64").await?);
+        };
+        if data.is_empty() && !finished {
+            stalls += 1;
+            if stalls >= MAX_STALLS || next_index == index {
+                return Ok(retry_later(
+                    db,
+                    p,
+                    "GetMediaData made no progress (no data, finished = false)",
+                )
+                .await?);
+            }
+        } else {
+            stalls = 0;
+        }
         bytes += i64::try_from(data.len()).unwrap_or(i64::MAX);
         if bytes > max {
             drop(file);
@@ -192,9 +255,13 @@ async fn download_one(
             set_state(db, p.id, "too_large", Some("over media_max_bytes"), None).await?;
             return Ok(true);
         }
-        file.write_all(&data)?;
-        file.flush()?;
-        file.get_ref().sync_data()?;
+        (file, hasher) = blocking(move || {
+            hasher.update(&data);
+            file.write_all(&data)?;
+            file.sync_data()?;
+            Ok((file, hasher))
+        })
+        .await?;
         on_db!(db, |pool| sqlx::query(CHECKPOINT)
             .bind(p.id)
             .bind(&next_index)
@@ -209,8 +276,8 @@ async fn download_one(
         }
     }
     drop(file);
-    let content = std::fs::read(&part)?;
-    let md5 = hex::encode(md5::Md5::digest(&content));
+    let md5 = hex::encode(hasher.finalize());
+    let written = bytes;
     if let Some(expected) = p.md5sum.as_deref().filter(|m| is_md5(m))
         && !expected.eq_ignore_ascii_case(&md5)
     {
@@ -226,28 +293,34 @@ async fn download_one(
         return Ok(true);
     }
     if let Some(size) = p.size
-        && size != i64::try_from(content.len()).unwrap_or(i64::MAX)
+        && size != written
     {
         let _ = std::fs::remove_file(&part);
         set_state(
             db,
             p.id,
             "failed",
-            Some(&format!("{} bytes, the message says {size}", content.len())),
+            Some(&format!("{written} bytes, the message says {size}")),
             None,
         )
         .await?;
         return Ok(true);
     }
     let target = final_path(dir, corp_id, &md5);
-    if let Some(parent) = target.parent() {
-        crate::db::create_private_dir(parent)?;
-    }
-    if target.exists() {
-        std::fs::remove_file(&part)?;
-    } else {
-        std::fs::rename(&part, &target)?;
-    }
+    let moved = {
+        let (part, target) = (part.clone(), target.clone());
+        blocking(move || {
+            if let Some(parent) = target.parent() {
+                crate::db::create_private_dir(parent)?;
+            }
+            if target.exists() {
+                std::fs::remove_file(&part)
+            } else {
+                std::fs::rename(&part, &target)
+            }
+        })
+    };
+    moved.await?;
     set_state(db, p.id, "done", None, Some(&target.display().to_string())).await?;
     metrics::counter!("scrm_archive_media_total", "corp_id" => corp_id.to_owned()).increment(1);
     Ok(true)

@@ -6,8 +6,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The largest frame either side accepts (a batch of 1,000 messages is a few MB).
-pub const MAX_FRAME: usize = 256 * 1024 * 1024;
+/// The largest frame either side accepts: a batch of 1,000 messages is a few MB (WeCom refuses
+/// larger answers with 301058), a media chunk 512 KiB before base64. Buffers grow as bytes arrive,
+/// so a bogus length costs nothing until the bytes are there.
+pub const MAX_FRAME: usize = 32 * 1024 * 1024;
 
 /// What the server asks. Its `Debug` names the operation only: `Hello` carries the secret and
 /// the private keys.
@@ -129,6 +131,19 @@ pub enum Reply {
     },
 }
 
+impl Reply {
+    /// The reply's kind, for logs (its content may be chat or media).
+    pub fn variant(&self) -> &'static str {
+        match self {
+            Self::Ready { .. } => "ready",
+            Self::Batch { .. } => "batch",
+            Self::Media { .. } => "media",
+            Self::Pong { .. } => "pong",
+            Self::Failed { .. } => "failed",
+        }
+    }
+}
+
 /// One record of a batch.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Item {
@@ -200,11 +215,11 @@ pub fn read_blocking<T: for<'de> Deserialize<'de>>(
     if len > MAX_FRAME {
         return Err(FrameError::TooLarge(len));
     }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).map_err(|e| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => FrameError::Closed,
-        _ => FrameError::Io(e),
-    })?;
+    let mut body = Vec::with_capacity(len.min(64 * 1024));
+    let read = std::io::Read::read_to_end(&mut std::io::Read::take(r, len as u64), &mut body)?;
+    if read < len {
+        return Err(FrameError::Closed);
+    }
     Ok(serde_json::from_slice(&body)?)
 }
 
@@ -223,11 +238,11 @@ pub async fn read_async<T: for<'de> Deserialize<'de>>(
     if len > MAX_FRAME {
         return Err(FrameError::TooLarge(len));
     }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => FrameError::Closed,
-        _ => FrameError::Io(e),
-    })?;
+    let mut body = Vec::with_capacity(len.min(64 * 1024));
+    let read = (&mut *r).take(len as u64).read_to_end(&mut body).await?;
+    if read < len {
+        return Err(FrameError::Closed);
+    }
     Ok(serde_json::from_slice(&body)?)
 }
 

@@ -103,6 +103,27 @@ async fn log(
     Ok(())
 }
 
+/// Archived messages shown as an alert's evidence (their text) are a read of archived chat:
+/// logged like any other (`what` = `alert_evidence`, target = the alert).
+pub async fn evidence_shown(
+    db: &Db,
+    who: &Reader<'_>,
+    alert_id: i64,
+    items: i64,
+) -> Result<(), StoreError> {
+    if items == 0 {
+        return Ok(());
+    }
+    log(
+        db,
+        who,
+        "alert_evidence",
+        &format!("alert:{alert_id}"),
+        items,
+    )
+    .await
+}
+
 /// Messages of the reader's corp, newest first; the read is logged with the filter.
 pub async fn messages(
     db: &Db,

@@ -147,8 +147,16 @@ impl Supervisor {
         if let Some(at) = self.not_before {
             tokio::time::sleep_until(at.into()).await;
         }
+        // The vendor library sees only what it needs: no database or Redis URL, no secrets of
+        // ours. `[archive.worker_env]` adds what the library wants (LD_LIBRARY_PATH, a proxy).
+        let passed: Vec<(String, String)> = ["PATH", "LANG", "TZ", "SCRM_LOG", "RUST_LOG"]
+            .iter()
+            .filter_map(|name| std::env::var(name).ok().map(|v| ((*name).to_owned(), v)))
+            .collect();
         let mut child = Command::new(&self.spec.program)
             .arg("archive-worker")
+            .env_clear()
+            .envs(passed)
             .envs(&self.spec.env)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -184,8 +192,12 @@ impl Supervisor {
                 Ok(())
             }
             Ok(other) => {
-                self.replace("start", format!("unexpected answer to hello: {other:?}"))
-                    .await;
+                // The variant only: a reply may carry chat content or media.
+                self.replace(
+                    "start",
+                    format!("unexpected answer to hello: {}", other.variant()),
+                )
+                .await;
                 Err(CallError::Worker {
                     reason: "start",
                     detail: "unexpected answer to hello".into(),

@@ -250,6 +250,21 @@ async fn get_one(
         return Err(ApiFailure::NotFound("告警"));
     };
     let (evidence, history, deliveries) = alerts::details(&state.db, id).await?;
+    let archived = evidence
+        .iter()
+        .filter(|e| e.source_ref.starts_with("archive:"))
+        .count();
+    crate::archive::read::evidence_shown(
+        &state.db,
+        &crate::archive::read::Reader {
+            actor: who.actor(),
+            role: who.role.as_str(),
+            corp_id: &who.corp_id,
+        },
+        id,
+        i64::try_from(archived).unwrap_or(i64::MAX),
+    )
+    .await?;
     let evidence: Vec<Value> = evidence
         .into_iter()
         .map(|e| {

@@ -281,9 +281,23 @@ async fn media(
             m.state
         )));
     };
-    let bytes = tokio::fs::read(&path)
+    // Streamed from disk in 64 KiB reads (a file may be 200 MB), at most MAX_DOWNLOADS at once.
+    let Ok(permit) = Arc::clone(&DOWNLOADS).try_acquire_owned() else {
+        return Err(ApiFailure::Busy(format!(
+            "同时下载的媒体已达 {MAX_DOWNLOADS} 个 / {MAX_DOWNLOADS} downloads in progress"
+        )));
+    };
+    let file = tokio::fs::File::open(&path)
         .await
         .map_err(|e| ApiFailure::Unavailable(format!("媒体文件不可读: {e}")))?;
+    let length = file.metadata().await.map(|m| m.len()).ok();
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+        Permitted {
+            file,
+            _permit: permit,
+        },
+        64 * 1024,
+    ));
     let name = m
         .file_name
         .unwrap_or_else(|| format!("{}-{}", m.kind, m.id));
@@ -309,14 +323,42 @@ async fn media(
         })
         .collect();
     let disposition = format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}");
-    Ok((
+    let mut response = (
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
             (header::CONTENT_DISPOSITION, disposition),
         ],
-        bytes,
+        body,
     )
-        .into_response())
+        .into_response();
+    if let Some(length) = length
+        && let Ok(value) = header::HeaderValue::from_str(&length.to_string())
+    {
+        response.headers_mut().insert(header::CONTENT_LENGTH, value);
+    }
+    Ok(response)
+}
+
+/// Media downloads streaming at once (each holds a file and a connection, not the file's bytes).
+const MAX_DOWNLOADS: usize = 16;
+static DOWNLOADS: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
+    std::sync::LazyLock::new(|| Arc::new(tokio::sync::Semaphore::new(MAX_DOWNLOADS)));
+
+/// A file being sent, with its place among the downloads (given back when the body is dropped:
+/// sent, or the client went away).
+struct Permitted {
+    file: tokio::fs::File,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl tokio::io::AsyncRead for Permitted {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.file).poll_read(cx, buf)
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -57,6 +57,8 @@ pub enum ApiFailure {
     Timeout,
     /// 429: this API key made too many requests; try again after this long.
     RateLimited(std::time::Duration),
+    /// 503 with `Retry-After`: a bounded resource (concurrent downloads) is in use; retry soon.
+    Busy(String),
 }
 
 /// A 422 for `field`.
@@ -98,6 +100,17 @@ impl IntoResponse for ApiFailure {
                 StatusCode::REQUEST_TIMEOUT,
                 json!({"code": "timeout", "message": "请求体接收超时 / the body did not arrive in time"}),
             ),
+            Self::Busy(reason) => {
+                let mut response = (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(json!({"code": "unavailable", "message": format!("繁忙，请稍后重试 / {reason}")})),
+                )
+                    .into_response();
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+                return response;
+            }
             Self::RateLimited(wait) => {
                 let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                 let mut response = (

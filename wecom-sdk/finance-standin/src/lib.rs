@@ -198,6 +198,15 @@ fn obey(directive: Option<Directive>) -> Option<c_int> {
             None
         }
         Directive::Ret { ret } => Some(ret),
+        Directive::Print => {
+            use std::io::Write as _;
+            let mut out = std::io::stdout();
+            let _ = out.write_all(
+                b"WeWorkFinanceSdk: debug: GetChatData limit=1000\n\0\0\0\x09{\"op\":1}",
+            );
+            let _ = out.flush();
+            None
+        }
     }
 }
 

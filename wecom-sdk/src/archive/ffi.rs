@@ -549,6 +549,31 @@ impl Sdk {
     }
 }
 
+/// Takes the process's standard output for a private protocol channel, and points standard
+/// output at standard error: whatever a vendor library prints afterwards (it may `printf`) lands
+/// in the log and cannot corrupt the channel. Call it once, before loading the library, while
+/// the process has one thread.
+#[cfg(unix)]
+pub fn take_stdout_for_protocol() -> std::io::Result<std::fs::File> {
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: `dup` and `dup2` take and return plain descriptor numbers; 1 and 2 are open in
+    // every process we start (the supervisor gives the worker piped stdout and inherited
+    // stderr). `dup` returns a new descriptor this function alone owns.
+    let channel = unsafe { libc::dup(1) };
+    if channel < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: as above; after this, descriptor 1 refers to what descriptor 2 does.
+    if unsafe { libc::dup2(2, 1) } < 0 {
+        let error = std::io::Error::last_os_error();
+        // SAFETY: `channel` is ours and not used elsewhere.
+        unsafe { libc::close(channel) };
+        return Err(error);
+    }
+    // SAFETY: `channel` is a fresh, open descriptor owned by nothing else: the `File` owns it.
+    Ok(unsafe { std::fs::File::from_raw_fd(channel) })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(

@@ -150,6 +150,9 @@ pub enum Directive {
         /// The return code.
         ret: i32,
     },
+    /// Print to standard output (vendor libraries do) — a debug line and bytes that look like
+    /// the start of a frame — then answer normally.
+    Print,
 }
 
 /// `POST /finance/chatdata` from the stand-in's `GetChatData`.

@@ -70,6 +70,8 @@ pub enum ArchiveFault {
     Ret(i32),
     /// `GetChatData` returns 0 with `{"errcode":N,"errmsg":…}` as its JSON (e.g. 301042).
     Errcode(i64),
+    /// `GetChatData` prints to standard output (as vendor libraries do), then answers normally.
+    Print,
     /// `GetChatData` answers normally but every record of the call gets a damaged
     /// `encrypt_chat_msg` (`DecryptData` then fails with 10006).
     CorruptPayload,
@@ -77,11 +79,19 @@ pub enum ArchiveFault {
     MediaCrash,
     /// `GetMediaData` returns this code.
     MediaRet(i32),
+    /// `GetMediaData` answers 0 with no data, the same index and `is_finish = false`: a library
+    /// that makes no progress.
+    MediaStall,
+    /// `GetMediaData` answers 0 with a chunk that is not base64.
+    MediaGarbage,
 }
 
 impl ArchiveFault {
     fn is_media(self) -> bool {
-        matches!(self, Self::MediaCrash | Self::MediaRet(_))
+        matches!(
+            self,
+            Self::MediaCrash | Self::MediaRet(_) | Self::MediaStall | Self::MediaGarbage
+        )
     }
 }
 
@@ -392,7 +402,11 @@ fn directive_of(fault: ArchiveFault) -> Option<Directive> {
         ArchiveFault::Hang => Some(Directive::Hang),
         ArchiveFault::Leak { bytes } => Some(Directive::Leak { bytes }),
         ArchiveFault::Ret(ret) | ArchiveFault::MediaRet(ret) => Some(Directive::Ret { ret }),
-        ArchiveFault::Errcode(_) | ArchiveFault::CorruptPayload => None,
+        ArchiveFault::Print => Some(Directive::Print),
+        ArchiveFault::Errcode(_)
+        | ArchiveFault::CorruptPayload
+        | ArchiveFault::MediaStall
+        | ArchiveFault::MediaGarbage => None,
     }
 }
 
@@ -676,7 +690,8 @@ impl EmulatorState {
                 return ChatPlan::Body(error_body(code, archive_errmsg(code)));
             }
             Some(ArchiveFault::CorruptPayload) => corrupt = true,
-            Some(f @ ArchiveFault::Leak { .. }) => leak = directive_of(f),
+            // Acted out by the library, which then answers normally.
+            Some(f @ (ArchiveFault::Leak { .. } | ArchiveFault::Print)) => leak = directive_of(f),
             Some(f) => {
                 if let Some(d) = directive_of(f) {
                     return ChatPlan::Directive(d);
@@ -705,11 +720,29 @@ impl EmulatorState {
                 return Some(media_ret(10004));
             };
             archive.media_calls += 1;
-            if let Some(directive) = archive.take_fault(true).and_then(directive_of) {
-                return Some(MediaResponse {
-                    directive: Some(directive),
-                    ..media_ret(0)
-                });
+            match archive.take_fault(true) {
+                Some(ArchiveFault::MediaStall) => {
+                    return Some(MediaResponse {
+                        outindexbuf: request.indexbuf.clone(),
+                        ..media_ret(0)
+                    });
+                }
+                Some(ArchiveFault::MediaGarbage) => {
+                    return Some(MediaResponse {
+                        outindexbuf: "Range:bytes=0-1".to_owned(),
+                        data_b64: "@@not base64@@".to_owned(),
+                        ..media_ret(0)
+                    });
+                }
+                Some(fault) => {
+                    if let Some(directive) = directive_of(fault) {
+                        return Some(MediaResponse {
+                            directive: Some(directive),
+                            ..media_ret(0)
+                        });
+                    }
+                }
+                None => {}
             }
             if !archive.authorised(&request.secret) {
                 return Some(media_ret(10004));
