@@ -168,6 +168,7 @@ struct RawArchiveKey {
 struct RawReminders {
     after_add_days: Option<Vec<u32>>,
     check_interval_secs: Option<u64>,
+    max_new_per_corp_per_hour: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -506,14 +507,18 @@ pub struct ReminderSettings {
     pub after_add_days: Vec<u32>,
     /// How often due reminders are looked for.
     pub check_interval_secs: u64,
+    /// Reminders the API may create per corp and hour (each becomes an app message when due): a
+    /// key looping on the endpoint cannot flood the corp's staff or its WeCom quota.
+    pub max_new_per_corp_per_hour: u64,
 }
 
 impl Default for ReminderSettings {
-    /// 3 and 7 days after the add, looked for every 30 s.
+    /// 3 and 7 days after the add, looked for every 30 s, 2,000 new ones per corp and hour.
     fn default() -> Self {
         Self {
             after_add_days: vec![3, 7],
             check_interval_secs: 30,
+            max_new_per_corp_per_hour: 2000,
         }
     }
 }
@@ -869,6 +874,11 @@ impl Config {
                 .reminders
                 .check_interval_secs
                 .unwrap_or(defaults.check_interval_secs)
+                .max(1),
+            max_new_per_corp_per_hour: raw
+                .reminders
+                .max_new_per_corp_per_hour
+                .unwrap_or(defaults.max_new_per_corp_per_hour)
                 .max(1),
         };
         if reminders.after_add_days.iter().any(|&d| d == 0 || d > 365) {

@@ -1002,7 +1002,7 @@ async fn default_reminders_are_created_once(backend: Backend) {
     let user = &f.staff[0];
     let settings = ReminderSettings {
         after_add_days: vec![3, 7],
-        check_interval_secs: 30,
+        ..ReminderSettings::default()
     };
     // A fixed add time of our own, apart from any the event hook may have used.
     let added = now_ms() - 3_600_000;
@@ -1020,7 +1020,7 @@ async fn default_reminders_are_created_once(backend: Backend) {
     assert_eq!((a.unwrap(), b.unwrap()), (0, 0));
     let none = ReminderSettings {
         after_add_days: Vec::new(),
-        check_interval_secs: 30,
+        ..ReminderSettings::default()
     };
     assert_eq!(
         followup::create_default_reminders(db, CORP, user, &f.ext, added + 1, &none)

@@ -936,3 +936,49 @@ async fn no_log_or_error_prints_a_password() {
     }
     test_db.drop_database().await;
 }
+
+/// New reminders (each an app message when due) are capped per corp and hour: past the cap the
+/// API answers 429, whatever key asks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_reminders_are_capped_per_corp_and_hour() {
+    let app = emulated::EmulatedApp::spawn_with(
+        Backend::Sqlite,
+        emulated::Options {
+            extra_config: "[reminders]\nmax_new_per_corp_per_hour = 5\nafter_add_days = []\n"
+                .to_owned(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let ext = app.wecom().add_customer(
+        common::CORP,
+        "lisi",
+        wecom_sdk::testkit::NewCustomer {
+            name: "赵总".to_owned(),
+            ..Default::default()
+        },
+    );
+    app.settle().await;
+    let due = scrm::db::now_ms() + 3_600_000;
+    let mut statuses = Vec::new();
+    for role in ["sales", "admin"] {
+        let api = app
+            .api(role, if role == "sales" { Some("lisi") } else { None })
+            .await;
+        for _ in 0..4 {
+            let (status, _) = api
+                .post(
+                    &format!("/api/v1/customers/{ext}/reminders"),
+                    serde_json::json!({"title": "回访", "due_at_ms": due, "assignee": "lisi"}),
+                )
+                .await;
+            statuses.push(status);
+        }
+    }
+    assert_eq!(
+        statuses,
+        [201, 201, 201, 201, 201, 429, 429, 429],
+        "{statuses:?}"
+    );
+    app.stop().await;
+}

@@ -563,6 +563,18 @@ async fn create_reminder(
         ));
     }
     known_customer(&state, &who.corp_id, &ext).await?;
+    // Every reminder becomes an app message: at most so many new ones per corp and hour.
+    if let Ok(Some(wait)) = state
+        .coord
+        .acquire(
+            &format!("scrm:new_reminders:{}", who.corp_id),
+            state.config.reminders.max_new_per_corp_per_hour,
+            std::time::Duration::from_secs(3600),
+        )
+        .await
+    {
+        return Err(ApiFailure::RateLimited(wait));
+    }
     let actor = who.actor();
     let new = NewReminder {
         corp_id: &who.corp_id,
