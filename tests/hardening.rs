@@ -324,7 +324,6 @@ both_backends!(searches_match_percent_and_underscore_literally_and_ignore_case);
 async fn searches_match_percent_and_underscore_literally_and_ignore_case(backend: Backend) {
     let test_db = common::TestDb::create(backend).await;
     let db = test_db.connect().await;
-    let now = scrm::db::now_ms();
     for (ext, name, user, remark) in [
         ("wmA", "100%_真", "lisi", "VIP Client"),
         ("wmB", "100x真", "lisi", ""),
@@ -332,45 +331,7 @@ async fn searches_match_percent_and_underscore_literally_and_ignore_case(backend
         ("wmD", "other", "wangwu", "wangwu's vip"),
         ("wmD", "other", "lisi", ""),
     ] {
-        scrm::contacts::upsert_customer(
-            &db,
-            common::CORP,
-            &scrm::contacts::CustomerProfile {
-                external_user_id: ext.to_owned(),
-                name: name.to_owned(),
-                customer_type: 1,
-                gender: 0,
-                avatar: String::new(),
-                corp_name: String::new(),
-                corp_full_name: String::new(),
-                position: String::new(),
-                unionid: None,
-            },
-            now,
-        )
-        .await
-        .unwrap();
-        scrm::contacts::apply_relation(
-            &db,
-            common::CORP,
-            &scrm::contacts::RelationSnapshot {
-                user_id: user.to_owned(),
-                external_user_id: ext.to_owned(),
-                remark: remark.to_owned(),
-                description: String::new(),
-                remark_corp_name: String::new(),
-                remark_mobiles: Vec::new(),
-                tag_ids: Vec::new(),
-                add_way: 1,
-                state: None,
-                oper_user_id: None,
-                added_at_ms: Some(now),
-            },
-            now,
-            None,
-        )
-        .await
-        .unwrap();
+        common::seed_relation(&db, ext, name, user, remark).await;
     }
     let search = |staff: Option<&'static str>, q: &'static str| {
         let db = db.clone();
@@ -465,45 +426,7 @@ async fn a_salesperson_sees_only_their_own_relation_and_reminders(backend: Backe
         ("wmShared", "wangwu", "王五的私人备注"),
         ("wmGone", "lisi", ""),
     ] {
-        scrm::contacts::upsert_customer(
-            db,
-            common::CORP,
-            &scrm::contacts::CustomerProfile {
-                external_user_id: ext.to_owned(),
-                name: "客户".to_owned(),
-                customer_type: 1,
-                gender: 0,
-                avatar: String::new(),
-                corp_name: String::new(),
-                corp_full_name: String::new(),
-                position: String::new(),
-                unionid: None,
-            },
-            now,
-        )
-        .await
-        .unwrap();
-        scrm::contacts::apply_relation(
-            db,
-            common::CORP,
-            &scrm::contacts::RelationSnapshot {
-                user_id: user.to_owned(),
-                external_user_id: ext.to_owned(),
-                remark: remark.to_owned(),
-                description: String::new(),
-                remark_corp_name: String::new(),
-                remark_mobiles: Vec::new(),
-                tag_ids: Vec::new(),
-                add_way: 1,
-                state: None,
-                oper_user_id: None,
-                added_at_ms: Some(now),
-            },
-            now,
-            None,
-        )
-        .await
-        .unwrap();
+        common::seed_relation(db, ext, "客户", user, remark).await;
         scrm::followup::create_reminder(
             db,
             &scrm::followup::NewReminder {
@@ -525,8 +448,8 @@ async fn a_salesperson_sees_only_their_own_relation_and_reminders(backend: Backe
         "lisi",
         "wmGone",
         scrm::contacts::EndReason::DeletedByStaff,
-        now + 1,
-        now + 1,
+        scrm::db::now_ms() + 1,
+        scrm::db::now_ms() + 1,
     )
     .await
     .unwrap();

@@ -244,45 +244,7 @@ async fn every_endpoint_refuses_who_may_not_and_a_refused_write_changes_nothing(
     let db = &app.db;
     let now = now_ms();
     for (ext, user) in [("wmOwn", "lisi"), ("wmOther", "wangwu")] {
-        scrm::contacts::upsert_customer(
-            db,
-            CORP,
-            &scrm::contacts::CustomerProfile {
-                external_user_id: ext.to_owned(),
-                name: "客户".to_owned(),
-                customer_type: 1,
-                gender: 0,
-                avatar: String::new(),
-                corp_name: String::new(),
-                corp_full_name: String::new(),
-                position: String::new(),
-                unionid: None,
-            },
-            now,
-        )
-        .await
-        .unwrap();
-        scrm::contacts::apply_relation(
-            db,
-            CORP,
-            &scrm::contacts::RelationSnapshot {
-                user_id: user.to_owned(),
-                external_user_id: ext.to_owned(),
-                remark: String::new(),
-                description: String::new(),
-                remark_corp_name: String::new(),
-                remark_mobiles: Vec::new(),
-                tag_ids: Vec::new(),
-                add_way: 1,
-                state: None,
-                oper_user_id: None,
-                added_at_ms: Some(now),
-            },
-            now,
-            None,
-        )
-        .await
-        .unwrap();
+        common::seed_relation(db, ext, "客户", user, "").await;
     }
     let note = scrm::followup::create_note(db, CORP, "wmOwn", "lisi", "首次沟通", None, now)
         .await

@@ -296,6 +296,50 @@ pub fn dedup_key_of(plaintext: &str) -> String {
     scrm::inbox::dedup_key(&header, plaintext.as_bytes())
 }
 
+/// A customer named `name` followed by `user` (with `remark`), written straight to the store.
+pub async fn seed_relation(db: &Db, ext: &str, name: &str, user: &str, remark: &str) {
+    let now = scrm::db::now_ms();
+    scrm::contacts::upsert_customer(
+        db,
+        CORP,
+        &scrm::contacts::CustomerProfile {
+            external_user_id: ext.to_owned(),
+            name: name.to_owned(),
+            customer_type: 1,
+            gender: 0,
+            avatar: String::new(),
+            corp_name: String::new(),
+            corp_full_name: String::new(),
+            position: String::new(),
+            unionid: None,
+        },
+        now,
+    )
+    .await
+    .expect("customer");
+    scrm::contacts::apply_relation(
+        db,
+        CORP,
+        &scrm::contacts::RelationSnapshot {
+            user_id: user.to_owned(),
+            external_user_id: ext.to_owned(),
+            remark: remark.to_owned(),
+            description: String::new(),
+            remark_corp_name: String::new(),
+            remark_mobiles: Vec::new(),
+            tag_ids: Vec::new(),
+            add_way: 1,
+            state: None,
+            oper_user_id: None,
+            added_at_ms: Some(now),
+        },
+        now,
+        None,
+    )
+    .await
+    .expect("relation");
+}
+
 /// Scrapes `{base_url}/metrics` until `wanted` holds for the text (the database gauges are
 /// refreshed in the background), 10 s at most; returns the last text.
 pub async fn scrape_until(base_url: &str, wanted: impl Fn(&str) -> bool) -> String {
