@@ -854,6 +854,10 @@ async fn no_log_or_error_prints_a_password() {
     logs += &String::from_utf8_lossy(&out.stderr);
     logs += &String::from_utf8_lossy(&out.stdout);
     assert!(logs.contains("serving"), "the server logged: {logs}");
+    assert!(
+        logs.contains("timestamp_window_secs = 0"),
+        "a disabled timestamp window is warned about: {logs}"
+    );
     for secret in [DB_PASSWORD, REDIS_PASSWORD] {
         assert!(!logs.contains(secret), "{secret} printed:\n{logs}");
     }
