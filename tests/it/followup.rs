@@ -9,13 +9,10 @@
     reason = "a test or benchmark fails loudly"
 )]
 
-mod common;
-#[path = "common/emulated.rs"]
-mod emulated;
 
 use chrono::{DateTime, FixedOffset};
-use common::{Backend, CORP};
-use emulated::{Api, EmulatedApp, Options, eventually, wait_outbox_idle};
+use crate::common::{Backend, CORP};
+use crate::emulated::{Api, EmulatedApp, Options, eventually, wait_outbox_idle};
 use scrm::config::ReminderSettings;
 use scrm::db::{Db, now_ms};
 use scrm::{contacts, followup};

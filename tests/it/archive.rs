@@ -9,15 +9,13 @@
     reason = "a test or benchmark fails loudly"
 )]
 
-mod common;
-#[path = "common/emulated.rs"]
-mod emulated;
 
+use crate::{common, emulated};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{ARCHIVE_KEY, ARCHIVE_TOKEN, Backend, CORP};
-use emulated::{EmulatedApp, Instance, Options, eventually};
+use crate::common::{ARCHIVE_KEY, ARCHIVE_TOKEN, Backend, CORP};
+use crate::emulated::{EmulatedApp, Instance, Options, eventually};
 use scrm::db::Db;
 use serde_json::json;
 use wecom_sdk::testkit::{ArchiveFault, CallbackKind, CallbackTarget, EmulatorState};

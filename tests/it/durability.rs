@@ -5,14 +5,14 @@
     reason = "a test or benchmark fails loudly"
 )]
 
-mod common;
 
+use crate::common;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{Backend, CORP, TestDb, add_contact_event, config_toml, dedup_key_of};
+use crate::common::{Backend, CORP, TestDb, add_contact_event, config_toml, dedup_key_of};
 use tokio::sync::Mutex;
 use wecom_sdk::{CallbackCrypto, sender};
 

@@ -7,14 +7,12 @@
     reason = "a test or benchmark fails loudly"
 )]
 
-mod common;
-#[path = "common/emulated.rs"]
-mod emulated;
 
+use crate::common;
 use std::path::PathBuf;
 
-use common::{Backend, CORP, scrm};
-use emulated::{Api, EmulatedApp, eventually, wait_outbox_idle};
+use crate::common::{Backend, CORP, scrm};
+use crate::emulated::{Api, EmulatedApp, eventually, wait_outbox_idle};
 use serde_json::{Value, json};
 use wecom_sdk::testkit::{Fault, FaultKind, NewCustomer, SeedSpec};
 

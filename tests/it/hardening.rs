@@ -6,13 +6,11 @@
     reason = "a test or benchmark fails loudly"
 )]
 
-mod common;
-#[path = "common/emulated.rs"]
-mod emulated;
 
+use crate::{common, emulated};
 use std::time::{Duration, Instant};
 
-use common::{Backend, TestApp, add_contact_event};
+use crate::common::{Backend, TestApp, add_contact_event};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

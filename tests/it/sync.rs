@@ -7,16 +7,14 @@
     reason = "a test or benchmark fails loudly"
 )]
 
-mod common;
-#[path = "common/emulated.rs"]
-mod emulated;
 
+use crate::emulated;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Backend, CORP};
-use emulated::EmulatedApp;
+use crate::common::{Backend, CORP};
+use crate::emulated::EmulatedApp;
 use scrm::config::Config;
 use scrm::sync::{self, SyncError, SyncProgress};
 use scrm::wecom::Wecom;

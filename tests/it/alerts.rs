@@ -7,12 +7,10 @@
     reason = "a test or benchmark fails loudly"
 )]
 
-mod common;
-#[path = "common/emulated.rs"]
-mod emulated;
 
-use common::{Backend, CORP};
-use emulated::{AGENT_ID, EmulatedApp, Options, eventually, wait_outbox_idle};
+use crate::{common, emulated};
+use crate::common::{Backend, CORP};
+use crate::emulated::{AGENT_ID, EmulatedApp, Options, eventually, wait_outbox_idle};
 use serde_json::{Value, json};
 use wecom_sdk::testkit::{CallbackKind, CallbackTarget, NewCustomer, NewStaff, SeedSpec};
 

@@ -5,9 +5,8 @@
     reason = "a test or benchmark fails loudly"
 )]
 
-mod common;
 
-use common::{Backend, CORP, TestDb, add_contact_event, dedup_key_of};
+use crate::common::{Backend, CORP, TestDb, add_contact_event, dedup_key_of};
 use scrm::inbox::{self, NewInboxRow, Stored};
 
 fn row(n: u64) -> NewInboxRow {

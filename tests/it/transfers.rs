@@ -9,16 +9,14 @@
     reason = "a test or benchmark fails loudly"
 )]
 
-mod common;
-#[path = "common/emulated.rs"]
-mod emulated;
 
+use crate::common;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Backend, CORP};
-use emulated::{Api, EmulatedApp, Options, eventually, quick_emulator, wait_outbox_idle};
+use crate::common::{Backend, CORP};
+use crate::emulated::{Api, EmulatedApp, Options, eventually, quick_emulator, wait_outbox_idle};
 use scrm::config::{Config, TransferSettings};
 use scrm::transfers::{self, ItemFilter, Progress};
 use scrm::wecom::Wecom;

@@ -6,11 +6,11 @@
     reason = "a test or benchmark fails loudly"
 )]
 
-mod common;
 
+use crate::common;
 use std::collections::BTreeMap;
 
-use common::{Backend, CORP, TestApp};
+use crate::common::{Backend, CORP, TestApp};
 use scrm::auth::Role;
 use scrm::db::{Db, now_ms};
 

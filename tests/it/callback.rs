@@ -7,10 +7,10 @@
     reason = "a test or benchmark fails loudly"
 )]
 
-mod common;
 
+use crate::common;
 use base64::Engine as _;
-use common::{Backend, CORP, TestApp, add_contact_event, dedup_key_of};
+use crate::common::{Backend, CORP, TestApp, add_contact_event, dedup_key_of};
 use wecom_sdk::sender;
 
 fn now() -> i64 {

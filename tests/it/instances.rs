@@ -7,14 +7,12 @@
     reason = "a test or benchmark fails loudly"
 )]
 
-mod common;
-#[path = "common/emulated.rs"]
-mod emulated;
 
+use crate::emulated;
 use std::time::Duration;
 
-use common::{Backend, CORP, TestDb};
-use emulated::{AGENT_ID, Instance, SECRET, eventually, point_callbacks, quick_emulator};
+use crate::common::{Backend, CORP, TestDb};
+use crate::emulated::{AGENT_ID, Instance, SECRET, eventually, point_callbacks, quick_emulator};
 use wecom_sdk::testkit::{Emulator, EmulatorConfig, NewCustomer, SeedSpec};
 
 /// A Redis database of its own for this test binary, emptied first.

@@ -7,15 +7,13 @@
     reason = "a test or benchmark fails loudly"
 )]
 
-mod common;
-#[path = "common/emulated.rs"]
-mod emulated;
 
+use crate::{common, emulated};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Backend, CORP};
-use emulated::{Api, EmulatedApp, Options, eventually, wait_outbox_idle};
+use crate::common::{Backend, CORP};
+use crate::emulated::{Api, EmulatedApp, Options, eventually, wait_outbox_idle};
 use serde_json::{Value, json};
 use wecom_sdk::testkit::{Fault, FaultKind, NewCustomer, RelationEdit, SeedSpec};
 

@@ -7,8 +7,8 @@
     reason = "a test or benchmark fails loudly"
 )]
 
-mod common;
 
+use crate::common;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::Path;
@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Backend, CORP, TestApp, TestDb, add_contact_event};
+use crate::common::{Backend, CORP, TestApp, TestDb, add_contact_event};
 use scrm::db::{Db, now_ms};
 use scrm::inbox::{self, InboxWriter, NewInboxRow, Stored};
 use scrm::worker::{

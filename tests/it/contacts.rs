@@ -6,12 +6,9 @@
     reason = "a test or benchmark fails loudly"
 )]
 
-mod common;
-#[path = "common/emulated.rs"]
-mod emulated;
 
-use common::{Backend, CORP};
-use emulated::{EmulatedApp, Options};
+use crate::common::{Backend, CORP};
+use crate::emulated::{EmulatedApp, Options};
 use scrm::{contacts, group_chats, staff};
 use wecom_sdk::testkit::{CallbackKind, Fault, FaultKind, NewCustomer, NewStaff, SeedSpec};
 

@@ -1,0 +1,32 @@
+//! The integration tests, one binary: a module per area, sharing one harness (`common`,
+//! `emulated`) and one link of the dependency tree.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark fails loudly"
+)]
+
+#[macro_use]
+#[path = "../common/mod.rs"]
+mod common;
+#[path = "../common/emulated.rs"]
+mod emulated;
+
+mod alerts;
+mod archive;
+mod callback;
+mod cli;
+mod cli_record;
+mod contacts;
+mod coord;
+mod durability;
+mod followup;
+mod hardening;
+mod instances;
+mod record;
+mod roles;
+mod rules;
+mod store;
+mod sync;
+mod transfers;
+mod worker;
