@@ -54,6 +54,8 @@ pub struct TestDb {
     pub url: String,
     pub dir: tempfile::TempDir,
     pub pg_name: Option<String>,
+    /// Set by [`TestDb::drop_database`]: nothing left for `Drop` to do.
+    dropped: std::sync::atomic::AtomicBool,
 }
 
 impl TestDb {
@@ -66,6 +68,7 @@ impl TestDb {
                     url,
                     dir,
                     pg_name: None,
+                    dropped: false.into(),
                 }
             }
             Backend::Postgres => {
@@ -86,6 +89,7 @@ impl TestDb {
                     url: scrm::db::with_database_name(&admin, &name),
                     dir,
                     pg_name: Some(name),
+                    dropped: false.into(),
                 }
             }
         }
@@ -97,8 +101,11 @@ impl TestDb {
         db
     }
 
-    /// Drops the PostgreSQL database (the SQLite file goes with the temp folder).
+    /// Drops the PostgreSQL database now (the SQLite file goes with the temp folder). A test that
+    /// panics before this still loses its database: [`Drop`] drops it too.
     pub async fn drop_database(&self) {
+        self.dropped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         if let Some(name) = &self.pg_name {
             let admin = Db::connect(&pg_admin_url())
                 .await
@@ -112,6 +119,40 @@ impl TestDb {
             }
             admin.close().await;
         }
+    }
+}
+
+impl Drop for TestDb {
+    /// Drops the PostgreSQL database of a test that ended early (a panic); after
+    /// [`TestDb::drop_database`] this finds nothing to drop. Runs on a thread of its own: a drop
+    /// cannot await, and the test's runtime may be shutting down.
+    fn drop(&mut self) {
+        if self.dropped.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
+        let admin = pg_admin_url();
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                if let Ok(Db::Postgres(pool)) = Db::connect(&admin).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&pool)
+                    .await;
+                    pool.close().await;
+                }
+            });
+        })
+        .join();
     }
 }
 

@@ -7,10 +7,9 @@
     reason = "a test or benchmark fails loudly"
 )]
 
-
-use crate::{common, emulated};
 use crate::common::{Backend, CORP};
 use crate::emulated::{AGENT_ID, EmulatedApp, Options, eventually, wait_outbox_idle};
+use crate::{common, emulated};
 use serde_json::{Value, json};
 use wecom_sdk::testkit::{CallbackKind, CallbackTarget, NewCustomer, NewStaff, SeedSpec};
 

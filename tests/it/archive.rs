@@ -9,7 +9,6 @@
     reason = "a test or benchmark fails loudly"
 )]
 
-
 use crate::{common, emulated};
 use std::path::PathBuf;
 use std::time::Duration;

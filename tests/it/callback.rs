@@ -7,10 +7,9 @@
     reason = "a test or benchmark fails loudly"
 )]
 
-
 use crate::common;
-use base64::Engine as _;
 use crate::common::{Backend, CORP, TestApp, add_contact_event, dedup_key_of};
+use base64::Engine as _;
 use wecom_sdk::sender;
 
 fn now() -> i64 {

@@ -5,13 +5,14 @@
     reason = "a test or benchmark fails loudly"
 )]
 
-
 use crate::common;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::common::{Backend, CORP, KEY, Output, TestApp, TestDb, add_contact_event, config_toml, scrm};
+use crate::common::{
+    Backend, CORP, KEY, Output, TestApp, TestDb, add_contact_event, config_toml, scrm,
+};
 
 async fn selftest(dir: &Path, config: &str, url: &str, app: &str) -> Output {
     scrm(

@@ -7,7 +7,6 @@
     reason = "a test or benchmark fails loudly"
 )]
 
-
 use crate::common;
 use std::path::PathBuf;
 

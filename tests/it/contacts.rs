@@ -6,7 +6,6 @@
     reason = "a test or benchmark fails loudly"
 )]
 
-
 use crate::common::{Backend, CORP};
 use crate::emulated::{EmulatedApp, Options};
 use scrm::{contacts, group_chats, staff};

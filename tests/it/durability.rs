@@ -5,7 +5,6 @@
     reason = "a test or benchmark fails loudly"
 )]
 
-
 use crate::common;
 use std::process::Stdio;
 use std::sync::Arc;

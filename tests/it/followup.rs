@@ -9,10 +9,9 @@
     reason = "a test or benchmark fails loudly"
 )]
 
-
-use chrono::{DateTime, FixedOffset};
 use crate::common::{Backend, CORP};
 use crate::emulated::{Api, EmulatedApp, Options, eventually, wait_outbox_idle};
+use chrono::{DateTime, FixedOffset};
 use scrm::config::ReminderSettings;
 use scrm::db::{Db, now_ms};
 use scrm::{contacts, followup};

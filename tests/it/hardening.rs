@@ -6,7 +6,6 @@
     reason = "a test or benchmark fails loudly"
 )]
 
-
 use crate::{common, emulated};
 use std::time::{Duration, Instant};
 

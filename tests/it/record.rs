@@ -7,7 +7,6 @@
     reason = "a test or benchmark fails loudly"
 )]
 
-
 use crate::{common, emulated};
 use std::process::Stdio;
 use std::time::Duration;

@@ -6,7 +6,6 @@
     reason = "a test or benchmark fails loudly"
 )]
 
-
 use crate::common;
 use std::collections::BTreeMap;
 

@@ -5,7 +5,6 @@
     reason = "a test or benchmark fails loudly"
 )]
 
-
 use crate::common::{Backend, CORP, TestDb, add_contact_event, dedup_key_of};
 use scrm::inbox::{self, NewInboxRow, Stored};
 
@@ -96,3 +95,24 @@ both_backends!(
     insert_batch_tells_new_from_repeated_rows,
     list_and_get_return_what_was_stored
 );
+
+/// A test that ends early (a panic) does not leave its PostgreSQL database behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_database_is_dropped_with_its_handle() {
+    let test_db = TestDb::create(Backend::Postgres).await;
+    let name = test_db.pg_name.clone().unwrap();
+    drop(test_db);
+    let admin = scrm::db::Db::connect(&crate::common::pg_admin_url())
+        .await
+        .unwrap();
+    let scrm::db::Db::Postgres(pool) = &admin else {
+        unreachable!()
+    };
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_database WHERE datname = $1")
+        .bind(&name)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "{name} was not dropped");
+    admin.close().await;
+}

@@ -7,7 +7,6 @@
     reason = "a test or benchmark fails loudly"
 )]
 
-
 use crate::emulated;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -9,7 +9,6 @@
     reason = "a test or benchmark fails loudly"
 )]
 
-
 use crate::common;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

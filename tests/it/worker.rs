@@ -7,7 +7,6 @@
     reason = "a test or benchmark fails loudly"
 )]
 
-
 use crate::common;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
