@@ -24,10 +24,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use scrm::archive::{self, Archive};
-use scrm::config::Config;
-use scrm::db::Db;
-use scrm::wecom::Wecom;
+use scrm::app::archive_pull::{self, Archive};
+use scrm::platform::config::Config;
+use scrm::platform::db::Db;
+use scrm::platform::wecom::Wecom;
 use wecom_sdk::MemoryCoordinator;
 use wecom_sdk::testkit::{Emulator, EmulatorConfig};
 
@@ -43,7 +43,7 @@ fn fixture(path: &str) -> PathBuf {
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
-    scrm::archive::child::rss_kib(pid)
+    scrm::app::archive_pull::child::rss_kib(pid)
 }
 
 #[tokio::main]
@@ -88,11 +88,12 @@ async fn main() -> anyhow::Result<()> {
     let db = Db::connect(&db_url).await?;
     db.migrate().await?;
     let wecom = Wecom::new(&config, Arc::new(MemoryCoordinator::new()))?;
-    let rules = Arc::new(scrm::scan::RuleLibrary::default_library());
+    let rules = Arc::new(scrm::domain::scan::RuleLibrary::default_library());
     let archive = Archive::new(&config, db.clone(), wecom, rules).expect("archive configured");
     let mut sup = archive.supervisor(CORP).expect("corp");
     // Start the worker, then sample its memory from another thread while it works.
-    sup.call(&scrm::archive::proto::Request::Ping).await?;
+    sup.call(&scrm::domain::archive::proto::Request::Ping)
+        .await?;
     let pid = sup.pid().expect("worker running");
     let done = Arc::new(AtomicBool::new(false));
     let sampler = {
@@ -109,7 +110,8 @@ async fn main() -> anyhow::Result<()> {
         })
     };
     let started = Instant::now();
-    let report = archive::pull_until_caught_up(&db, CORP, &mut sup, &config.archive, None).await?;
+    let report =
+        archive_pull::pull_until_caught_up(&db, CORP, &mut sup, &config.archive, None).await?;
     let pulled = started.elapsed();
     done.store(true, Ordering::Relaxed);
     let samples = sampler.join().unwrap();

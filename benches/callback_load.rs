@@ -232,17 +232,17 @@ async fn one_run(o: &Options, run: usize) -> anyhow::Result<Measurement> {
         let admin = std::env::var("SCRM_TEST_PG_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
         let name = format!("scrm_bench_{}", uuid::Uuid::new_v4().simple());
-        let db = scrm::db::Db::connect(&admin)
+        let db = scrm::platform::db::Db::connect(&admin)
             .await
             .with_context(|| format!("PostgreSQL at {admin}"))?;
-        if let scrm::db::Db::Postgres(pool) = &db {
+        if let scrm::platform::db::Db::Postgres(pool) = &db {
             sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
                 .execute(pool)
                 .await?;
         }
         db.close().await;
         (
-            scrm::db::with_database_name(&admin, &name),
+            scrm::platform::db::with_database_name(&admin, &name),
             Some((admin, name)),
         )
     } else {
@@ -306,12 +306,12 @@ async fn one_run(o: &Options, run: usize) -> anyhow::Result<Measurement> {
         .status();
     let _ = tokio::time::timeout(Duration::from_secs(30), server.wait()).await;
 
-    let db = scrm::db::Db::connect(&db_url).await?;
-    let stored = scrm::inbox::count(&db, None).await?;
+    let db = scrm::platform::db::Db::connect(&db_url).await?;
+    let stored = scrm::pipeline::inbox::count(&db, None).await?;
     db.close().await;
     if let Some((admin, name)) = pg_name {
-        let db = scrm::db::Db::connect(&admin).await?;
-        if let scrm::db::Db::Postgres(pool) = &db {
+        let db = scrm::platform::db::Db::connect(&admin).await?;
+        if let scrm::platform::db::Db::Postgres(pool) = &db {
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
             )))

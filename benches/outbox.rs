@@ -31,9 +31,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::bail;
-use scrm::config::Config;
-use scrm::db::Db;
-use scrm::wecom::Wecom;
+use scrm::platform::config::Config;
+use scrm::platform::db::Db;
+use scrm::platform::wecom::Wecom;
 use tokio::sync::{Mutex, Semaphore};
 use wecom_sdk::MemoryCoordinator;
 use wecom_sdk::testkit::{Emulator, EmulatorConfig, EmulatorState, SeedSpec};
@@ -141,7 +141,8 @@ impl Editor {
 /// Waits until the outbox has nothing pending; fails on a dead letter.
 async fn drained(db: &Db) -> anyhow::Result<()> {
     loop {
-        let stats = scrm::outbox::stats(db, Some(CORP), scrm::db::now_ms()).await?;
+        let stats =
+            scrm::pipeline::outbox::stats(db, Some(CORP), scrm::platform::db::now_ms()).await?;
         if stats.dead > 0 {
             bail!("{} outbox items became dead letters", stats.dead);
         }
@@ -248,7 +249,7 @@ async fn main() -> anyhow::Result<()> {
     {
         let wecom = Wecom::new(&config, Arc::new(MemoryCoordinator::new()))?;
         let started = Instant::now();
-        let (_, summary) = scrm::sync::run(&db, &wecom, CORP, "bench", None, &|_| {}).await?;
+        let (_, summary) = scrm::app::sync::run(&db, &wecom, CORP, "bench", None, &|_| {}).await?;
         println!(
             "backend {}: imported {} relations in {:.1} s",
             o.backend,
@@ -272,7 +273,7 @@ async fn main() -> anyhow::Result<()> {
         scrm::auth::Role::Admin,
         None,
         "bench",
-        scrm::db::now_ms(),
+        scrm::platform::db::now_ms(),
     )
     .await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -11,7 +11,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use scrm::scan::{RuleLibrary, ScanInput, Sender};
+use scrm::domain::scan::{RuleLibrary, ScanInput, Sender};
 
 const RULES: usize = 5_000;
 const MESSAGES: usize = 20_000;

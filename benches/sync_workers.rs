@@ -5,7 +5,7 @@
 //! cargo bench --bench sync_workers -- --backend postgres --staff 200 --customers 20000 --events 100000
 //! ```
 //!
-//! 1. **Sync**: seeds an emulated corp, runs `scrm::sync::run` on a fresh database and reports wall
+//! 1. **Sync**: seeds an emulated corp, runs `scrm::app::sync::run` on a fresh database and reports wall
 //!    time, the calls made per API against the minimum the page sizes allow, and how often the
 //!    emulator answered a rate limit (must be 0: the client keeps under WeCom's published limits).
 //! 2. **Workers**: stores a backlog of `--events` callbacks and lets a worker pool (the one `serve`
@@ -27,12 +27,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use scrm::config::Config;
-use scrm::db::Db;
-use scrm::events::EventProcessor;
-use scrm::inbox::NewInboxRow;
-use scrm::wecom::Wecom;
-use scrm::worker::{WorkerPool, WorkerSettings};
+use scrm::app::events::EventProcessor;
+use scrm::pipeline::inbox::NewInboxRow;
+use scrm::pipeline::worker::{WorkerPool, WorkerSettings};
+use scrm::platform::config::Config;
+use scrm::platform::db::Db;
+use scrm::platform::wecom::Wecom;
 use tokio::sync::Notify;
 use wecom_sdk::MemoryCoordinator;
 use wecom_sdk::testkit::{Emulator, EmulatorConfig, EmulatorLimits, SeedSpec};
@@ -76,12 +76,12 @@ fn event_row(n: usize, user: &str, ext: &str, change: &str, create_time: i64) ->
         corp_id: CORP.to_owned(),
         app: "contacts".to_owned(),
         agent_id: None,
-        dedup_key: scrm::inbox::dedup_key(&header, body.as_bytes()),
+        dedup_key: scrm::pipeline::inbox::dedup_key(&header, body.as_bytes()),
         msg_type: "event".to_owned(),
         event: Some("change_external_contact".to_owned()),
         change_type: Some(change.to_owned()),
         create_time: Some(create_time),
-        received_at_ms: scrm::db::now_ms(),
+        received_at_ms: scrm::platform::db::now_ms(),
         body,
     }
 }
@@ -114,7 +114,7 @@ async fn worker_run(
         .collect();
     for chunk in rows.chunks(1000) {
         let refs: Vec<&NewInboxRow> = chunk.iter().collect();
-        scrm::inbox::insert_batch(db, &refs).await?;
+        scrm::pipeline::inbox::insert_batch(db, &refs).await?;
     }
     let started = Instant::now();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -125,7 +125,7 @@ async fn worker_run(
             concurrency,
             ..WorkerSettings::default()
         },
-        scrm::worker::instance_owner(),
+        scrm::pipeline::worker::instance_owner(),
         Arc::new(Notify::new()),
         async move {
             let _ = stop_rx.await;
@@ -133,7 +133,7 @@ async fn worker_run(
     );
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let stats = scrm::worker::stats(db, Some(CORP)).await?;
+        let stats = scrm::pipeline::worker::stats(db, Some(CORP)).await?;
         if stats.pending == 0 {
             if stats.dead > 0 {
                 bail!("{} events went dead", stats.dead);
@@ -190,7 +190,7 @@ async fn main() -> anyhow::Result<()> {
 
     // 1. Full sync.
     let started = Instant::now();
-    let (_, summary) = scrm::sync::run(&db, &wecom, CORP, "bench", None, &|_| {}).await?;
+    let (_, summary) = scrm::app::sync::run(&db, &wecom, CORP, "bench", None, &|_| {}).await?;
     let wall = started.elapsed().as_secs_f64();
     let chunks = o.staff.div_ceil(100) as u64;
     let batch_calls = state.calls("externalcontact/batch/get_by_user");

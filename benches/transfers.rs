@@ -31,12 +31,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use scrm::config::{Config, TransferSettings};
-use scrm::db::Db;
-use scrm::outbox::OutboxQueue;
-use scrm::transfers::{self, ItemFilter, PlanRequest, Progress, engine};
-use scrm::wecom::Wecom;
-use scrm::worker::WorkerPool;
+use scrm::app::outbox_delivery::OutboxQueue;
+use scrm::app::transfers::engine;
+use scrm::domain::transfers::{self, ItemFilter, PlanRequest, Progress};
+use scrm::pipeline::worker::WorkerPool;
+use scrm::platform::config::{Config, TransferSettings};
+use scrm::platform::db::Db;
+use scrm::platform::wecom::Wecom;
 use wecom_sdk::MemoryCoordinator;
 use wecom_sdk::testkit::{Emulator, EmulatorConfig, EmulatorState, NewCustomer, NewStaff};
 
@@ -134,7 +135,8 @@ async fn rounds(
     loop {
         engine::advance(db, wecom, &settings, state.now_ms()).await?;
         let p = progress(db, job).await?;
-        let stats = scrm::outbox::stats(db, Some(CORP), scrm::db::now_ms()).await?;
+        let stats =
+            scrm::pipeline::outbox::stats(db, Some(CORP), scrm::platform::db::now_ms()).await?;
         if stats.dead > 0 {
             bail!("{} outbox calls became dead letters", stats.dead);
         }
@@ -193,13 +195,25 @@ async fn main() -> anyhow::Result<()> {
     db.migrate().await?;
     let wecom = Wecom::new(&config, Arc::new(MemoryCoordinator::new()))?;
     let started = Instant::now();
-    scrm::sync::run(&db, &wecom, CORP, "bench", None, &|_| {}).await?;
+    scrm::app::sync::run(&db, &wecom, CORP, "bench", None, &|_| {}).await?;
     // The member leaves once we know the corp (no callback target: what `delete_user` does).
     assert!(state.depart_staff(CORP, HANDOVER));
-    scrm::staff::mark_departed(&db, CORP, HANDOVER, state.now_ms(), scrm::db::now_ms()).await?;
-    let n = scrm::transfers::departures::refresh_unassigned(&db, &wecom, CORP, scrm::db::now_ms())
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    scrm::domain::staff::mark_departed(
+        &db,
+        CORP,
+        HANDOVER,
+        state.now_ms(),
+        scrm::platform::db::now_ms(),
+    )
+    .await?;
+    let n = scrm::app::transfers::departures::refresh_unassigned(
+        &db,
+        &wecom,
+        CORP,
+        scrm::platform::db::now_ms(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!(
         "backend {}: imported the corp and {n} unassigned customers in {:.1} s",
         o.backend,
@@ -209,9 +223,9 @@ async fn main() -> anyhow::Result<()> {
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let deliveries = WorkerPool::spawn_queue(
         OutboxQueue::new(db.clone(), wecom.clone()),
-        config.outbox.settings(),
+        scrm::pipeline::worker::WorkerSettings::from(&config.outbox),
         "bench".to_owned(),
-        scrm::outbox::wakeups(),
+        scrm::pipeline::outbox::wakeups(),
         async move {
             let _ = stop_rx.wait_for(|stopped| *stopped).await;
         },

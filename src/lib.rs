@@ -1,32 +1,23 @@
-//! The SCRM server: configuration, HTTP surfaces, the inbox and its workers, the domain modules
-//! (customers and follow relations, staff, tags, group chats), sync, jobs, coordination and
-//! storage. `main.rs` only wires.
+//! The SCRM server, in layers whose dependencies point one way (a test in `tests/it/layers.rs`
+//! keeps it so; `docs/architecture.md` draws the picture):
+//!
+//! - [`platform`]: storage, coordination, configuration, telemetry and the WeCom adapter;
+//! - [`pipeline`]: the durable queues (inbox, outbox), their workers and the job table;
+//! - [`auth`]: API keys, principals, the audit log;
+//! - [`domain`]: what the product is about (customers, staff, tags, group chats, follow-up,
+//!   alerts, the chat archive's records, reassignment); each concept owns its tables;
+//! - [`app`]: what reacts and runs (the inbox event handler, sync, outbox delivery, the archive
+//!   pull, rescans, the reassignment engine);
+//! - the surfaces: [`http`], [`cli`] and [`startup`], which wires a server. `main.rs` only parses.
 #![forbid(unsafe_code)]
 
-pub mod alerts;
-pub mod archive;
+pub mod app;
 pub mod auth;
 pub mod cli;
-pub mod config;
-pub mod contacts;
-pub mod coord;
-pub mod db;
-pub mod events;
-pub mod followup;
-pub mod group_chats;
+pub mod domain;
 pub mod http;
-pub mod inbox;
-pub mod jobs;
-pub mod outbox;
-pub mod record;
-pub mod scan;
-pub mod staff;
+pub mod pipeline;
+pub mod platform;
 pub mod startup;
-pub mod sync;
-pub mod tags;
-pub mod telemetry;
-pub mod transfers;
-pub mod wecom;
-pub mod worker;
 
 pub use startup::serve;

@@ -6,7 +6,7 @@ fn main() {
     // The chat-archive child holds WeCom's library and speaks over its pipes: no runtime, no
     // configuration, nothing else in the process.
     if std::env::args().nth(1).as_deref() == Some("archive-worker") {
-        std::process::exit(scrm::archive::child::run());
+        std::process::exit(scrm::app::archive_pull::child::run());
     }
     // One TLS provider for the whole process (reqwest, sqlx): aws-lc-rs.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();

@@ -7,15 +7,17 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
-use crate::config::Config;
-use crate::db::Db;
-use crate::events::EventProcessor;
+use crate::app::events::EventProcessor;
+use crate::app::outbox_delivery::OutboxQueue;
+use crate::app::sync;
 use crate::http::{self, AppState};
-use crate::inbox::InboxWriter;
-use crate::outbox::{self, OutboxQueue};
-use crate::wecom::Wecom;
-use crate::worker::WorkerPool;
-use crate::{coord, sync, telemetry};
+use crate::pipeline::inbox::InboxWriter;
+use crate::pipeline::outbox;
+use crate::pipeline::worker::WorkerPool;
+use crate::platform::config::Config;
+use crate::platform::db::Db;
+use crate::platform::wecom::Wecom;
+use crate::platform::{coord, telemetry};
 
 /// Opens the configured database and applies migrations.
 pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
@@ -83,8 +85,9 @@ pub async fn serve(
     .await?;
     let owner = coord::instance_id();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let archive = crate::archive::Archive::new(&config, db.clone(), wecom.clone(), rules.clone())
-        .map(Arc::new);
+    let archive =
+        crate::app::archive_pull::Archive::new(&config, db.clone(), wecom.clone(), rules.clone())
+            .map(Arc::new);
     let archive_tasks = archive.as_ref().map_or_else(Vec::new, |a| {
         tracing::info!(corps = ?a.corp_ids(), "chat archive: pulling");
         Arc::clone(a).spawn(coord.clone(), owner.clone(), stop_rx.clone())
@@ -99,7 +102,7 @@ pub async fn serve(
                     .with_rules(rules.clone())
                     .with_archive(archive.clone()),
             ),
-            config.worker.settings(),
+            crate::pipeline::worker::WorkerSettings::from(&config.worker),
             owner.clone(),
             writer.commits(),
             async move {
@@ -111,7 +114,7 @@ pub async fn serve(
         let mut stop = stop_rx.clone();
         WorkerPool::spawn_queue(
             OutboxQueue::new(db.clone(), wecom.clone()),
-            config.outbox.settings(),
+            crate::pipeline::worker::WorkerSettings::from(&config.outbox),
             owner.clone(),
             outbox::wakeups(),
             async move {
@@ -129,12 +132,12 @@ pub async fn serve(
             stop_rx.clone(),
         ))
     });
-    let reminders = tokio::spawn(crate::followup::run_reminders(
+    let reminders = tokio::spawn(crate::domain::followup::run_reminders(
         db.clone(),
         config.reminders.clone(),
         stop_rx.clone(),
     ));
-    let transfers = tokio::spawn(crate::transfers::engine::run(
+    let transfers = tokio::spawn(crate::app::transfers::engine::run(
         db.clone(),
         wecom.clone(),
         config.transfers.clone(),
@@ -218,22 +221,24 @@ pub async fn serve(
     Ok(())
 }
 
-pub use crate::config::redact_url;
+pub use crate::platform::config::redact_url;
 
 /// The content rule library of `[alerts] rules_file`, or the bundled default.
-pub fn load_rules(config: &Config) -> anyhow::Result<crate::scan::RuleLibrary> {
+pub fn load_rules(config: &Config) -> anyhow::Result<crate::domain::scan::RuleLibrary> {
     Ok(load_rules_with_source(config)?.0)
 }
 
 /// [`load_rules`] and the library's TOML text.
-fn load_rules_with_source(config: &Config) -> anyhow::Result<(crate::scan::RuleLibrary, String)> {
+fn load_rules_with_source(
+    config: &Config,
+) -> anyhow::Result<(crate::domain::scan::RuleLibrary, String)> {
     let Some(path) = &config.alerts.rules_file else {
-        let source = crate::scan::RuleLibrary::default_source().to_owned();
-        return Ok((crate::scan::RuleLibrary::default_library(), source));
+        let source = crate::domain::scan::RuleLibrary::default_source().to_owned();
+        return Ok((crate::domain::scan::RuleLibrary::default_library(), source));
     };
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("alerts.rules_file: cannot read {}", path.display()))?;
-    let library = crate::scan::RuleLibrary::from_toml(&text)
+    let library = crate::domain::scan::RuleLibrary::from_toml(&text)
         .with_context(|| format!("alerts.rules_file {}: invalid rule library", path.display()))?;
     Ok((library, text))
 }
@@ -244,45 +249,33 @@ fn load_rules_with_source(config: &Config) -> anyhow::Result<(crate::scan::RuleL
 async fn rescan_on_rule_change(
     db: &Db,
     wecom: &Wecom,
-    rules: &Arc<crate::scan::RuleLibrary>,
+    rules: &Arc<crate::domain::scan::RuleLibrary>,
     source: &str,
     days: u32,
 ) -> anyhow::Result<()> {
+    use crate::domain::settings;
     use sha2::Digest as _;
-    const GET: &str =
-        "SELECT value FROM corp_setting WHERE corp_id = $1 AND name = 'rules_fingerprint'";
-    const SET: &str = "INSERT INTO corp_setting (corp_id, name, value, updated_by, updated_at_ms) \
-        VALUES ($1, 'rules_fingerprint', $2, 'system', $3) ON CONFLICT (corp_id, name) \
-        DO UPDATE SET value = excluded.value, updated_at_ms = excluded.updated_at_ms";
+    const FINGERPRINT: &str = "rules_fingerprint";
     let fingerprint = hex::encode(sha2::Sha256::digest(source.as_bytes()));
     for corp in wecom.corp_ids() {
-        let old: Option<String> = crate::on_db!(db, |pool| sqlx::query_scalar(GET)
-            .bind(&corp)
-            .fetch_optional(pool)
-            .await)?;
+        let old = settings::get(db, &corp, FINGERPRINT).await?;
         if old.as_deref() == Some(fingerprint.as_str()) {
             continue;
         }
-        let now = crate::db::now_ms();
+        let now = crate::platform::db::now_ms();
         if old.is_some() && days > 0 {
             let since = now.saturating_sub(i64::from(days) * 86_400_000);
-            let job = crate::alerts::rescan::start(db, &corp, since).await?;
+            let job = crate::app::rescan::start(db, &corp, since).await?;
             tracing::info!(corp_id = %corp, job_id = job, days, "rule library changed: scanning stored messages again");
             let (db, wecom, rules) = (db.clone(), wecom.clone(), Arc::clone(rules));
-            let owner = format!("start:{}", crate::worker::instance_owner());
+            let owner = format!("start:{}", crate::pipeline::worker::instance_owner());
             tokio::spawn(async move {
-                if let Err(e) = crate::alerts::rescan::run(&db, &wecom, &rules, job, &owner).await {
+                if let Err(e) = crate::app::rescan::run(&db, &wecom, &rules, job, &owner).await {
                     tracing::warn!(job_id = job, error = %e, "retroactive scan stopped; `scrm alerts rescan` resumes it");
                 }
             });
         }
-        crate::on_db!(db, |pool| sqlx::query(SET)
-            .bind(&corp)
-            .bind(&fingerprint)
-            .bind(now)
-            .execute(pool)
-            .await
-            .map(|_| ()))?;
+        settings::set(db, &corp, FINGERPRINT, &fingerprint, "system", now).await?;
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use anyhow::Context as _;
-use scrm::db::Db;
+use scrm::platform::db::Db;
 
 /// A fresh database: a file in `dir` for SQLite, a new uniquely named database on
 /// `SCRM_TEST_PG_URL` (default the local server) for PostgreSQL. Returns its URL and, for
@@ -27,7 +27,7 @@ pub async fn fresh_database(
     }
     db.close().await;
     Ok((
-        scrm::db::with_database_name(&admin, &name),
+        scrm::platform::db::with_database_name(&admin, &name),
         Some((admin, name)),
     ))
 }

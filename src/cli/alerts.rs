@@ -3,10 +3,12 @@
 use anyhow::Context as _;
 use clap::Subcommand;
 
-use crate::alerts::{self, AlertFilter, rescan};
-use crate::config::Config;
-use crate::wecom::Wecom;
-use crate::{coord, startup};
+use crate::app::rescan;
+use crate::domain::alerts::{self, AlertFilter};
+use crate::platform::config::Config;
+use crate::platform::coord;
+use crate::platform::wecom::Wecom;
+use crate::startup;
 
 /// `scrm alerts …`.
 #[derive(Debug, Subcommand)]
@@ -88,9 +90,10 @@ pub async fn run(config: &Config, command: AlertsCommand) -> anyhow::Result<i32>
                 .await
                 .context("cannot reach the coordination store (SCRM_REDIS_URL)")?;
             let wecom = Wecom::new(config, coord).context("cannot build the WeCom API client")?;
-            let since = crate::db::now_ms().saturating_sub(days.saturating_mul(86_400_000));
+            let since =
+                crate::platform::db::now_ms().saturating_sub(days.saturating_mul(86_400_000));
             let job = rescan::start(&db, &corp, since).await?;
-            let owner = format!("cli:{}", crate::worker::instance_owner());
+            let owner = format!("cli:{}", crate::pipeline::worker::instance_owner());
             match rescan::run(&db, &wecom, &rules, job, &owner).await {
                 Ok(s) => {
                     println!(

@@ -5,8 +5,8 @@ use anyhow::{Context as _, bail};
 use clap::Subcommand;
 
 use crate::auth::{self, ApiKeyInfo, Role};
-use crate::config::Config;
-use crate::db::{Db, now_ms};
+use crate::platform::config::Config;
+use crate::platform::db::{Db, now_ms};
 use crate::{on_db, startup};
 
 /// `scrm apikey …`.

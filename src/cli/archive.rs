@@ -5,10 +5,12 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Subcommand;
 
-use crate::archive::{self, Archive, store};
-use crate::config::Config;
-use crate::wecom::Wecom;
-use crate::{coord, startup};
+use crate::app::archive_pull::{self, Archive};
+use crate::domain::archive::store;
+use crate::platform::config::Config;
+use crate::platform::coord;
+use crate::platform::wecom::Wecom;
+use crate::startup;
 
 /// `scrm archive …`.
 #[derive(Debug, Subcommand)]
@@ -51,7 +53,7 @@ pub async fn run(config: &Config, command: ArchiveCommand) -> anyhow::Result<i32
     let db = startup::open_database(config).await?;
     let code = match command {
         ArchiveCommand::Status { json } => {
-            let all = archive::status(&db).await?;
+            let all = archive_pull::status(&db).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&all)?);
             } else if all.is_empty() {
@@ -84,16 +86,17 @@ pub async fn run(config: &Config, command: ArchiveCommand) -> anyhow::Result<i32
         ArchiveCommand::Pull { corp } => {
             let corp = super::apikey::corp_of(config, corp)?;
             let (archive, mut sup) = open(config, &db, &corp).await?;
-            let report = archive::pull_until_caught_up(&db, &corp, &mut sup, &config.archive, None)
-                .await
-                .context("pull failed (the cursor stays where the last stored batch put it)")?;
+            let report =
+                archive_pull::pull_until_caught_up(&db, &corp, &mut sup, &config.archive, None)
+                    .await
+                    .context("pull failed (the cursor stays where the last stored batch put it)")?;
             let scanned = archive.scan_pending(&corp).await?;
             let media = if config.archive.media {
-                archive::media::download_pending(
+                archive_pull::media::download_pending(
                     &db,
                     &corp,
                     &mut sup,
-                    &archive::media_dir(config),
+                    &archive_pull::media_dir(config),
                     &config.archive,
                     std::time::Duration::from_secs(3600),
                 )
@@ -156,9 +159,9 @@ pub async fn run(config: &Config, command: ArchiveCommand) -> anyhow::Result<i32
 
 async fn open(
     config: &Config,
-    db: &crate::db::Db,
+    db: &crate::platform::db::Db,
     corp: &str,
-) -> anyhow::Result<(Archive, archive::supervisor::Supervisor)> {
+) -> anyhow::Result<(Archive, archive_pull::supervisor::Supervisor)> {
     let coord = coord::connect(config.redis_url.as_deref()).await?;
     let wecom = Wecom::new(config, coord).context("cannot build the WeCom API client")?;
     let rules = Arc::new(startup::load_rules(config)?);

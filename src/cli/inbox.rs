@@ -3,10 +3,10 @@
 use anyhow::Context as _;
 use clap::Subcommand;
 
-use crate::config::Config;
-use crate::db::{Db, StoreError};
-use crate::inbox::{self, InboxEntry};
-use crate::worker::{self, DeadLetter, InboxStats};
+use crate::pipeline::inbox::{self, InboxEntry};
+use crate::pipeline::worker::{self, DeadLetter, InboxStats};
+use crate::platform::config::Config;
+use crate::platform::db::{Db, StoreError};
 
 /// Dead letters `stats` lists under the numbers.
 const DEAD_LETTERS_SHOWN: i64 = 10;

@@ -18,9 +18,9 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use crate::config::Config;
+use crate::platform::config::Config;
+use crate::platform::telemetry;
 use crate::startup;
-use crate::telemetry;
 
 /// 企业微信 SCRM 服务端 (self-hosted WeCom SCRM server).
 #[derive(Debug, Parser)]
@@ -159,7 +159,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             telemetry::init_tracing(config.log_format, &config.log_level);
             archive::run(&config, command).await
         }
-        Command::ArchiveWorker => Ok(crate::archive::child::run()),
+        Command::ArchiveWorker => Ok(crate::app::archive_pull::child::run()),
         Command::Rules { command } => rules::run(command).await,
         Command::Replay(args) => replay::run(&config, args).await,
         Command::Reassign(args) => {

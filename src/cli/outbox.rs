@@ -2,9 +2,9 @@
 
 use clap::Subcommand;
 
-use crate::config::Config;
-use crate::db::{StoreError, now_ms};
-use crate::outbox::{self, OutboxEntry, OutboxFilter};
+use crate::pipeline::outbox::{self, OutboxEntry, OutboxFilter};
+use crate::platform::config::Config;
+use crate::platform::db::{StoreError, now_ms};
 use crate::startup;
 
 /// `scrm outbox …`.

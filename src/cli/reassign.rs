@@ -11,16 +11,18 @@ use std::time::Duration;
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::config::Config;
-use crate::db::{Db, now_ms};
-use crate::outbox::OutboxQueue;
-use crate::transfers::{
+use crate::app::outbox_delivery::OutboxQueue;
+use crate::app::transfers::{departures, engine};
+use crate::domain::transfers::{
     self, Count, ItemFilter, JobError, Mode, PlanError, PlanRequest, Progress, Strategy,
-    TransferJob, departures, engine,
+    TransferJob,
 };
-use crate::wecom::Wecom;
-use crate::worker::WorkerPool;
-use crate::{coord, startup};
+use crate::pipeline::worker::WorkerPool;
+use crate::platform::config::Config;
+use crate::platform::coord;
+use crate::platform::db::{Db, now_ms};
+use crate::platform::wecom::Wecom;
+use crate::startup;
 
 /// Options of `scrm reassign`.
 #[derive(Debug, clap::Args)]
@@ -351,9 +353,9 @@ async fn drive(
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let deliveries = WorkerPool::spawn_queue(
         OutboxQueue::new(db.clone(), wecom.clone()),
-        config.outbox.settings(),
+        crate::pipeline::worker::WorkerSettings::from(&config.outbox),
         format!("cli:{}", coord::instance_id()),
-        crate::outbox::wakeups(),
+        crate::pipeline::outbox::wakeups(),
         async move {
             let _ = stop_rx.wait_for(|stopped| *stopped).await;
         },

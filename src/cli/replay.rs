@@ -4,9 +4,9 @@
 use anyhow::Context as _;
 use clap::Args;
 
-use crate::config::Config;
-use crate::db::{Db, now_ms};
-use crate::worker::{self, ReplayFilter};
+use crate::pipeline::worker::{self, ReplayFilter};
+use crate::platform::config::Config;
+use crate::platform::db::{Db, now_ms};
 
 /// `scrm replay …`: at least one of `--id`, `--since`, `--until`, `--type`, `--dead`, or `--all`.
 /// Prints how many rows were put back.

@@ -2,7 +2,7 @@
 //! labeled set.
 //!
 //! None of these touch the database or the configuration: they run the scanner
-//! ([`crate::scan`]) on text. Exit codes are part of the interface other tools script against:
+//! ([`crate::domain::scan`]) on text. Exit codes are part of the interface other tools script against:
 //! `test` 0 (every line read) / 1 (some line malformed); `check` 0; `eval` 0 (quality targets
 //! met) / 1 (missed); all of them 2 when the rule library, the input or the set cannot be used.
 
@@ -15,7 +15,7 @@ use clap::Subcommand;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::scan::{Hit, RuleLibrary, ScanInput, Sender};
+use crate::domain::scan::{Hit, RuleLibrary, ScanInput, Sender};
 
 /// The project's labeled set, bundled so `scrm rules eval` works from any directory.
 const BUNDLED_SET: &str = include_str!("../../fixtures/rules/labeled.jsonl");

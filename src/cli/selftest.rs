@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::Args;
 use wecom_sdk::{CallbackCrypto, sender};
 
-use crate::config::Config;
+use crate::platform::config::Config;
 
 /// WeCom gives up on a callback after this long.
 const WECOM_DEADLINE: Duration = Duration::from_secs(5);

@@ -6,11 +6,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::config::Config;
-use crate::coord::{self, LeaderLock};
-use crate::sync::{self, SyncError, SyncProgress, SyncSummary};
-use crate::wecom::Wecom;
-use crate::{jobs, startup};
+use crate::app::sync::{self, SyncError, SyncProgress, SyncSummary};
+use crate::pipeline::jobs;
+use crate::platform::config::Config;
+use crate::platform::coord::{self, LeaderLock};
+use crate::platform::wecom::Wecom;
+use crate::startup;
 
 /// Options of `scrm sync`.
 #[derive(Debug, clap::Args)]

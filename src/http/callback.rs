@@ -17,8 +17,8 @@ use serde::Deserialize;
 use wecom_sdk::{CryptoError, EnvelopeError, parse_envelope, parse_header_str};
 
 use super::AppState;
-use crate::config::AppEndpoint;
-use crate::inbox::{self, NewInboxRow, Stored, WriteError};
+use crate::pipeline::inbox::{self, NewInboxRow, Stored, WriteError};
+use crate::platform::config::AppEndpoint;
 
 /// The signature parameters WeCom appends to every callback URL.
 #[derive(Debug, Deserialize)]
@@ -253,7 +253,7 @@ async fn receive_inner(
         event: header.event,
         change_type: header.change_type,
         create_time: header.create_time,
-        received_at_ms: crate::db::now_ms(),
+        received_at_ms: crate::platform::db::now_ms(),
         body,
     };
     let deadline = Duration::from_millis(state.settings.store_timeout_ms);

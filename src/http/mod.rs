@@ -2,7 +2,6 @@
 
 pub mod api;
 mod callback;
-mod jobs;
 pub(crate) mod ops;
 pub mod server;
 
@@ -15,10 +14,10 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 pub use callback::CallbackError;
 
-use crate::config::{AppEndpoint, CallbackSettings, Config};
-use crate::db::Db;
-use crate::inbox::InboxWriter;
-use crate::wecom::Wecom;
+use crate::pipeline::inbox::InboxWriter;
+use crate::platform::config::{AppEndpoint, CallbackSettings, Config};
+use crate::platform::db::Db;
+use crate::platform::wecom::Wecom;
 
 /// What every handler can reach.
 #[derive(Debug)]
@@ -38,7 +37,7 @@ pub struct AppState {
     /// The configuration in force.
     pub config: Arc<Config>,
     /// The content rules (retroactive scans started through the API use them).
-    pub rules: Arc<crate::scan::RuleLibrary>,
+    pub rules: Arc<crate::domain::scan::RuleLibrary>,
     /// Shared buckets (per-key request rates, the tag-library refresh), across instances.
     pub coord: Arc<dyn wecom_sdk::Coordinator>,
 }

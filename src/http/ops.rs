@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use sha2::Digest as _;
 
 use super::AppState;
-use crate::outbox::{self, OutboxStats};
-use crate::worker::{self, Backlog};
+use crate::pipeline::outbox::{self, OutboxStats};
+use crate::pipeline::worker::{self, Backlog};
 
 /// The process is up.
 pub async fn healthz() -> &'static str {
@@ -64,7 +64,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
 /// Sets the database gauges every `every` until `stop` turns true. Every instance runs it (the
 /// queries are indexed counts over the shared tables; no leader needed).
 pub async fn refresh_gauges(
-    db: crate::db::Db,
+    db: crate::platform::db::Db,
     every: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -72,7 +72,7 @@ pub async fn refresh_gauges(
         metrics::describe_gauge!(name, help);
     }
     loop {
-        let now = crate::db::now_ms();
+        let now = crate::platform::db::now_ms();
         match tokio::time::timeout(Duration::from_secs(10), worker::backlog(&db, None, now)).await {
             Ok(Ok(b)) => set_backlog(&b),
             Ok(Err(e)) => tracing::warn!(error = %e, "metrics: inbox backlog unavailable"),

@@ -25,7 +25,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::config::HttpSettings;
+use crate::platform::config::HttpSettings;
 
 /// How long shutdown waits for in-flight requests before it closes what is left.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);

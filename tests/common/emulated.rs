@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use scrm::config::Config;
-use scrm::db::Db;
+use scrm::platform::config::Config;
+use scrm::platform::db::Db;
 use tokio::sync::oneshot;
 use wecom_sdk::testkit::{
     CallbackKind, CallbackTarget, Emulator, EmulatorConfig, EmulatorHandle, EmulatorState,
@@ -251,7 +251,9 @@ pub fn point_callbacks(state: &EmulatorState, server: &Instance) {
 pub async fn wait_idle(db: &Db) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let stats = scrm::worker::stats(db, None).await.expect("stats");
+        let stats = scrm::pipeline::worker::stats(db, None)
+            .await
+            .expect("stats");
         if stats.pending == 0 {
             return;
         }
@@ -338,10 +340,16 @@ impl EmulatedApp {
     /// An API client with a new key of `role` (`admin`, `compliance`, `sales`) acting as `staff`.
     pub async fn api(&self, role: &str, staff: Option<&str>) -> Api {
         let role = scrm::auth::Role::parse(role).expect("role");
-        let (_, key) =
-            scrm::auth::create_key(&self.db, CORP, role, staff, "test", scrm::db::now_ms())
-                .await
-                .expect("create API key");
+        let (_, key) = scrm::auth::create_key(
+            &self.db,
+            CORP,
+            role,
+            staff,
+            "test",
+            scrm::platform::db::now_ms(),
+        )
+        .await
+        .expect("create API key");
         Api::new(&self.server.base_url, &key)
     }
 }
@@ -350,7 +358,7 @@ impl EmulatedApp {
 pub async fn wait_outbox_idle(db: &Db) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let stats = scrm::outbox::stats(db, None, scrm::db::now_ms())
+        let stats = scrm::pipeline::outbox::stats(db, None, scrm::platform::db::now_ms())
             .await
             .expect("outbox stats");
         if stats.pending == 0 {

@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use scrm::config::Config;
-use scrm::db::Db;
+use scrm::platform::config::Config;
+use scrm::platform::db::Db;
 use tokio::sync::oneshot;
 use wecom_sdk::sender::{self, CallbackRequest};
 use wecom_sdk::{CallbackCrypto, parse_header};
@@ -86,7 +86,7 @@ impl TestDb {
                     .expect("create test database");
                 db.close().await;
                 Self {
-                    url: scrm::db::with_database_name(&admin, &name),
+                    url: scrm::platform::db::with_database_name(&admin, &name),
                     dir,
                     pg_name: Some(name),
                     dropped: false.into(),
@@ -299,7 +299,9 @@ impl TestApp {
     }
 
     pub async fn inbox_count(&self) -> i64 {
-        scrm::inbox::count(&self.db, None).await.expect("count")
+        scrm::pipeline::inbox::count(&self.db, None)
+            .await
+            .expect("count")
     }
 
     /// Stops the server gracefully (in-flight requests finish); the database stays.
@@ -334,16 +336,16 @@ pub fn add_contact_event(n: u64, create_time: i64) -> String {
 /// The dedup key the server computes for a plaintext.
 pub fn dedup_key_of(plaintext: &str) -> String {
     let header = parse_header(plaintext.as_bytes()).expect("test plaintext parses");
-    scrm::inbox::dedup_key(&header, plaintext.as_bytes())
+    scrm::pipeline::inbox::dedup_key(&header, plaintext.as_bytes())
 }
 
 /// A customer named `name` followed by `user` (with `remark`), written straight to the store.
 pub async fn seed_relation(db: &Db, ext: &str, name: &str, user: &str, remark: &str) {
-    let now = scrm::db::now_ms();
-    scrm::contacts::upsert_customer(
+    let now = scrm::platform::db::now_ms();
+    scrm::domain::customers::upsert_customer(
         db,
         CORP,
-        &scrm::contacts::CustomerProfile {
+        &scrm::domain::customers::CustomerProfile {
             external_user_id: ext.to_owned(),
             name: name.to_owned(),
             customer_type: 1,
@@ -358,10 +360,10 @@ pub async fn seed_relation(db: &Db, ext: &str, name: &str, user: &str, remark: &
     )
     .await
     .expect("customer");
-    scrm::contacts::apply_relation(
+    scrm::domain::customers::apply_relation(
         db,
         CORP,
-        &scrm::contacts::RelationSnapshot {
+        &scrm::domain::customers::RelationSnapshot {
             user_id: user.to_owned(),
             external_user_id: ext.to_owned(),
             remark: remark.to_owned(),

@@ -95,15 +95,15 @@ async fn fixture_with(backend: Backend, extra: &str) -> Fixture {
     ));
     app.settle().await;
     // What change_contact would have told us: staff[1] leads staff[0].
-    scrm::staff::upsert(
+    scrm::domain::staff::upsert(
         &app.db,
         CORP,
-        &scrm::staff::StaffUpdate {
+        &scrm::domain::staff::StaffUpdate {
             user_id: seeded.staff[0].clone(),
             direct_leaders: Some(vec![seeded.staff[1].clone()]),
             ..Default::default()
         },
-        scrm::db::now_ms(),
+        scrm::platform::db::now_ms(),
     )
     .await
     .unwrap();
@@ -140,11 +140,11 @@ impl Fixture {
         )
     }
 
-    async fn alerts(&self) -> Vec<scrm::alerts::Alert> {
-        scrm::alerts::list(
+    async fn alerts(&self) -> Vec<scrm::domain::alerts::Alert> {
+        scrm::domain::alerts::list(
             &self.app.db,
             CORP,
-            &scrm::alerts::AlertFilter {
+            &scrm::domain::alerts::AlertFilter {
                 limit: 500,
                 ..Default::default()
             },
@@ -240,13 +240,13 @@ async fn a_deletion_alerts_compliance_and_the_manager_once(backend: Backend) {
     );
 
     // Replaying the event raises nothing new and sends nothing again.
-    let n = scrm::worker::replay(
+    let n = scrm::pipeline::worker::replay(
         &f.app.db,
-        &scrm::worker::ReplayFilter {
+        &scrm::pipeline::worker::ReplayFilter {
             event_type: Some("del_external_contact".to_owned()),
             ..Default::default()
         },
-        scrm::db::now_ms(),
+        scrm::platform::db::now_ms(),
     )
     .await
     .unwrap();
@@ -278,7 +278,7 @@ async fn a_deletion_by_transfer_raises_nothing(backend: Backend) {
         ),
     );
     f.settle().await;
-    let relation = scrm::contacts::get_relation(&f.app.db, CORP, sales, &ext)
+    let relation = scrm::domain::customers::get_relation(&f.app.db, CORP, sales, &ext)
         .await
         .unwrap()
         .unwrap();
@@ -315,7 +315,9 @@ async fn many_deletions_make_one_mass_deletion_alert(backend: Backend) {
     let cards = f.cards();
     assert_eq!(cards.len(), 2, "{cards:?}");
     assert!(cards[1].1.contains("删除了 6 位客户"), "{cards:?}");
-    let (_, history, _) = scrm::alerts::details(&f.app.db, a.id).await.unwrap();
+    let (_, history, _) = scrm::domain::alerts::details(&f.app.db, a.id)
+        .await
+        .unwrap();
     let actions: Vec<&str> = history.iter().map(|h| h.action.as_str()).collect();
     assert_eq!(actions, ["created", "escalated"]);
     // Another staff member's deletion is their own alert.
@@ -358,13 +360,14 @@ async fn a_vanished_relation_is_treated_like_a_deletion(backend: Backend) {
     f.settle().await;
     // Gone from WeCom, and no callback ever came: the reconciliation finds it.
     assert!(f.app.wecom().remove_relation_silently(CORP, sales, &ext));
-    let config = scrm::config::Config::from_toml(&f.app.config_text, &Default::default()).unwrap();
-    let wecom = scrm::wecom::Wecom::new(
+    let config =
+        scrm::platform::config::Config::from_toml(&f.app.config_text, &Default::default()).unwrap();
+    let wecom = scrm::platform::wecom::Wecom::new(
         &config,
         std::sync::Arc::new(wecom_sdk::MemoryCoordinator::new()),
     )
     .unwrap();
-    let (_, summary) = scrm::sync::run(&f.app.db, &wecom, CORP, "test", None, &|_| {})
+    let (_, summary) = scrm::app::sync::run(&f.app.db, &wecom, CORP, "test", None, &|_| {})
         .await
         .unwrap();
     assert_eq!(summary.vanished, 1);
@@ -378,7 +381,7 @@ async fn a_vanished_relation_is_treated_like_a_deletion(backend: Backend) {
         "{}",
         alerts[0].title
     );
-    let (evidence, _, _) = scrm::alerts::details(&f.app.db, alerts[0].id)
+    let (evidence, _, _) = scrm::domain::alerts::details(&f.app.db, alerts[0].id)
         .await
         .unwrap();
     let detail: Value = serde_json::from_str(&evidence[0].detail).unwrap();
@@ -393,7 +396,7 @@ async fn a_vanished_relation_is_treated_like_a_deletion(backend: Backend) {
 async fn a_recipient_who_left_is_skipped_and_recorded(backend: Backend) {
     let f = fixture(backend).await;
     let (sales, manager, compliance) = (&f.staff[0], &f.staff[1], &f.staff[2]);
-    scrm::staff::mark_departed(&f.app.db, CORP, manager, 1, scrm::db::now_ms())
+    scrm::domain::staff::mark_departed(&f.app.db, CORP, manager, 1, scrm::platform::db::now_ms())
         .await
         .unwrap();
     let ext = f.add_customer(sales, "郑总");
@@ -407,7 +410,9 @@ async fn a_recipient_who_left_is_skipped_and_recorded(backend: Backend) {
         "the departed manager is not messaged"
     );
     let alert = &f.alerts().await[0];
-    let (_, _, deliveries) = scrm::alerts::details(&f.app.db, alert.id).await.unwrap();
+    let (_, _, deliveries) = scrm::domain::alerts::details(&f.app.db, alert.id)
+        .await
+        .unwrap();
     let skipped: Vec<_> = deliveries.iter().filter(|d| d.skipped.is_some()).collect();
     assert_eq!(skipped.len(), 1, "{deliveries:?}");
     assert_eq!(skipped[0].recipient, *manager);
@@ -436,7 +441,7 @@ async fn messages_to_the_app_are_scanned_for_content_rules(backend: Backend) {
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert_eq!(alerts[0].kind, "content");
     assert_eq!(alerts[0].category.as_deref(), Some("private_payment"));
-    let (evidence, _, _) = scrm::alerts::details(&f.app.db, alerts[0].id)
+    let (evidence, _, _) = scrm::domain::alerts::details(&f.app.db, alerts[0].id)
         .await
         .unwrap();
     assert_eq!(evidence[0].text.as_deref(), Some(text));
@@ -581,7 +586,7 @@ async fn the_lifecycle_works_through_the_api_and_is_authorized(backend: Backend)
         assert!(doc["paths"][p].is_object(), "{p} missing");
     }
     eventually("nothing pending", || async {
-        scrm::outbox::stats(&f.app.db, None, scrm::db::now_ms())
+        scrm::pipeline::outbox::stats(&f.app.db, None, scrm::platform::db::now_ms())
             .await
             .unwrap()
             .pending
@@ -672,21 +677,20 @@ async fn a_retroactive_scan_finds_old_messages_once(backend: Backend) {
     f.settle().await;
     assert!(f.alerts().await.is_empty());
 
-    let library = scrm::scan::RuleLibrary::from_toml(
+    let library = scrm::domain::scan::RuleLibrary::from_toml(
         "[[rule]]\nid = \"coupon_leak\"\nname = \"泄露内部折扣码\"\ncategory = \"leak\"\n\
          severity = \"medium\"\nkeywords = [\"内部折扣码\"]\n",
     )
     .unwrap();
-    let config = scrm::config::Config::from_toml(&f.app.config_text, &Default::default()).unwrap();
-    let wecom = scrm::wecom::Wecom::new(
+    let config =
+        scrm::platform::config::Config::from_toml(&f.app.config_text, &Default::default()).unwrap();
+    let wecom = scrm::platform::wecom::Wecom::new(
         &config,
         std::sync::Arc::new(wecom_sdk::MemoryCoordinator::new()),
     )
     .unwrap();
-    let job = scrm::alerts::rescan::start(&f.app.db, CORP, 0)
-        .await
-        .unwrap();
-    let summary = scrm::alerts::rescan::run(&f.app.db, &wecom, &library, job, "t1")
+    let job = scrm::app::rescan::start(&f.app.db, CORP, 0).await.unwrap();
+    let summary = scrm::app::rescan::run(&f.app.db, &wecom, &library, job, "t1")
         .await
         .unwrap();
     assert_eq!(
@@ -696,13 +700,11 @@ async fn a_retroactive_scan_finds_old_messages_once(backend: Backend) {
     let alerts = f.alerts().await;
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0].rule_id.as_deref(), Some("coupon_leak"));
-    let done = scrm::jobs::get(&f.app.db, job).await.unwrap();
+    let done = scrm::pipeline::jobs::get(&f.app.db, job).await.unwrap();
     assert_eq!((done.state.as_str(), done.progress_done), ("done", 1));
     // Again: nothing new.
-    let job = scrm::alerts::rescan::start(&f.app.db, CORP, 0)
-        .await
-        .unwrap();
-    let summary = scrm::alerts::rescan::run(&f.app.db, &wecom, &library, job, "t2")
+    let job = scrm::app::rescan::start(&f.app.db, CORP, 0).await.unwrap();
+    let summary = scrm::app::rescan::run(&f.app.db, &wecom, &library, job, "t2")
         .await
         .unwrap();
     assert_eq!(
@@ -789,7 +791,7 @@ async fn changing_the_rule_library_rescans_stored_messages(backend: Backend) {
     second.stop().await;
     // The same library again: no new scan.
     let mut third = emulated::Instance::start(&text).await;
-    let jobs = scrm::jobs::list(&f.app.db, Some(CORP), scrm::alerts::rescan::JOB_KIND, 10)
+    let jobs = scrm::pipeline::jobs::list(&f.app.db, Some(CORP), scrm::app::rescan::JOB_KIND, 10)
         .await
         .unwrap();
     assert_eq!(jobs.len(), 1, "{jobs:?}");

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use crate::common::{ARCHIVE_KEY, ARCHIVE_TOKEN, Backend, CORP};
 use crate::emulated::{EmulatedApp, Instance, Options, eventually};
-use scrm::db::Db;
+use scrm::platform::db::Db;
 use serde_json::json;
 use wecom_sdk::testkit::{ArchiveFault, CallbackKind, CallbackTarget, EmulatorState};
 
@@ -148,8 +148,8 @@ async fn count(db: &Db, sql: &str) -> i64 {
     .unwrap()
 }
 
-async fn cursor(db: &Db) -> scrm::archive::store::CursorRow {
-    scrm::archive::store::cursor(db, CORP, scrm::db::now_ms())
+async fn cursor(db: &Db) -> scrm::domain::archive::store::CursorRow {
+    scrm::domain::archive::store::cursor(db, CORP, scrm::platform::db::now_ms())
         .await
         .unwrap()
 }
@@ -534,7 +534,7 @@ async fn undecryptable_records_are_recorded_then_decrypted_once_the_key_is_confi
         },
     )
     .await;
-    let open: Vec<String> = scrm::archive::store::undecryptable(&app.db, CORP, true, 10)
+    let open: Vec<String> = scrm::domain::archive::store::undecryptable(&app.db, CORP, true, 10)
         .await
         .unwrap()
         .into_iter()
@@ -730,7 +730,7 @@ async fn a_stalled_archive_alerts_operators_once() {
     wait_seq(&app, seq).await;
     // WeCom unreachable from now on, and the last success three hours ago.
     w.set_down(true);
-    let three_hours_ago = scrm::db::now_ms() - 3 * 3_600_000;
+    let three_hours_ago = scrm::platform::db::now_ms() - 3 * 3_600_000;
     scrm::on_db!(&app.db, |pool| sqlx::query(
         "UPDATE archive_cursor SET last_success_at_ms = $2 WHERE corp_id = $1"
     )
@@ -785,21 +785,26 @@ fn archive_configuration_errors_are_clear() {
         )
     };
     let corp = format!("[corps.archive]\nsecret = \"s\"\n{}", keys_toml(&[1]));
-    let err = scrm::config::Config::from_toml(&base("", &corp), &env).unwrap_err();
+    let err = scrm::platform::config::Config::from_toml(&base("", &corp), &env).unwrap_err();
     assert!(err.to_string().contains("archive.library"), "{err}");
     let bad_key = "[corps.archive]\nsecret = \"s\"\nkeys = [{ version = 4, pem = \"nope\" }]";
-    let err =
-        scrm::config::Config::from_toml(&base("[archive]\nlibrary = \"/x.so\"", bad_key), &env)
-            .unwrap_err();
+    let err = scrm::platform::config::Config::from_toml(
+        &base("[archive]\nlibrary = \"/x.so\"", bad_key),
+        &env,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("publickey_ver 4"), "{err}");
-    let err = scrm::config::Config::from_toml(
+    let err = scrm::platform::config::Config::from_toml(
         &base("[archive]\nlibrary = \"/x.so\"\nbatch_limit = 1001", &corp),
         &env,
     )
     .unwrap_err();
     assert!(err.to_string().contains("batch_limit"), "{err}");
-    let ok = scrm::config::Config::from_toml(&base("[archive]\nlibrary = \"/x.so\"", &corp), &env)
-        .unwrap();
+    let ok = scrm::platform::config::Config::from_toml(
+        &base("[archive]\nlibrary = \"/x.so\"", &corp),
+        &env,
+    )
+    .unwrap();
     assert_eq!(ok.corps[0].archive.as_ref().unwrap().keys[0].0, 1);
     assert!(
         !format!("{:?}", ok.corps[0].archive).contains("BEGIN"),
@@ -810,8 +815,8 @@ fn archive_configuration_errors_are_clear() {
 /// Two pullers with the same batch: the cursor's compare-and-set lets the first store it and the
 /// second change nothing (no duplicate, no cursor moved backwards).
 async fn a_batch_stored_by_another_puller_changes_nothing(backend: Backend) {
-    use scrm::archive::proto::{Item, Outcome};
-    use scrm::archive::store::{self, StoreBatchError};
+    use scrm::domain::archive::proto::{Item, Outcome};
+    use scrm::domain::archive::store::{self, StoreBatchError};
     let test_db = common::TestDb::create(backend).await;
     let db = test_db.connect().await;
     let items: Vec<Item> = (1..=3u64)
@@ -831,7 +836,7 @@ async fn a_batch_stored_by_another_puller_changes_nothing(backend: Backend) {
             },
         })
         .collect();
-    let now = scrm::db::now_ms();
+    let now = scrm::platform::db::now_ms();
     store::cursor(&db, CORP, now).await.unwrap();
     let first = store::store_batch(&db, CORP, 0, &items, 1 << 20, now)
         .await

@@ -56,9 +56,13 @@ async fn official_event_is_stored_with_its_plaintext(backend: Backend) {
     let response = app.post_raw("contacts", query, body).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), "success");
-    let rows = scrm::inbox::list(&app.db, Some(CORP), 10).await.unwrap();
+    let rows = scrm::pipeline::inbox::list(&app.db, Some(CORP), 10)
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 1);
-    let row = scrm::inbox::get(&app.db, rows[0].id).await.unwrap();
+    let row = scrm::pipeline::inbox::get(&app.db, rows[0].id)
+        .await
+        .unwrap();
     assert_eq!(row.dedup_key, "msg:1000002:1456453720");
     assert_eq!(row.msg_type, "text");
     assert_eq!(row.agent_id.as_deref(), Some("1000002"));
@@ -76,7 +80,9 @@ async fn official_event_is_stored_with_its_plaintext(backend: Backend) {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        row = scrm::inbox::get(&app.db, rows[0].id).await.unwrap();
+        row = scrm::pipeline::inbox::get(&app.db, rows[0].id)
+            .await
+            .unwrap();
     }
     assert_eq!((row.state.as_str(), row.attempts), ("done", 1));
     assert_eq!(
@@ -110,7 +116,7 @@ async fn retry_with_fresh_encryption_is_still_a_duplicate(backend: Backend) {
     }
     assert_eq!(app.inbox_count().await, 1);
     assert!(
-        scrm::inbox::contains(&app.db, CORP, &dedup_key_of(&plaintext))
+        scrm::pipeline::inbox::contains(&app.db, CORP, &dedup_key_of(&plaintext))
             .await
             .unwrap()
     );
@@ -166,7 +172,7 @@ async fn app_messages_are_keyed_by_msg_id(backend: Backend) {
     );
     assert_eq!(app.inbox_count().await, 1);
     assert!(
-        scrm::inbox::contains(&app.db, CORP, "msg:1000002:7382910012345678901")
+        scrm::pipeline::inbox::contains(&app.db, CORP, "msg:1000002:7382910012345678901")
             .await
             .unwrap()
     );
@@ -182,9 +188,11 @@ async fn unknown_events_are_stored_not_refused(backend: Backend) {
     );
     let response = app.post_callback(&app.event_request(&plaintext)).await;
     assert_eq!(response.status(), 200);
-    let rows = scrm::inbox::list(&app.db, None, 1).await.unwrap();
+    let rows = scrm::pipeline::inbox::list(&app.db, None, 1).await.unwrap();
     assert_eq!(rows[0].event.as_deref(), Some("sys_approval_change"));
-    let row = scrm::inbox::get(&app.db, rows[0].id).await.unwrap();
+    let row = scrm::pipeline::inbox::get(&app.db, rows[0].id)
+        .await
+        .unwrap();
     assert_eq!(row.body.as_deref(), Some(plaintext.as_str()));
     app.stop().await;
 }
@@ -209,7 +217,9 @@ async fn each_app_uses_its_own_keys(backend: Backend) {
         Some("2000004"),
     );
     assert_eq!(app.post("archive", &right).await.status(), 200);
-    let rows = scrm::inbox::list(&app.db, None, 10).await.unwrap();
+    let rows = scrm::pipeline::inbox::list(&app.db, None, 10)
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(
         (rows[0].app.as_str(), rows[0].agent_id.as_deref()),
@@ -599,7 +609,7 @@ async fn stalled_storage_answers_503_and_the_retry_is_stored_once(backend: Backe
     // Another session holds a write lock on the inbox.
     let blocker = app.test_db.connect().await;
     let mut tx = match &blocker {
-        scrm::db::Db::Sqlite(pool) => {
+        scrm::platform::db::Db::Sqlite(pool) => {
             let mut conn = pool.acquire().await.unwrap();
             sqlx::query("BEGIN EXCLUSIVE")
                 .execute(&mut *conn)
@@ -607,7 +617,7 @@ async fn stalled_storage_answers_503_and_the_retry_is_stored_once(backend: Backe
                 .unwrap();
             Lock::Sqlite(conn)
         }
-        scrm::db::Db::Postgres(pool) => {
+        scrm::platform::db::Db::Postgres(pool) => {
             let mut tx = pool.begin().await.unwrap();
             sqlx::query("LOCK TABLE inbox IN EXCLUSIVE MODE")
                 .execute(&mut *tx)
@@ -654,10 +664,10 @@ async fn stalled_storage_answers_503_and_the_retry_is_stored_once(backend: Backe
 async fn postgres_down_answers_503_and_recovers() {
     let app = TestApp::spawn_with(Backend::Postgres, "store_timeout_ms = 4500").await;
     let name = app.test_db.pg_name.clone().unwrap();
-    let admin = scrm::db::Db::connect(&common::pg_admin_url())
+    let admin = scrm::platform::db::Db::connect(&common::pg_admin_url())
         .await
         .unwrap();
-    let scrm::db::Db::Postgres(pool) = &admin else {
+    let scrm::platform::db::Db::Postgres(pool) = &admin else {
         unreachable!()
     };
     let run = |sql: String| async move {
@@ -686,7 +696,7 @@ async fn postgres_down_answers_503_and_recovers() {
     }
     assert_eq!(status, 200);
     let db = app.test_db.connect().await;
-    assert_eq!(scrm::inbox::count(&db, None).await.unwrap(), 1);
+    assert_eq!(scrm::pipeline::inbox::count(&db, None).await.unwrap(), 1);
     db.close().await;
     admin.close().await;
     app.stop().await;
@@ -756,7 +766,9 @@ async fn shutdown_keeps_every_acknowledged_callback(backend: Backend) {
         if status == 200 {
             acknowledged += 1;
             assert!(
-                scrm::inbox::contains(&app.db, CORP, &key).await.unwrap(),
+                scrm::pipeline::inbox::contains(&app.db, CORP, &key)
+                    .await
+                    .unwrap(),
                 "acknowledged but lost: {key}"
             );
         }

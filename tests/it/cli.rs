@@ -181,9 +181,11 @@ async fn migrate_applies_the_schema(backend: Backend) {
     .await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.contains("migrations applied"));
-    let db = scrm::db::Db::connect(&test_db.url).await.expect("connect");
+    let db = scrm::platform::db::Db::connect(&test_db.url)
+        .await
+        .expect("connect");
     assert_eq!(
-        scrm::inbox::count(&db, None)
+        scrm::pipeline::inbox::count(&db, None)
             .await
             .expect("inbox table exists"),
         0

@@ -159,7 +159,7 @@ async fn apikey_commands_create_scoped_keys_list_them_and_revoke(backend: Backen
         .await;
     assert_eq!(status, 202, "{body}");
     wait_outbox_idle(&f.app.db).await;
-    let done = scrm::outbox::list(&f.app.db, &Default::default())
+    let done = scrm::pipeline::outbox::list(&f.app.db, &Default::default())
         .await
         .unwrap();
     assert_eq!(done[0].actor, *user);
@@ -236,7 +236,11 @@ async fn outbox_commands_list_show_and_retry_dead_letters(backend: Backend) {
     assert_eq!(status, 202, "{body}");
     let id = body["outbox_id"].as_i64().unwrap();
     eventually("the item is dead", || async {
-        scrm::outbox::get(&f.app.db, id).await.unwrap().state == "dead"
+        scrm::pipeline::outbox::get(&f.app.db, id)
+            .await
+            .unwrap()
+            .state
+            == "dead"
     })
     .await;
 
@@ -284,7 +288,7 @@ async fn outbox_commands_list_show_and_retry_dead_letters(backend: Backend) {
     assert_eq!(retried.code, 0, "{}", retried.stderr);
     assert!(retried.stdout.starts_with("1 item"), "{}", retried.stdout);
     wait_outbox_idle(&f.app.db).await;
-    let item = scrm::outbox::get(&f.app.db, id).await.unwrap();
+    let item = scrm::pipeline::outbox::get(&f.app.db, id).await.unwrap();
     assert_eq!(item.state, "done", "{item:?}");
     assert_eq!(
         f.app.wecom().relation(CORP, user, ext).unwrap().tag_ids,

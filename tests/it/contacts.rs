@@ -8,7 +8,8 @@
 
 use crate::common::{Backend, CORP};
 use crate::emulated::{EmulatedApp, Options};
-use scrm::{contacts, group_chats, staff};
+use scrm::domain::customers as contacts;
+use scrm::domain::{group_chats, staff};
 use wecom_sdk::testkit::{CallbackKind, Fault, FaultKind, NewCustomer, NewStaff, SeedSpec};
 
 fn small_corp() -> SeedSpec {
@@ -150,9 +151,11 @@ async fn customer_unknown_to_wecom_becomes_a_dead_letter_with_the_reason(backend
         .add_customer(CORP, &seeded.staff[0], NewCustomer::default());
     app.settle().await;
 
-    let stats = scrm::worker::stats(&app.db, None).await.unwrap();
+    let stats = scrm::pipeline::worker::stats(&app.db, None).await.unwrap();
     assert_eq!(stats.dead, 1, "{stats:?}");
-    let dead = scrm::worker::dead_letters(&app.db, None, 10).await.unwrap();
+    let dead = scrm::pipeline::worker::dead_letters(&app.db, None, 10)
+        .await
+        .unwrap();
     let reason = format!("{dead:?}");
     assert!(
         reason.contains("84061"),
@@ -192,7 +195,7 @@ async fn wecom_faults_are_retried_until_the_event_is_processed(backend: Backend)
         4,
         "three faults, then the answer"
     );
-    let stats = scrm::worker::stats(&app.db, None).await.unwrap();
+    let stats = scrm::pipeline::worker::stats(&app.db, None).await.unwrap();
     assert_eq!((stats.dead, stats.pending), (0, 0), "{stats:?}");
     app.stop().await;
 }
@@ -285,7 +288,7 @@ async fn duplicate_deliveries_change_nothing_twice(backend: Backend) {
         .staff_deletes_customer(CORP, &seeded.staff[0], &ext);
     app.settle().await;
     assert_eq!(
-        scrm::inbox::count(&app.db, None).await.unwrap(),
+        scrm::pipeline::inbox::count(&app.db, None).await.unwrap(),
         2,
         "duplicates are stored once"
     );
@@ -300,13 +303,13 @@ async fn duplicate_deliveries_change_nothing_twice(backend: Backend) {
         "{changes:?}"
     );
     // Replaying every event changes nothing.
-    let replayed = scrm::worker::replay(
+    let replayed = scrm::pipeline::worker::replay(
         &app.db,
-        &scrm::worker::ReplayFilter {
+        &scrm::pipeline::worker::ReplayFilter {
             corp_id: Some(CORP.to_owned()),
             ..Default::default()
         },
-        scrm::db::now_ms(),
+        scrm::platform::db::now_ms(),
     )
     .await
     .unwrap();
@@ -362,7 +365,7 @@ async fn expired_token_and_a_silent_wecom_are_survived(backend: Backend) {
         2,
         "42001 drops the token and fetches one new one"
     );
-    let stats = scrm::worker::stats(&app.db, None).await.unwrap();
+    let stats = scrm::pipeline::worker::stats(&app.db, None).await.unwrap();
     assert_eq!(
         (stats.dead, stats.pending, stats.done),
         (0, 0, 2),

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use scrm::coord::{LeaderLock, RedisCoordinator};
+use scrm::platform::coord::{LeaderLock, RedisCoordinator};
 use wecom_sdk::{Coordinator, MemoryCoordinator};
 
 pub fn redis_url() -> String {

@@ -106,7 +106,10 @@ async fn kill_9_under_load_loses_no_acknowledged_callback(backend: Backend) {
     let db = test_db.connect().await;
     let mut lost = Vec::new();
     for key in &acknowledged {
-        if !scrm::inbox::contains(&db, CORP, key).await.expect("query") {
+        if !scrm::pipeline::inbox::contains(&db, CORP, key)
+            .await
+            .expect("query")
+        {
             lost.push(key.clone());
         }
     }
@@ -117,7 +120,9 @@ async fn kill_9_under_load_loses_no_acknowledged_callback(backend: Backend) {
         acknowledged.len(),
         &lost[..lost.len().min(5)]
     );
-    let stored = scrm::inbox::count(&db, None).await.expect("count");
+    let stored = scrm::pipeline::inbox::count(&db, None)
+        .await
+        .expect("count");
     assert!(stored >= i64::try_from(acknowledged.len()).unwrap_or(i64::MAX));
     drop(server);
     db.close().await;

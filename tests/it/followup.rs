@@ -12,9 +12,10 @@
 use crate::common::{Backend, CORP};
 use crate::emulated::{Api, EmulatedApp, Options, eventually, wait_outbox_idle};
 use chrono::{DateTime, FixedOffset};
-use scrm::config::ReminderSettings;
-use scrm::db::{Db, now_ms};
-use scrm::{contacts, followup};
+use scrm::domain::customers as contacts;
+use scrm::domain::followup;
+use scrm::platform::config::ReminderSettings;
+use scrm::platform::db::{Db, now_ms};
 use serde_json::{Value, json};
 use wecom_sdk::testkit::{NewCustomer, SeedSpec};
 
@@ -942,9 +943,9 @@ async fn a_due_reminder_reaches_the_assignee_once_and_again_after_a_snooze(backe
     let (_, all) = sales.get(&format!("{path}?state=all")).await;
     assert!(all["reminders"].as_array().unwrap().len() >= 5);
 
-    let outbox = scrm::outbox::list(
+    let outbox = scrm::pipeline::outbox::list(
         &f.app.db,
-        &scrm::outbox::OutboxFilter {
+        &scrm::pipeline::outbox::OutboxFilter {
             kind: Some("message_send".to_owned()),
             limit: 100,
             ..Default::default()

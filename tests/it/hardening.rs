@@ -105,7 +105,7 @@ async fn a_stalled_body_is_answered_408() {
         scrm::auth::Role::Admin,
         None,
         "test",
-        scrm::db::now_ms(),
+        scrm::platform::db::now_ms(),
     )
     .await
     .unwrap();
@@ -152,7 +152,7 @@ async fn an_api_flood_cannot_take_the_callbacks_capacity() {
         scrm::auth::Role::Admin,
         None,
         "test",
-        scrm::db::now_ms(),
+        scrm::platform::db::now_ms(),
     )
     .await
     .unwrap();
@@ -222,10 +222,10 @@ async fn a_scrape_never_queries_the_database_and_can_require_a_token() {
 
     // The database goes away: no new connection, every open one cut.
     let name = app.test_db.pg_name.clone().unwrap();
-    let admin = scrm::db::Db::connect(&common::pg_admin_url())
+    let admin = scrm::platform::db::Db::connect(&common::pg_admin_url())
         .await
         .unwrap();
-    let scrm::db::Db::Postgres(pool) = &admin else {
+    let scrm::platform::db::Db::Postgres(pool) = &admin else {
         unreachable!()
     };
     let run = |sql: String| async move {
@@ -333,7 +333,7 @@ async fn searches_match_percent_and_underscore_literally_and_ignore_case(backend
     let search = |staff: Option<&'static str>, q: &'static str| {
         let db = db.clone();
         async move {
-            scrm::contacts::list_customers(&db, common::CORP, staff, Some(q), None, 50)
+            scrm::domain::customers::list_customers(&db, common::CORP, staff, Some(q), None, 50)
                 .await
                 .unwrap()
                 .into_iter()
@@ -368,7 +368,7 @@ async fn the_database_file_is_private() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let url = format!("sqlite://{}", data.join("scrm.db").display());
-    let db = scrm::db::Db::connect(&url).await.unwrap();
+    let db = scrm::platform::db::Db::connect(&url).await.unwrap();
     db.migrate().await.unwrap();
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&data), 0o700);
@@ -417,16 +417,16 @@ both_backends!(a_salesperson_sees_only_their_own_relation_and_reminders);
 async fn a_salesperson_sees_only_their_own_relation_and_reminders(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let db = &app.db;
-    let now = scrm::db::now_ms();
+    let now = scrm::platform::db::now_ms();
     for (ext, user, remark) in [
         ("wmShared", "lisi", "李四的备注"),
         ("wmShared", "wangwu", "王五的私人备注"),
         ("wmGone", "lisi", ""),
     ] {
         common::seed_relation(db, ext, "客户", user, remark).await;
-        scrm::followup::create_reminder(
+        scrm::domain::followup::create_reminder(
             db,
-            &scrm::followup::NewReminder {
+            &scrm::domain::followup::NewReminder {
                 corp_id: common::CORP,
                 external_user_id: ext,
                 assignee: user,
@@ -439,14 +439,14 @@ async fn a_salesperson_sees_only_their_own_relation_and_reminders(backend: Backe
         .await
         .unwrap();
     }
-    scrm::contacts::end_relation(
+    scrm::domain::customers::end_relation(
         db,
         common::CORP,
         "lisi",
         "wmGone",
-        scrm::contacts::EndReason::DeletedByStaff,
-        scrm::db::now_ms() + 1,
-        scrm::db::now_ms() + 1,
+        scrm::domain::customers::EndReason::DeletedByStaff,
+        scrm::platform::db::now_ms() + 1,
+        scrm::platform::db::now_ms() + 1,
     )
     .await
     .unwrap();
@@ -555,7 +555,7 @@ async fn an_api_key_over_its_rate_gets_429_and_others_do_not() {
                 scrm::auth::Role::Admin,
                 None,
                 name,
-                scrm::db::now_ms(),
+                scrm::platform::db::now_ms(),
             )
             .await
             .unwrap()
@@ -645,7 +645,7 @@ async fn unknown_tags_cannot_spend_the_corps_wecom_quota_and_lists_are_bounded()
         "{body}"
     );
     // At most 100 open reminders per customer.
-    let due = scrm::db::now_ms() + 3_600_000;
+    let due = scrm::platform::db::now_ms() + 3_600_000;
     let mut last = 0;
     for _ in 0..101 {
         let (status, _) = sales
@@ -657,10 +657,10 @@ async fn unknown_tags_cannot_spend_the_corps_wecom_quota_and_lists_are_bounded()
         last = status;
     }
     assert_eq!(last, 422, "the 101st open reminder is refused");
-    let open = scrm::followup::list_reminders(
+    let open = scrm::domain::followup::list_reminders(
         &app.db,
         common::CORP,
-        &scrm::followup::ReminderFilter {
+        &scrm::domain::followup::ReminderFilter {
             external_user_id: Some(ext.clone()),
             state: Some("open".to_owned()),
             limit: 500,
@@ -719,7 +719,7 @@ async fn ten_large_media_downloads_stream_in_bounded_memory() {
         scrm::auth::Role::Compliance,
         None,
         "test",
-        scrm::db::now_ms(),
+        scrm::platform::db::now_ms(),
     )
     .await
     .unwrap();
@@ -883,7 +883,7 @@ async fn new_reminders_are_capped_per_corp_and_hour() {
         },
     );
     app.settle().await;
-    let due = scrm::db::now_ms() + 3_600_000;
+    let due = scrm::platform::db::now_ms() + 3_600_000;
     let mut statuses = Vec::new();
     for role in ["sales", "admin"] {
         let api = app

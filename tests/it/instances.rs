@@ -70,14 +70,14 @@ async fn two_instances_share_tokens_events_and_the_reconciliation() {
 
     // One reconciliation at a time: both schedulers find the sync due; one job runs.
     eventually("the first sync finished", || async {
-        scrm::jobs::last_finished_ms(&db, CORP, scrm::sync::JOB_KIND)
+        scrm::pipeline::jobs::last_finished_ms(&db, CORP, scrm::app::sync::JOB_KIND)
             .await
             .unwrap()
             .is_some()
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let jobs = scrm::jobs::list(&db, Some(CORP), scrm::sync::JOB_KIND, 10)
+    let jobs = scrm::pipeline::jobs::list(&db, Some(CORP), scrm::app::sync::JOB_KIND, 10)
         .await
         .unwrap();
     assert_eq!(
@@ -100,16 +100,18 @@ async fn two_instances_share_tokens_events_and_the_reconciliation() {
     }
     emulator.flush_callbacks().await;
     emulated::wait_idle(&db).await;
-    let stats = scrm::worker::stats(&db, None).await.unwrap();
+    let stats = scrm::pipeline::worker::stats(&db, None).await.unwrap();
     assert_eq!((stats.done, stats.dead), (40, 0), "{stats:?}");
-    let rows = scrm::inbox::list(&db, Some(CORP), 1000).await.unwrap();
+    let rows = scrm::pipeline::inbox::list(&db, Some(CORP), 1000)
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 40);
     assert!(
         rows.iter().all(|r| r.state == "done" && r.attempts == 1),
         "no event was processed twice"
     );
     for (user, ext) in &added {
-        let history = scrm::contacts::relation_history(&db, CORP, user, ext)
+        let history = scrm::domain::customers::relation_history(&db, CORP, user, ext)
             .await
             .unwrap();
         assert_eq!(history.len(), 1, "{history:?}");
@@ -130,7 +132,7 @@ async fn two_instances_share_tokens_events_and_the_reconciliation() {
     }
     emulator.flush_callbacks().await;
     emulated::wait_idle(&db).await;
-    let stats = scrm::worker::stats(&db, None).await.unwrap();
+    let stats = scrm::pipeline::worker::stats(&db, None).await.unwrap();
     assert_eq!((stats.done, stats.dead), (60, 0), "{stats:?}");
     assert_eq!(wecom.calls("gettoken"), 2, "one gettoken per expiry");
 

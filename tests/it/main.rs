@@ -23,6 +23,7 @@ mod durability;
 mod followup;
 mod hardening;
 mod instances;
+mod layers;
 mod record;
 mod roles;
 mod rules;

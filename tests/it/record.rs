@@ -99,17 +99,17 @@ fn wecom_tags(f: &Fixture, user: &str) -> Vec<String> {
 }
 
 async fn our_tags(f: &Fixture, user: &str) -> Vec<String> {
-    scrm::contacts::get_relation(&f.app.db, CORP, user, &f.ext)
+    scrm::domain::customers::get_relation(&f.app.db, CORP, user, &f.ext)
         .await
         .unwrap()
         .expect("relation")
         .tags()
 }
 
-async fn outbox(f: &Fixture, state: &str) -> Vec<scrm::outbox::OutboxEntry> {
-    scrm::outbox::list(
+async fn outbox(f: &Fixture, state: &str) -> Vec<scrm::pipeline::outbox::OutboxEntry> {
+    scrm::pipeline::outbox::list(
         &f.app.db,
-        &scrm::outbox::OutboxFilter {
+        &scrm::pipeline::outbox::OutboxFilter {
             state: Some(state.to_owned()),
             limit: 1000,
             ..Default::default()
@@ -385,7 +385,11 @@ async fn wecom_refusing_mark_tag_ends_as_a_dead_letter_with_the_reason(backend: 
     assert_eq!(status, 202, "{body}");
     let id = body["outbox_id"].as_i64().unwrap();
     eventually("the item is dead", || async {
-        scrm::outbox::get(&f.app.db, id).await.unwrap().state == "dead"
+        scrm::pipeline::outbox::get(&f.app.db, id)
+            .await
+            .unwrap()
+            .state
+            == "dead"
     })
     .await;
     let (status, item) = admin.get(&format!("/api/v1/outbox/{id}")).await;
@@ -412,7 +416,11 @@ async fn wecom_refusing_mark_tag_ends_as_a_dead_letter_with_the_reason(backend: 
         .await;
     assert_eq!((status, body["retried"].clone()), (200, json!(1)), "{body}");
     eventually("dead again", || async {
-        scrm::outbox::get(&f.app.db, id).await.unwrap().state == "dead"
+        scrm::pipeline::outbox::get(&f.app.db, id)
+            .await
+            .unwrap()
+            .state
+            == "dead"
     })
     .await;
     assert_eq!(
@@ -521,7 +529,7 @@ async fn pending_edits_survive_a_fresh_snapshot_from_wecom(backend: Backend) {
         }
     ));
     f.app.settle().await;
-    let relation = scrm::contacts::get_relation(&f.app.db, CORP, user, &f.ext)
+    let relation = scrm::domain::customers::get_relation(&f.app.db, CORP, user, &f.ext)
         .await
         .unwrap()
         .unwrap();
@@ -611,7 +619,7 @@ async fn the_tag_library_is_edited_both_ways(backend: Backend) {
     let console = f.app.wecom().create_tag(CORP, "来源", "官网");
     f.app.settle().await;
     assert!(
-        scrm::tags::get_tag(&f.app.db, CORP, &console)
+        scrm::domain::tags::get_tag(&f.app.db, CORP, &console)
             .await
             .unwrap()
             .is_some()
@@ -636,7 +644,7 @@ async fn a_repeated_add_corp_tag_does_not_create_twice(backend: Backend) {
         .await;
     assert_eq!(status, 202);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while scrm::outbox::stats(&f.app.db, None, 0)
+    while scrm::pipeline::outbox::stats(&f.app.db, None, 0)
         .await
         .unwrap()
         .pending
@@ -645,7 +653,7 @@ async fn a_repeated_add_corp_tag_does_not_create_twice(backend: Backend) {
         assert!(std::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let groups: Vec<String> = scrm::tags::library(&f.app.db, CORP)
+    let groups: Vec<String> = scrm::domain::tags::library(&f.app.db, CORP)
         .await
         .unwrap()
         .into_iter()
@@ -717,13 +725,13 @@ async fn auto_tagging_rules_tag_by_channel_group_and_keyword_once(backend: Backe
     );
     // A replayed add event applies the rule again: nothing new goes to WeCom.
     let writes = f.app.wecom().writes_for("externalcontact/mark_tag").len();
-    scrm::worker::replay(
+    scrm::pipeline::worker::replay(
         &f.app.db,
-        &scrm::worker::ReplayFilter {
+        &scrm::pipeline::worker::ReplayFilter {
             corp_id: Some(CORP.to_owned()),
             ..Default::default()
         },
-        scrm::db::now_ms(),
+        scrm::platform::db::now_ms(),
     )
     .await
     .unwrap();
@@ -763,24 +771,24 @@ async fn auto_tagging_rules_tag_by_channel_group_and_keyword_once(backend: Backe
         .post("/api/v1/auto-tag-rules", json!({"name": "问报价", "trigger": "keyword", "patterns": ["报价"], "corp_tag_ids": [f.tags[1]]}))
         .await;
     assert_eq!(status, 201);
-    let fired = scrm::record::on_customer_message(
+    let fired = scrm::domain::customers::record::on_customer_message(
         &f.app.db,
         CORP,
         &user,
         &f.ext,
         "麻烦发一下报价单",
-        scrm::db::now_ms(),
+        scrm::platform::db::now_ms(),
     )
     .await
     .unwrap();
     assert_eq!(fired.len(), 1);
-    let none = scrm::record::on_customer_message(
+    let none = scrm::domain::customers::record::on_customer_message(
         &f.app.db,
         CORP,
         &user,
         &f.ext,
         "好的谢谢",
-        scrm::db::now_ms(),
+        scrm::platform::db::now_ms(),
     )
     .await
     .unwrap();

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use crate::common::{Backend, CORP, TestApp};
 use scrm::auth::Role;
-use scrm::db::{Db, now_ms};
+use scrm::platform::db::{Db, now_ms};
 
 /// Allowed (`A`: anything but 401/403) or refused (`D`: 403) for: sales of the customer, sales of
 /// another customer, compliance, admin; and a body that is valid for the endpoint, so that only
@@ -245,12 +245,13 @@ async fn every_endpoint_refuses_who_may_not_and_a_refused_write_changes_nothing(
     for (ext, user) in [("wmOwn", "lisi"), ("wmOther", "wangwu")] {
         common::seed_relation(db, ext, "客户", user, "").await;
     }
-    let note = scrm::followup::create_note(db, CORP, "wmOwn", "lisi", "首次沟通", None, now)
-        .await
-        .unwrap();
-    let reminder = scrm::followup::create_reminder(
+    let note =
+        scrm::domain::followup::create_note(db, CORP, "wmOwn", "lisi", "首次沟通", None, now)
+            .await
+            .unwrap();
+    let reminder = scrm::domain::followup::create_reminder(
         db,
-        &scrm::followup::NewReminder {
+        &scrm::domain::followup::NewReminder {
             corp_id: CORP,
             external_user_id: "wmOwn",
             assignee: "lisi",

@@ -6,7 +6,7 @@
 )]
 
 use crate::common::{Backend, CORP, TestDb, add_contact_event, dedup_key_of};
-use scrm::inbox::{self, NewInboxRow, Stored};
+use scrm::pipeline::inbox::{self, NewInboxRow, Stored};
 
 fn row(n: u64) -> NewInboxRow {
     let body = add_contact_event(n, 1_700_000_000);
@@ -79,7 +79,7 @@ async fn list_and_get_return_what_was_stored(backend: Backend) {
     assert_eq!(newest.received_at_ms, 1_700_000_000_123);
     assert!(matches!(
         inbox::get(&db, 987_654).await,
-        Err(scrm::db::StoreError::NotFound)
+        Err(scrm::platform::db::StoreError::NotFound)
     ));
     assert!(
         inbox::list(&db, Some("wwnobody"), 10)
@@ -102,10 +102,10 @@ async fn a_test_database_is_dropped_with_its_handle() {
     let test_db = TestDb::create(Backend::Postgres).await;
     let name = test_db.pg_name.clone().unwrap();
     drop(test_db);
-    let admin = scrm::db::Db::connect(&crate::common::pg_admin_url())
+    let admin = scrm::platform::db::Db::connect(&crate::common::pg_admin_url())
         .await
         .unwrap();
-    let scrm::db::Db::Postgres(pool) = &admin else {
+    let scrm::platform::db::Db::Postgres(pool) = &admin else {
         unreachable!()
     };
     let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_database WHERE datname = $1")

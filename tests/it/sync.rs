@@ -14,10 +14,12 @@ use std::time::Duration;
 
 use crate::common::{Backend, CORP};
 use crate::emulated::EmulatedApp;
-use scrm::config::Config;
-use scrm::sync::{self, SyncError, SyncProgress};
-use scrm::wecom::Wecom;
-use scrm::{contacts, group_chats, jobs};
+use scrm::app::sync::{self, SyncError, SyncProgress};
+use scrm::domain::customers as contacts;
+use scrm::domain::group_chats;
+use scrm::pipeline::jobs;
+use scrm::platform::config::Config;
+use scrm::platform::wecom::Wecom;
 use wecom_sdk::MemoryCoordinator;
 use wecom_sdk::testkit::{DeliveryMode, Fault, FaultKind, NewCustomer, RelationEdit, SeedSpec};
 
@@ -101,21 +103,23 @@ async fn reconciliation_repairs_missed_adds_edits_and_deletions(backend: Backend
     sync::run(&app.db, &wecom, CORP, "test-runner", None, &quiet)
         .await
         .expect("first sync");
-    let users: Vec<String> = scrm::staff::list(&app.db, CORP)
+    let users: Vec<String> = scrm::domain::staff::list(&app.db, CORP)
         .await
         .unwrap()
         .into_iter()
         .map(|s| s.user_id)
         .collect();
     let user = users[0].clone();
-    let victim = scrm::contacts::unseen_active_relations(&app.db, CORP, &user, -1, i64::MAX)
-        .await
-        .unwrap()[0]
-        .clone();
-    let edited = scrm::contacts::unseen_active_relations(&app.db, CORP, &user, -1, i64::MAX)
-        .await
-        .unwrap()[1]
-        .clone();
+    let victim =
+        scrm::domain::customers::unseen_active_relations(&app.db, CORP, &user, -1, i64::MAX)
+            .await
+            .unwrap()[0]
+            .clone();
+    let edited =
+        scrm::domain::customers::unseen_active_relations(&app.db, CORP, &user, -1, i64::MAX)
+            .await
+            .unwrap()[1]
+            .clone();
 
     // WeCom loses three callbacks: an add, an edit, and a relation vanishes without any event.
     app.wecom().set_delivery(DeliveryMode {

@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use crate::common::{Backend, CORP};
 use crate::emulated::{Api, EmulatedApp, Options, eventually, quick_emulator, wait_outbox_idle};
-use scrm::config::{Config, TransferSettings};
-use scrm::transfers::{self, ItemFilter, Progress};
-use scrm::wecom::Wecom;
+use scrm::domain::transfers::{self, ItemFilter, Progress};
+use scrm::platform::config::{Config, TransferSettings};
+use scrm::platform::wecom::Wecom;
 use serde_json::{Value, json};
 use wecom_sdk::MemoryCoordinator;
 use wecom_sdk::testkit::{
@@ -138,7 +138,7 @@ impl Fixture {
         .await;
         let config = Config::from_toml(&app.config_text, &HashMap::new()).expect("config");
         let wecom = Wecom::new(&config, Arc::new(MemoryCoordinator::new())).expect("client");
-        scrm::sync::run(&app.db, &wecom, CORP, "test", None, &|_| {})
+        scrm::app::sync::run(&app.db, &wecom, CORP, "test", None, &|_| {})
             .await
             .expect("initial sync");
         let admin = app.api("admin", None).await;
@@ -150,7 +150,7 @@ impl Fixture {
     async fn settle(&self) {
         self.app.emulator.flush_callbacks().await;
         within(180, "inbox drained", || async {
-            scrm::worker::stats(&self.app.db, None)
+            scrm::pipeline::worker::stats(&self.app.db, None)
                 .await
                 .unwrap()
                 .pending
@@ -176,7 +176,7 @@ impl Fixture {
 
     /// One engine round at the emulator's time (the server's own rounds run on real time).
     async fn advance_engine(&self) {
-        transfers::engine::advance(
+        scrm::app::transfers::engine::advance(
             &self.app.db,
             &self.wecom,
             &TransferSettings::default(),
@@ -264,14 +264,14 @@ fn count(map: &BTreeMap<String, i64>, state: &str) -> i64 {
 async fn a_departed_members_customers_and_chats_all_reach_a_final_state(backend: Backend) {
     let f = Fixture::spawn(backend, big_corp).await;
     let db = &f.app.db;
-    let now = scrm::db::now_ms();
+    let now = scrm::platform::db::now_ms();
     // What the salesperson wrote down, to be handed over with the customer.
-    scrm::followup::create_note(db, CORP, &ext(0), HANDOVER, NOTE, None, now)
+    scrm::domain::followup::create_note(db, CORP, &ext(0), HANDOVER, NOTE, None, now)
         .await
         .unwrap();
-    let reminder = scrm::followup::create_reminder(
+    let reminder = scrm::domain::followup::create_reminder(
         db,
-        &scrm::followup::NewReminder {
+        &scrm::domain::followup::NewReminder {
             corp_id: CORP,
             external_user_id: &ext(0),
             assignee: HANDOVER,
@@ -372,7 +372,7 @@ async fn a_departed_members_customers_and_chats_all_reach_a_final_state(backend:
     assert!(
         scheduled
             .iter()
-            .all(|i| i.not_before_ms > scrm::db::now_ms())
+            .all(|i| i.not_before_ms > scrm::platform::db::now_ms())
     );
 
     // WeCom's window passes; the next day the rest of the chats go.
@@ -411,7 +411,7 @@ async fn a_departed_members_customers_and_chats_all_reach_a_final_state(backend:
         .relation(CORP, &taker, &ext(0))
         .expect("moved in WeCom");
     assert_eq!(relation.tag_ids.len(), 1, "VIP kept");
-    let ours = scrm::contacts::relations_of_customer(db, CORP, &ext(0))
+    let ours = scrm::domain::customers::relations_of_customer(db, CORP, &ext(0))
         .await
         .unwrap();
     let mine = ours
@@ -422,7 +422,7 @@ async fn a_departed_members_customers_and_chats_all_reach_a_final_state(backend:
     assert!(mine.tag_ids.contains(&relation.tag_ids[0]), "{mine:?}");
     let old = ours.iter().find(|r| r.user_id == HANDOVER).unwrap();
     assert_eq!(old.status, "transferred");
-    let notes = scrm::followup::list_notes(db, CORP, &ext(0), None, 50)
+    let notes = scrm::domain::followup::list_notes(db, CORP, &ext(0), None, 50)
         .await
         .unwrap();
     assert!(
@@ -435,7 +435,7 @@ async fn a_departed_members_customers_and_chats_all_reach_a_final_state(backend:
             .any(|n| n.body.contains("【交接】") && n.body.contains(NOTE)),
         "{notes:?}"
     );
-    let moved = scrm::followup::get_reminder(db, CORP, reminder.id)
+    let moved = scrm::domain::followup::get_reminder(db, CORP, reminder.id)
         .await
         .unwrap()
         .unwrap();
@@ -457,10 +457,10 @@ async fn a_departed_members_customers_and_chats_all_reach_a_final_state(backend:
         );
     }
     // No deletion alert for any of it; the audit trail has the whole story.
-    let alerts = scrm::alerts::list(
+    let alerts = scrm::domain::alerts::list(
         db,
         CORP,
-        &scrm::alerts::AlertFilter {
+        &scrm::domain::alerts::AlertFilter {
             limit: 500,
             ..Default::default()
         },
@@ -605,10 +605,10 @@ async fn an_employed_member_sent_to_the_resigned_api_switches_to_on_job(backend:
     f.next_day(job).await;
     let p = f.progress(job).await;
     assert_eq!(count(&p.customers, "done"), 250, "{p:?}");
-    let alerts = scrm::alerts::list(
+    let alerts = scrm::domain::alerts::list(
         &f.app.db,
         CORP,
-        &scrm::alerts::AlertFilter {
+        &scrm::domain::alerts::AlertFilter {
             limit: 50,
             ..Default::default()
         },
@@ -616,7 +616,7 @@ async fn an_employed_member_sent_to_the_resigned_api_switches_to_on_job(backend:
     .await
     .unwrap();
     assert!(alerts.is_empty(), "{alerts:?}");
-    let ours = scrm::contacts::relations_of_customer(&f.app.db, CORP, &ext(7))
+    let ours = scrm::domain::customers::relations_of_customer(&f.app.db, CORP, &ext(7))
         .await
         .unwrap();
     let old = ours.iter().find(|r| r.user_id == HANDOVER).unwrap();
@@ -912,7 +912,7 @@ async fn a_server_killed_mid_job_resumes_without_sending_twice(backend: Backend)
     let mut child = start(port);
     assert!(common::wait_ready(port).await);
     let db = &app.db;
-    scrm::transfers::start(db, CORP, job, "test", scrm::db::now_ms())
+    scrm::domain::transfers::start(db, CORP, job, "test", scrm::platform::db::now_ms())
         .await
         .unwrap();
     eventually("a call made", || async {
@@ -1016,9 +1016,16 @@ async fn plans_route_by_tag_and_stage_and_spread_by_workload(backend: Backend) {
     .await)
     .unwrap();
     for i in [1, 2, 3] {
-        scrm::followup::set_customer_stage(db, CORP, &ext(i), "成交", "test", scrm::db::now_ms())
-            .await
-            .unwrap();
+        scrm::domain::followup::set_customer_stage(
+            db,
+            CORP,
+            &ext(i),
+            "成交",
+            "test",
+            scrm::platform::db::now_ms(),
+        )
+        .await
+        .unwrap();
     }
     for i in 0..40 {
         f.app.wecom().add_customer(

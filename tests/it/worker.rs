@@ -16,12 +16,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::common::{Backend, CORP, TestApp, TestDb, add_contact_event};
-use scrm::db::{Db, now_ms};
-use scrm::inbox::{self, InboxWriter, NewInboxRow, Stored};
-use scrm::worker::{
+use scrm::pipeline::inbox::{self, InboxWriter, NewInboxRow, Stored};
+use scrm::pipeline::worker::{
     self, ClaimedEvent, DrainReport, HandlerError, InboxHandler, ReplayFilter, WorkerPool,
     WorkerSettings,
 };
+use scrm::platform::db::{Db, now_ms};
 use tokio::sync::{Notify, Semaphore, oneshot};
 
 const OTHER_CORP: &str = "wwotherCorp000001";
@@ -431,7 +431,7 @@ async fn stolen_lease_cannot_complete(backend: Backend) {
 
 /// Also: the outcomes are counted in `scrm_worker_events_total`.
 async fn retry_twice_then_ok_is_done_with_three_attempts(backend: Backend) {
-    let metrics = scrm::telemetry::metrics_handle();
+    let metrics = scrm::platform::telemetry::metrics_handle();
     let test_db = TestDb::create(backend).await;
     let db = test_db.connect().await;
     let id = insert_n(&db, 1).await[0];

@@ -2,7 +2,7 @@
 //! single-flight lock), the rate-limit buckets and the schedulers' leader lock.
 //!
 //! Two implementations: [`MemoryCoordinator`] here (one instance, the default) and the Redis one
-//! in the server crate (`scrm::coord`, several instances). The API client and the server only see
+//! in the server crate (`scrm::platform::coord`, several instances). The API client and the server only see
 //! `Arc<dyn Coordinator>`. Nothing stored here is the source of truth: losing it costs one
 //! `gettoken` or one scheduler run, never data.
 

@@ -11,10 +11,10 @@ use serde_json::{Value, json};
 
 use super::schema::{array, int, nullable, object, one_of, string};
 use super::{ApiFailure, ApiResult, Auth, Body, Endpoint, PathParams, QueryParams, invalid, ok};
-use crate::alerts::{self, AlertFilter, Transition, TransitionError};
 use crate::auth::Action;
-use crate::db::now_ms;
+use crate::domain::alerts::{self, AlertFilter, Transition, TransitionError};
 use crate::http::AppState;
+use crate::platform::db::now_ms;
 
 const STATES: [&str; 4] = ["open", "acknowledged", "resolved", "false_positive"];
 const KINDS: [&str; 6] = [
@@ -254,9 +254,9 @@ async fn get_one(
         .iter()
         .filter(|e| e.source_ref.starts_with("archive:"))
         .count();
-    crate::archive::read::evidence_shown(
+    crate::domain::archive::read::evidence_shown(
         &state.db,
-        &crate::archive::read::Reader {
+        &crate::domain::archive::read::Reader {
             actor: who.actor(),
             role: who.role.as_str(),
             corp_id: &who.corp_id,
@@ -299,11 +299,11 @@ async fn rescan(
         return Err(invalid("days", "1–365"));
     }
     let since = now_ms().saturating_sub(days.saturating_mul(86_400_000));
-    let job_id = alerts::rescan::start(&state.db, &who.corp_id, since).await?;
+    let job_id = crate::app::rescan::start(&state.db, &who.corp_id, since).await?;
     let (db, wecom, rules) = (state.db.clone(), state.wecom.clone(), state.rules.clone());
-    let owner = format!("api:{}", crate::worker::instance_owner());
+    let owner = format!("api:{}", crate::pipeline::worker::instance_owner());
     tokio::spawn(async move {
-        match alerts::rescan::run(&db, &wecom, &rules, job_id, &owner).await {
+        match crate::app::rescan::run(&db, &wecom, &rules, job_id, &owner).await {
             Ok(summary) => tracing::info!(job_id, ?summary, "retroactive scan done"),
             Err(e) => {
                 tracing::warn!(job_id, error = %e, "retroactive scan stopped; it resumes when started again")

@@ -12,9 +12,10 @@ use serde_json::{Value, json};
 
 use super::schema::{array, int, nullable, object, string};
 use super::{ApiFailure, ApiResult, Auth, Endpoint, PathParams, QueryParams, invalid, ok};
-use crate::archive::read::{self, MessageFilter, Reader};
-use crate::archive::{self, store};
+use crate::app::archive_pull;
 use crate::auth::{Action, Principal};
+use crate::domain::archive::read::{self, MessageFilter, Reader};
+use crate::domain::archive::store;
 use crate::http::AppState;
 
 fn message_schema() -> Value {
@@ -189,7 +190,7 @@ fn reader(who: &Principal) -> Reader<'_> {
 
 async fn status_of(State(state): State<Arc<AppState>>, Auth(who): Auth) -> ApiResult {
     who.require(Action::ReadArchive)?;
-    let corps: Vec<_> = archive::corp_status(&state.db, &who.corp_id)
+    let corps: Vec<_> = archive_pull::corp_status(&state.db, &who.corp_id)
         .await?
         .into_iter()
         .collect();

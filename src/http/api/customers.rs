@@ -16,11 +16,12 @@ use super::{
     ApiFailure, ApiResult, Auth, Body, Endpoint, PathParams, QueryParams, accepted, invalid, ok,
 };
 use crate::auth::{Action, Principal};
-use crate::db::now_ms;
+use crate::domain::customers as contacts;
+use crate::domain::customers::record::{self, Author, RecordError};
+use crate::domain::tags;
 use crate::http::AppState;
-use crate::outbox::{self, Intent};
-use crate::record::{self, Author, RecordError};
-use crate::{contacts, tags};
+use crate::pipeline::outbox::{self, Intent};
+use crate::platform::db::now_ms;
 
 /// WeCom's limits on `remark` (characters).
 const MAX_REMARK_CHARS: usize = 20;
@@ -335,7 +336,7 @@ async fn show(
         }));
     }
     let personal = record::customer_personal_tags(db, corp, &ext).await?;
-    let stage = crate::followup::customer_stage(db, corp, &ext).await?;
+    let stage = crate::domain::followup::customer_stage(db, corp, &ext).await?;
     ok(json!({
         "customer": customer,
         "relations": relations,
@@ -393,10 +394,10 @@ pub(super) async fn check_tags(
     if may_refresh && let Ok(creds) = state.wecom.credentials(corp, None) {
         match state.wecom.client.get_corp_tag_list(&creds, &[], &[]).await {
             Ok(groups) => {
-                tags::replace_library(
+                crate::domain::customers::record::replace_tag_library(
                     &state.db,
                     corp,
-                    &crate::wecom::tag_library(&groups),
+                    &crate::app::wecom_records::tag_library(&groups),
                     now_ms(),
                 )
                 .await?;

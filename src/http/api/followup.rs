@@ -1,5 +1,5 @@
 //! Follow-up notes (跟进记录), reminders and lifecycle stages: thin handlers over
-//! [`crate::followup`]. Everything on a customer is authorized by
+//! [`crate::domain::followup`]. Everything on a customer is authorized by
 //! [`crate::auth::Principal::check_customer`]; a note or reminder is loaded first (another corp's
 //! is 404), then its customer is checked.
 
@@ -16,12 +16,12 @@ use super::{
     ApiFailure, ApiResult, Auth, Body, Endpoint, PathParams, QueryParams, created, invalid, ok,
 };
 use crate::auth::{Action, Principal, Role};
-use crate::contacts;
-use crate::db::now_ms;
-use crate::followup::{
+use crate::domain::customers;
+use crate::domain::followup::{
     self, FollowupError, NewReminder, Note, NoteEdit, Reminder, ReminderChange, ReminderFilter,
 };
 use crate::http::AppState;
+use crate::platform::db::now_ms;
 
 /// Reminder states a list may ask for (`all`: any).
 const STATES: [&str; 4] = ["open", "done", "cancelled", "all"];
@@ -340,7 +340,7 @@ fn failure(e: FollowupError, what: &'static str) -> ApiFailure {
 
 /// 404 unless we know the customer (a write on an id nobody has heard of).
 async fn known_customer(state: &AppState, corp: &str, ext: &str) -> Result<(), ApiFailure> {
-    match contacts::get_customer(&state.db, corp, ext).await? {
+    match customers::get_customer(&state.db, corp, ext).await? {
         Some(_) => Ok(()),
         None => Err(ApiFailure::NotFound("客户")),
     }

@@ -12,6 +12,7 @@ mod alerts;
 mod archive;
 mod customers;
 mod followup;
+mod jobs;
 mod outbox;
 pub(crate) mod schema;
 mod tags;
@@ -31,7 +32,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use crate::auth::{self, AccessError, Denied, Principal};
-use crate::db::{StoreError, now_ms};
+use crate::platform::db::{StoreError, now_ms};
 
 /// Why a request failed, as the client sees it.
 #[derive(Debug)]
@@ -399,7 +400,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     all.extend(followup::endpoints());
     all.extend(outbox::endpoints());
     all.extend(transfers::endpoints());
-    all.extend(super::jobs::endpoints());
+    all.extend(jobs::endpoints());
     all
 }
 

@@ -11,9 +11,9 @@ use serde_json::json;
 use super::schema::{array, int, nullable, object, one_of, string};
 use super::{ApiFailure, ApiResult, Auth, Endpoint, PathParams, QueryParams, invalid, ok};
 use crate::auth::Action;
-use crate::db::now_ms;
 use crate::http::AppState;
-use crate::outbox::{self, OutboxFilter};
+use crate::pipeline::outbox::{self, OutboxFilter};
+use crate::platform::db::now_ms;
 
 const STATES: [&str; 4] = ["pending", "done", "dead", "cancelled"];
 

@@ -15,11 +15,11 @@ use super::{
     ApiFailure, ApiResult, Auth, Body, Endpoint, PathParams, accepted, created, invalid, ok,
 };
 use crate::auth::Action;
-use crate::db::{StoreError, now_ms};
+use crate::domain::customers::record::{self, NewRule, RecordError, Trigger};
+use crate::domain::tags;
 use crate::http::AppState;
-use crate::outbox::{self, Intent, NewTag, OutboxFilter};
-use crate::record::{self, NewRule, RecordError, Trigger};
-use crate::tags;
+use crate::pipeline::outbox::{self, Intent, NewTag, OutboxFilter};
+use crate::platform::db::{StoreError, now_ms};
 
 /// WeCom's limit on tag and group names (characters).
 const MAX_NAME_CHARS: usize = 30;
@@ -460,7 +460,7 @@ async fn delete_tag(
     {
         return Err(ApiFailure::NotFound("标签"));
     }
-    let item = tags::delete(
+    let item = record::delete_corp_tags(
         &state.db,
         &who.corp_id,
         &[tag_id],
@@ -481,7 +481,7 @@ async fn delete_group(
     if !tags::is_group(&state.db, &who.corp_id, &group_id).await? {
         return Err(ApiFailure::NotFound("标签组"));
     }
-    let item = tags::delete(
+    let item = record::delete_corp_tags(
         &state.db,
         &who.corp_id,
         &[],

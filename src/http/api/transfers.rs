@@ -12,12 +12,13 @@ use serde_json::{Value, json};
 
 use super::schema::{array, boolean, int, nullable, object, one_of, string};
 use super::{ApiFailure, ApiResult, Auth, Body, Endpoint, PathParams, QueryParams, invalid, ok};
+use crate::app::transfers::departures;
 use crate::auth::{self, Action};
-use crate::db::now_ms;
-use crate::http::AppState;
-use crate::transfers::{
-    self, ITEM_STATES, ItemFilter, JobError, PlanError, PlanRequest, Progress, departures,
+use crate::domain::transfers::{
+    self, ITEM_STATES, ItemFilter, JobError, PlanError, PlanRequest, Progress,
 };
+use crate::http::AppState;
+use crate::platform::db::now_ms;
 
 const KINDS: [&str; 2] = ["customer", "group_chat"];
 const JOB_STATES: [&str; 4] = ["planned", "running", "done", "cancelled"];
@@ -382,9 +383,9 @@ async fn with_progress(state: &AppState, corp_id: &str, id: i64) -> ApiResult<Va
     Ok(json!({"job": job, "progress": progress}))
 }
 
-fn not_found(e: crate::db::StoreError) -> ApiFailure {
+fn not_found(e: crate::platform::db::StoreError) -> ApiFailure {
     match e {
-        crate::db::StoreError::NotFound => ApiFailure::NotFound("转交任务"),
+        crate::platform::db::StoreError::NotFound => ApiFailure::NotFound("转交任务"),
         e => e.into(),
     }
 }

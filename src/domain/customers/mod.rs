@@ -1,0 +1,681 @@
+//! Customers and follow relations (客户 and 跟进关系): the profile WeCom returns for a customer,
+//! one relation per (staff member, customer), and the history of every relation — who added or
+//! ended it, when, why and from which source (a callback or the reconciliation).
+//!
+//! Relations are never deleted, only ended: the alert and reassignment features read the history.
+
+pub mod record;
+
+use serde::Serialize;
+
+use crate::platform::db::{Db, StoreError, Tx};
+use crate::{on_db, on_tx};
+
+/// A customer's profile, as `externalcontact/get` and `batch/get_by_user` return it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct CustomerProfile {
+    /// `external_userid`.
+    pub external_user_id: String,
+    /// Name (WeChat nickname or WeCom name).
+    pub name: String,
+    /// 1 WeChat user, 2 WeCom user.
+    pub customer_type: i64,
+    /// 0 unknown, 1 male, 2 female.
+    pub gender: i64,
+    /// Avatar URL.
+    pub avatar: String,
+    /// Company (WeCom users only).
+    pub corp_name: String,
+    /// Full company name (WeCom users only).
+    pub corp_full_name: String,
+    /// Position (WeCom users only).
+    pub position: String,
+    /// unionid, when the corp bound a WeChat developer account.
+    pub unionid: Option<String>,
+}
+
+/// A relation as WeCom reports it now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RelationSnapshot {
+    /// The staff member.
+    pub user_id: String,
+    /// The customer.
+    pub external_user_id: String,
+    /// 备注.
+    pub remark: String,
+    /// 描述.
+    pub description: String,
+    /// 备注企业名称.
+    pub remark_corp_name: String,
+    /// 备注手机号.
+    pub remark_mobiles: Vec<String>,
+    /// Corp (and strategy) tag ids on this relation, sorted.
+    pub tag_ids: Vec<String>,
+    /// How the customer was added (`add_way`).
+    pub add_way: i64,
+    /// The 联系我 `state` that brought the customer (channel attribution).
+    pub state: Option<String>,
+    /// Who initiated the add.
+    pub oper_user_id: Option<String>,
+    /// When the relation was created in WeCom (`createtime`), epoch ms.
+    pub added_at_ms: Option<i64>,
+}
+
+/// Why a relation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum EndReason {
+    /// 员工删客户 (`del_external_contact`).
+    DeletedByStaff,
+    /// 客户删员工 (`del_follow_user`).
+    DeletedByCustomer,
+    /// Removed by WeCom because the customer was handed over (`Source=DELETE_BY_TRANSFER`).
+    Transferred,
+    /// Gone from WeCom without any event; found by the reconciliation.
+    Vanished,
+}
+
+impl EndReason {
+    /// The `status` column value.
+    pub fn status(self) -> &'static str {
+        match self {
+            Self::DeletedByStaff => "deleted_by_staff",
+            Self::DeletedByCustomer => "deleted_by_customer",
+            Self::Transferred => "transferred",
+            Self::Vanished => "vanished",
+        }
+    }
+}
+
+/// What applying a snapshot changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum RelationChange {
+    /// We did not know the relation.
+    Added,
+    /// It had ended and WeCom shows it again, added after it ended (a re-add).
+    Reactivated,
+    /// Remark, description, mobiles or tags differ.
+    Edited,
+    /// Nothing differs.
+    Unchanged,
+    /// The relation ended after this snapshot's relation was created: the snapshot is stale
+    /// (WeCom is eventually consistent), so it was not applied.
+    StaleIgnored,
+}
+
+impl RelationChange {
+    /// The `change` a relation's history records for this outcome; `None` when nothing changed.
+    pub fn history_label(self) -> Option<&'static str> {
+        match self {
+            Self::Added => Some("added"),
+            Self::Reactivated => Some("reactivated"),
+            Self::Edited => Some("edited"),
+            Self::Unchanged | Self::StaleIgnored => None,
+        }
+    }
+}
+
+/// A relation as we store it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct FollowRelation {
+    /// Staff member.
+    pub user_id: String,
+    /// Customer.
+    pub external_user_id: String,
+    /// 备注.
+    pub remark: String,
+    /// 描述.
+    pub description: String,
+    /// 备注企业名称.
+    pub remark_corp_name: String,
+    /// JSON array of mobiles.
+    pub remark_mobiles: String,
+    /// JSON array of tag ids.
+    pub tag_ids: String,
+    /// `add_way`.
+    pub add_way: i64,
+    /// Channel `state`.
+    pub state: Option<String>,
+    /// Who initiated the add.
+    pub oper_user_id: Option<String>,
+    /// Created in WeCom, epoch ms.
+    pub added_at_ms: Option<i64>,
+    /// `active`, `deleted_by_staff`, `deleted_by_customer`, `transferred`, `vanished`.
+    pub status: String,
+    /// When it ended.
+    pub ended_at_ms: Option<i64>,
+}
+
+impl FollowRelation {
+    /// Tag ids on the relation.
+    pub fn tags(&self) -> Vec<String> {
+        serde_json::from_str(&self.tag_ids).unwrap_or_default()
+    }
+}
+
+/// Where a change was learnt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A stored callback, by inbox row id.
+    Callback(i64),
+    /// A reconciliation job, by job id.
+    Sync(i64),
+}
+
+impl Source {
+    fn parts(self) -> (&'static str, Option<i64>, Option<i64>) {
+        match self {
+            Self::Callback(id) => ("callback", Some(id), None),
+            Self::Sync(id) => ("sync", None, Some(id)),
+        }
+    }
+
+    fn tag(self) -> String {
+        match self {
+            Self::Callback(id) => format!("inbox:{id}"),
+            Self::Sync(id) => format!("job:{id}"),
+        }
+    }
+}
+
+/// One entry of a relation's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct RelationEvent {
+    /// Row id.
+    pub id: i64,
+    /// Staff member.
+    pub user_id: String,
+    /// Customer.
+    pub external_user_id: String,
+    /// `added`, `edited`, `reactivated`, `deleted_by_staff`, `deleted_by_customer`, `transferred`,
+    /// `vanished`, `transfer_failed`.
+    pub change: String,
+    /// `callback` or `sync`.
+    pub source: String,
+    /// The inbox row, for callbacks.
+    pub inbox_id: Option<i64>,
+    /// The job, for reconciliation repairs.
+    pub job_id: Option<i64>,
+    /// Free text (e.g. the transfer failure reason).
+    pub detail: String,
+    /// When it happened (the event's time, or when the repair was made), epoch ms.
+    pub at_ms: i64,
+}
+
+/// Inserts or refreshes a customer's profile.
+pub async fn upsert_customer(
+    db: &Db,
+    corp_id: &str,
+    c: &CustomerProfile,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    const SQL: &str = "INSERT INTO customer (corp_id, external_user_id, name, customer_type, gender, \
+        avatar, corp_name, corp_full_name, position, unionid, updated_at_ms) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+        ON CONFLICT (corp_id, external_user_id) DO UPDATE SET name = excluded.name, \
+        customer_type = excluded.customer_type, gender = excluded.gender, avatar = excluded.avatar, \
+        corp_name = excluded.corp_name, corp_full_name = excluded.corp_full_name, \
+        position = excluded.position, unionid = excluded.unionid, updated_at_ms = excluded.updated_at_ms";
+    on_db!(db, |pool| sqlx::query(SQL)
+        .bind(corp_id)
+        .bind(&c.external_user_id)
+        .bind(&c.name)
+        .bind(c.customer_type)
+        .bind(c.gender)
+        .bind(&c.avatar)
+        .bind(&c.corp_name)
+        .bind(&c.corp_full_name)
+        .bind(&c.position)
+        .bind(&c.unionid)
+        .bind(now_ms)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+    Ok(())
+}
+
+/// A customer's profile.
+pub async fn get_customer(
+    db: &Db,
+    corp_id: &str,
+    external_user_id: &str,
+) -> Result<Option<CustomerProfile>, StoreError> {
+    const SQL: &str = "SELECT external_user_id, name, customer_type, gender, avatar, corp_name, \
+        corp_full_name, position, unionid FROM customer WHERE corp_id = $1 AND external_user_id = $2";
+    let row = on_db!(db, |pool| sqlx::query_as(SQL)
+        .bind(corp_id)
+        .bind(external_user_id)
+        .fetch_optional(pool)
+        .await)?;
+    Ok(row)
+}
+
+const RELATION_COLUMNS: &str = "user_id, external_user_id, remark, description, remark_corp_name, \
+    remark_mobiles, tag_ids, add_way, state, oper_user_id, added_at_ms, status, ended_at_ms";
+
+/// One relation.
+pub async fn get_relation(
+    db: &Db,
+    corp_id: &str,
+    user_id: &str,
+    external_user_id: &str,
+) -> Result<Option<FollowRelation>, StoreError> {
+    let sql = format!(
+        "SELECT {RELATION_COLUMNS} FROM follow_relation WHERE corp_id = $1 AND user_id = $2 \
+         AND external_user_id = $3"
+    );
+    let row = on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+        .bind(corp_id)
+        .bind(user_id)
+        .bind(external_user_id)
+        .fetch_optional(pool)
+        .await)?;
+    Ok(row)
+}
+
+/// Every relation of one customer (all staff, any status).
+pub async fn relations_of_customer(
+    db: &Db,
+    corp_id: &str,
+    external_user_id: &str,
+) -> Result<Vec<FollowRelation>, StoreError> {
+    let sql = format!(
+        "SELECT {RELATION_COLUMNS} FROM follow_relation WHERE corp_id = $1 \
+         AND external_user_id = $2 ORDER BY user_id"
+    );
+    let rows = on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+        .bind(corp_id)
+        .bind(external_user_id)
+        .fetch_all(pool)
+        .await)?;
+    Ok(rows)
+}
+
+/// Counts of relations by status, for one corp.
+pub async fn count_relations(db: &Db, corp_id: &str, status: &str) -> Result<i64, StoreError> {
+    const SQL: &str = "SELECT COUNT(*) FROM follow_relation WHERE corp_id = $1 AND status = $2";
+    let n = on_db!(db, |pool| sqlx::query_scalar(SQL)
+        .bind(corp_id)
+        .bind(status)
+        .fetch_one(pool)
+        .await)?;
+    Ok(n)
+}
+
+/// Customers stored for one corp.
+pub async fn count_customers(db: &Db, corp_id: &str) -> Result<i64, StoreError> {
+    const SQL: &str = "SELECT COUNT(*) FROM customer WHERE corp_id = $1";
+    let n = on_db!(db, |pool| sqlx::query_scalar(SQL)
+        .bind(corp_id)
+        .fetch_one(pool)
+        .await)?;
+    Ok(n)
+}
+
+fn json_list(v: &[String]) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// Applies what WeCom reports about a relation and says what changed. `seen_by_job` marks the
+/// relation as seen by a reconciliation job. A snapshot of a relation created before the stored
+/// relation ended is stale and ignored (WeCom may list a deleted relation for a while).
+///
+/// Each outcome is decided by the statement that makes the change (an insert that conflicts, an
+/// update whose condition no longer holds), so two workers applying the same news at once record
+/// one `Added` or `Edited` between them, never two.
+pub async fn apply_relation(
+    db: &Db,
+    corp_id: &str,
+    s: &RelationSnapshot,
+    now_ms: i64,
+    seen_by_job: Option<i64>,
+) -> Result<RelationChange, StoreError> {
+    // Our edits not yet delivered stay on top of what WeCom reports (see `crate::domain::customers::record`).
+    let overlaid = crate::domain::customers::record::with_pending(db, corp_id, s).await?;
+    let s = &overlaid;
+    let mut tags = s.tag_ids.clone();
+    tags.sort();
+    tags.dedup();
+    let mobiles = json_list(&s.remark_mobiles);
+    let tag_json = json_list(&tags);
+    // $1..$3 the relation, $4..$12 WeCom's fields, $13 the job, $14 now.
+    const INSERT: &str = "INSERT INTO follow_relation (corp_id, user_id, external_user_id, remark, \
+        description, remark_corp_name, remark_mobiles, tag_ids, add_way, state, oper_user_id, \
+        added_at_ms, status, ended_at_ms, last_seen_job, updated_at_ms) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'active', NULL, $13, $14) \
+        ON CONFLICT (corp_id, user_id, external_user_id) DO NOTHING";
+    const SET: &str = "remark = $4, description = $5, remark_corp_name = $6, remark_mobiles = $7, \
+        tag_ids = $8, add_way = $9, state = COALESCE($10, state), \
+        oper_user_id = COALESCE($11, oper_user_id), added_at_ms = COALESCE($12, added_at_ms), \
+        last_seen_job = COALESCE($13, last_seen_job), updated_at_ms = $14";
+    let reactivate = format!(
+        "UPDATE follow_relation SET {SET}, status = 'active', ended_at_ms = NULL \
+         WHERE corp_id = $1 AND user_id = $2 AND external_user_id = $3 AND status <> 'active' \
+         AND (ended_at_ms IS NULL OR $12 IS NULL OR $12 > ended_at_ms)"
+    );
+    let edit = format!(
+        "UPDATE follow_relation SET {SET} WHERE corp_id = $1 AND user_id = $2 \
+         AND external_user_id = $3 AND status = 'active' AND (remark <> $4 OR description <> $5 \
+         OR remark_corp_name <> $6 OR remark_mobiles <> $7 OR tag_ids <> $8)"
+    );
+    let seen = format!(
+        "UPDATE follow_relation SET {SET} WHERE corp_id = $1 AND user_id = $2 \
+         AND external_user_id = $3 AND status = 'active'"
+    );
+    let statements: [(&str, RelationChange); 4] = [
+        (INSERT, RelationChange::Added),
+        (reactivate.as_str(), RelationChange::Reactivated),
+        (edit.as_str(), RelationChange::Edited),
+        (seen.as_str(), RelationChange::Unchanged),
+    ];
+    for (sql, change) in statements {
+        let n = on_db!(db, |pool| sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(corp_id)
+            .bind(&s.user_id)
+            .bind(&s.external_user_id)
+            .bind(&s.remark)
+            .bind(&s.description)
+            .bind(&s.remark_corp_name)
+            .bind(&mobiles)
+            .bind(&tag_json)
+            .bind(s.add_way)
+            .bind(&s.state)
+            .bind(&s.oper_user_id)
+            .bind(s.added_at_ms)
+            .bind(seen_by_job)
+            .bind(now_ms)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        if n > 0 {
+            return Ok(change);
+        }
+    }
+    // The relation exists, has ended, and this snapshot predates the end.
+    Ok(RelationChange::StaleIgnored)
+}
+
+/// Ends a relation for `reason` at `at_ms`. A relation we never saw is recorded as ended, so a
+/// late, stale add cannot revive it. A relation re-added after `at_ms` (WeCom's `createtime` is
+/// later) stays active: the end is older news. Returns whether this call changed the relation,
+/// decided by the statement itself so that concurrent ends record one change.
+pub async fn end_relation(
+    db: &Db,
+    corp_id: &str,
+    user_id: &str,
+    external_user_id: &str,
+    reason: EndReason,
+    at_ms: i64,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    const END: &str = "UPDATE follow_relation SET status = $4, ended_at_ms = $5, updated_at_ms = $6 \
+        WHERE corp_id = $1 AND user_id = $2 AND external_user_id = $3 AND status <> $4 \
+        AND NOT (status = 'active' AND added_at_ms IS NOT NULL AND added_at_ms > $5)";
+    const UNSEEN: &str = "INSERT INTO follow_relation (corp_id, user_id, external_user_id, status, \
+        ended_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6) \
+        ON CONFLICT (corp_id, user_id, external_user_id) DO NOTHING";
+    for sql in [END, UNSEEN] {
+        let n = on_db!(db, |pool| sqlx::query(sql)
+            .bind(corp_id)
+            .bind(user_id)
+            .bind(external_user_id)
+            .bind(reason.status())
+            .bind(at_ms)
+            .bind(now_ms)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        if n > 0 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The corp tag ids of a relation inside the caller's transaction (`None`: no such relation).
+pub async fn relation_tag_ids_in(
+    tx: &mut Tx,
+    corp_id: &str,
+    user_id: &str,
+    external_user_id: &str,
+) -> Result<Option<Vec<String>>, StoreError> {
+    const TAGS: &str = "SELECT tag_ids FROM follow_relation WHERE corp_id = $1 AND user_id = $2 \
+        AND external_user_id = $3";
+    let json: Option<String> = on_tx!(tx, |conn| sqlx::query_scalar(TAGS)
+        .bind(corp_id)
+        .bind(user_id)
+        .bind(external_user_id)
+        .fetch_optional(&mut *conn)
+        .await)?;
+    Ok(json.map(|t| serde_json::from_str(&t).unwrap_or_default()))
+}
+
+/// Sets a relation's corp tag ids inside the caller's transaction (a reassignment carrying the
+/// handover member's tags over; WeCom is told through the outbox by the caller).
+pub async fn set_relation_tag_ids_in(
+    tx: &mut Tx,
+    corp_id: &str,
+    user_id: &str,
+    external_user_id: &str,
+    tag_ids: &[String],
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    const SET_TAGS: &str = "UPDATE follow_relation SET tag_ids = $4, updated_at_ms = $5 \
+        WHERE corp_id = $1 AND user_id = $2 AND external_user_id = $3";
+    on_tx!(tx, |conn| sqlx::query(SET_TAGS)
+        .bind(corp_id)
+        .bind(user_id)
+        .bind(external_user_id)
+        .bind(serde_json::to_string(tag_ids).unwrap_or_else(|_| "[]".to_owned()))
+        .bind(now_ms)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ()))?;
+    Ok(())
+}
+
+/// A handover took the customer away from `user_id` (reassignment item `item_id`, inside the
+/// caller's transaction): the relation ends as `transferred` and its history says to whom.
+/// Returns whether the relation changed (a second call for the same item changes nothing).
+#[allow(clippy::too_many_arguments)]
+pub async fn end_by_transfer(
+    tx: &mut Tx,
+    corp_id: &str,
+    user_id: &str,
+    external_user_id: &str,
+    item_id: i64,
+    detail: &str,
+    at_ms: i64,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    const END: &str = "UPDATE follow_relation SET status = $4, ended_at_ms = $5, updated_at_ms = $6 \
+        WHERE corp_id = $1 AND user_id = $2 AND external_user_id = $3 AND status = 'active'";
+    const HISTORY: &str = "INSERT INTO relation_event (corp_id, user_id, external_user_id, change, \
+        source, detail, at_ms, dedup) VALUES ($1, $2, $3, $4, 'transfer', $5, $6, $7) \
+        ON CONFLICT (corp_id, dedup) DO NOTHING";
+    let status = EndReason::Transferred.status();
+    let n = on_tx!(tx, |conn| sqlx::query(END)
+        .bind(corp_id)
+        .bind(user_id)
+        .bind(external_user_id)
+        .bind(status)
+        .bind(at_ms)
+        .bind(now_ms)
+        .execute(&mut *conn)
+        .await
+        .map(|r| r.rows_affected()))?;
+    if n == 0 {
+        return Ok(false);
+    }
+    let dedup = format!("transfer_item:{item_id}:{status}:{user_id}:{external_user_id}");
+    on_tx!(tx, |conn| sqlx::query(HISTORY)
+        .bind(corp_id)
+        .bind(user_id)
+        .bind(external_user_id)
+        .bind(status)
+        .bind(detail)
+        .bind(at_ms)
+        .bind(&dedup)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ()))?;
+    Ok(true)
+}
+
+/// Records a change in a relation's history, once per (source, change, relation): replaying an
+/// event or resuming a job does not record it twice. Returns whether it was new.
+#[allow(clippy::too_many_arguments)]
+pub async fn record_event(
+    db: &Db,
+    corp_id: &str,
+    user_id: &str,
+    external_user_id: &str,
+    change: &str,
+    source: Source,
+    detail: &str,
+    at_ms: i64,
+) -> Result<bool, StoreError> {
+    const SQL: &str = "INSERT INTO relation_event (corp_id, user_id, external_user_id, change, \
+        source, inbox_id, job_id, detail, at_ms, dedup) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+        ON CONFLICT (corp_id, dedup) DO NOTHING";
+    let (kind, inbox_id, job_id) = source.parts();
+    let dedup = format!("{}:{change}:{user_id}:{external_user_id}", source.tag());
+    let n = on_db!(db, |pool| sqlx::query(SQL)
+        .bind(corp_id)
+        .bind(user_id)
+        .bind(external_user_id)
+        .bind(change)
+        .bind(kind)
+        .bind(inbox_id)
+        .bind(job_id)
+        .bind(detail)
+        .bind(at_ms)
+        .bind(&dedup)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+/// A relation's history, oldest first.
+pub async fn relation_history(
+    db: &Db,
+    corp_id: &str,
+    user_id: &str,
+    external_user_id: &str,
+) -> Result<Vec<RelationEvent>, StoreError> {
+    const SQL: &str = "SELECT id, user_id, external_user_id, change, source, inbox_id, job_id, \
+        detail, at_ms FROM relation_event WHERE corp_id = $1 AND user_id = $2 \
+        AND external_user_id = $3 ORDER BY id";
+    let rows = on_db!(db, |pool| sqlx::query_as(SQL)
+        .bind(corp_id)
+        .bind(user_id)
+        .bind(external_user_id)
+        .fetch_all(pool)
+        .await)?;
+    Ok(rows)
+}
+
+/// History entries of one corp recorded by one job (the repairs a reconciliation made).
+pub async fn job_repairs(
+    db: &Db,
+    corp_id: &str,
+    job_id: i64,
+) -> Result<Vec<RelationEvent>, StoreError> {
+    const SQL: &str = "SELECT id, user_id, external_user_id, change, source, inbox_id, job_id, \
+        detail, at_ms FROM relation_event WHERE corp_id = $1 AND job_id = $2 ORDER BY id";
+    let rows = on_db!(db, |pool| sqlx::query_as(SQL)
+        .bind(corp_id)
+        .bind(job_id)
+        .fetch_all(pool)
+        .await)?;
+    Ok(rows)
+}
+
+/// Active relations of `user_id` that job `job_id` has not seen in WeCom and that nothing has
+/// touched since the job started (a callback applied meanwhile is newer than the job's listing).
+pub async fn unseen_active_relations(
+    db: &Db,
+    corp_id: &str,
+    user_id: &str,
+    job_id: i64,
+    job_started_ms: i64,
+) -> Result<Vec<String>, StoreError> {
+    const SQL: &str = "SELECT external_user_id FROM follow_relation WHERE corp_id = $1 \
+        AND user_id = $2 AND status = 'active' AND (last_seen_job IS NULL OR last_seen_job <> $3) \
+        AND updated_at_ms < $4 ORDER BY external_user_id";
+    let rows = on_db!(db, |pool| sqlx::query_scalar(SQL)
+        .bind(corp_id)
+        .bind(user_id)
+        .bind(job_id)
+        .bind(job_started_ms)
+        .fetch_all(pool)
+        .await)?;
+    Ok(rows)
+}
+
+/// Staff members who have active relations in our tables.
+pub async fn users_with_active_relations(
+    db: &Db,
+    corp_id: &str,
+) -> Result<Vec<String>, StoreError> {
+    const SQL: &str = "SELECT DISTINCT user_id FROM follow_relation WHERE corp_id = $1 \
+        AND status = 'active' ORDER BY user_id";
+    let rows = on_db!(db, |pool| sqlx::query_scalar(SQL)
+        .bind(corp_id)
+        .fetch_all(pool)
+        .await)?;
+    Ok(rows)
+}
+
+/// A customer in a list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct CustomerSummary {
+    /// `external_userid`.
+    pub external_user_id: String,
+    /// Name.
+    pub name: String,
+    /// Company (WeCom users).
+    pub corp_name: String,
+    /// Staff members following now, comma-separated.
+    pub followers: String,
+}
+
+/// Customers with an active relation, ordered by id after `after` (paging): of one staff member
+/// when `staff` is given; `query` matches the name, a remark or the id.
+pub async fn list_customers(
+    db: &Db,
+    corp_id: &str,
+    staff: Option<&str>,
+    query: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<CustomerSummary>, StoreError> {
+    let agg = match db {
+        Db::Postgres(_) => "STRING_AGG(r.user_id, ',' ORDER BY r.user_id)",
+        Db::Sqlite(_) => "GROUP_CONCAT(r.user_id, ',')",
+    };
+    let sql = format!(
+        "SELECT c.external_user_id, c.name, c.corp_name, {agg} AS followers FROM customer c \
+         JOIN follow_relation r ON r.corp_id = c.corp_id AND r.external_user_id = c.external_user_id \
+         AND r.status = 'active' WHERE c.corp_id = $1 \
+         AND ($2 IS NULL OR EXISTS (SELECT 1 FROM follow_relation o WHERE o.corp_id = c.corp_id \
+         AND o.external_user_id = c.external_user_id AND o.user_id = $2 AND o.status = 'active')) \
+         AND ($3 IS NULL OR LOWER(c.name) LIKE $3 ESCAPE '\\' OR c.external_user_id = $4 \
+           OR EXISTS (SELECT 1 FROM follow_relation m WHERE m.corp_id = c.corp_id \
+           AND m.external_user_id = c.external_user_id AND m.status = 'active' \
+           AND ($2 IS NULL OR m.user_id = $2) AND LOWER(m.remark) LIKE $3 ESCAPE '\\')) \
+         AND ($5 IS NULL OR c.external_user_id > $5) \
+         GROUP BY c.external_user_id, c.name, c.corp_name ORDER BY c.external_user_id LIMIT $6"
+    );
+    let like = query.map(crate::platform::db::like_contains);
+    let rows = on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+        .bind(corp_id)
+        .bind(staff)
+        .bind(like.as_deref())
+        .bind(query)
+        .bind(after)
+        .bind(limit.clamp(1, 500))
+        .fetch_all(pool)
+        .await)?;
+    Ok(rows)
+}

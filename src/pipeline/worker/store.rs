@@ -1,0 +1,506 @@
+//! The workers' SQL on the `inbox` table: claim under a lease, renew it, finish a row (done, retry
+//! later, dead letter), replay, and the numbers operators watch.
+//!
+//! Every write that finishes or renews a row names the lease token it was claimed under
+//! (`WHERE id = $1 AND lease_owner = $2 AND state = 'pending'`): a worker whose lease expired and
+//! was taken over, or whose row was replayed meanwhile, changes nothing.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::ClaimedEvent;
+use crate::on_db;
+use crate::platform::db::{Db, StoreError};
+
+/// Longest `last_error` we store: a handler's reason is for people, and a runaway one must not
+/// bloat the row.
+pub const MAX_REASON_BYTES: usize = 2000;
+
+/// Milliseconds in `d`, saturating (a huge configured duration must not wrap).
+pub(crate) fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// `s` cut to at most `max` bytes on a character boundary.
+pub(crate) fn truncate_bytes(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or("")
+}
+
+/// `reason` cut to [`MAX_REASON_BYTES`] on a character boundary.
+pub(crate) fn truncate_reason(reason: &str) -> &str {
+    truncate_bytes(reason, MAX_REASON_BYTES)
+}
+
+/// Claims up to `limit` rows that nobody holds, oldest (lowest id) first, for `lease` from
+/// `now_ms`: each gets `lease_owner = owner`, `lease_until_ms = now_ms + lease` and one more
+/// attempt. A row is claimable while `pending` and its lease (or retry backoff) has run out, so a
+/// row whose worker died is taken over by anyone once its lease expires. Returns the claimed rows
+/// by id.
+///
+/// `owner` is the lease token: unique per claim (the pool appends a sequence number to its
+/// instance name), so a completion under an old token cannot finish a row claimed again since.
+pub async fn claim(
+    db: &Db,
+    owner: &str,
+    now_ms: i64,
+    lease: Duration,
+    limit: usize,
+) -> Result<Vec<ClaimedEvent>, StoreError> {
+    // PostgreSQL: many instances claim at once; SKIP LOCKED steps over rows another claim holds,
+    // and a row finished meanwhile is re-checked against the WHERE clause before it is locked.
+    const PG: &str = "WITH picked AS (SELECT id FROM inbox \
+        WHERE state = 'pending' AND lease_until_ms <= $3 ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+        UPDATE inbox SET lease_owner = $1, lease_until_ms = $2, attempts = inbox.attempts + 1 \
+        FROM picked WHERE inbox.id = picked.id \
+        RETURNING inbox.id, inbox.corp_id, inbox.app, inbox.agent_id, inbox.msg_type, inbox.event, \
+        inbox.change_type, inbox.create_time, inbox.received_at_ms, inbox.body, inbox.attempts";
+    // SQLite: one writer at a time; repeating the lease test outside the subquery stops two claims
+    // from both winning a row.
+    const LITE: &str = "UPDATE inbox SET lease_owner = $1, lease_until_ms = $2, attempts = attempts + 1 \
+        WHERE id IN (SELECT id FROM inbox WHERE state = 'pending' AND lease_until_ms <= $3 \
+        ORDER BY id LIMIT $4) AND state = 'pending' AND lease_until_ms <= $3 \
+        RETURNING id, corp_id, app, agent_id, msg_type, event, change_type, create_time, \
+        received_at_ms, body, attempts";
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let until = now_ms.saturating_add(millis(lease));
+    let sql = match db {
+        Db::Postgres(_) => PG,
+        Db::Sqlite(_) => LITE,
+    };
+    let mut rows: Vec<ClaimedEvent> = on_db!(db, |pool| sqlx::query_as(sql)
+        .bind(owner)
+        .bind(until)
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(pool)
+        .await)?;
+    rows.sort_by_key(|r| r.id);
+    Ok(rows)
+}
+
+/// A table whose rows are claimed under leases (the inbox, the outbox): `id`, `state` (`pending`
+/// while claimable or held, then `done` or `dead`), `lease_owner`, `lease_until_ms` (also "not
+/// before" while a retry waits), `last_error`, `dead_at_ms`, and a column for when it was done.
+/// Every write here names the lease token, so a worker that lost its lease changes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTable {
+    /// Table name.
+    pub table: &'static str,
+    /// Column set to the time a row is done.
+    pub done_at: &'static str,
+}
+
+/// The inbox's lease columns.
+pub const INBOX: LeaseTable = LeaseTable {
+    table: "inbox",
+    done_at: "processed_at_ms",
+};
+
+impl LeaseTable {
+    async fn update(
+        self,
+        db: &Db,
+        set: &str,
+        id: i64,
+        owner: &str,
+        at_ms: i64,
+        reason: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let sql = format!(
+            "UPDATE {} SET {set} WHERE id = $1 AND lease_owner = $2 AND state = 'pending'",
+            self.table
+        );
+        let n = on_db!(db, |pool| sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+            .bind(id)
+            .bind(owner)
+            .bind(at_ms)
+            .bind(reason.map(truncate_reason))
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+
+    /// Extends the lease of a row this token still holds to `until_ms`. False when the lease is
+    /// gone (taken over, finished or replayed).
+    pub async fn renew(
+        self,
+        db: &Db,
+        id: i64,
+        owner: &str,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.update(
+            db,
+            "lease_until_ms = $3, last_error = COALESCE($4, last_error)",
+            id,
+            owner,
+            until_ms,
+            None,
+        )
+        .await
+    }
+
+    /// Marks a held row done. False (and nothing changed) when `owner` no longer holds it.
+    /// `last_error` is kept: a row done after retries still says what went wrong before.
+    pub async fn done(
+        self,
+        db: &Db,
+        id: i64,
+        owner: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let set = format!(
+            "state = 'done', {} = $3, lease_owner = NULL, lease_until_ms = 0, \
+             last_error = COALESCE($4, last_error)",
+            self.done_at
+        );
+        self.update(db, &set, id, owner, now_ms, None).await
+    }
+
+    /// Releases a held row for another attempt no earlier than `retry_at_ms`, noting `reason`. The
+    /// attempt was already counted when the row was claimed. False when `owner` no longer holds it.
+    pub async fn retry(
+        self,
+        db: &Db,
+        id: i64,
+        owner: &str,
+        retry_at_ms: i64,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        self.release(db, id, owner, retry_at_ms, reason, "").await
+    }
+
+    /// Releases a held row until `retry_at_ms` without counting the attempt it was claimed for
+    /// (it never reached WeCom: a rate limit held it back). False when `owner` no longer holds it.
+    pub async fn defer(
+        self,
+        db: &Db,
+        id: i64,
+        owner: &str,
+        retry_at_ms: i64,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let uncount = ", attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END";
+        self.release(db, id, owner, retry_at_ms, reason, uncount)
+            .await
+    }
+
+    async fn release(
+        self,
+        db: &Db,
+        id: i64,
+        owner: &str,
+        retry_at_ms: i64,
+        reason: &str,
+        also: &str,
+    ) -> Result<bool, StoreError> {
+        let set = format!("lease_owner = NULL, lease_until_ms = $3, last_error = $4{also}");
+        self.update(db, &set, id, owner, retry_at_ms, Some(reason))
+            .await
+    }
+
+    /// Makes a held row a dead letter with `reason`: no worker claims it again until an operator
+    /// puts it back. False when `owner` no longer holds it.
+    pub async fn dead(
+        self,
+        db: &Db,
+        id: i64,
+        owner: &str,
+        now_ms: i64,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        self.update(
+            db,
+            "state = 'dead', dead_at_ms = $3, last_error = $4, lease_owner = NULL, lease_until_ms = 0",
+            id,
+            owner,
+            now_ms,
+            Some(reason),
+        )
+        .await
+    }
+}
+
+/// [`LeaseTable::renew`] on the inbox.
+pub async fn renew_lease(db: &Db, id: i64, owner: &str, until_ms: i64) -> Result<bool, StoreError> {
+    INBOX.renew(db, id, owner, until_ms).await
+}
+
+/// [`LeaseTable::done`] on the inbox.
+pub async fn mark_done(db: &Db, id: i64, owner: &str, now_ms: i64) -> Result<bool, StoreError> {
+    INBOX.done(db, id, owner, now_ms).await
+}
+
+/// [`LeaseTable::retry`] on the inbox.
+pub async fn schedule_retry(
+    db: &Db,
+    id: i64,
+    owner: &str,
+    retry_at_ms: i64,
+    reason: &str,
+) -> Result<bool, StoreError> {
+    INBOX.retry(db, id, owner, retry_at_ms, reason).await
+}
+
+/// [`LeaseTable::dead`] on the inbox.
+pub async fn mark_dead(
+    db: &Db,
+    id: i64,
+    owner: &str,
+    now_ms: i64,
+    reason: &str,
+) -> Result<bool, StoreError> {
+    INBOX.dead(db, id, owner, now_ms, reason).await
+}
+
+/// Which rows [`replay`] puts back. Fields left `None` do not filter; at least one selector
+/// should be set (the CLI insists, unless `--all`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayFilter {
+    /// One row.
+    pub id: Option<i64>,
+    /// Received at or after (epoch ms).
+    pub since_ms: Option<i64>,
+    /// Received before (epoch ms).
+    pub until_ms: Option<i64>,
+    /// Matches `msg_type`, `event` or `change_type` (e.g. `event`, `change_external_contact`,
+    /// `add_external_contact`).
+    pub event_type: Option<String>,
+    /// Only this corp.
+    pub corp_id: Option<String>,
+    /// Only dead letters. Otherwise done rows, dead letters and pending rows that no live lease
+    /// holds (waiting for a retry) are all put back.
+    pub dead_only: bool,
+}
+
+impl ReplayFilter {
+    /// True when nothing but the corp narrows the selection (every row would match).
+    pub fn selects_everything(&self) -> bool {
+        self.id.is_none()
+            && self.since_ms.is_none()
+            && self.until_ms.is_none()
+            && self.event_type.is_none()
+            && !self.dead_only
+    }
+}
+
+/// Puts matching rows back to `pending` with no attempts, no lease and no error, body untouched,
+/// so workers process them again (handlers are idempotent: wecom-protocol §2.3). A row a live lease
+/// holds is left alone, so replay never makes two workers run one row at once. Returns how many
+/// rows were put back.
+pub async fn replay(db: &Db, filter: &ReplayFilter, now_ms: i64) -> Result<u64, StoreError> {
+    const SQL: &str = "UPDATE inbox SET state = 'pending', attempts = 0, lease_owner = NULL, \
+        lease_until_ms = 0, last_error = NULL, dead_at_ms = NULL, processed_at_ms = NULL, \
+        replayed_at_ms = $7 \
+        WHERE ($1 IS NULL OR id = $1) \
+        AND ($2 IS NULL OR received_at_ms >= $2) \
+        AND ($3 IS NULL OR received_at_ms < $3) \
+        AND ($4 IS NULL OR msg_type = $4 OR event = $4 OR change_type = $4) \
+        AND ($5 IS NULL OR corp_id = $5) \
+        AND (state = 'dead' OR (NOT $6 AND (state = 'done' OR (state = 'pending' \
+             AND (lease_owner IS NULL OR lease_until_ms <= $7)))))";
+    let n = on_db!(db, |pool| sqlx::query(SQL)
+        .bind(filter.id)
+        .bind(filter.since_ms)
+        .bind(filter.until_ms)
+        .bind(filter.event_type.as_deref())
+        .bind(filter.corp_id.as_deref())
+        .bind(filter.dead_only)
+        .bind(now_ms)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(n)
+}
+
+/// What is waiting: the numbers `/metrics` reads at scrape time. Only `pending` and `dead` rows
+/// are read (through the state index), never the ever-growing `done` ones.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Backlog {
+    /// Rows not yet processed (including those in flight and those waiting to be retried).
+    pub pending: i64,
+    /// Pending rows a live lease holds: a worker is on them now.
+    pub in_flight: i64,
+    /// Pending rows that failed at least once and no live lease holds (waiting for their retry,
+    /// or for a new claim after their worker died).
+    pub retrying: i64,
+    /// Dead letters: failed for good until replayed.
+    pub dead: i64,
+    /// When the oldest pending row was received (epoch ms).
+    pub oldest_pending_ms: Option<i64>,
+    /// Age of the oldest pending row in seconds (0 when nothing is pending).
+    pub lag_secs: f64,
+    /// The most attempts any pending row has had.
+    pub attempts_max: i32,
+}
+
+/// The inbox by state, for `scrm inbox stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct InboxStats {
+    /// See [`Backlog::pending`].
+    pub pending: i64,
+    /// See [`Backlog::in_flight`].
+    pub in_flight: i64,
+    /// See [`Backlog::retrying`].
+    pub retrying: i64,
+    /// Processed rows.
+    pub done: i64,
+    /// See [`Backlog::dead`].
+    pub dead: i64,
+    /// See [`Backlog::oldest_pending_ms`].
+    pub oldest_pending_ms: Option<i64>,
+    /// See [`Backlog::lag_secs`].
+    pub lag_secs: f64,
+    /// See [`Backlog::attempts_max`].
+    pub attempts_max: i32,
+}
+
+/// The waiting rows of one corp or all, as of `now_ms`.
+pub async fn backlog(db: &Db, corp_id: Option<&str>, now_ms: i64) -> Result<Backlog, StoreError> {
+    const SQL: &str = "SELECT \
+        COALESCE(SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END), 0), \
+        COALESCE(SUM(CASE WHEN state = 'pending' AND lease_owner IS NOT NULL \
+            AND lease_until_ms > $2 THEN 1 ELSE 0 END), 0), \
+        COALESCE(SUM(CASE WHEN state = 'pending' AND attempts > 0 \
+            AND NOT (lease_owner IS NOT NULL AND lease_until_ms > $2) THEN 1 ELSE 0 END), 0), \
+        COALESCE(SUM(CASE WHEN state = 'dead' THEN 1 ELSE 0 END), 0), \
+        MIN(CASE WHEN state = 'pending' THEN received_at_ms END), \
+        COALESCE(MAX(CASE WHEN state = 'pending' THEN attempts END), 0) \
+        FROM inbox WHERE state IN ('pending', 'dead') AND ($1 IS NULL OR corp_id = $1)";
+    let (pending, in_flight, retrying, dead, oldest_pending_ms, attempts_max): (
+        i64,
+        i64,
+        i64,
+        i64,
+        Option<i64>,
+        i32,
+    ) = on_db!(db, |pool| sqlx::query_as(SQL)
+        .bind(corp_id)
+        .bind(now_ms)
+        .fetch_one(pool)
+        .await)?;
+    let lag_secs = oldest_pending_ms.map_or(0.0, |oldest| {
+        let age_ms = u64::try_from(now_ms.saturating_sub(oldest)).unwrap_or(0);
+        Duration::from_millis(age_ms).as_secs_f64()
+    });
+    Ok(Backlog {
+        pending,
+        in_flight,
+        retrying,
+        dead,
+        oldest_pending_ms,
+        lag_secs,
+        attempts_max,
+    })
+}
+
+/// The inbox by state for one corp or all, as of now. Counting `done` reads every processed row's
+/// index entry: fine for the CLI, not for every scrape (use [`backlog`] there).
+pub async fn stats(db: &Db, corp_id: Option<&str>) -> Result<InboxStats, StoreError> {
+    const DONE: &str =
+        "SELECT COUNT(*) FROM inbox WHERE state = 'done' AND ($1 IS NULL OR corp_id = $1)";
+    let b = backlog(db, corp_id, crate::platform::db::now_ms()).await?;
+    let done: i64 = on_db!(db, |pool| sqlx::query_scalar(DONE)
+        .bind(corp_id)
+        .fetch_one(pool)
+        .await)?;
+    Ok(InboxStats {
+        pending: b.pending,
+        in_flight: b.in_flight,
+        retrying: b.retrying,
+        done,
+        dead: b.dead,
+        oldest_pending_ms: b.oldest_pending_ms,
+        lag_secs: b.lag_secs,
+        attempts_max: b.attempts_max,
+    })
+}
+
+/// A row that failed for good, with why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct DeadLetter {
+    /// Row id (for `scrm inbox show` and `scrm replay --id`).
+    pub id: i64,
+    /// Corp.
+    pub corp_id: String,
+    /// Callback configuration name.
+    pub app: String,
+    /// `MsgType`.
+    pub msg_type: String,
+    /// `Event`.
+    pub event: Option<String>,
+    /// `ChangeType`.
+    pub change_type: Option<String>,
+    /// Received, epoch ms.
+    pub received_at_ms: i64,
+    /// Attempts made.
+    pub attempts: i32,
+    /// The last failure's reason.
+    pub last_error: Option<String>,
+    /// When it became a dead letter, epoch ms.
+    pub dead_at_ms: Option<i64>,
+}
+
+/// The `limit` most recent dead letters (of one corp or all), newest first.
+pub async fn dead_letters(
+    db: &Db,
+    corp_id: Option<&str>,
+    limit: i64,
+) -> Result<Vec<DeadLetter>, StoreError> {
+    // COALESCE: the backends sort NULLs differently.
+    const SQL: &str = "SELECT id, corp_id, app, msg_type, event, change_type, received_at_ms, \
+        attempts, last_error, dead_at_ms FROM inbox WHERE state = 'dead' \
+        AND ($1 IS NULL OR corp_id = $1) ORDER BY COALESCE(dead_at_ms, 0) DESC, id DESC LIMIT $2";
+    let rows = on_db!(db, |pool| sqlx::query_as(SQL)
+        .bind(corp_id)
+        .bind(limit)
+        .fetch_all(pool)
+        .await)?;
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_cut_on_a_character_boundary() {
+        let long = "错".repeat(MAX_REASON_BYTES);
+        let cut = truncate_reason(&long);
+        assert!(cut.len() <= MAX_REASON_BYTES && cut.len() > MAX_REASON_BYTES - 3);
+        assert!(cut.chars().all(|c| c == '错'));
+        assert_eq!(truncate_reason("short"), "short");
+    }
+
+    #[test]
+    fn millis_saturate() {
+        assert_eq!(millis(Duration::from_millis(1500)), 1500);
+        assert_eq!(millis(Duration::MAX), i64::MAX);
+    }
+
+    #[test]
+    fn a_filter_without_selectors_selects_everything() {
+        let corp_only = ReplayFilter {
+            corp_id: Some("ww1".to_owned()),
+            ..ReplayFilter::default()
+        };
+        assert!(corp_only.selects_everything());
+        let dead = ReplayFilter {
+            dead_only: true,
+            ..ReplayFilter::default()
+        };
+        assert!(!dead.selects_everything());
+    }
+}

@@ -1,0 +1,387 @@
+//! Storage: one schema on two backends. SQLite is the embedded default (one file, WAL,
+//! `synchronous=FULL`); PostgreSQL serves several instances. Domain modules own their SQL and run it
+//! on whichever pool we hold through [`on_db!`], so both keep native types.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+/// A database handle: the embedded SQLite file or a PostgreSQL server.
+#[derive(Debug, Clone)]
+pub enum Db {
+    /// SQLite: one file, one process.
+    Sqlite(SqlitePool),
+    /// PostgreSQL: production, many instances.
+    Postgres(PgPool),
+}
+
+/// Runs one body on whichever typed pool `$db` holds.
+#[macro_export]
+macro_rules! on_db {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            $crate::platform::db::Db::Sqlite($pool) => $body,
+            $crate::platform::db::Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// A transaction on whichever backend: domain functions that change our tables *and* enqueue an
+/// outbox intent do both inside one (`Db::begin`, then [`on_tx!`], then [`Tx::commit`]). On
+/// SQLite it is `BEGIN IMMEDIATE`: it takes the write lock up front, so a read-then-write inside
+/// it never fails halfway with "database is locked".
+#[derive(Debug)]
+pub enum Tx {
+    /// SQLite.
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    /// PostgreSQL.
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+/// Runs one body on whichever connection a [`Tx`] holds: `$conn` is `&mut` to the connection
+/// (use it as `&mut *$conn`).
+#[macro_export]
+macro_rules! on_tx {
+    ($tx:expr, |$conn:ident| $body:expr) => {
+        match $tx {
+            $crate::platform::db::Tx::Sqlite(t) => {
+                let $conn = &mut **t;
+                $body
+            }
+            $crate::platform::db::Tx::Postgres(t) => {
+                let $conn = &mut **t;
+                $body
+            }
+        }
+    };
+}
+
+impl Tx {
+    /// Commits.
+    pub async fn commit(self) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(t) => t.commit().await?,
+            Self::Postgres(t) => t.commit().await?,
+        }
+        Ok(())
+    }
+
+    /// Rolls back (dropping a `Tx` does the same, later; this says so and frees the connection now).
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(t) => t.rollback().await?,
+            Self::Postgres(t) => t.rollback().await?,
+        }
+        Ok(())
+    }
+
+    /// `true` on PostgreSQL (where a read that a write depends on needs `FOR UPDATE`).
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Self::Postgres(_))
+    }
+}
+
+/// What can go wrong in a store function, mapped once from `sqlx::Error`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached right now (connection refused, pool timed out, I/O).
+    /// Callers answer 503 so that WeCom retries.
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    /// No row matched.
+    #[error("not found")]
+    NotFound,
+    /// A unique constraint refused the row.
+    #[error("conflict")]
+    Conflict(#[source] sqlx::Error),
+    /// Anything else.
+    #[error("database error")]
+    Other(#[source] sqlx::Error),
+}
+
+impl StoreError {
+    /// True when retrying later may succeed (the database is down or overloaded).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::RowNotFound => Self::NotFound,
+            sqlx::Error::Database(db) if db.is_unique_violation() => Self::Conflict(e),
+            sqlx::Error::Database(db) if is_refusal_code(db.code().as_deref()) => Self::Other(e),
+            // Everything else a database says (connection refused or dropped, shutting down, too
+            // many connections, busy, disk full…) may pass: callers answer 503 and WeCom retries.
+            sqlx::Error::Database(_)
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => Self::Unavailable(e),
+            _ => Self::Other(e),
+        }
+    }
+}
+
+/// Database error codes that refuse *this* statement or row, so retrying it cannot help: SQLite
+/// SQL error, constraint, type mismatch, too big, range; PostgreSQL data exceptions (22),
+/// integrity constraints (23) and syntax or access errors (42).
+fn is_refusal_code(code: Option<&str>) -> bool {
+    let Some(code) = code else { return false };
+    matches!(code, "1" | "18" | "19" | "20" | "25")
+        || code.starts_with("22")
+        || code.starts_with("23")
+        || code.starts_with("42")
+        // SQLite extended constraint codes (19 + n·256).
+        || code.parse::<u32>().is_ok_and(|c| c & 0xff == 19)
+}
+
+impl Db {
+    /// Opens the database named by `url` (`sqlite://path` or `postgres://…`). A SQLite file and its
+    /// folder are created when missing.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url).map_err(StoreError::Other)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(3))
+                .connect_with(options)
+                .await?;
+            return Ok(Self::Postgres(pool));
+        }
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(StoreError::Other)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // We answer WeCom only once the commit is on disk: FULL, never NORMAL.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true)
+            // Keep the inbox's indexes and recent pages in memory (16 MiB; SQLite's default is
+            // 2 MiB).
+            .pragma("cache_size", "-16384")
+            // A multi-row INSERT inside a transaction keeps a statement journal: in memory, not a
+            // temp file.
+            .pragma("temp_store", "memory")
+            // Checkpoint every ~40 MiB of WAL instead of 4 MiB: pages rewritten by many commits (the
+            // right edge of each index) are copied back once per checkpoint, not once per 4 MiB.
+            .pragma("wal_autocheckpoint", "10000");
+        let io = |e| StoreError::Unavailable(sqlx::Error::Io(e));
+        let file = options.get_filename();
+        if let Some(parent) = file.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            create_private_dir(parent).map_err(io)?;
+        }
+        // Customer data: readable by this user only (SQLite gives the -wal and -shm files the
+        // database file's mode).
+        if file != std::path::Path::new(":memory:") && !file.exists() {
+            private_file().write(true).open(file).map_err(io)?;
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_with(options)
+            .await?;
+        Ok(Self::Sqlite(pool))
+    }
+
+    /// A handle for a long-lived writer. SQLite: one dedicated connection, so its page cache stays
+    /// warm (each pooled connection has its own cache, and a write through one flushes the others')
+    /// and writes never wait on each other inside the process. PostgreSQL: the shared pool.
+    pub async fn dedicated_writer(&self) -> Result<Self, StoreError> {
+        match self {
+            Self::Sqlite(pool) => {
+                let options = (*pool.connect_options()).clone();
+                let writer = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(1)
+                    .acquire_timeout(Duration::from_secs(3))
+                    .connect_with(options)
+                    .await?;
+                Ok(Self::Sqlite(writer))
+            }
+            Self::Postgres(_) => Ok(self.clone()),
+        }
+    }
+
+    /// The SQLite URL for the default database file inside `data_dir`.
+    pub fn default_sqlite_url(data_dir: &Path) -> String {
+        format!("sqlite://{}", data_dir.join("scrm.db").display())
+    }
+
+    /// Applies the embedded migrations of this backend.
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        match self {
+            Self::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await,
+            Self::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await,
+        }
+    }
+
+    /// Starts a transaction (see [`Tx`]).
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(match self {
+            Self::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Self::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        })
+    }
+
+    /// One round trip, for `/readyz`.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        on_db!(self, |pool| sqlx::query("SELECT 1")
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// The backend's name, for logs and metrics.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Closes every connection (SQLite checkpoints its WAL on the last close).
+    pub async fn close(&self) {
+        on_db!(self, |pool| pool.close().await);
+    }
+}
+
+/// The same PostgreSQL URL naming another database (`…/old?opts` → `…/name?opts`).
+pub fn with_database_name(url: &str, name: &str) -> String {
+    let (path, query) = url
+        .split_once('?')
+        .map_or((url, None), |(p, q)| (p, Some(q)));
+    let after_scheme = path.find("://").map_or(0, |i| i + 3);
+    let base = match path[after_scheme..].rfind('/') {
+        Some(i) => &path[..after_scheme + i],
+        None => path,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+/// Creates `path` and its missing parents as folders only this user can enter (0700 on Unix).
+pub fn create_private_dir(path: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path)
+}
+
+/// Options that create a file only this user can read (0600 on Unix); add `write`/`append`.
+pub fn private_file() -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+}
+
+/// `$start, $start+1, …` for `n` values (an `IN (…)` list).
+pub fn placeholders(start: usize, n: usize) -> String {
+    (start..start + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A `LIKE … ESCAPE '\'` pattern matching `text` anywhere, lower-cased: `%`, `_` and `\` in the
+/// text match themselves. Compare it with `LOWER(column)` so both backends agree on case (SQLite's
+/// LIKE ignores ASCII case, PostgreSQL's does not).
+pub fn like_contains(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// Milliseconds since the Unix epoch, the unit every `_ms` column uses.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod like_tests {
+    #[test]
+    fn like_patterns_escape_wildcards_and_lower_case() {
+        assert_eq!(super::like_contains("Ab%_c\\"), "%ab\\%\\_c\\\\%");
+        assert_eq!(super::like_contains("张三"), "%张三%");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    fn names(backend: &str) -> Vec<String> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("migrations")
+            .join(backend);
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("migrations folder")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn both_backends_have_the_same_migrations() {
+        let sqlite = names("sqlite");
+        assert!(!sqlite.is_empty());
+        assert_eq!(sqlite, names("postgres"));
+    }
+
+    #[test]
+    fn database_name_is_replaced_keeping_options() {
+        use super::with_database_name as w;
+        assert_eq!(
+            w("postgres://u@h:5432/postgres", "x"),
+            "postgres://u@h:5432/x"
+        );
+        assert_eq!(
+            w("postgres://u@h/postgres?host=/run/pg", "x"),
+            "postgres://u@h/x?host=/run/pg"
+        );
+        assert_eq!(w("postgres://u@h", "x"), "postgres://u@h/x");
+    }
+
+    #[test]
+    fn refusals_are_told_from_outages() {
+        assert!(super::is_refusal_code(Some("23505")), "unique violation");
+        assert!(super::is_refusal_code(Some("22021")), "bad byte sequence");
+        assert!(
+            super::is_refusal_code(Some("2067")),
+            "SQLITE_CONSTRAINT_UNIQUE"
+        );
+        assert!(!super::is_refusal_code(Some("5")), "SQLITE_BUSY may pass");
+        assert!(
+            !super::is_refusal_code(Some("57P01")),
+            "admin shutdown may pass"
+        );
+        assert!(
+            !super::is_refusal_code(Some("55000")),
+            "not accepting connections may pass"
+        );
+        assert!(!super::is_refusal_code(None));
+    }
+}

@@ -1,0 +1,9 @@
+//! What everything else stands on: the database ([`db`]), coordination between instances
+//! ([`coord`]), configuration ([`config`]), logs and metrics ([`telemetry`]) and the server's side
+//! of the WeCom API ([`wecom`]). Nothing here knows a domain concept.
+
+pub mod config;
+pub mod coord;
+pub mod db;
+pub mod telemetry;
+pub mod wecom;
