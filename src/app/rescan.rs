@@ -79,6 +79,7 @@ pub async fn start(db: &Db, corp: &str, since_ms: i64) -> Result<i64, StoreError
 }
 
 /// Works job `id` to the end as `owner`, resuming from its checkpoint.
+#[tracing::instrument(name = "rescan", skip_all, fields(job_id = id))]
 pub async fn run(
     db: &Db,
     wecom: &Wecom,

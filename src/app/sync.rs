@@ -157,6 +157,7 @@ struct Run<'a> {
 
 /// Runs (or resumes) the sync of one corp to its end. `owner` is this instance's id; `leader`,
 /// when given, is renewed at each checkpoint. Returns the job id and what it did.
+#[tracing::instrument(name = "sync", skip_all, fields(corp_id = %corp_id))]
 pub async fn run(
     db: &Db,
     wecom: &Wecom,

@@ -4,7 +4,7 @@
 use anyhow::Context as _;
 use clap::Args;
 
-use crate::pipeline::worker::{self, ReplayFilter};
+use crate::pipeline::inbox::{self, ReplayFilter};
 use crate::platform::config::Config;
 use crate::platform::db::{Db, now_ms};
 
@@ -72,7 +72,7 @@ pub async fn run(config: &Config, args: ReplayArgs) -> anyhow::Result<i32> {
     db.migrate()
         .await
         .context("cannot apply database migrations")?;
-    let replayed = worker::replay(&db, &filter, now_ms()).await;
+    let replayed = inbox::replay(&db, &filter, now_ms()).await;
     db.close().await;
     println!("{}", replayed?);
     Ok(0)

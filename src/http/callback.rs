@@ -209,6 +209,7 @@ pub async fn receive(
     finish("event", &corp_id, &app, started, result)
 }
 
+#[tracing::instrument(name = "callback", skip_all, fields(corp_id = %corp_id, app = %app))]
 async fn receive_inner(
     state: &AppState,
     corp_id: &str,

@@ -5,7 +5,9 @@
 //! for *its* row to be durable, yet a burst of callbacks costs one fsync, not one each.
 
 use std::collections::HashSet;
+use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -395,5 +397,196 @@ async fn run_writer(
                 }
             }
         }
+    }
+}
+
+/// A row a worker holds under a lease, as the handler sees it.
+#[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ClaimedEvent {
+    /// Inbox row id.
+    pub id: i64,
+    /// The corp the callback URL belongs to.
+    pub corp_id: String,
+    /// The callback configuration's name.
+    pub app: String,
+    /// `AgentID`, when the callback carried one.
+    pub agent_id: Option<String>,
+    /// `MsgType`.
+    pub msg_type: String,
+    /// `Event`.
+    pub event: Option<String>,
+    /// `ChangeType`.
+    pub change_type: Option<String>,
+    /// `CreateTime`, unix seconds.
+    pub create_time: Option<i64>,
+    /// When we received it, epoch ms.
+    pub received_at_ms: i64,
+    /// The decrypted plaintext XML, exactly as WeCom sent it.
+    pub body: String,
+    /// Attempts so far, including this one (1 the first time).
+    pub attempts: i32,
+}
+
+/// Without the body: it holds customer data, which stays out of logs.
+impl fmt::Debug for ClaimedEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClaimedEvent")
+            .field("id", &self.id)
+            .field("corp_id", &self.corp_id)
+            .field("app", &self.app)
+            .field("agent_id", &self.agent_id)
+            .field("msg_type", &self.msg_type)
+            .field("event", &self.event)
+            .field("change_type", &self.change_type)
+            .field("create_time", &self.create_time)
+            .field("received_at_ms", &self.received_at_ms)
+            .field("body_len", &self.body.len())
+            .field("attempts", &self.attempts)
+            .finish()
+    }
+}
+
+impl ClaimedEvent {
+    /// `msg_type/event/change_type` without the empty parts, for logs.
+    pub fn kind(&self) -> String {
+        [
+            Some(self.msg_type.as_str()),
+            self.event.as_deref(),
+            self.change_type.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("/")
+    }
+}
+
+/// Claims up to `limit` rows that nobody holds, oldest (lowest id) first, for `lease` from
+/// `now_ms`: each gets `lease_owner = owner`, `lease_until_ms = now_ms + lease` and one more
+/// attempt. A row is claimable while `pending` and its lease (or retry backoff) has run out, so a
+/// row whose worker died is taken over by anyone once its lease expires. Returns the claimed rows
+/// by id.
+///
+/// `owner` is the lease token: unique per claim (the pool appends a sequence number to its
+/// instance name), so a completion under an old token cannot finish a row claimed again since.
+pub async fn claim(
+    db: &Db,
+    owner: &str,
+    now_ms: i64,
+    lease: Duration,
+    limit: usize,
+) -> Result<Vec<ClaimedEvent>, StoreError> {
+    // PostgreSQL: many instances claim at once; SKIP LOCKED steps over rows another claim holds,
+    // and a row finished meanwhile is re-checked against the WHERE clause before it is locked.
+    const PG: &str = "WITH picked AS (SELECT id FROM inbox \
+        WHERE state = 'pending' AND lease_until_ms <= $3 ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+        UPDATE inbox SET lease_owner = $1, lease_until_ms = $2, attempts = inbox.attempts + 1 \
+        FROM picked WHERE inbox.id = picked.id \
+        RETURNING inbox.id, inbox.corp_id, inbox.app, inbox.agent_id, inbox.msg_type, inbox.event, \
+        inbox.change_type, inbox.create_time, inbox.received_at_ms, inbox.body, inbox.attempts";
+    // SQLite: one writer at a time; repeating the lease test outside the subquery stops two claims
+    // from both winning a row.
+    const LITE: &str = "UPDATE inbox SET lease_owner = $1, lease_until_ms = $2, attempts = attempts + 1 \
+        WHERE id IN (SELECT id FROM inbox WHERE state = 'pending' AND lease_until_ms <= $3 \
+        ORDER BY id LIMIT $4) AND state = 'pending' AND lease_until_ms <= $3 \
+        RETURNING id, corp_id, app, agent_id, msg_type, event, change_type, create_time, \
+        received_at_ms, body, attempts";
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let until = now_ms.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
+    let sql = match db {
+        Db::Postgres(_) => PG,
+        Db::Sqlite(_) => LITE,
+    };
+    let mut rows: Vec<ClaimedEvent> = on_db!(db, |pool| sqlx::query_as(sql)
+        .bind(owner)
+        .bind(until)
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(pool)
+        .await)?;
+    rows.sort_by_key(|r| r.id);
+    Ok(rows)
+}
+
+/// Which rows [`replay`] puts back. Fields left `None` do not filter; at least one selector
+/// should be set (the CLI insists, unless `--all`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayFilter {
+    /// One row.
+    pub id: Option<i64>,
+    /// Received at or after (epoch ms).
+    pub since_ms: Option<i64>,
+    /// Received before (epoch ms).
+    pub until_ms: Option<i64>,
+    /// Matches `msg_type`, `event` or `change_type` (e.g. `event`, `change_external_contact`,
+    /// `add_external_contact`).
+    pub event_type: Option<String>,
+    /// Only this corp.
+    pub corp_id: Option<String>,
+    /// Only dead letters. Otherwise done rows, dead letters and pending rows that no live lease
+    /// holds (waiting for a retry) are all put back.
+    pub dead_only: bool,
+}
+
+impl ReplayFilter {
+    /// True when nothing but the corp narrows the selection (every row would match).
+    pub fn selects_everything(&self) -> bool {
+        self.id.is_none()
+            && self.since_ms.is_none()
+            && self.until_ms.is_none()
+            && self.event_type.is_none()
+            && !self.dead_only
+    }
+}
+
+/// Puts matching rows back to `pending` with no attempts, no lease and no error, body untouched,
+/// so workers process them again (handlers are idempotent: wecom-protocol §2.3). A row a live lease
+/// holds is left alone, so replay never makes two workers run one row at once. Returns how many
+/// rows were put back.
+pub async fn replay(db: &Db, filter: &ReplayFilter, now_ms: i64) -> Result<u64, StoreError> {
+    const SQL: &str = "UPDATE inbox SET state = 'pending', attempts = 0, lease_owner = NULL, \
+        lease_until_ms = 0, last_error = NULL, dead_at_ms = NULL, processed_at_ms = NULL, \
+        replayed_at_ms = $7 \
+        WHERE ($1 IS NULL OR id = $1) \
+        AND ($2 IS NULL OR received_at_ms >= $2) \
+        AND ($3 IS NULL OR received_at_ms < $3) \
+        AND ($4 IS NULL OR msg_type = $4 OR event = $4 OR change_type = $4) \
+        AND ($5 IS NULL OR corp_id = $5) \
+        AND (state = 'dead' OR (NOT $6 AND (state = 'done' OR (state = 'pending' \
+             AND (lease_owner IS NULL OR lease_until_ms <= $7)))))";
+    let n = on_db!(db, |pool| sqlx::query(SQL)
+        .bind(filter.id)
+        .bind(filter.since_ms)
+        .bind(filter.until_ms)
+        .bind(filter.event_type.as_deref())
+        .bind(filter.corp_id.as_deref())
+        .bind(filter.dead_only)
+        .bind(now_ms)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_filter_without_selectors_selects_everything() {
+        let corp_only = ReplayFilter {
+            corp_id: Some("ww1".to_owned()),
+            ..ReplayFilter::default()
+        };
+        assert!(corp_only.selects_everything());
+        let dead = ReplayFilter {
+            dead_only: true,
+            ..ReplayFilter::default()
+        };
+        assert!(!dead.selects_everything());
     }
 }

@@ -248,6 +248,14 @@ pub async fn enqueue(
         .fetch_optional(&mut *conn)
         .await)?;
     if let Some(id) = id {
+        // Inside the span of whatever wrote it (an inbox event, an API request, a job), so a log
+        // line follows a callback to its WeCom call (the delivery's span is `outbox_item{id}`).
+        tracing::debug!(
+            outbox_id = id,
+            corp_id,
+            kind = intent.kind(),
+            "outbox item written"
+        );
         return Ok(id);
     }
     let id = on_tx!(tx, |conn| sqlx::query_scalar(EXISTING)

@@ -687,23 +687,28 @@ impl Config {
     /// Loads the configuration: `path` if given (it must exist), else `scrm.toml` if present, else
     /// defaults; then the `SCRM_…` variables of `env`.
     pub fn load(path: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let (raw, source) = match path {
+        let (table, source) = match path {
             Some(p) => (read_file(p)?, Some(p.to_path_buf())),
             None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
                 let p = Path::new(DEFAULT_CONFIG_FILE);
                 (read_file(p)?, Some(p.to_path_buf()))
             }
-            None => (RawConfig::default(), None),
+            None => (toml::Table::new(), None),
         };
+        let shown = source
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("<defaults>"));
+        let raw = raw_with_env(table, env, &shown)?;
         Self::from_raw(raw, env, source)
     }
 
     /// Parses TOML text (for tests and tools) and applies `env`.
     pub fn from_toml(text: &str, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let raw = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let table = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: PathBuf::from("<inline>"),
             message: e.to_string(),
         })?;
+        let raw = raw_with_env(table, env, Path::new("<inline>"))?;
         Self::from_raw(raw, env, None)
     }
 
@@ -987,7 +992,7 @@ fn parse_clock(text: &str) -> Option<u32> {
     (h < 24 && m < 60).then_some(h * 60 + m)
 }
 
-fn read_file(path: &Path) -> Result<RawConfig, ConfigError> {
+fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
@@ -995,6 +1000,74 @@ fn read_file(path: &Path) -> Result<RawConfig, ConfigError> {
     toml::from_str(&text).map_err(|e| ConfigError::Parse {
         path: path.to_path_buf(),
         message: e.to_string(),
+    })
+}
+
+/// Lays `SCRM_<SECTION>__<KEY>=value` variables over the file (any key of any section; `__`
+/// separates the levels, the rest is the key in upper case: `SCRM_HTTP__MAX_CONNECTIONS=2000`,
+/// `SCRM_ARCHIVE__POLL_INTERVAL_SECS=30`, `SCRM___LISTEN` for a top-level key). The value is read
+/// as a TOML value when it is one (`2000`, `true`, `["a", "b"]`, `"0123"` for a string of digits),
+/// else taken as a string. The `[[corps]]` list is not reachable this way: it lives in the file.
+/// Returns the names of the variables it applied.
+fn overlay_env(
+    table: &mut toml::Table,
+    env: &HashMap<String, String>,
+) -> Result<Vec<String>, ConfigError> {
+    let mut applied = Vec::new();
+    let mut names: Vec<&String> = env.keys().collect();
+    names.sort();
+    for name in names {
+        let Some(path) = name.strip_prefix("SCRM_").filter(|p| p.contains("__")) else {
+            continue;
+        };
+        let value = &env[name];
+        if value.is_empty() {
+            continue;
+        }
+        let segments: Vec<String> = path
+            .split("__")
+            .filter(|s| !s.is_empty())
+            .map(str::to_ascii_lowercase)
+            .collect();
+        let Some((key, sections)) = segments.split_last() else {
+            return Err(invalid(name, "names no key"));
+        };
+        let mut at = &mut *table;
+        for section in sections {
+            let entry = at
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            at = entry.as_table_mut().ok_or_else(|| {
+                invalid(
+                    name,
+                    format!("[{section}] is not a section (a list lives in the file)"),
+                )
+            })?;
+        }
+        let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.clone()));
+        at.insert(key.clone(), parsed);
+        applied.push(name.clone());
+    }
+    Ok(applied)
+}
+
+/// The file with the environment laid over it, checked against the fields we know.
+fn raw_with_env(
+    mut table: toml::Table,
+    env: &HashMap<String, String>,
+    source: &Path,
+) -> Result<RawConfig, ConfigError> {
+    let applied = overlay_env(&mut table, env)?;
+    RawConfig::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
+        path: source.to_path_buf(),
+        message: if applied.is_empty() {
+            e.to_string()
+        } else {
+            format!("{e} (in the file or one of {})", applied.join(", "))
+        },
     })
 }
 
@@ -1336,6 +1409,55 @@ mod tests {
 
     fn load(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml(text, &HashMap::new())
+    }
+
+    fn with_env(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_toml(text, &env)
+    }
+
+    #[test]
+    fn every_key_is_settable_from_the_environment() {
+        let config = with_env(
+            "[http]\nmax_connections = 10\n",
+            &[
+                ("SCRM_HTTP__MAX_CONNECTIONS", "2000"),
+                ("SCRM_ALERTS__NOTIFY_MANAGER", "false"),
+                ("SCRM_ALERTS__CONSOLE_URL", "https://scrm.example.cn"),
+                ("SCRM_METRICS__TOKEN", "\"0123456789012345\""),
+                ("SCRM___LISTEN", "127.0.0.1:9000"),
+                ("SCRM_UNRELATED", "left alone"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            config.http.max_connections, 2000,
+            "the variable wins over the file"
+        );
+        assert!(!config.alerts.notify_manager);
+        assert_eq!(config.alerts.console_url, "https://scrm.example.cn");
+        assert_eq!(
+            config.metrics.token.as_ref().map(|t| t.expose().as_str()),
+            Some("0123456789012345"),
+            "a quoted value stays a string"
+        );
+        assert_eq!(config.listen.to_string(), "127.0.0.1:9000");
+    }
+
+    #[test]
+    fn a_wrong_variable_names_itself() {
+        let unknown = with_env("", &[("SCRM_HTTP__MAX_CONECTIONS", "5")]).unwrap_err();
+        assert!(unknown.to_string().contains("max_conections"), "{unknown}");
+        let wrong_type = with_env("", &[("SCRM_HTTP__MAX_CONNECTIONS", "many")]).unwrap_err();
+        assert!(wrong_type.to_string().contains("SCRM_"), "{wrong_type}");
+        let into_list = with_env("", &[("SCRM_CORPS__CORP_ID", "ww1")]).unwrap_err();
+        assert!(
+            into_list.to_string().contains("SCRM_CORPS__CORP_ID"),
+            "{into_list}"
+        );
     }
 
     #[test]

@@ -240,9 +240,9 @@ async fn a_deletion_alerts_compliance_and_the_manager_once(backend: Backend) {
     );
 
     // Replaying the event raises nothing new and sends nothing again.
-    let n = scrm::pipeline::worker::replay(
+    let n = scrm::pipeline::inbox::replay(
         &f.app.db,
-        &scrm::pipeline::worker::ReplayFilter {
+        &scrm::pipeline::inbox::ReplayFilter {
             event_type: Some("del_external_contact".to_owned()),
             ..Default::default()
         },

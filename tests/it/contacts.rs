@@ -303,9 +303,9 @@ async fn duplicate_deliveries_change_nothing_twice(backend: Backend) {
         "{changes:?}"
     );
     // Replaying every event changes nothing.
-    let replayed = scrm::pipeline::worker::replay(
+    let replayed = scrm::pipeline::inbox::replay(
         &app.db,
-        &scrm::pipeline::worker::ReplayFilter {
+        &scrm::pipeline::inbox::ReplayFilter {
             corp_id: Some(CORP.to_owned()),
             ..Default::default()
         },

@@ -297,14 +297,6 @@ fn written_tables(code: &str) -> BTreeSet<String> {
     out
 }
 
-/// Tables still written by two modules, with the step that will end it. Shrinks, never grows.
-const SHARED_TABLES: [(&str, &str); 1] = [(
-    "inbox",
-    "pipeline::worker claims, replays and finishes inbox rows that pipeline::inbox stores; the \
-     inbox's claim and replay are to move into pipeline::inbox, leaving the worker the generic \
-     lease columns",
-)];
-
 #[test]
 fn every_table_is_written_by_one_module() {
     let mut writers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -317,7 +309,7 @@ fn every_table_is_written_by_one_module() {
     assert!(writers.len() > 30, "found {} written tables", writers.len());
     let shared: Vec<String> = writers
         .iter()
-        .filter(|(table, units)| units.len() > 1 && !SHARED_TABLES.iter().any(|(t, _)| t == table))
+        .filter(|(_, units)| units.len() > 1)
         .map(|(table, units)| {
             format!(
                 "{table}: {}",
@@ -330,12 +322,6 @@ fn every_table_is_written_by_one_module() {
         "tables written by more than one module (call the owner's store instead):\n{}",
         shared.join("\n")
     );
-    for (table, _) in SHARED_TABLES {
-        assert!(
-            writers.get(table).is_some_and(|u| u.len() > 1),
-            "{table} has one writer now: take it off SHARED_TABLES"
-        );
-    }
 }
 
 #[test]

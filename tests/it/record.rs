@@ -725,9 +725,9 @@ async fn auto_tagging_rules_tag_by_channel_group_and_keyword_once(backend: Backe
     );
     // A replayed add event applies the rule again: nothing new goes to WeCom.
     let writes = f.app.wecom().writes_for("externalcontact/mark_tag").len();
-    scrm::pipeline::worker::replay(
+    scrm::pipeline::inbox::replay(
         &f.app.db,
-        &scrm::pipeline::worker::ReplayFilter {
+        &scrm::pipeline::inbox::ReplayFilter {
             corp_id: Some(CORP.to_owned()),
             ..Default::default()
         },

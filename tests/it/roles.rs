@@ -350,6 +350,19 @@ async fn every_endpoint_refuses_who_may_not_and_a_refused_write_changes_nothing(
             }
         }
     }
+    // A role the endpoint does not allow is refused before the request is read: a malformed body
+    // gets 403, not 422 (the router checks the endpoint's action, the handler never runs).
+    for (method, path, expected, body) in MATRIX {
+        if body.is_empty() || expected[2] != 'D' {
+            continue;
+        }
+        let status = call(method, path, "{\"broken", Some(&keys[2])).await;
+        if status != 403 {
+            wrong.push(format!(
+                "{method} {path} by compliance with a malformed body: {status}, expected 403"
+            ));
+        }
+    }
     assert_eq!(
         fingerprint(db).await,
         before,

@@ -16,10 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::common::{Backend, CORP, TestApp, TestDb, add_contact_event};
-use scrm::pipeline::inbox::{self, InboxWriter, NewInboxRow, Stored};
+use scrm::pipeline::inbox::{self, ClaimedEvent, InboxWriter, NewInboxRow, ReplayFilter, Stored};
 use scrm::pipeline::worker::{
-    self, ClaimedEvent, DrainReport, HandlerError, InboxHandler, ReplayFilter, WorkerPool,
-    WorkerSettings,
+    self, DrainReport, HandlerError, InboxHandler, WorkerPool, WorkerSettings,
 };
 use scrm::platform::db::{Db, now_ms};
 use tokio::sync::{Notify, Semaphore, oneshot};
@@ -325,12 +324,12 @@ async fn expired_lease_is_reclaimed_and_finished_once(backend: Backend) {
     let (busy_id, died_id) = (ids[0], ids[1]);
     let now = now_ms();
     // Claimed now for a minute: live.
-    let busy = worker::claim(&db, "busy-worker#1", now, Duration::from_secs(60), 1)
+    let busy = inbox::claim(&db, "busy-worker#1", now, Duration::from_secs(60), 1)
         .await
         .unwrap();
     assert_eq!(busy.iter().map(|e| e.id).collect::<Vec<_>>(), vec![busy_id]);
     // Claimed two minutes ago with a 30 s lease: expired. The live one was not claimable then.
-    let died = worker::claim(
+    let died = inbox::claim(
         &db,
         "killed-worker#1",
         now - 120_000,
@@ -380,10 +379,10 @@ async fn stolen_lease_cannot_complete(backend: Backend) {
     let id = insert_n(&db, 1).await[0];
     let now = now_ms();
     let lease = Duration::from_secs(30);
-    worker::claim(&db, "slow#1", now - 60_000, lease, 1)
+    inbox::claim(&db, "slow#1", now - 60_000, lease, 1)
         .await
         .unwrap();
-    let stolen = worker::claim(&db, "fast#1", now, lease, 1).await.unwrap();
+    let stolen = inbox::claim(&db, "fast#1", now, lease, 1).await.unwrap();
     assert_eq!(stolen.len(), 1);
     assert_eq!(stolen[0].attempts, 2);
     let before = row_state(&db, id).await;
@@ -874,7 +873,7 @@ async fn replay_puts_rows_back_and_they_are_processed_again(backend: Backend) {
     );
     let replay = |filter: ReplayFilter| {
         let db = db.clone();
-        async move { worker::replay(&db, &filter, now_ms()).await.unwrap() }
+        async move { inbox::replay(&db, &filter, now_ms()).await.unwrap() }
     };
     let counts = |r: &Recorder| ids.iter().map(|id| r.calls(*id).len()).collect::<Vec<_>>();
 
@@ -958,7 +957,7 @@ async fn replay_puts_rows_back_and_they_are_processed_again(backend: Backend) {
         ..ReplayFilter::default()
     })
     .await;
-    let held = worker::claim(&db, "w#1", now_ms(), Duration::from_secs(60), 1)
+    let held = inbox::claim(&db, "w#1", now_ms(), Duration::from_secs(60), 1)
         .await
         .unwrap();
     assert_eq!(held[0].id, b);
@@ -985,7 +984,7 @@ async fn replay_puts_rows_back_and_they_are_processed_again(backend: Backend) {
     );
 
     // A row under a live lease is left alone, whatever the filter.
-    let held = worker::claim(&db, "w#2", now_ms(), Duration::from_secs(60), 1)
+    let held = inbox::claim(&db, "w#2", now_ms(), Duration::from_secs(60), 1)
         .await
         .unwrap();
     assert_eq!(held[0].id, b);
@@ -1022,31 +1021,31 @@ async fn stats_count_every_state(backend: Backend) {
     let now = now_ms();
     let lease = Duration::from_secs(60);
     // Rows 1, 2 done.
-    let claimed = worker::claim(&db, "w#1", now, lease, 2).await.unwrap();
+    let claimed = inbox::claim(&db, "w#1", now, lease, 2).await.unwrap();
     for event in &claimed {
         assert!(worker::mark_done(&db, event.id, "w#1", now).await.unwrap());
     }
     // Row 3 dead.
-    worker::claim(&db, "w#2", now, lease, 1).await.unwrap();
+    inbox::claim(&db, "w#2", now, lease, 1).await.unwrap();
     assert!(
         worker::mark_dead(&db, ids[2], "w#2", now, "gone")
             .await
             .unwrap()
     );
     // Row 4 waiting for its retry, two attempts made.
-    worker::claim(&db, "w#3", now - 120_000, lease, 1)
+    inbox::claim(&db, "w#3", now - 120_000, lease, 1)
         .await
         .unwrap();
-    worker::claim(&db, "w#3b", now, lease, 1).await.unwrap();
+    inbox::claim(&db, "w#3b", now, lease, 1).await.unwrap();
     assert!(
         worker::schedule_retry(&db, ids[3], "w#3b", now + 3_600_000, "later")
             .await
             .unwrap()
     );
     // Row 5 in flight.
-    worker::claim(&db, "w#4", now, lease, 1).await.unwrap();
+    inbox::claim(&db, "w#4", now, lease, 1).await.unwrap();
     // Row 6 held by a worker that died (lease expired): retrying, not in flight.
-    let died = worker::claim(&db, "w#5", now - 120_000, lease, 1)
+    let died = inbox::claim(&db, "w#5", now - 120_000, lease, 1)
         .await
         .unwrap();
     assert_eq!(died[0].id, ids[5]);
@@ -1121,7 +1120,7 @@ async fn metrics_show_the_backlog(backend: Backend) {
     )
     .await;
     let lease = Duration::from_secs(600);
-    let claimed = worker::claim(&app.db, "m#1", now_ms(), lease, 1)
+    let claimed = inbox::claim(&app.db, "m#1", now_ms(), lease, 1)
         .await
         .unwrap();
     assert_eq!(claimed[0].id, ids[0]);
@@ -1130,7 +1129,7 @@ async fn metrics_show_the_backlog(backend: Backend) {
             .await
             .unwrap()
     );
-    let held = worker::claim(&app.db, "m#2", now_ms(), lease, 1)
+    let held = inbox::claim(&app.db, "m#2", now_ms(), lease, 1)
         .await
         .unwrap();
     assert_eq!(held[0].id, ids[1]);

@@ -383,6 +383,7 @@ pub fn worker_spec(
 /// Pulls batches from the stored cursor until one comes back shorter than the limit. Each batch
 /// is stored with the cursor move in one transaction; a failure leaves the cursor where the last
 /// stored batch put it.
+#[tracing::instrument(name = "archive_pull", skip_all, fields(corp_id = %corp_id))]
 pub async fn pull_until_caught_up(
     db: &Db,
     corp_id: &str,

@@ -168,6 +168,7 @@ async fn send_in_calls(
 }
 
 /// Planned customers go out in calls of at most 100 per (mode, taker).
+#[tracing::instrument(skip_all, fields(job_id = job.id, corp_id = %job.corp_id))]
 async fn dispatch_customers(db: &Db, job: &TransferJob, now_ms: i64) -> Result<usize, StoreError> {
     const SQL: &str = "SELECT id, target_id, takeover_user_id, mode FROM transfer_item \
         WHERE job_id = $1 AND kind = 'customer' AND state = 'planned' AND $2 >= 0 ORDER BY id";
@@ -187,6 +188,7 @@ async fn dispatch_customers(db: &Db, job: &TransferJob, now_ms: i64) -> Result<u
 
 /// Group chats due now go out within today's budget per old owner; the rest wait for the next
 /// day (`scheduled`). Returns (calls written, chats moved to the next day).
+#[tracing::instrument(skip_all, fields(job_id = job.id, corp_id = %job.corp_id))]
 async fn dispatch_chats(
     db: &Db,
     job: &TransferJob,
@@ -291,6 +293,7 @@ async fn hand_over(
 }
 
 /// Reads `transfer_result` for every taker with customers due for a look, and applies it.
+#[tracing::instrument(skip_all, fields(job_id = job.id, corp_id = %job.corp_id))]
 async fn poll(
     db: &Db,
     wecom: &Wecom,

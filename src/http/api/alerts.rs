@@ -61,7 +61,7 @@ fn step(
 ) -> Endpoint {
     Endpoint::new(Method::POST, path, summary, handler)
         .tag("alerts")
-        .who("admin, compliance")
+        .requires(Action::HandleAlerts)
         .request(object(&[("comment", string("说明，≤ 2000 字"))], &[]))
         .response(
             200,
@@ -117,7 +117,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     vec![
         Endpoint::new(Method::GET, "/alerts", "合规告警（最新在前）", get(list))
             .tag("alerts")
-            .who("admin, compliance")
+            .requires(Action::ReadAlerts)
             .query("state", one_of(&STATES, "状态"), "按状态过滤")
             .query("kind", one_of(&KINDS, "触发原因"), "按触发原因过滤")
             .query("category", string("内容规则类别"), "按类别过滤")
@@ -141,7 +141,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             get(get_one),
         )
         .tag("alerts")
-        .who("admin, compliance")
+        .requires(Action::ReadAlerts)
         .response(
             200,
             object(
@@ -161,7 +161,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             post(rescan),
         )
         .tag("alerts")
-        .who("admin")
+        .requires(Action::ManageSettings)
         .request(object(
             &[("days", int("扫描最近多少天的消息，1–365，默认 7"))],
             &[],
@@ -217,7 +217,6 @@ async fn list(
     Auth(who): Auth,
     QueryParams(q): QueryParams<ListQuery>,
 ) -> ApiResult {
-    who.require(Action::ReadAlerts)?;
     one_of_field("state", &q.state, &STATES)?;
     one_of_field("kind", &q.kind, &KINDS)?;
     one_of_field("severity", &q.severity, &SEVERITIES)?;
@@ -245,7 +244,6 @@ async fn get_one(
     Auth(who): Auth,
     PathParams(id): PathParams<i64>,
 ) -> ApiResult {
-    who.require(Action::ReadAlerts)?;
     let Some(alert) = alerts::get(&state.db, &who.corp_id, id).await? else {
         return Err(ApiFailure::NotFound("告警"));
     };
@@ -293,7 +291,6 @@ async fn rescan(
     Auth(who): Auth,
     Body(body): Body<RescanBody>,
 ) -> ApiResult {
-    who.require(Action::ManageSettings)?;
     let days = body.days.unwrap_or(7);
     if !(1..=365).contains(&days) {
         return Err(invalid("days", "1–365"));
@@ -327,7 +324,6 @@ async fn take(
     step: Transition,
     body: StepBody,
 ) -> ApiResult {
-    who.require(Action::HandleAlerts)?;
     if body.comment.chars().count() > MAX_COMMENT_CHARS {
         return Err(invalid("comment", format!("最多 {MAX_COMMENT_CHARS} 字")));
     }

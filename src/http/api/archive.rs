@@ -102,7 +102,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             get(status_of),
         )
         .tag("archive")
-        .who("admin, compliance")
+        .requires(Action::ReadArchive)
         .response(200, object(&[("corps", array(status))], &["corps"])),
         Endpoint::new(
             Method::GET,
@@ -111,7 +111,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             get(messages),
         )
         .tag("archive")
-        .who("admin, compliance")
+        .requires(Action::ReadArchive)
         .query("staff_id", string("成员"), "某成员的消息")
         .query("external_userid", string("客户"), "与某客户的消息")
         .query("room_id", string("群聊"), "某群的消息")
@@ -130,7 +130,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             get(message),
         )
         .tag("archive")
-        .who("admin, compliance")
+        .requires(Action::ReadArchive)
         .response(
             200,
             object(
@@ -148,7 +148,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             get(media),
         )
         .tag("archive")
-        .who("admin, compliance")
+        .requires(Action::ReadArchive)
         .response(200, string("文件内容")),
         Endpoint::new(
             Method::GET,
@@ -157,7 +157,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             get(undecryptable_list),
         )
         .tag("archive")
-        .who("admin, compliance")
+        .requires(Action::ReadArchive)
         .query("all", string("true：也列出已解决的"), "范围")
         .response(
             200,
@@ -170,7 +170,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             get(reads),
         )
         .tag("archive")
-        .who("admin")
+        .requires(Action::ManageSettings)
         .query("limit", int("1–1000，默认 100"), "条数")
         .response(
             200,
@@ -189,7 +189,6 @@ fn reader(who: &Principal) -> Reader<'_> {
 }
 
 async fn status_of(State(state): State<Arc<AppState>>, Auth(who): Auth) -> ApiResult {
-    who.require(Action::ReadArchive)?;
     let corps: Vec<_> = archive_pull::corp_status(&state.db, &who.corp_id)
         .await?
         .into_iter()
@@ -226,7 +225,6 @@ async fn messages(
     Auth(who): Auth,
     QueryParams(q): QueryParams<MessagesQuery>,
 ) -> ApiResult {
-    who.require(Action::ReadArchive)?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=500).contains(&limit) {
         return Err(invalid("limit", "1–500"));
@@ -250,7 +248,6 @@ async fn message(
     Auth(who): Auth,
     PathParams(id): PathParams<i64>,
 ) -> ApiResult {
-    who.require(Action::ReadArchive)?;
     let r = reader(&who);
     let Some(m) = read::message(&state.db, &r, id).await? else {
         return Err(ApiFailure::NotFound("存档消息"));
@@ -271,7 +268,6 @@ async fn media(
     Auth(who): Auth,
     PathParams(id): PathParams<i64>,
 ) -> ApiResult {
-    who.require(Action::ReadArchive)?;
     let r = reader(&who);
     let Some(m) = read::media_file(&state.db, &r, id).await? else {
         return Err(ApiFailure::NotFound("存档媒体"));
@@ -373,7 +369,6 @@ async fn undecryptable_list(
     Auth(who): Auth,
     QueryParams(q): QueryParams<UndecryptableQuery>,
 ) -> ApiResult {
-    who.require(Action::ReadArchive)?;
     let rows = store::undecryptable(&state.db, &who.corp_id, !q.all.unwrap_or(false), 500).await?;
     ok(json!({ "records": rows }))
 }
@@ -389,7 +384,6 @@ async fn reads(
     Auth(who): Auth,
     QueryParams(q): QueryParams<ReadsQuery>,
 ) -> ApiResult {
-    who.require(Action::ManageSettings)?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(invalid("limit", "1–1000"));

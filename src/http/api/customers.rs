@@ -125,7 +125,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             get(list),
         )
         .tag("customers")
-        .who("admin, compliance: 全部；sales: 自己跟进的")
+        .requires(Action::ReadCustomers)
+        .scope("sales: 自己跟进的")
         .query("staff", string("只看该成员跟进的客户"), "成员 userid")
         .query("q", string("按名称、备注或 id 搜索"), "搜索")
         .query(
@@ -151,7 +152,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             get(show),
         )
         .tag("customers")
-        .who("admin, compliance；sales: 自己跟进的客户")
+        .requires(Action::ReadCustomers)
+        .scope("sales: 自己跟进的客户")
         .response(200, record),
         Endpoint::new(
             Method::PUT,
@@ -160,7 +162,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             put(edit_tags),
         )
         .tag("customers")
-        .who("admin；sales: 只能改自己的跟进关系")
+        .requires(Action::EditCustomers)
+        .scope("sales: 只能改自己的跟进关系")
         .request(tag_edit)
         .response(
             202,
@@ -177,7 +180,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             patch(edit_remark),
         )
         .tag("customers")
-        .who("admin；sales: 只能改自己的跟进关系")
+        .requires(Action::EditCustomers)
+        .scope("sales: 只能改自己的跟进关系")
         .request(object(
             &[
                 ("remark", string("备注，≤ 20 字")),
@@ -193,7 +197,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             put(edit_personal),
         )
         .tag("customers")
-        .who("admin；sales: 自己跟进的客户")
+        .requires(Action::EditCustomers)
+        .scope("sales: 自己跟进的客户")
         .request(object(
             &[
                 ("add", array(int("个人标签 id"))),
@@ -231,7 +236,6 @@ async fn list(
     Auth(who): Auth,
     QueryParams(q): QueryParams<ListQuery>,
 ) -> ApiResult {
-    who.require(Action::ReadCustomers)?;
     let staff = match (who.staff_scope(), q.staff.as_deref()) {
         (Some(own), Some(asked)) if own != asked => {
             return Err(ApiFailure::Forbidden(

@@ -115,7 +115,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             get(list_notes),
         )
         .tag("followup")
-        .who("admin, compliance；sales: 自己跟进的客户")
+        .requires(Action::ReadCustomers)
+        .scope("sales: 自己跟进的客户")
         .query("before_id", int("分页：只要 id 小于它的"), "分页游标")
         .query("limit", int("1–200，默认 50"), "条数")
         .response(
@@ -135,7 +136,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             post(create_note),
         )
         .tag("followup")
-        .who("admin；sales: 自己跟进的客户")
+        .requires(Action::EditCustomers)
+        .scope("sales: 自己跟进的客户")
         .request(object(
             &[
                 ("body", string("内容，1–5000 字")),
@@ -154,7 +156,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             patch(edit_note),
         )
         .tag("followup")
-        .who("作者本人或 admin；sales 须仍跟进该客户")
+        .requires(Action::EditCustomers)
+        .scope("作者本人或 admin；sales 须仍跟进该客户")
         .request(object(
             &[
                 ("body", string("新内容")),
@@ -173,7 +176,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             get(note_revisions),
         )
         .tag("followup")
-        .who("admin, compliance；sales: 自己跟进的客户")
+        .requires(Action::ReadCustomers)
+        .scope("sales: 自己跟进的客户")
         .response(
             200,
             object(
@@ -203,7 +207,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             get(list_reminders),
         )
         .tag("followup")
-        .who("admin, compliance: 全企业；sales: 只有自己的")
+        .requires(Action::ReadCustomers)
+        .scope("sales: 只有自己的")
         .query("assignee", string("被提醒的成员"), "成员 userid")
         .query("state", state_query.clone(), "状态")
         .query("due_before_ms", int("只要在此之前到期的"), "到期时间上限")
@@ -219,7 +224,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             get(customer_reminders),
         )
         .tag("followup")
-        .who("admin, compliance；sales: 自己跟进的客户")
+        .requires(Action::ReadCustomers)
+        .scope("sales: 自己跟进的客户")
         .query("state", state_query, "状态")
         .response(
             200,
@@ -232,7 +238,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             post(create_reminder),
         )
         .tag("followup")
-        .who("admin；sales: 自己跟进的客户，只能提醒自己")
+        .requires(Action::EditCustomers)
+        .scope("sales: 自己跟进的客户，只能提醒自己")
         .request(object(
             &[
                 (
@@ -252,7 +259,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             post(done_reminder),
         )
         .tag("followup")
-        .who("admin；sales: 自己的提醒")
+        .requires(Action::EditCustomers)
+        .scope("sales: 自己的提醒")
         .response(200, reminder.clone()),
         Endpoint::new(
             Method::POST,
@@ -261,7 +269,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             post(snooze_reminder),
         )
         .tag("followup")
-        .who("admin；sales: 自己的提醒")
+        .requires(Action::EditCustomers)
+        .scope("sales: 自己的提醒")
         .request(object(
             &[("until_ms", int("推迟到（须在将来）"))],
             &["until_ms"],
@@ -274,7 +283,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             post(cancel_reminder),
         )
         .tag("followup")
-        .who("admin；sales: 自己的提醒")
+        .requires(Action::EditCustomers)
+        .scope("sales: 自己的提醒")
         .response(200, reminder),
         Endpoint::new(
             Method::GET,
@@ -283,7 +293,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             get(list_stages),
         )
         .tag("followup")
-        .who("所有已认证的调用者")
+        .requires(Action::ReadCustomers)
         .response(200, stages.clone()),
         Endpoint::new(
             Method::PUT,
@@ -292,7 +302,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             put(set_stages),
         )
         .tag("followup")
-        .who("admin")
+        .requires(Action::ManageSettings)
         .request(stages.clone())
         .response(200, stages),
         Endpoint::new(
@@ -302,7 +312,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             get(customer_stage),
         )
         .tag("followup")
-        .who("admin, compliance；sales: 自己跟进的客户")
+        .requires(Action::ReadCustomers)
+        .scope("sales: 自己跟进的客户")
         .response(200, stage_schema()),
         Endpoint::new(
             Method::PUT,
@@ -311,7 +322,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             put(set_customer_stage),
         )
         .tag("followup")
-        .who("admin；sales: 自己跟进的客户")
+        .requires(Action::EditCustomers)
+        .scope("sales: 自己跟进的客户")
         .request(object(&[("stage", string("本企业的阶段之一"))], &["stage"]))
         .response(200, stage_schema()),
     ]
@@ -486,7 +498,6 @@ async fn list_reminders(
     Auth(who): Auth,
     QueryParams(q): QueryParams<RemindersQuery>,
 ) -> ApiResult {
-    who.require(Action::ReadCustomers)?;
     let assignee = match (who.staff_scope(), q.assignee) {
         (Some(own), Some(asked)) if own != asked => {
             return Err(ApiFailure::Forbidden(
@@ -668,7 +679,6 @@ async fn set_stages(
     Auth(who): Auth,
     Body(body): Body<StagesBody>,
 ) -> ApiResult {
-    who.require(Action::ManageSettings)?;
     let stages = followup::set_stages(
         &state.db,
         &who.corp_id,

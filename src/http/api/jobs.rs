@@ -32,7 +32,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     vec![
         Endpoint::new(Method::GET, "/jobs", "长任务列表（同步等）", get(list))
             .tag("operations")
-            .who("admin, compliance")
+            .requires(Action::ReadOperations)
             .query("kind", string("任务类型，默认 sync"), "任务类型")
             .query("limit", int("最多条数（1–200）"), "最多条数")
             .response(200, object(&[("jobs", array(job.clone()))], &["jobs"])),
@@ -43,7 +43,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             get(get_one),
         )
         .tag("operations")
-        .who("admin, compliance")
+        .requires(Action::ReadOperations)
         .response(200, job),
     ]
 }
@@ -61,7 +61,6 @@ pub async fn list(
     Auth(who): Auth,
     QueryParams(q): QueryParams<JobQuery>,
 ) -> ApiResult<Response> {
-    who.require(Action::ReadOperations)?;
     let kind = q.kind.as_deref().unwrap_or(crate::app::sync::JOB_KIND);
     let limit = q.limit.unwrap_or(20).clamp(1, 200);
     let list = jobs::list(&state.db, Some(&who.corp_id), kind, limit).await?;
@@ -74,7 +73,6 @@ pub async fn get_one(
     Auth(who): Auth,
     PathParams(id): PathParams<i64>,
 ) -> ApiResult<Response> {
-    who.require(Action::ReadOperations)?;
     let job = jobs::get(&state.db, id).await?;
     if job.corp_id != who.corp_id {
         return Err(super::ApiFailure::NotFound("任务"));

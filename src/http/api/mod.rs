@@ -31,7 +31,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::AppState;
-use crate::auth::{self, AccessError, Denied, Principal};
+use crate::auth::{self, AccessError, Action, Denied, Principal};
 use crate::platform::db::{StoreError, now_ms};
 
 /// Why a request failed, as the client sees it.
@@ -177,6 +177,11 @@ pub type ApiResult<T = Response> = Result<T, ApiFailure>;
 #[derive(Debug, Clone)]
 pub struct Auth(pub Principal);
 
+/// The action the matched endpoint requires ([`Endpoint::requires`]), carried in the request's
+/// extensions to the [`Auth`] extractor, which refuses a principal whose role does not allow it.
+#[derive(Debug, Clone, Copy)]
+struct Required(Action);
+
 impl FromRequestParts<Arc<AppState>> for Auth {
     type Rejection = ApiFailure;
 
@@ -199,6 +204,9 @@ impl FromRequestParts<Arc<AppState>> for Auth {
                 auth::note_request_key(principal.key_id);
                 if let Some(key_id) = principal.key_id {
                     per_key_rate(state, key_id).await?;
+                }
+                if let Some(Required(action)) = parts.extensions.get::<Required>() {
+                    principal.require(*action)?;
                 }
                 Ok(Self(principal))
             }
@@ -323,7 +331,8 @@ pub struct Endpoint {
     path: &'static str,
     summary: &'static str,
     tag: &'static str,
-    who: &'static str,
+    action: Option<Action>,
+    scope: &'static str,
     query: Vec<(&'static str, Value, &'static str)>,
     request: Option<Value>,
     status: u16,
@@ -344,7 +353,8 @@ impl Endpoint {
             path,
             summary,
             tag: "",
-            who: "",
+            action: None,
+            scope: "",
             query: Vec::new(),
             request: None,
             status: 200,
@@ -359,10 +369,34 @@ impl Endpoint {
         self
     }
 
-    /// Who may call it (roles and scope), for the document.
-    pub fn who(mut self, who: &'static str) -> Self {
-        self.who = who;
+    /// What a caller's role must allow: the router refuses anyone else (403) before the handler
+    /// reads the request, and the document's "who" is generated from the same table
+    /// ([`auth::Role::may`]).
+    pub fn requires(mut self, action: Action) -> Self {
+        self.action = Some(action);
         self
+    }
+
+    /// The data scope on top of the role, for the document (`sales: 自己跟进的客户`); the handler
+    /// checks it.
+    pub fn scope(mut self, scope: &'static str) -> Self {
+        self.scope = scope;
+        self
+    }
+
+    /// The action it requires.
+    pub fn action(&self) -> Option<Action> {
+        self.action
+    }
+
+    /// Who may call it, as the document says.
+    pub fn who(&self) -> String {
+        let roles = self.action.map(auth::Role::who_may).unwrap_or_default();
+        match (roles.is_empty(), self.scope.is_empty()) {
+            (_, true) => roles,
+            (true, false) => self.scope.to_owned(),
+            (false, false) => format!("{roles}；{}", self.scope),
+        }
     }
 
     /// A query parameter.
@@ -417,7 +451,7 @@ pub fn openapi(endpoints: &[Endpoint]) -> Value {
         }
         let mut op = json!({
             "summary": e.summary,
-            "description": if e.who.is_empty() { String::new() } else { format!("权限 / who: {}", e.who) },
+            "description": if e.action.is_none() { String::new() } else { format!("权限 / who: {}", e.who()) },
             "tags": [e.tag],
             "operationId": operation_id(&e.method, e.path),
             "security": [{"bearer": []}],
@@ -486,16 +520,29 @@ pub fn router() -> Router<Arc<AppState>> {
     let document = Arc::new(openapi(&endpoints));
     let mut v1: Router<Arc<AppState>> = Router::new();
     for e in endpoints {
-        v1 = v1.route(e.path, e.route);
+        let route = match e.action {
+            Some(action) => e.route.layer(axum::Extension(Required(action))),
+            None => e.route,
+        };
+        v1 = v1.route(e.path, route);
     }
     Router::new()
         .nest(
             "/api/v1",
             v1.fallback(|| async { ApiFailure::NotFound("接口") })
-                // Every audit row of a request names the API key it came with.
+                // Every audit row of a request names the API key it came with; every log line
+                // of it is in an `api{method, path}` span.
                 .layer(axum::middleware::from_fn(
                     |request: Request, next: axum::middleware::Next| {
-                        auth::with_request_key(next.run(request))
+                        let span = tracing::info_span!(
+                            "api",
+                            method = %request.method(),
+                            path = %request.uri().path()
+                        );
+                        tracing::Instrument::instrument(
+                            auth::with_request_key(next.run(request)),
+                            span,
+                        )
                     },
                 )),
         )
@@ -506,4 +553,42 @@ pub fn router() -> Router<Arc<AppState>> {
                 async move { Json((*document).clone()) }
             }),
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_endpoint_declares_the_action_it_requires() {
+        let all = endpoints();
+        let undeclared: Vec<String> = all
+            .iter()
+            .filter(|e| e.action().is_none())
+            .map(|e| format!("{} {}", e.method, e.path))
+            .collect();
+        assert!(undeclared.is_empty(), "no .requires(…): {undeclared:?}");
+    }
+
+    #[test]
+    fn the_document_says_who_from_the_policy_table() {
+        let all = endpoints();
+        let doc = openapi(&all);
+        let described = |method: &str, path: &str| {
+            doc["paths"][format!("/api/v1{path}")][method]["description"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert_eq!(
+            described("post", "/transfers"),
+            "权限 / who: admin",
+            "ManageTransfers is admin's only"
+        );
+        assert_eq!(described("get", "/alerts"), "权限 / who: admin, compliance");
+        assert_eq!(
+            described("get", "/customers/{external_user_id}/notes"),
+            "权限 / who: admin, compliance, sales；sales: 自己跟进的客户"
+        );
+    }
 }

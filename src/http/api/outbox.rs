@@ -59,7 +59,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             get(list),
         )
         .tag("operations")
-        .who("admin, compliance")
+        .requires(Action::ReadOperations)
         .query("state", one_of(&STATES, "状态"), "按状态过滤")
         .query("kind", string("调用"), "按调用过滤")
         .query("before_id", int("分页：比该 id 小"), "分页")
@@ -87,7 +87,7 @@ pub fn endpoints() -> Vec<Endpoint> {
         ),
         Endpoint::new(Method::GET, "/outbox/{id}", "一个条目", get(get_one))
             .tag("operations")
-            .who("admin, compliance")
+            .requires(Action::ReadOperations)
             .response(200, item),
         Endpoint::new(
             Method::POST,
@@ -96,7 +96,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             post(retry),
         )
         .tag("operations")
-        .who("admin")
+        .requires(Action::RetryOutbox)
         .response(
             200,
             object(&[("retried", int("放回队列的条数"))], &["retried"]),
@@ -118,7 +118,6 @@ async fn list(
     Auth(who): Auth,
     QueryParams(q): QueryParams<ListQuery>,
 ) -> ApiResult {
-    who.require(Action::ReadOperations)?;
     if let Some(s) = &q.state
         && !STATES.contains(&s.as_str())
     {
@@ -142,7 +141,6 @@ async fn get_one(
     Auth(who): Auth,
     PathParams(id): PathParams<i64>,
 ) -> ApiResult {
-    who.require(Action::ReadOperations)?;
     let item = outbox::get(&state.db, id).await?;
     if item.corp_id != who.corp_id {
         return Err(ApiFailure::NotFound("条目"));
@@ -155,7 +153,6 @@ async fn retry(
     Auth(who): Auth,
     PathParams(id): PathParams<i64>,
 ) -> ApiResult {
-    who.require(Action::RetryOutbox)?;
     let n = outbox::retry(&state.db, Some(id), Some(&who.corp_id), now_ms()).await?;
     if n == 0 {
         return Err(ApiFailure::Conflict(

@@ -87,7 +87,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             get(library),
         )
         .tag("tags")
-        .who("所有角色")
+        .requires(Action::ReadCustomers)
         .response(
             200,
             object(
@@ -108,7 +108,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             post(create_group),
         )
         .tag("tags")
-        .who("admin")
+        .requires(Action::ManageTags)
         .request(object(
             &[
                 ("name", string("标签组名，≤ 30 字")),
@@ -125,7 +125,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             post(add_tags),
         )
         .tag("tags")
-        .who("admin")
+        .requires(Action::ManageTags)
         .request(object(&[("tags", new_tags)], &["tags"]))
         .response(202, accepted_schema(&[])),
         Endpoint::new(
@@ -135,7 +135,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             patch(edit_one),
         )
         .tag("tags")
-        .who("admin")
+        .requires(Action::ManageTags)
         .request(object(
             &[("name", string("新名称")), ("order", int("新排序"))],
             &[],
@@ -148,7 +148,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             delete(delete_group),
         )
         .tag("tags")
-        .who("admin")
+        .requires(Action::ManageTags)
         .response(202, accepted_schema(&[])),
         Endpoint::new(
             Method::PATCH,
@@ -157,7 +157,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             patch(edit_one),
         )
         .tag("tags")
-        .who("admin")
+        .requires(Action::ManageTags)
         .request(object(
             &[("name", string("新名称")), ("order", int("新排序"))],
             &[],
@@ -170,7 +170,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             delete(delete_tag),
         )
         .tag("tags")
-        .who("admin")
+        .requires(Action::ManageTags)
         .response(202, accepted_schema(&[])),
         Endpoint::new(
             Method::GET,
@@ -179,7 +179,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             get(list_personal),
         )
         .tag("tags")
-        .who("所有角色")
+        .requires(Action::ReadCustomers)
         .response(
             200,
             object(
@@ -194,7 +194,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             post(create_personal),
         )
         .tag("tags")
-        .who("admin, sales")
+        .requires(Action::EditCustomers)
         .request(object(
             &[
                 ("name", string("名称，≤ 30 字")),
@@ -210,7 +210,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             delete(delete_personal),
         )
         .tag("tags")
-        .who("admin")
+        .requires(Action::ManageTags)
         .response(200, object(&[("deleted", int(""))], &["deleted"])),
         Endpoint::new(
             Method::GET,
@@ -219,7 +219,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             get(list_rules),
         )
         .tag("tags")
-        .who("admin, compliance")
+        .requires(Action::ReadOperations)
         .response(200, object(&[("rules", array(rule.clone()))], &["rules"])),
         Endpoint::new(
             Method::POST,
@@ -228,7 +228,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             post(create_rule),
         )
         .tag("tags")
-        .who("admin")
+        .requires(Action::ManageSettings)
         .request(object(
             &[
                 ("name", string("名称")),
@@ -250,7 +250,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             delete(delete_rule),
         )
         .tag("tags")
-        .who("admin")
+        .requires(Action::ManageSettings)
         .response(200, object(&[("deleted", int(""))], &["deleted"])),
         Endpoint::new(
             Method::GET,
@@ -259,7 +259,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             get(one_group),
         )
         .tag("tags")
-        .who("所有角色")
+        .requires(Action::ReadCustomers)
         .response(
             200,
             object(
@@ -275,7 +275,6 @@ pub fn endpoints() -> Vec<Endpoint> {
 }
 
 async fn library(State(state): State<Arc<AppState>>, Auth(who): Auth) -> ApiResult {
-    who.require(Action::ReadCustomers)?;
     let groups = tags::library(&state.db, &who.corp_id).await?;
     let pending = pending_library_items(&state, &who.corp_id).await?;
     ok(json!({"groups": groups, "pending": pending}))
@@ -307,7 +306,6 @@ async fn one_group(
     Auth(who): Auth,
     PathParams(group_id): PathParams<String>,
 ) -> ApiResult {
-    who.require(Action::ReadCustomers)?;
     let group = tags::library(&state.db, &who.corp_id)
         .await?
         .into_iter()
@@ -369,7 +367,6 @@ async fn create_group(
     Auth(who): Auth,
     Body(body): Body<NewGroupBody>,
 ) -> ApiResult<Response> {
-    who.require(Action::ManageTags)?;
     check_name("name", &body.name)?;
     let intent = Intent::AddCorpTag {
         group_id: None,
@@ -393,7 +390,6 @@ async fn add_tags(
     PathParams(group_id): PathParams<String>,
     Body(body): Body<AddTagsBody>,
 ) -> ApiResult<Response> {
-    who.require(Action::ManageTags)?;
     if !tags::is_group(&state.db, &who.corp_id, &group_id).await? {
         return Err(ApiFailure::NotFound("标签组"));
     }
@@ -420,7 +416,6 @@ async fn edit_one(
     PathParams(id): PathParams<String>,
     Body(body): Body<EditBody>,
 ) -> ApiResult<Response> {
-    who.require(Action::ManageTags)?;
     if body.name.is_none() && body.order.is_none() {
         return Err(invalid(
             "name",
@@ -453,7 +448,6 @@ async fn delete_tag(
     Auth(who): Auth,
     PathParams(tag_id): PathParams<String>,
 ) -> ApiResult<Response> {
-    who.require(Action::ManageTags)?;
     if tags::get_tag(&state.db, &who.corp_id, &tag_id)
         .await?
         .is_none_or(|t| t.deleted_at_ms.is_some())
@@ -477,7 +471,6 @@ async fn delete_group(
     Auth(who): Auth,
     PathParams(group_id): PathParams<String>,
 ) -> ApiResult<Response> {
-    who.require(Action::ManageTags)?;
     if !tags::is_group(&state.db, &who.corp_id, &group_id).await? {
         return Err(ApiFailure::NotFound("标签组"));
     }
@@ -494,7 +487,6 @@ async fn delete_group(
 }
 
 async fn list_personal(State(state): State<Arc<AppState>>, Auth(who): Auth) -> ApiResult {
-    who.require(Action::ReadCustomers)?;
     ok(json!({"personal_tags": record::personal_tags(&state.db, &who.corp_id).await?}))
 }
 
@@ -511,7 +503,6 @@ async fn create_personal(
     Auth(who): Auth,
     Body(body): Body<PersonalBody>,
 ) -> ApiResult<Response> {
-    who.require(Action::EditCustomers)?;
     check_name("name", &body.name)?;
     let color_ok = body.color.is_empty()
         || (body.color.len() == 7
@@ -547,7 +538,6 @@ async fn delete_personal(
     Auth(who): Auth,
     PathParams(id): PathParams<i64>,
 ) -> ApiResult {
-    who.require(Action::ManageTags)?;
     match record::delete_personal_tag(&state.db, &who.corp_id, id, &who.actor(), now_ms()).await {
         Ok(()) => ok(json!({"deleted": id})),
         Err(RecordError::NotFound) => Err(ApiFailure::NotFound("个人标签")),
@@ -557,7 +547,6 @@ async fn delete_personal(
 }
 
 async fn list_rules(State(state): State<Arc<AppState>>, Auth(who): Auth) -> ApiResult {
-    who.require(Action::ReadOperations)?;
     ok(json!({"rules": record::rules(&state.db, &who.corp_id, None).await?}))
 }
 
@@ -566,7 +555,6 @@ async fn create_rule(
     Auth(who): Auth,
     Body(body): Body<NewRule>,
 ) -> ApiResult<Response> {
-    who.require(Action::ManageSettings)?;
     check_name("name", &body.name)?;
     if body.patterns.is_empty() || body.patterns.iter().any(|p| p.trim().is_empty()) {
         return Err(invalid(
@@ -626,7 +614,6 @@ async fn delete_rule(
     Auth(who): Auth,
     PathParams(id): PathParams<i64>,
 ) -> ApiResult {
-    who.require(Action::ManageSettings)?;
     match record::delete_rule(&state.db, &who.corp_id, id, &who.actor(), now_ms()).await {
         Ok(()) => ok(json!({"deleted": id})),
         Err(RecordError::NotFound) => Err(ApiFailure::NotFound("规则")),

@@ -124,7 +124,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             get(list_departures),
         )
         .tag("transfers")
-        .who("admin, compliance")
+        .requires(Action::ReadOperations)
         .response(
             200,
             object(&[("departures", array(departure))], &["departures"]),
@@ -136,7 +136,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             post(refresh_departures),
         )
         .tag("transfers")
-        .who("admin")
+        .requires(Action::ManageTransfers)
         .response(
             200,
             object(&[("listed", int("企业微信列出的客户数"))], &["listed"]),
@@ -148,7 +148,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             post(plan),
         )
         .tag("transfers")
-        .who("admin")
+        .requires(Action::ManageTransfers)
         .request(object(
             &[
                 ("handover_user_id", string("原跟进成员")),
@@ -195,7 +195,7 @@ pub fn endpoints() -> Vec<Endpoint> {
         ),
         Endpoint::new(Method::GET, "/transfers", "转交任务（最新在前）", get(list))
             .tag("transfers")
-            .who("admin, compliance")
+            .requires(Action::ReadOperations)
             .query("handover_user_id", string("原跟进成员"), "按成员过滤")
             .query("limit", int("1–500，默认 50"), "条数")
             .response(
@@ -209,7 +209,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             get(get_one),
         )
         .tag("transfers")
-        .who("admin, compliance")
+        .requires(Action::ReadOperations)
         .response(
             200,
             object(
@@ -229,7 +229,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             get(items),
         )
         .tag("transfers")
-        .who("admin, compliance")
+        .requires(Action::ReadOperations)
         .query("state", one_of(&ITEM_STATES, "状态"), "按状态过滤")
         .query("kind", one_of(&KINDS, "客户或客户群"), "按类别过滤")
         .query("takeover_user_id", string("接替成员"), "按接替成员过滤")
@@ -243,7 +243,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             post(run),
         )
         .tag("transfers")
-        .who("admin")
+        .requires(Action::ManageTransfers)
         .response(200, with_progress.clone()),
         Endpoint::new(
             Method::POST,
@@ -252,7 +252,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             post(retry),
         )
         .tag("transfers")
-        .who("admin")
+        .requires(Action::ManageTransfers)
         .request(object(
             &[(
                 "takeover_user_id",
@@ -278,7 +278,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             post(cancel),
         )
         .tag("transfers")
-        .who("admin")
+        .requires(Action::ManageTransfers)
         .response(200, with_progress),
     ]
 }
@@ -303,13 +303,11 @@ impl From<JobError> for ApiFailure {
 }
 
 async fn list_departures(State(state): State<Arc<AppState>>, Auth(who): Auth) -> ApiResult {
-    who.require(Action::ReadOperations)?;
     let list = departures::list_departures(&state.db, &who.corp_id).await?;
     ok(json!({ "departures": list }))
 }
 
 async fn refresh_departures(State(state): State<Arc<AppState>>, Auth(who): Auth) -> ApiResult {
-    who.require(Action::ManageTransfers)?;
     match departures::refresh_unassigned(&state.db, &state.wecom, &who.corp_id, now_ms()).await {
         Ok(listed) => ok(json!({ "listed": listed })),
         Err(departures::RefreshError::Store(e)) => Err(e.into()),
@@ -324,7 +322,6 @@ async fn plan(
     Auth(who): Auth,
     Body(req): Body<PlanRequest>,
 ) -> ApiResult {
-    who.require(Action::ManageTransfers)?;
     if req
         .customers
         .as_ref()
@@ -354,7 +351,6 @@ async fn list(
     Auth(who): Auth,
     QueryParams(q): QueryParams<ListQuery>,
 ) -> ApiResult {
-    who.require(Action::ReadOperations)?;
     if let Some(limit) = q.limit
         && !(1..=500).contains(&limit)
     {
@@ -395,7 +391,6 @@ async fn get_one(
     Auth(who): Auth,
     PathParams(id): PathParams<i64>,
 ) -> ApiResult {
-    who.require(Action::ReadOperations)?;
     let job = transfers::get_job(&state.db, &who.corp_id, id)
         .await
         .map_err(not_found)?;
@@ -434,7 +429,6 @@ async fn items(
     PathParams(id): PathParams<i64>,
     QueryParams(q): QueryParams<ItemsQuery>,
 ) -> ApiResult {
-    who.require(Action::ReadOperations)?;
     if let Some(s) = &q.state
         && !ITEM_STATES.contains(&s.as_str())
     {
@@ -472,7 +466,6 @@ async fn run(
     Auth(who): Auth,
     PathParams(id): PathParams<i64>,
 ) -> ApiResult {
-    who.require(Action::ManageTransfers)?;
     transfers::get_job(&state.db, &who.corp_id, id)
         .await
         .map_err(not_found)?;
@@ -492,7 +485,6 @@ async fn retry(
     PathParams(id): PathParams<i64>,
     Body(body): Body<RetryBody>,
 ) -> ApiResult {
-    who.require(Action::ManageTransfers)?;
     transfers::get_job(&state.db, &who.corp_id, id)
         .await
         .map_err(not_found)?;
@@ -515,7 +507,6 @@ async fn cancel(
     Auth(who): Auth,
     PathParams(id): PathParams<i64>,
 ) -> ApiResult {
-    who.require(Action::ManageTransfers)?;
     transfers::get_job(&state.db, &who.corp_id, id)
         .await
         .map_err(not_found)?;

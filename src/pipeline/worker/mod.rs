@@ -19,7 +19,6 @@ mod store;
 
 use std::any::Any;
 use std::convert::Infallible;
-use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -36,9 +35,11 @@ use crate::platform::db::{Db, StoreError, now_ms};
 pub use pool::WorkerPool;
 pub(crate) use store::truncate_bytes;
 pub use store::{
-    Backlog, DeadLetter, INBOX, InboxStats, LeaseTable, MAX_REASON_BYTES, ReplayFilter, backlog,
-    claim, dead_letters, mark_dead, mark_done, renew_lease, replay, schedule_retry, stats,
+    Backlog, DeadLetter, INBOX, InboxStats, LeaseTable, MAX_REASON_BYTES, backlog, dead_letters,
+    mark_dead, mark_done, renew_lease, schedule_retry, stats,
 };
+
+use crate::pipeline::inbox::{ClaimedEvent, claim};
 
 /// A table of work claimed under leases and the handler of its rows: the inbox (callbacks to
 /// process) and the outbox (calls to make to WeCom) run on the same [`WorkerPool`] and [`drain`],
@@ -135,68 +136,6 @@ where
 pub trait InboxHandler: Send + Sync {
     /// Processes one event. Must be idempotent: the same row can come again.
     async fn handle(&self, event: &ClaimedEvent) -> Result<(), HandlerError>;
-}
-
-/// A row a worker holds under a lease, as the handler sees it.
-#[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct ClaimedEvent {
-    /// Inbox row id.
-    pub id: i64,
-    /// The corp the callback URL belongs to.
-    pub corp_id: String,
-    /// The callback configuration's name.
-    pub app: String,
-    /// `AgentID`, when the callback carried one.
-    pub agent_id: Option<String>,
-    /// `MsgType`.
-    pub msg_type: String,
-    /// `Event`.
-    pub event: Option<String>,
-    /// `ChangeType`.
-    pub change_type: Option<String>,
-    /// `CreateTime`, unix seconds.
-    pub create_time: Option<i64>,
-    /// When we received it, epoch ms.
-    pub received_at_ms: i64,
-    /// The decrypted plaintext XML, exactly as WeCom sent it.
-    pub body: String,
-    /// Attempts so far, including this one (1 the first time).
-    pub attempts: i32,
-}
-
-/// Without the body: it holds customer data, which stays out of logs.
-impl fmt::Debug for ClaimedEvent {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClaimedEvent")
-            .field("id", &self.id)
-            .field("corp_id", &self.corp_id)
-            .field("app", &self.app)
-            .field("agent_id", &self.agent_id)
-            .field("msg_type", &self.msg_type)
-            .field("event", &self.event)
-            .field("change_type", &self.change_type)
-            .field("create_time", &self.create_time)
-            .field("received_at_ms", &self.received_at_ms)
-            .field("body_len", &self.body.len())
-            .field("attempts", &self.attempts)
-            .finish()
-    }
-}
-
-impl ClaimedEvent {
-    /// `msg_type/event/change_type` without the empty parts, for logs.
-    pub fn kind(&self) -> String {
-        [
-            Some(self.msg_type.as_str()),
-            self.event.as_deref(),
-            self.change_type.as_deref(),
-        ]
-        .into_iter()
-        .flatten()
-        .filter(|s| !s.is_empty())
-        .collect::<Vec<_>>()
-        .join("/")
-    }
 }
 
 /// Why a handler did not finish an event.

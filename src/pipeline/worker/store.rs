@@ -1,5 +1,6 @@
-//! The workers' SQL on the `inbox` table: claim under a lease, renew it, finish a row (done, retry
-//! later, dead letter), replay, and the numbers operators watch.
+//! The workers' SQL on a [`LeaseTable`] (the inbox, the outbox): renew a lease, finish a row (done,
+//! retry later, dead letter); and the numbers operators watch on the inbox. Claiming and replaying
+//! inbox rows are the inbox's own ([`crate::pipeline::inbox`]).
 //!
 //! Every write that finishes or renews a row names the lease token it was claimed under
 //! (`WHERE id = $1 AND lease_owner = $2 AND state = 'pending'`): a worker whose lease expired and
@@ -9,7 +10,6 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::ClaimedEvent;
 use crate::on_db;
 use crate::platform::db::{Db, StoreError};
 
@@ -37,56 +37,6 @@ pub(crate) fn truncate_bytes(s: &str, max: usize) -> &str {
 /// `reason` cut to [`MAX_REASON_BYTES`] on a character boundary.
 pub(crate) fn truncate_reason(reason: &str) -> &str {
     truncate_bytes(reason, MAX_REASON_BYTES)
-}
-
-/// Claims up to `limit` rows that nobody holds, oldest (lowest id) first, for `lease` from
-/// `now_ms`: each gets `lease_owner = owner`, `lease_until_ms = now_ms + lease` and one more
-/// attempt. A row is claimable while `pending` and its lease (or retry backoff) has run out, so a
-/// row whose worker died is taken over by anyone once its lease expires. Returns the claimed rows
-/// by id.
-///
-/// `owner` is the lease token: unique per claim (the pool appends a sequence number to its
-/// instance name), so a completion under an old token cannot finish a row claimed again since.
-pub async fn claim(
-    db: &Db,
-    owner: &str,
-    now_ms: i64,
-    lease: Duration,
-    limit: usize,
-) -> Result<Vec<ClaimedEvent>, StoreError> {
-    // PostgreSQL: many instances claim at once; SKIP LOCKED steps over rows another claim holds,
-    // and a row finished meanwhile is re-checked against the WHERE clause before it is locked.
-    const PG: &str = "WITH picked AS (SELECT id FROM inbox \
-        WHERE state = 'pending' AND lease_until_ms <= $3 ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
-        UPDATE inbox SET lease_owner = $1, lease_until_ms = $2, attempts = inbox.attempts + 1 \
-        FROM picked WHERE inbox.id = picked.id \
-        RETURNING inbox.id, inbox.corp_id, inbox.app, inbox.agent_id, inbox.msg_type, inbox.event, \
-        inbox.change_type, inbox.create_time, inbox.received_at_ms, inbox.body, inbox.attempts";
-    // SQLite: one writer at a time; repeating the lease test outside the subquery stops two claims
-    // from both winning a row.
-    const LITE: &str = "UPDATE inbox SET lease_owner = $1, lease_until_ms = $2, attempts = attempts + 1 \
-        WHERE id IN (SELECT id FROM inbox WHERE state = 'pending' AND lease_until_ms <= $3 \
-        ORDER BY id LIMIT $4) AND state = 'pending' AND lease_until_ms <= $3 \
-        RETURNING id, corp_id, app, agent_id, msg_type, event, change_type, create_time, \
-        received_at_ms, body, attempts";
-    if limit == 0 {
-        return Ok(Vec::new());
-    }
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let until = now_ms.saturating_add(millis(lease));
-    let sql = match db {
-        Db::Postgres(_) => PG,
-        Db::Sqlite(_) => LITE,
-    };
-    let mut rows: Vec<ClaimedEvent> = on_db!(db, |pool| sqlx::query_as(sql)
-        .bind(owner)
-        .bind(until)
-        .bind(now_ms)
-        .bind(limit)
-        .fetch_all(pool)
-        .await)?;
-    rows.sort_by_key(|r| r.id);
-    Ok(rows)
 }
 
 /// A table whose rows are claimed under leases (the inbox, the outbox): `id`, `state` (`pending`
@@ -265,66 +215,6 @@ pub async fn mark_dead(
     INBOX.dead(db, id, owner, now_ms, reason).await
 }
 
-/// Which rows [`replay`] puts back. Fields left `None` do not filter; at least one selector
-/// should be set (the CLI insists, unless `--all`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ReplayFilter {
-    /// One row.
-    pub id: Option<i64>,
-    /// Received at or after (epoch ms).
-    pub since_ms: Option<i64>,
-    /// Received before (epoch ms).
-    pub until_ms: Option<i64>,
-    /// Matches `msg_type`, `event` or `change_type` (e.g. `event`, `change_external_contact`,
-    /// `add_external_contact`).
-    pub event_type: Option<String>,
-    /// Only this corp.
-    pub corp_id: Option<String>,
-    /// Only dead letters. Otherwise done rows, dead letters and pending rows that no live lease
-    /// holds (waiting for a retry) are all put back.
-    pub dead_only: bool,
-}
-
-impl ReplayFilter {
-    /// True when nothing but the corp narrows the selection (every row would match).
-    pub fn selects_everything(&self) -> bool {
-        self.id.is_none()
-            && self.since_ms.is_none()
-            && self.until_ms.is_none()
-            && self.event_type.is_none()
-            && !self.dead_only
-    }
-}
-
-/// Puts matching rows back to `pending` with no attempts, no lease and no error, body untouched,
-/// so workers process them again (handlers are idempotent: wecom-protocol §2.3). A row a live lease
-/// holds is left alone, so replay never makes two workers run one row at once. Returns how many
-/// rows were put back.
-pub async fn replay(db: &Db, filter: &ReplayFilter, now_ms: i64) -> Result<u64, StoreError> {
-    const SQL: &str = "UPDATE inbox SET state = 'pending', attempts = 0, lease_owner = NULL, \
-        lease_until_ms = 0, last_error = NULL, dead_at_ms = NULL, processed_at_ms = NULL, \
-        replayed_at_ms = $7 \
-        WHERE ($1 IS NULL OR id = $1) \
-        AND ($2 IS NULL OR received_at_ms >= $2) \
-        AND ($3 IS NULL OR received_at_ms < $3) \
-        AND ($4 IS NULL OR msg_type = $4 OR event = $4 OR change_type = $4) \
-        AND ($5 IS NULL OR corp_id = $5) \
-        AND (state = 'dead' OR (NOT $6 AND (state = 'done' OR (state = 'pending' \
-             AND (lease_owner IS NULL OR lease_until_ms <= $7)))))";
-    let n = on_db!(db, |pool| sqlx::query(SQL)
-        .bind(filter.id)
-        .bind(filter.since_ms)
-        .bind(filter.until_ms)
-        .bind(filter.event_type.as_deref())
-        .bind(filter.corp_id.as_deref())
-        .bind(filter.dead_only)
-        .bind(now_ms)
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected()))?;
-    Ok(n)
-}
-
 /// What is waiting: the numbers `/metrics` reads at scrape time. Only `pending` and `dead` rows
 /// are read (through the state index), never the ever-growing `done` ones.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -488,19 +378,5 @@ mod tests {
     fn millis_saturate() {
         assert_eq!(millis(Duration::from_millis(1500)), 1500);
         assert_eq!(millis(Duration::MAX), i64::MAX);
-    }
-
-    #[test]
-    fn a_filter_without_selectors_selects_everything() {
-        let corp_only = ReplayFilter {
-            corp_id: Some("ww1".to_owned()),
-            ..ReplayFilter::default()
-        };
-        assert!(corp_only.selects_everything());
-        let dead = ReplayFilter {
-            dead_only: true,
-            ..ReplayFilter::default()
-        };
-        assert!(!dead.selects_everything());
     }
 }

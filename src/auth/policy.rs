@@ -1,0 +1,199 @@
+//! The policy: roles, the actions they allow ([`Role::may`], the one table), who is calling
+//! ([`Principal`]) and the data scope on top of the role (a sales principal reaches only its own
+//! staff member's customers and relations).
+
+use serde::Serialize;
+
+use crate::on_db;
+use crate::platform::db::{Db, StoreError};
+
+/// A role, as `--role` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything in the corp.
+    Admin,
+    /// Reads every customer, note and history; changes no customer record.
+    Compliance,
+    /// Reads and edits only its own staff member's customers.
+    Sales,
+}
+
+impl Role {
+    /// Every role, in the order documents list them.
+    pub const ALL: [Self; 3] = [Self::Admin, Self::Compliance, Self::Sales];
+
+    /// The one table of what each role may do (data scope comes on top: a sales principal only
+    /// reaches its own staff member's customers, [`Principal::check_customer`]).
+    pub fn may(self, action: Action) -> bool {
+        use Action::*;
+        match self {
+            Self::Admin => true,
+            Self::Compliance => matches!(
+                action,
+                ReadCustomers | ReadOperations | ReadAlerts | HandleAlerts | ReadArchive
+            ),
+            Self::Sales => matches!(action, ReadCustomers | EditCustomers),
+        }
+    }
+
+    /// The roles that may do `action`, as documents show them (`admin, compliance`).
+    pub fn who_may(action: Action) -> String {
+        Self::ALL
+            .iter()
+            .filter(|r| r.may(action))
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Compliance => "compliance",
+            Self::Sales => "sales",
+        }
+    }
+
+    /// Parses a stored or typed name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "admin" => Some(Self::Admin),
+            "compliance" => Some(Self::Compliance),
+            "sales" => Some(Self::Sales),
+            _ => None,
+        }
+    }
+}
+
+/// What a request wants to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Read customers, relations, notes, reminders, stages, the tag library.
+    ReadCustomers,
+    /// Edit a customer's tags, remark, notes, reminders, stage.
+    EditCustomers,
+    /// Create, rename, reorder, delete corp tags; personal tags.
+    ManageTags,
+    /// Auto-tagging rules, lifecycle stage list and other corp settings.
+    ManageSettings,
+    /// Read the outbox and jobs (operations).
+    ReadOperations,
+    /// Retry dead outbox items.
+    RetryOutbox,
+    /// Read compliance alerts and their evidence.
+    ReadAlerts,
+    /// Acknowledge, resolve, mark false positive, reopen alerts.
+    HandleAlerts,
+    /// Read archived chat content (every read is logged) and the archive's health.
+    ReadArchive,
+    /// Plan, run and retry reassignments of a member's customers and group chats.
+    ManageTransfers,
+}
+
+/// Who is calling: from an API key now, from a WeCom-login session later.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Principal {
+    /// The corp the credentials belong to.
+    pub corp_id: String,
+    /// Role.
+    pub role: Role,
+    /// The staff member acting (required for sales).
+    pub staff_user_id: Option<String>,
+    /// The API key, when authenticated by one.
+    pub key_id: Option<i64>,
+}
+
+/// Why a request may not proceed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    /// No or invalid credentials (401).
+    #[error("unauthenticated")]
+    Unauthenticated,
+    /// Valid credentials, outside their role or scope (403).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+}
+
+/// A check failed, or the database could not answer it.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    /// Denied.
+    #[error(transparent)]
+    Denied(#[from] Denied),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Principal {
+    /// Who the audit trail and every write record: the staff member, else the key.
+    pub fn actor(&self) -> String {
+        match (&self.staff_user_id, self.key_id) {
+            (Some(user), _) => user.clone(),
+            (None, Some(id)) => format!("apikey:{id}"),
+            (None, None) => "system".to_owned(),
+        }
+    }
+
+    /// Whether the role allows `action` at all.
+    pub fn require(&self, action: Action) -> Result<(), Denied> {
+        if self.role.may(action) {
+            Ok(())
+        } else {
+            Err(Denied::Forbidden(format!(
+                "角色 {} 无此权限 / role {} may not do this",
+                self.role.as_str(),
+                self.role.as_str()
+            )))
+        }
+    }
+
+    /// The staff member whose customers this principal is limited to (`None`: all of the corp).
+    pub fn staff_scope(&self) -> Option<&str> {
+        match self.role {
+            Role::Sales => Some(self.staff_user_id.as_deref().unwrap_or("")),
+            Role::Admin | Role::Compliance => None,
+        }
+    }
+
+    /// `action` on customer `external_user_id`: the role must allow it, and a sales principal's
+    /// staff member must follow the customer now.
+    pub async fn check_customer(
+        &self,
+        db: &Db,
+        action: Action,
+        external_user_id: &str,
+    ) -> Result<(), AccessError> {
+        self.require(action)?;
+        let Some(user) = self.staff_scope() else {
+            return Ok(());
+        };
+        const SQL: &str = "SELECT COUNT(*) FROM follow_relation WHERE corp_id = $1 AND user_id = $2 \
+            AND external_user_id = $3 AND status = 'active'";
+        let n: i64 = on_db!(db, |pool| sqlx::query_scalar(SQL)
+            .bind(&self.corp_id)
+            .bind(user)
+            .bind(external_user_id)
+            .fetch_one(pool)
+            .await)
+        .map_err(StoreError::from)?;
+        if n > 0 && !user.is_empty() {
+            Ok(())
+        } else {
+            Err(Denied::Forbidden("不是你跟进的客户 / not one of your customers".to_owned()).into())
+        }
+    }
+
+    /// `action` on the relation of staff member `user_id`: a sales principal only on its own.
+    pub fn check_relation(&self, action: Action, user_id: &str) -> Result<(), Denied> {
+        self.require(action)?;
+        match self.staff_scope() {
+            Some(own) if own.is_empty() || own != user_id => Err(Denied::Forbidden(
+                "只能修改自己的跟进关系 / only your own relations".to_owned(),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
