@@ -1,0 +1,294 @@
+//! Reading alerts back (list, one alert with its evidence, history and deliveries) and moving
+//! them through their lifecycle.
+
+use super::*;
+
+#[allow(clippy::too_many_arguments, reason = "one row of alert_event")]
+pub(super) async fn history(
+    tx: &mut Tx,
+    corp: &str,
+    alert_id: i64,
+    actor: &str,
+    action: &str,
+    from: Option<State>,
+    to: Option<State>,
+    comment: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    const SQL: &str = "INSERT INTO alert_event (alert_id, corp_id, actor, action, from_state, to_state, \
+        comment, at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+    on_tx!(tx, |conn| sqlx::query(SQL)
+        .bind(alert_id)
+        .bind(corp)
+        .bind(actor)
+        .bind(action)
+        .bind(from.map(State::as_str))
+        .bind(to.map(State::as_str))
+        .bind(comment)
+        .bind(now_ms)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ()))?;
+    Ok(())
+}
+
+/// An alert as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Alert {
+    /// Id.
+    pub id: i64,
+    /// Corp.
+    pub corp_id: String,
+    /// See [`Kind`].
+    pub kind: String,
+    /// `low` … `critical`.
+    pub severity: String,
+    /// Content category.
+    pub category: Option<String>,
+    /// Content rule.
+    pub rule_id: Option<String>,
+    /// The staff member concerned.
+    pub staff_user_id: String,
+    /// The (first) customer concerned.
+    pub external_user_id: Option<String>,
+    /// What happened, in Chinese.
+    pub title: String,
+    /// See [`State`].
+    pub state: String,
+    /// Pieces of evidence.
+    pub evidence_count: i64,
+    /// First evidence, epoch ms.
+    pub first_at_ms: i64,
+    /// Last evidence, epoch ms.
+    pub last_at_ms: i64,
+    /// Raised, epoch ms.
+    pub created_at_ms: i64,
+    /// Last change, epoch ms.
+    pub updated_at_ms: i64,
+}
+
+pub(super) const COLUMNS: &str = "id, corp_id, kind, severity, category, rule_id, staff_user_id, \
+    external_user_id, title, state, evidence_count, first_at_ms, last_at_ms, created_at_ms, \
+    updated_at_ms";
+
+/// Which alerts [`list`] returns (all `None`: every alert of the corp), newest first.
+#[derive(Debug, Clone, Default)]
+pub struct AlertFilter {
+    /// Only this state.
+    pub state: Option<String>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only this category.
+    pub category: Option<String>,
+    /// Only this severity.
+    pub severity: Option<String>,
+    /// Only about this staff member.
+    pub staff_user_id: Option<String>,
+    /// Only raised at or after this, epoch ms.
+    pub since_ms: Option<i64>,
+    /// Ids below this (paging).
+    pub before_id: Option<i64>,
+    /// At most this many (1–500).
+    pub limit: i64,
+}
+
+/// Alerts of `corp` matching `f`.
+pub async fn list(db: &Db, corp: &str, f: &AlertFilter) -> Result<Vec<Alert>, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM alert WHERE corp_id = $1 AND ($2 IS NULL OR state = $2) \
+         AND ($3 IS NULL OR kind = $3) AND ($4 IS NULL OR category = $4) \
+         AND ($5 IS NULL OR severity = $5) AND ($6 IS NULL OR staff_user_id = $6) \
+         AND ($7 IS NULL OR created_at_ms >= $7) AND ($8 IS NULL OR id < $8) \
+         ORDER BY id DESC LIMIT $9"
+    );
+    let rows = on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+        .bind(corp)
+        .bind(f.state.as_deref())
+        .bind(f.kind.as_deref())
+        .bind(f.category.as_deref())
+        .bind(f.severity.as_deref())
+        .bind(f.staff_user_id.as_deref())
+        .bind(f.since_ms)
+        .bind(f.before_id)
+        .bind(f.limit.clamp(1, 500))
+        .fetch_all(pool)
+        .await)?;
+    Ok(rows)
+}
+
+/// One alert of `corp`.
+pub async fn get(db: &Db, corp: &str, id: i64) -> Result<Option<Alert>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM alert WHERE corp_id = $1 AND id = $2");
+    let row = on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+        .bind(corp)
+        .bind(id)
+        .fetch_optional(pool)
+        .await)?;
+    Ok(row)
+}
+
+/// A piece of evidence as shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct EvidenceRow {
+    /// Id.
+    pub id: i64,
+    /// Where it came from.
+    pub source_ref: String,
+    /// The trigger.
+    pub trigger_key: String,
+    /// The customer.
+    pub external_user_id: Option<String>,
+    /// The message text.
+    pub text: Option<String>,
+    /// Hit spans in `text` (chars), JSON.
+    pub spans: String,
+    /// More, JSON.
+    pub detail: String,
+    /// When, epoch ms.
+    pub at_ms: i64,
+}
+
+/// A lifecycle entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct HistoryRow {
+    /// Who.
+    pub actor: String,
+    /// created, escalated, acknowledge, resolve, false_positive, reopen.
+    pub action: String,
+    /// From.
+    pub from_state: Option<String>,
+    /// To.
+    pub to_state: Option<String>,
+    /// Why.
+    pub comment: String,
+    /// When, epoch ms.
+    pub at_ms: i64,
+}
+
+/// A notification and its delivery state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct DeliveryRow {
+    /// Who.
+    pub recipient: String,
+    /// created, escalated.
+    pub reason: String,
+    /// The outbox item.
+    pub outbox_id: Option<i64>,
+    /// Why it was not sent.
+    pub skipped: Option<String>,
+    /// The outbox item's state (pending, done, dead).
+    pub state: Option<String>,
+    /// The outbox item's last error.
+    pub last_error: Option<String>,
+}
+
+/// Evidence, history and deliveries of one alert.
+pub async fn details(
+    db: &Db,
+    id: i64,
+) -> Result<(Vec<EvidenceRow>, Vec<HistoryRow>, Vec<DeliveryRow>), StoreError> {
+    const EVIDENCE: &str = "SELECT id, source_ref, trigger_key, external_user_id, text, spans, detail, \
+        at_ms FROM alert_evidence WHERE alert_id = $1 ORDER BY id LIMIT 1000";
+    const HISTORY: &str = "SELECT actor, action, from_state, to_state, comment, at_ms FROM alert_event \
+        WHERE alert_id = $1 ORDER BY id";
+    const DELIVERIES: &str = "SELECT d.recipient, d.reason, d.outbox_id, d.skipped, o.state, \
+        o.last_error FROM alert_delivery d LEFT JOIN outbox o ON o.id = d.outbox_id \
+        WHERE d.alert_id = $1 ORDER BY d.id";
+    let evidence = on_db!(db, |pool| sqlx::query_as(EVIDENCE)
+        .bind(id)
+        .fetch_all(pool)
+        .await)?;
+    let history = on_db!(db, |pool| sqlx::query_as(HISTORY)
+        .bind(id)
+        .fetch_all(pool)
+        .await)?;
+    let deliveries = on_db!(db, |pool| sqlx::query_as(DELIVERIES)
+        .bind(id)
+        .fetch_all(pool)
+        .await)?;
+    Ok((evidence, history, deliveries))
+}
+
+/// Why a lifecycle step was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TransitionError {
+    /// No such alert in the corp.
+    #[error("no such alert")]
+    NotFound,
+    /// Not from this state.
+    #[error("cannot {action} an alert that is {state}")]
+    Conflict {
+        /// The step.
+        action: &'static str,
+        /// The alert's state.
+        state: String,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Takes a lifecycle step as `actor` with `comment`; returns the new state.
+pub async fn transition(
+    db: &Db,
+    corp: &str,
+    id: i64,
+    step: Transition,
+    actor: &str,
+    comment: &str,
+    now_ms: i64,
+) -> Result<State, TransitionError> {
+    const CURRENT: &str = "SELECT state FROM alert WHERE corp_id = $1 AND id = $2";
+    const SET: &str = "UPDATE alert SET state = $3, updated_at_ms = $4 WHERE corp_id = $1 AND id = $2 \
+        AND state = $5";
+    let mut tx = db.begin().await?;
+    let current: Option<String> = on_tx!(&mut tx, |conn| sqlx::query_scalar(CURRENT)
+        .bind(corp)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await)
+    .map_err(StoreError::from)?;
+    let current = current.ok_or(TransitionError::NotFound)?;
+    let from = State::parse(&current).ok_or_else(|| TransitionError::Conflict {
+        action: step.as_str(),
+        state: current.clone(),
+    })?;
+    let to = step.apply(from).ok_or_else(|| TransitionError::Conflict {
+        action: step.as_str(),
+        state: current.clone(),
+    })?;
+    on_tx!(&mut tx, |conn| sqlx::query(SET)
+        .bind(corp)
+        .bind(id)
+        .bind(to.as_str())
+        .bind(now_ms)
+        .bind(from.as_str())
+        .execute(&mut *conn)
+        .await
+        .map(|_| ()))
+    .map_err(StoreError::from)?;
+    history(
+        &mut tx,
+        corp,
+        id,
+        actor,
+        step.as_str(),
+        Some(from),
+        Some(to),
+        comment,
+        now_ms,
+    )
+    .await?;
+    crate::auth::audit(
+        &mut tx,
+        corp,
+        actor,
+        &format!("alert.{}", step.as_str()),
+        &format!("alert:{id}"),
+        &serde_json::json!({"from": from.as_str(), "to": to.as_str(), "comment": comment}),
+        now_ms,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(to)
+}
