@@ -15,7 +15,7 @@ use wecom_sdk::parse_event;
 
 use crate::app::wecom_records;
 use crate::domain::customers::record::{self, RecordError, Trigger};
-use crate::domain::customers::{self, EndReason, RelationChange, Source};
+use crate::domain::customers::{self, EndReason, RelationChange, RelationStatus, Source};
 use crate::domain::group_chats::ChatSnapshot;
 use crate::domain::scan::RuleLibrary;
 use crate::domain::{group_chats, staff};
@@ -360,7 +360,10 @@ impl Ctx<'_> {
         for m in customers {
             let relations =
                 customers::relations_of_customer(self.db(), self.corp, &m.member_id).await?;
-            let active: Vec<_> = relations.iter().filter(|r| r.status == "active").collect();
+            let active: Vec<_> = relations
+                .iter()
+                .filter(|r| r.status == RelationStatus::Active)
+                .collect();
             let owners: Vec<_> = active
                 .iter()
                 .filter(|r| r.user_id == chat.owner_user_id)
@@ -391,7 +394,7 @@ impl Ctx<'_> {
     async fn relation_ended(&self, user: &str, ext: &str) -> Result<bool, HandlerError> {
         Ok(customers::get_relation(self.db(), self.corp, user, ext)
             .await?
-            .is_some_and(|r| r.status != "active"))
+            .is_some_and(|r| r.status != RelationStatus::Active))
     }
 
     async fn end(&self, user: &str, ext: &str, reason: EndReason) -> Result<(), HandlerError> {

@@ -83,8 +83,7 @@ async fn deletions_end_relations_and_keep_history(backend: Backend) {
         contacts::get_relation(&app.db, CORP, &b, &ext)
             .await
             .unwrap()
-            .map(|r| r.status)
-            .as_deref(),
+            .map(|r| r.status.as_str()),
         Some("active")
     );
 
@@ -189,7 +188,7 @@ async fn wecom_faults_are_retried_until_the_event_is_processed(backend: Backend)
     let relation = contacts::get_relation(&app.db, CORP, &seeded.staff[0], &ext)
         .await
         .unwrap();
-    assert_eq!(relation.map(|r| r.status).as_deref(), Some("active"));
+    assert_eq!(relation.map(|r| r.status.as_str()), Some("active"));
     assert_eq!(
         app.wecom().calls("externalcontact/get"),
         4,
@@ -358,7 +357,7 @@ async fn expired_token_and_a_silent_wecom_are_survived(backend: Backend) {
         let r = contacts::get_relation(&app.db, CORP, user, ext)
             .await
             .unwrap();
-        assert_eq!(r.map(|r| r.status).as_deref(), Some("active"));
+        assert_eq!(r.map(|r| r.status.as_str()), Some("active"));
     }
     assert_eq!(
         app.wecom().calls("gettoken"),

@@ -116,11 +116,14 @@ pub async fn relation_ended(
     let Some(relation) = crate::domain::customers::get_relation(db, corp, user, ext).await? else {
         return Ok(Raised::default());
     };
-    let trigger = match relation.status.as_str() {
-        "deleted_by_staff" => Trigger::Deletion,
-        "deleted_by_customer" => Trigger::CustomerLoss,
-        "vanished" => Trigger::Vanished,
-        _ => return Ok(Raised::default()),
+    use crate::domain::customers::{EndReason, RelationStatus};
+    let trigger = match relation.status {
+        RelationStatus::Ended(EndReason::DeletedByStaff) => Trigger::Deletion,
+        RelationStatus::Ended(EndReason::DeletedByCustomer) => Trigger::CustomerLoss,
+        RelationStatus::Ended(EndReason::Vanished) => Trigger::Vanished,
+        RelationStatus::Active | RelationStatus::Ended(EndReason::Transferred) => {
+            return Ok(Raised::default());
+        }
     };
     let at_ms = relation.ended_at_ms.unwrap_or(now_ms);
     let history = crate::domain::customers::relation_history(db, corp, user, ext).await?;

@@ -86,6 +86,60 @@ impl EndReason {
     }
 }
 
+/// A relation's state: the `status` column, read back typed (an unknown stored value is an error,
+/// not a guess).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(into = "&'static str")]
+pub enum RelationStatus {
+    /// The staff member follows the customer.
+    Active,
+    /// It ended, and why.
+    Ended(EndReason),
+}
+
+impl RelationStatus {
+    /// The stored name (`active`, or the [`EndReason::status`]).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Ended(reason) => reason.status(),
+        }
+    }
+}
+
+impl From<RelationStatus> for &'static str {
+    fn from(s: RelationStatus) -> Self {
+        s.as_str()
+    }
+}
+
+impl TryFrom<String> for RelationStatus {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Ok(match s.as_str() {
+            "active" => Self::Active,
+            "deleted_by_staff" => Self::Ended(EndReason::DeletedByStaff),
+            "deleted_by_customer" => Self::Ended(EndReason::DeletedByCustomer),
+            "transferred" => Self::Ended(EndReason::Transferred),
+            "vanished" => Self::Ended(EndReason::Vanished),
+            _ => return Err(format!("unknown relation status {s:?}")),
+        })
+    }
+}
+
+impl PartialEq<&str> for RelationStatus {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Display for RelationStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What applying a snapshot changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum RelationChange {
@@ -139,8 +193,9 @@ pub struct FollowRelation {
     pub oper_user_id: Option<String>,
     /// Created in WeCom, epoch ms.
     pub added_at_ms: Option<i64>,
-    /// `active`, `deleted_by_staff`, `deleted_by_customer`, `transferred`, `vanished`.
-    pub status: String,
+    /// Active, or how it ended.
+    #[sqlx(try_from = "String")]
+    pub status: RelationStatus,
     /// When it ended.
     pub ended_at_ms: Option<i64>,
 }
@@ -678,4 +733,29 @@ pub async fn list_customers(
         .fetch_all(pool)
         .await)?;
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_status_reads_back_typed_and_an_unknown_one_is_an_error() {
+        for name in [
+            "active",
+            "deleted_by_staff",
+            "deleted_by_customer",
+            "transferred",
+            "vanished",
+        ] {
+            let status = RelationStatus::try_from(name.to_owned()).unwrap();
+            assert_eq!(status.as_str(), name);
+            assert_eq!(serde_json::to_value(status).unwrap(), name);
+        }
+        assert_eq!(
+            RelationStatus::try_from("deleted_by_staff".to_owned()),
+            Ok(RelationStatus::Ended(EndReason::DeletedByStaff))
+        );
+        assert!(RelationStatus::try_from("paused".to_owned()).is_err());
+    }
 }
