@@ -91,9 +91,81 @@ async fn list_and_get_return_what_was_stored(backend: Backend) {
     test_db.drop_database().await;
 }
 
+/// Corp settings: unset reads `None`, a set value reads back (also inside a transaction), a second
+/// set replaces it, and another corp's setting of the same name is its own.
+async fn settings_are_per_corp_and_replaced(backend: Backend) {
+    use scrm::domain::settings;
+    let test_db = TestDb::create(backend).await;
+    let db = test_db.connect().await;
+    assert_eq!(settings::get(&db, CORP, "stages").await.unwrap(), None);
+    settings::set(&db, CORP, "stages", r#"["新客户"]"#, "admin", 1)
+        .await
+        .unwrap();
+    settings::set(&db, "wwother", "stages", r#"["别家"]"#, "admin", 2)
+        .await
+        .unwrap();
+    settings::set(&db, CORP, "stages", r#"["新客户","成交"]"#, "lisi", 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        settings::get(&db, CORP, "stages").await.unwrap().as_deref(),
+        Some(r#"["新客户","成交"]"#)
+    );
+    let mut tx = db.begin().await.unwrap();
+    assert_eq!(
+        settings::get_in(&mut tx, "wwother", "stages")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(r#"["别家"]"#)
+    );
+    tx.commit().await.unwrap();
+    db.close().await;
+    test_db.drop_database().await;
+}
+
+/// A reassigned chat's owner changes, and only that chat's.
+async fn a_chat_owner_is_set_by_its_owner_module(backend: Backend) {
+    use scrm::domain::group_chats::{self, ChatSnapshot};
+    let test_db = TestDb::create(backend).await;
+    let db = test_db.connect().await;
+    for chat in ["wrA", "wrB"] {
+        let snapshot = ChatSnapshot {
+            chat_id: chat.to_owned(),
+            name: format!("群 {chat}"),
+            owner_user_id: "zhangsan".to_owned(),
+            notice: String::new(),
+            created_at_ms: Some(1),
+            member_version: "v1".to_owned(),
+            members: Vec::new(),
+        };
+        group_chats::apply(&db, CORP, &snapshot, Some(0), None, 1)
+            .await
+            .unwrap();
+    }
+    group_chats::set_owner(&db, CORP, "wrA", "lisi", 2)
+        .await
+        .unwrap();
+    let owner = |chat: &'static str| {
+        let db = db.clone();
+        async move {
+            group_chats::get(&db, CORP, chat)
+                .await
+                .unwrap()
+                .map(|c| c.owner_user_id)
+        }
+    };
+    assert_eq!(owner("wrA").await.as_deref(), Some("lisi"));
+    assert_eq!(owner("wrB").await.as_deref(), Some("zhangsan"));
+    db.close().await;
+    test_db.drop_database().await;
+}
+
 both_backends!(
     insert_batch_tells_new_from_repeated_rows,
-    list_and_get_return_what_was_stored
+    list_and_get_return_what_was_stored,
+    settings_are_per_corp_and_replaced,
+    a_chat_owner_is_set_by_its_owner_module
 );
 
 /// A test that ends early (a panic) does not leave its PostgreSQL database behind.
