@@ -584,11 +584,12 @@ async fn carry_over(
         customers::relation_tag_ids_in(tx, corp, to, ext).await?
     };
     // What the taker's relation lacks (all of it while we have not seen that relation yet).
-    let has: Vec<String> = new.clone().unwrap_or_default();
+    let seen = new.is_some();
+    let has: Vec<String> = new.unwrap_or_default();
     let missing: Vec<String> = old.into_iter().filter(|t| !has.contains(t)).collect();
     if !missing.is_empty() {
-        if new.is_some() {
-            let mut merged = has.clone();
+        if seen {
+            let mut merged = has;
             merged.extend(missing.iter().cloned());
             customers::set_relation_tag_ids_in(tx, corp, to, ext, &merged, now_ms).await?;
         }

@@ -102,21 +102,19 @@ pub async fn create_note(
     attachment_url: Option<&str>,
     now_ms: i64,
 ) -> Result<Note, FollowupError> {
-    const INSERT: &str = "INSERT INTO note (corp_id, external_user_id, author, body, \
-        attachment_url, revision, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, 1, $6, $6) \
-        RETURNING id";
     check_note_body(body)?;
     let url = check_attachment_url(attachment_url)?;
     let mut tx = db.begin().await?;
-    let id: i64 = on_tx!(&mut tx, |conn| sqlx::query_scalar(INSERT)
-        .bind(corp_id)
-        .bind(external_user_id)
-        .bind(author)
-        .bind(body)
-        .bind(url.as_deref())
-        .bind(now_ms)
-        .fetch_one(&mut *conn)
-        .await)?;
+    let id = insert_note(
+        &mut tx,
+        corp_id,
+        external_user_id,
+        author,
+        body,
+        url.as_deref(),
+        now_ms,
+    )
+    .await?;
     auth::audit(
         &mut tx,
         corp_id,
@@ -144,18 +142,33 @@ pub async fn add_note_in(
     body: &str,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    const NOTE: &str = "INSERT INTO note (corp_id, external_user_id, author, body, revision, \
-        created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, 1, $5, $5)";
-    on_tx!(tx, |conn| sqlx::query(NOTE)
+    insert_note(tx, corp_id, external_user_id, author, body, None, now_ms).await?;
+    Ok(())
+}
+
+/// The one `INSERT` of a note (revision 1); returns its id.
+async fn insert_note(
+    tx: &mut Tx,
+    corp_id: &str,
+    external_user_id: &str,
+    author: &str,
+    body: &str,
+    attachment_url: Option<&str>,
+    now_ms: i64,
+) -> Result<i64, StoreError> {
+    const INSERT: &str = "INSERT INTO note (corp_id, external_user_id, author, body, \
+        attachment_url, revision, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, 1, $6, $6) \
+        RETURNING id";
+    let id = on_tx!(tx, |conn| sqlx::query_scalar(INSERT)
         .bind(corp_id)
         .bind(external_user_id)
         .bind(author)
         .bind(body)
+        .bind(attachment_url)
         .bind(now_ms)
-        .execute(&mut *conn)
-        .await
-        .map(|_| ()))?;
-    Ok(())
+        .fetch_one(&mut *conn)
+        .await)?;
+    Ok(id)
 }
 
 /// One note of the corp.

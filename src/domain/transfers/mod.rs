@@ -621,34 +621,26 @@ pub async fn fail_dead_calls(db: &Db, job_id: i64, now_ms: i64) -> Result<u64, S
 /// Items of one call become `sent` (only those still `planned` or `scheduled`: another round may
 /// have taken some), inside the caller's transaction. Returns how many did.
 pub async fn mark_sent_in(tx: &mut Tx, ids: &[i64], now_ms: i64) -> Result<u64, StoreError> {
-    let sql = format!(
-        "UPDATE transfer_item SET state = 'sent', sent_at_ms = $1, updated_at_ms = $1 \
-         WHERE state IN ('planned', 'scheduled') AND id IN ({})",
-        crate::platform::db::placeholders(2, ids.len())
-    );
-    let n = on_tx!(tx, |conn| {
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).bind(now_ms);
-        for id in ids {
-            q = q.bind(id);
-        }
-        q.execute(&mut *conn).await.map(|r| r.rows_affected())
-    })?;
-    Ok(n)
+    update_items_in(
+        tx,
+        "state = 'sent', sent_at_ms = $1, updated_at_ms = $1",
+        "state IN ('planned', 'scheduled')",
+        &[Val::Int(Some(now_ms))],
+        ids,
+    )
+    .await
 }
 
 /// Items of one call point at the outbox item that makes it.
 pub async fn link_outbox_in(tx: &mut Tx, ids: &[i64], outbox_id: i64) -> Result<(), StoreError> {
-    let sql = format!(
-        "UPDATE transfer_item SET outbox_id = $1 WHERE id IN ({})",
-        crate::platform::db::placeholders(2, ids.len())
-    );
-    on_tx!(tx, |conn| {
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).bind(outbox_id);
-        for id in ids {
-            q = q.bind(id);
-        }
-        q.execute(&mut *conn).await.map(|_| ())
-    })?;
+    update_items_in(
+        tx,
+        "outbox_id = $1",
+        "TRUE",
+        &[Val::Int(Some(outbox_id))],
+        ids,
+    )
+    .await?;
     Ok(())
 }
 
