@@ -249,7 +249,8 @@ async fn main() -> anyhow::Result<()> {
     {
         let wecom = Wecom::new(&config, Arc::new(MemoryCoordinator::new()))?;
         let started = Instant::now();
-        let (_, summary) = scrm::app::sync::run(&db, &wecom, CORP, "bench", None, &|_| {}).await?;
+        let (_, summary) =
+            scrm::app::sync::run(&db, &wecom, &common::corp(CORP), "bench", None, &|_| {}).await?;
         println!(
             "backend {}: imported {} relations in {:.1} s",
             o.backend,
@@ -269,7 +270,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let (_, key) = scrm::auth::create_key(
         &db,
-        CORP,
+        &common::corp(CORP),
         scrm::auth::Role::Admin,
         None,
         "bench",

@@ -190,7 +190,8 @@ async fn main() -> anyhow::Result<()> {
 
     // 1. Full sync.
     let started = Instant::now();
-    let (_, summary) = scrm::app::sync::run(&db, &wecom, CORP, "bench", None, &|_| {}).await?;
+    let (_, summary) =
+        scrm::app::sync::run(&db, &wecom, &common::corp(CORP), "bench", None, &|_| {}).await?;
     let wall = started.elapsed().as_secs_f64();
     let chunks = o.staff.div_ceil(100) as u64;
     let batch_calls = state.calls("externalcontact/batch/get_by_user");

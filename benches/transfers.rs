@@ -155,10 +155,10 @@ fn minimum_calls(items: &[transfers::TransferItem]) -> (usize, usize) {
     for i in items {
         let Some(sent) = i.sent_at_ms else { continue };
         if i.kind == "customer" {
-            *customers.entry(&i.takeover_user_id).or_default() += 1;
+            *customers.entry(i.takeover_user_id.as_str()).or_default() += 1;
         } else {
             *chats
-                .entry((&i.takeover_user_id, engine::day_start_ms(sent)))
+                .entry((i.takeover_user_id.as_str(), engine::day_start_ms(sent)))
                 .or_default() += 1;
         }
     }
@@ -195,13 +195,13 @@ async fn main() -> anyhow::Result<()> {
     db.migrate().await?;
     let wecom = Wecom::new(&config, Arc::new(MemoryCoordinator::new()))?;
     let started = Instant::now();
-    scrm::app::sync::run(&db, &wecom, CORP, "bench", None, &|_| {}).await?;
+    scrm::app::sync::run(&db, &wecom, &common::corp(CORP), "bench", None, &|_| {}).await?;
     // The member leaves once we know the corp (no callback target: what `delete_user` does).
     assert!(state.depart_staff(CORP, HANDOVER));
     scrm::domain::staff::mark_departed(
         &db,
-        CORP,
-        HANDOVER,
+        &common::corp(CORP),
+        &common::user(HANDOVER),
         state.now_ms(),
         scrm::platform::db::now_ms(),
     )
@@ -209,7 +209,7 @@ async fn main() -> anyhow::Result<()> {
     let n = scrm::app::transfers::departures::refresh_unassigned(
         &db,
         &wecom,
-        CORP,
+        &common::corp(CORP),
         scrm::platform::db::now_ms(),
     )
     .await
@@ -235,7 +235,7 @@ async fn main() -> anyhow::Result<()> {
     let t = Instant::now();
     let planned = transfers::plan(
         &db,
-        CORP,
+        &common::corp(CORP),
         &PlanRequest {
             handover_user_id: HANDOVER.to_owned(),
             takeover_user_ids: takers.clone(),

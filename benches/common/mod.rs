@@ -101,3 +101,13 @@ impl Flags {
         Ok(backend.to_owned())
     }
 }
+
+/// A corp id known to be good (the benchmarks name ids as text; the server takes them typed).
+pub fn corp(s: impl AsRef<str>) -> wecom_sdk::CorpId {
+    wecom_sdk::CorpId::try_from(s.as_ref()).expect("a benchmark corp id")
+}
+
+/// A staff userid known to be good.
+pub fn user(s: impl AsRef<str>) -> wecom_sdk::UserId {
+    wecom_sdk::UserId::try_from(s.as_ref()).expect("a benchmark userid")
+}

@@ -11,11 +11,13 @@ use wecom_sdk::event::{
     AppMessage, CallbackEvent, ContactEvent, ExternalChatEvent, ExternalContactEvent, StaffChange,
     TransferFailReason,
 };
-use wecom_sdk::parse_event;
+use wecom_sdk::{ChatId, CorpId, ExternalUserId, UserId, parse_event};
 
 use crate::app::wecom_records;
 use crate::domain::customers::record::{self, RecordError, Trigger};
-use crate::domain::customers::{self, EndReason, RelationChange, RelationStatus, Source};
+use crate::domain::customers::{
+    self, EndReason, RelationChange, RelationKey, RelationStatus, Source,
+};
 use crate::domain::group_chats::ChatSnapshot;
 use crate::domain::scan::RuleLibrary;
 use crate::domain::{group_chats, staff};
@@ -134,9 +136,12 @@ impl InboxHandler for EventProcessor {
             .create_time
             .and_then(wecom::secs_to_ms)
             .unwrap_or(ev.received_at_ms);
+        let corp = CorpId::try_from(ev.corp_id.as_str()).map_err(|e| HandlerError::Permanent {
+            reason: format!("stored event's corp: {e}"),
+        })?;
         let ctx = Ctx {
             p: self,
-            corp: &ev.corp_id,
+            corp: &corp,
             app: &ev.app,
             source: Source::Callback(ev.id),
             event_ms,
@@ -151,7 +156,7 @@ impl InboxHandler for EventProcessor {
                 message: AppMessage::Text { content },
             } => {
                 let agent = parsed.header.agent_id.as_deref().unwrap_or("");
-                ctx.app_text(from.as_str(), agent, content.as_deref().unwrap_or(""))
+                ctx.app_text(&from, agent, content.as_deref().unwrap_or(""))
                     .await
             }
             // New archived messages exist: recorded for the corp's puller on whichever instance
@@ -180,7 +185,7 @@ impl InboxHandler for EventProcessor {
 
 struct Ctx<'a> {
     p: &'a EventProcessor,
-    corp: &'a str,
+    corp: &'a CorpId,
     app: &'a str,
     source: Source,
     event_ms: i64,
@@ -193,16 +198,14 @@ impl Ctx<'_> {
 
     async fn record(
         &self,
-        user: &str,
-        ext: &str,
+        user: &UserId,
+        ext: &ExternalUserId,
         change: &str,
         detail: &str,
     ) -> Result<(), HandlerError> {
         customers::record_event(
             self.db(),
-            self.corp,
-            user,
-            ext,
+            RelationKey::new(self.corp, user, ext),
             change,
             self.source,
             detail,
@@ -214,7 +217,7 @@ impl Ctx<'_> {
 
     async fn external_contact(&self, e: ExternalContactEvent) -> Result<(), HandlerError> {
         let (user, ext) = e.relation();
-        let (user, ext) = (user.to_string(), ext.to_string());
+        let (user, ext) = (user.clone(), ext.clone());
         match e {
             ExternalContactEvent::Added(_)
             | ExternalContactEvent::HalfAdded(_)
@@ -224,9 +227,7 @@ impl Ctx<'_> {
                 if d.is_by_transfer() {
                     crate::app::transfers::engine::handed_over(
                         self.db(),
-                        self.corp,
-                        &user,
-                        &ext,
+                        RelationKey::new(self.corp, &user, &ext),
                         self.event_ms,
                     )
                     .await?;
@@ -246,9 +247,7 @@ impl Ctx<'_> {
                 };
                 crate::app::transfers::engine::transfer_failed(
                     self.db(),
-                    self.corp,
-                    &user,
-                    &ext,
+                    RelationKey::new(self.corp, &user, &ext),
                     reason,
                 )
                 .await?;
@@ -258,16 +257,20 @@ impl Ctx<'_> {
     }
 
     /// Reads the customer and every follow relation WeCom shows, and applies them.
-    async fn refresh_customer(&self, user: &str, ext: &str) -> Result<(), HandlerError> {
-        let creds = self.p.wecom.credentials(self.corp, Some(self.app))?;
-        let id = wecom_sdk::ExternalUserId::try_from(ext).map_err(|e| HandlerError::Permanent {
-            reason: e.to_string(),
-        })?;
+    async fn refresh_customer(
+        &self,
+        user: &UserId,
+        ext: &ExternalUserId,
+    ) -> Result<(), HandlerError> {
+        let creds = self
+            .p
+            .wecom
+            .credentials(self.corp.as_str(), Some(self.app))?;
         let detail = match self
             .p
             .wecom
             .client
-            .get_external_contact_all(&creds, &id)
+            .get_external_contact_all(&creds, ext)
             .await
         {
             Ok(detail) => detail,
@@ -280,7 +283,7 @@ impl Ctx<'_> {
         let now = now_ms();
         customers::upsert_customer(
             self.db(),
-            self.corp,
+            self.corp.as_str(),
             &wecom_records::customer_profile(&detail.external_contact),
             now,
         )
@@ -288,7 +291,7 @@ impl Ctx<'_> {
         let mut saw_event_user = false;
         for f in &detail.follow_user {
             let snapshot = wecom_records::relation_from_follow_user(ext, f);
-            saw_event_user |= snapshot.user_id == user;
+            saw_event_user |= snapshot.user_id == *user;
             let change =
                 customers::apply_relation(self.db(), self.corp, &snapshot, now, None).await?;
             let Some(label) = change.history_label() else {
@@ -313,11 +316,10 @@ impl Ctx<'_> {
     /// A customer was added (or re-added): the default follow-up reminders, and channel rules by
     /// the 联系我 `state` it came through.
     async fn relation_added(&self, s: &customers::RelationSnapshot) -> Result<(), HandlerError> {
+        let relation = RelationKey::new(self.corp, &s.user_id, &s.external_user_id);
         crate::app::transfers::engine::relation_added(
             self.db(),
-            self.corp,
-            &s.user_id,
-            &s.external_user_id,
+            relation,
             s.added_at_ms.unwrap_or(self.event_ms),
         )
         .await?;
@@ -331,17 +333,9 @@ impl Ctx<'_> {
         )
         .await?;
         if let Some(state) = s.state.as_deref().filter(|v| !v.is_empty()) {
-            record::apply_rules(
-                self.db(),
-                self.corp,
-                Trigger::Channel,
-                state,
-                &s.user_id,
-                &s.external_user_id,
-                now_ms(),
-            )
-            .await
-            .map_err(record_failure)?;
+            record::apply_rules(self.db(), relation, Trigger::Channel, state, now_ms())
+                .await
+                .map_err(record_failure)?;
         }
         Ok(())
     }
@@ -358,8 +352,10 @@ impl Ctx<'_> {
             .iter()
             .filter(|m| m.member_type == 2 && joined.contains(&m.member_id));
         for m in customers {
-            let relations =
-                customers::relations_of_customer(self.db(), self.corp, &m.member_id).await?;
+            let Ok(ext) = ExternalUserId::try_from(m.member_id.as_str()) else {
+                continue;
+            };
+            let relations = customers::relations_of_customer(self.db(), self.corp, &ext).await?;
             let active: Vec<_> = relations
                 .iter()
                 .filter(|r| r.status == RelationStatus::Active)
@@ -376,11 +372,9 @@ impl Ctx<'_> {
             for r in targets {
                 record::apply_rules(
                     self.db(),
-                    self.corp,
+                    RelationKey::new(self.corp, &r.user_id, &r.external_user_id),
                     Trigger::GroupJoin,
-                    &chat.chat_id,
-                    &r.user_id,
-                    &r.external_user_id,
+                    chat.chat_id.as_str(),
                     now_ms(),
                 )
                 .await
@@ -391,18 +385,27 @@ impl Ctx<'_> {
     }
 
     /// Whether we hold this relation as ended (a deletion was processed before this event).
-    async fn relation_ended(&self, user: &str, ext: &str) -> Result<bool, HandlerError> {
-        Ok(customers::get_relation(self.db(), self.corp, user, ext)
-            .await?
-            .is_some_and(|r| r.status != RelationStatus::Active))
+    async fn relation_ended(
+        &self,
+        user: &UserId,
+        ext: &ExternalUserId,
+    ) -> Result<bool, HandlerError> {
+        Ok(
+            customers::get_relation(self.db(), RelationKey::new(self.corp, user, ext))
+                .await?
+                .is_some_and(|r| r.status != RelationStatus::Active),
+        )
     }
 
-    async fn end(&self, user: &str, ext: &str, reason: EndReason) -> Result<(), HandlerError> {
+    async fn end(
+        &self,
+        user: &UserId,
+        ext: &ExternalUserId,
+        reason: EndReason,
+    ) -> Result<(), HandlerError> {
         let changed = customers::end_relation(
             self.db(),
-            self.corp,
-            user,
-            ext,
+            RelationKey::new(self.corp, user, ext),
             reason,
             self.event_ms,
             now_ms(),
@@ -426,8 +429,8 @@ impl Ctx<'_> {
     }
 
     /// A text a staff member sent to one of our apps: the content rules.
-    async fn app_text(&self, from: &str, agent: &str, text: &str) -> Result<(), HandlerError> {
-        let Some(alerts) = crate::domain::alerts::Ctx::of(&self.p.wecom, self.corp) else {
+    async fn app_text(&self, from: &UserId, agent: &str, text: &str) -> Result<(), HandlerError> {
+        let Some(alerts) = crate::domain::alerts::Ctx::of(&self.p.wecom, self.corp.as_str()) else {
             return Ok(());
         };
         let message = crate::domain::alerts::Scanned::app_text(
@@ -453,10 +456,13 @@ impl Ctx<'_> {
     async fn external_chat(&self, e: ExternalChatEvent) -> Result<(), HandlerError> {
         let chat_id = e.chat_id().clone();
         if let ExternalChatEvent::Dismissed { .. } = e {
-            group_chats::dismiss(self.db(), self.corp, chat_id.as_str(), self.event_ms).await?;
+            group_chats::dismiss(self.db(), self.corp, &chat_id, self.event_ms).await?;
             return Ok(());
         }
-        let creds = self.p.wecom.credentials(self.corp, Some(self.app))?;
+        let creds = self
+            .p
+            .wecom
+            .credentials(self.corp.as_str(), Some(self.app))?;
         let chat = self
             .p
             .wecom
@@ -469,7 +475,7 @@ impl Ctx<'_> {
             && !chat.member_version.is_empty()
             && &chat.member_version != expected
             && self
-                .is_older_version(chat_id.as_str(), &chat.member_version)
+                .is_older_version(&chat_id, &chat.member_version)
                 .await?
         {
             // WeCom processes group changes asynchronously: the answer predates the event.
@@ -490,13 +496,20 @@ impl Ctx<'_> {
     }
 
     /// Whether `version` is the one we already applied (so WeCom has not caught up yet).
-    async fn is_older_version(&self, chat_id: &str, version: &str) -> Result<bool, HandlerError> {
+    async fn is_older_version(
+        &self,
+        chat_id: &ChatId,
+        version: &str,
+    ) -> Result<bool, HandlerError> {
         let stored = group_chats::get(self.db(), self.corp, chat_id).await?;
         Ok(stored.is_some_and(|s| s.member_version == version))
     }
 
     async fn refresh_tags(&self) -> Result<(), HandlerError> {
-        let creds = self.p.wecom.credentials(self.corp, Some(self.app))?;
+        let creds = self
+            .p
+            .wecom
+            .credentials(self.corp.as_str(), Some(self.app))?;
         let groups = self
             .p
             .wecom
@@ -506,7 +519,7 @@ impl Ctx<'_> {
             .map_err(|e| api_failure("get_corp_tag_list", &e))?;
         crate::domain::customers::record::replace_tag_library(
             self.db(),
-            self.corp,
+            self.corp.as_str(),
             &wecom_records::tag_library(&groups),
             now_ms(),
         )
@@ -521,13 +534,12 @@ impl Ctx<'_> {
                 self.staff_change(&change, now).await
             }
             ContactEvent::StaffDeparted { user_id } => {
-                staff::mark_departed(self.db(), self.corp, user_id.as_str(), self.event_ms, now)
-                    .await?;
+                staff::mark_departed(self.db(), self.corp, &user_id, self.event_ms, now).await?;
                 crate::app::transfers::departures::on_departed(
                     self.db(),
                     &self.p.wecom,
                     self.corp,
-                    user_id.as_str(),
+                    &user_id,
                     now,
                 )
                 .await?;
@@ -536,7 +548,7 @@ impl Ctx<'_> {
             ContactEvent::DepartmentCreated(d) | ContactEvent::DepartmentUpdated(d) => {
                 staff::upsert_department(
                     self.db(),
-                    self.corp,
+                    self.corp.as_str(),
                     i64::from(d.id),
                     d.name.as_deref(),
                     d.parent_id.map(i64::from),
@@ -547,7 +559,7 @@ impl Ctx<'_> {
                 Ok(())
             }
             ContactEvent::DepartmentDeleted { id } => {
-                staff::delete_department(self.db(), self.corp, i64::from(id), now).await?;
+                staff::delete_department(self.db(), self.corp.as_str(), i64::from(id), now).await?;
                 Ok(())
             }
             // Directory tags are not customer tags; nothing of ours depends on them yet.
@@ -580,7 +592,7 @@ impl Ctx<'_> {
                 .zip(c.is_leader_in_dept.as_ref())
                 .map(|(d, l)| led(d.iter().map(|&x| i64::from(x)), l.iter().copied())),
         };
-        if let Ok(creds) = self.p.wecom.credentials(self.corp, Some(self.app)) {
+        if let Ok(creds) = self.p.wecom.credentials(self.corp.as_str(), Some(self.app)) {
             match self.p.wecom.client.user_get(&creds, user_id).await {
                 Ok(profile) => {
                     update.name = Some(profile.name).filter(|n| !n.is_empty()).or(update.name);
@@ -608,7 +620,7 @@ impl Ctx<'_> {
                 Err(e) => return Err(api_failure("user/get", &e)),
             }
         }
-        staff::upsert(self.db(), self.corp, &update, now).await?;
+        staff::upsert(self.db(), self.corp.as_str(), &update, now).await?;
         Ok(())
     }
 }

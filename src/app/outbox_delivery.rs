@@ -100,12 +100,6 @@ fn tag_ids(ids: &[String]) -> Result<Vec<TagId>, HandlerError> {
         .collect()
 }
 
-fn relation_ids(user: &str, ext: &str) -> Result<(UserId, ExternalUserId), HandlerError> {
-    let user = UserId::try_from(user).map_err(|e| HandlerError::permanent(e.to_string()))?;
-    let ext = ExternalUserId::try_from(ext).map_err(|e| HandlerError::permanent(e.to_string()))?;
-    Ok((user, ext))
-}
-
 impl Delivery<'_> {
     fn wecom(&self) -> &Wecom {
         &self.q.wecom
@@ -131,10 +125,9 @@ impl Delivery<'_> {
                 remark,
                 description,
             } => {
-                let (userid, external_userid) = relation_ids(user_id, external_user_id)?;
                 let request = RemarkRequest {
-                    userid,
-                    external_userid,
+                    userid: user_id.clone(),
+                    external_userid: external_user_id.clone(),
                     remark: remark.clone(),
                     description: description.clone(),
                     remark_company: None,
@@ -243,15 +236,14 @@ impl Delivery<'_> {
     /// and sends what is left, so one deleted tag does not block the rest of the edit.
     async fn mark_tag(
         &self,
-        user: &str,
-        ext: &str,
+        userid: &UserId,
+        external_userid: &ExternalUserId,
         add: &[String],
         remove: &[String],
     ) -> Result<Option<serde_json::Value>, HandlerError> {
-        let (userid, external_userid) = relation_ids(user, ext)?;
         let creds = self.creds()?;
         let call = |add: Vec<TagId>, remove: Vec<TagId>| {
-            let (creds, userid, external_userid) = (&creds, &userid, &external_userid);
+            let creds = &creds;
             async move {
                 self.wecom()
                     .client

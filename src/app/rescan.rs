@@ -135,9 +135,9 @@ pub async fn run(
                 .and_then(crate::platform::wecom::secs_to_ms)
                 .unwrap_or(*received_at_ms);
             let message = Scanned::app_text(
-                &corp,
+                &ctx.corp.corp_id,
                 &agent,
-                from.as_str(),
+                &from,
                 content.as_deref().unwrap_or(""),
                 format!("inbox:{row_id}"),
                 at_ms,

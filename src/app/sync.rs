@@ -11,10 +11,10 @@
 
 use serde::{Deserialize, Serialize};
 use wecom_sdk::api::{ApiError, AppCredentials, GroupChatListRequest};
-use wecom_sdk::{ChatId, UserId};
+use wecom_sdk::{ChatId, CorpId, ExternalUserId, UserId};
 
 use crate::app::wecom_records;
-use crate::domain::customers::{self, EndReason, RelationChange, Source};
+use crate::domain::customers::{self, EndReason, RelationChange, RelationKey, Source};
 use crate::domain::{group_chats, staff};
 use crate::pipeline::jobs;
 use crate::platform::coord::LeaderLock;
@@ -104,13 +104,13 @@ enum Phase {
 #[serde(default)]
 struct Checkpoint {
     phase: Phase,
-    follow_users: Vec<String>,
+    follow_users: Vec<UserId>,
     /// Index of the current chunk of `USERS_PER_CALL` users.
     chunk: usize,
     /// WeCom's cursor inside the current chunk.
     page_cursor: String,
     /// Chats listed on the current `groupchat/list` page and not yet read.
-    chat_queue: Vec<(String, i64)>,
+    chat_queue: Vec<(ChatId, i64)>,
     summary: SyncSummary,
 }
 
@@ -146,7 +146,7 @@ struct Run<'a> {
     db: &'a Db,
     wecom: &'a Wecom,
     creds: AppCredentials,
-    corp: &'a str,
+    corp: &'a CorpId,
     job_id: i64,
     started_ms: i64,
     owner: &'a str,
@@ -157,15 +157,16 @@ struct Run<'a> {
 
 /// Runs (or resumes) the sync of one corp to its end. `owner` is this instance's id; `leader`,
 /// when given, is renewed at each checkpoint. Returns the job id and what it did.
-#[tracing::instrument(name = "sync", skip_all, fields(corp_id = %corp_id))]
+#[tracing::instrument(name = "sync", skip_all, fields(corp_id = %corp))]
 pub async fn run(
     db: &Db,
     wecom: &Wecom,
-    corp_id: &str,
+    corp: &CorpId,
     owner: &str,
     leader: Option<&LeaderLock>,
     progress: &(dyn Fn(&SyncProgress) + Send + Sync),
 ) -> Result<(i64, SyncSummary), SyncError> {
+    let corp_id = corp.as_str();
     let creds = wecom.credentials(corp_id, None)?;
     if jobs::running_elsewhere(db, corp_id, JOB_KIND, owner).await? {
         let job_id = jobs::list(db, Some(corp_id), JOB_KIND, 1)
@@ -197,7 +198,7 @@ pub async fn run(
         db,
         wecom,
         creds,
-        corp: corp_id,
+        corp,
         job_id,
         started_ms: job.started_at_ms.unwrap_or_else(now_ms),
         owner,
@@ -306,7 +307,7 @@ impl Run<'_> {
             .await?;
         let changes = crate::domain::customers::record::replace_tag_library(
             self.db,
-            self.corp,
+            self.corp.as_str(),
             &wecom_records::tag_library(&groups),
             now_ms(),
         )
@@ -318,7 +319,7 @@ impl Run<'_> {
         for u in &users {
             staff::upsert(
                 self.db,
-                self.corp,
+                self.corp.as_str(),
                 &staff::StaffUpdate {
                     user_id: u.to_string(),
                     has_customer_contact: Some(true),
@@ -328,7 +329,7 @@ impl Run<'_> {
             )
             .await?;
         }
-        self.cp.follow_users = users.iter().map(ToString::to_string).collect();
+        self.cp.follow_users = users.to_vec();
         self.cp.summary.follow_users = users.len() as u64;
         self.cp.chunk = 0;
         self.cp.page_cursor.clear();
@@ -342,12 +343,7 @@ impl Run<'_> {
         if ids.is_empty() {
             return None;
         }
-        Some(
-            ids.iter()
-                .take(USERS_PER_CALL)
-                .filter_map(|u| UserId::try_from(u.as_str()).ok())
-                .collect(),
-        )
+        Some(ids.iter().take(USERS_PER_CALL).cloned().collect())
     }
 
     async fn customers_page(&mut self) -> Result<(), SyncError> {
@@ -363,10 +359,10 @@ impl Run<'_> {
             .await?;
         let now = now_ms();
         for row in &page.external_contact_list {
-            let ext = row.external_contact.external_userid.to_string();
+            let ext = row.external_contact.external_userid.clone();
             customers::upsert_customer(
                 self.db,
-                self.corp,
+                self.corp.as_str(),
                 &wecom_records::customer_profile(&row.external_contact),
                 now,
             )
@@ -387,9 +383,7 @@ impl Run<'_> {
             };
             customers::record_event(
                 self.db,
-                self.corp,
-                &snapshot.user_id,
-                &ext,
+                RelationKey::new(self.corp, &snapshot.user_id, &ext),
                 label,
                 Source::Sync(self.job_id),
                 "repaired by reconciliation",
@@ -413,11 +407,12 @@ impl Run<'_> {
             )
             .await?;
             for ext in gone {
+                let Ok(ext) = ExternalUserId::try_from(ext) else {
+                    continue;
+                };
                 let ended = customers::end_relation(
                     self.db,
-                    self.corp,
-                    &user,
-                    &ext,
+                    RelationKey::new(self.corp, &user, &ext),
                     EndReason::Vanished,
                     now,
                     now,
@@ -427,9 +422,7 @@ impl Run<'_> {
                     self.cp.summary.vanished += 1;
                     customers::record_event(
                         self.db,
-                        self.corp,
-                        &user,
-                        &ext,
+                        RelationKey::new(self.corp, &user, &ext),
                         EndReason::Vanished.status(),
                         Source::Sync(self.job_id),
                         "relation gone from WeCom without a deletion event",
@@ -460,11 +453,9 @@ impl Run<'_> {
         if !self.cp.chat_queue.is_empty() {
             // Up to 50 chats between checkpoints.
             let take = self.cp.chat_queue.len().min(50);
-            let batch: Vec<(String, i64)> = self.cp.chat_queue.drain(..take).collect();
+            let batch: Vec<(ChatId, i64)> = self.cp.chat_queue.drain(..take).collect();
             for (chat_id, status) in batch {
-                let Ok(id) = ChatId::try_from(chat_id.as_str()) else {
-                    continue;
-                };
+                let id = chat_id.clone();
                 self.call();
                 let chat = match self
                     .wecom
@@ -517,7 +508,7 @@ impl Run<'_> {
         self.cp.chat_queue = page
             .group_chat_list
             .iter()
-            .map(|c| (c.chat_id.to_string(), c.status))
+            .map(|c| (c.chat_id.clone(), c.status))
             .collect();
         self.next_page(page.next_cursor);
         Ok(())
@@ -535,6 +526,9 @@ impl Run<'_> {
             )
             .await?;
             for chat_id in gone {
+                let Ok(chat_id) = ChatId::try_from(chat_id) else {
+                    continue;
+                };
                 group_chats::dismiss(self.db, self.corp, &chat_id, now).await?;
                 self.cp.summary.chats_gone += 1;
             }
@@ -590,6 +584,9 @@ pub async fn schedule(
             if *shutdown.borrow() {
                 return;
             }
+            let Ok(corp_id) = CorpId::try_from(corp.as_str()) else {
+                continue;
+            };
             if wecom.credentials(&corp, None).is_err() {
                 continue;
             }
@@ -616,7 +613,7 @@ pub async fn schedule(
                 }
             }
             let outcome = tokio::select! {
-                r = run(&db, &wecom, &corp, &owner, Some(&leader), &|_| {}) => Some(r),
+                r = run(&db, &wecom, &corp_id, &owner, Some(&leader), &|_| {}) => Some(r),
                 _ = shutdown.changed() => None,
             };
             match outcome {

@@ -1,6 +1,7 @@
 //! WeCom's answers as our domain records: the one place that reads both (the domain modules never
 //! see WeCom's types, the WeCom adapter never sees ours).
 
+use wecom_sdk::ExternalUserId;
 use wecom_sdk::api::{ExternalContact, FollowInfo, FollowUser, GroupChat, TagGroup};
 
 use crate::domain::customers::{CustomerProfile, RelationSnapshot};
@@ -11,7 +12,7 @@ use crate::platform::wecom::secs_to_ms;
 /// Our profile from WeCom's `external_contact`.
 pub fn customer_profile(c: &ExternalContact) -> CustomerProfile {
     CustomerProfile {
-        external_user_id: c.external_userid.to_string(),
+        external_user_id: c.external_userid.clone(),
         name: c.name.clone(),
         customer_type: c.contact_type,
         gender: c.gender,
@@ -24,10 +25,13 @@ pub fn customer_profile(c: &ExternalContact) -> CustomerProfile {
 }
 
 /// A relation from `externalcontact/get`'s `follow_user` entry.
-pub fn relation_from_follow_user(external_user_id: &str, f: &FollowUser) -> RelationSnapshot {
+pub fn relation_from_follow_user(
+    external_user_id: &ExternalUserId,
+    f: &FollowUser,
+) -> RelationSnapshot {
     RelationSnapshot {
-        user_id: f.userid.to_string(),
-        external_user_id: external_user_id.to_owned(),
+        user_id: f.userid.clone(),
+        external_user_id: external_user_id.clone(),
         remark: f.remark.clone(),
         description: f.description.clone(),
         remark_corp_name: f.remark_corp_name.clone(),
@@ -46,10 +50,13 @@ pub fn relation_from_follow_user(external_user_id: &str, f: &FollowUser) -> Rela
 }
 
 /// A relation from `batch/get_by_user`'s `follow_info`.
-pub fn relation_from_follow_info(external_user_id: &str, f: &FollowInfo) -> RelationSnapshot {
+pub fn relation_from_follow_info(
+    external_user_id: &ExternalUserId,
+    f: &FollowInfo,
+) -> RelationSnapshot {
     RelationSnapshot {
-        user_id: f.userid.to_string(),
-        external_user_id: external_user_id.to_owned(),
+        user_id: f.userid.clone(),
+        external_user_id: external_user_id.clone(),
         remark: f.remark.clone(),
         description: f.description.clone(),
         remark_corp_name: f.remark_corp_name.clone(),
@@ -90,9 +97,9 @@ pub fn tag_library(groups: &[TagGroup]) -> Vec<LibraryGroup> {
 /// A chat snapshot from `groupchat/get`.
 pub fn chat_snapshot(g: &GroupChat) -> ChatSnapshot {
     ChatSnapshot {
-        chat_id: g.chat_id.to_string(),
+        chat_id: g.chat_id.clone(),
         name: g.name.clone(),
-        owner_user_id: g.owner.to_string(),
+        owner_user_id: g.owner.clone(),
         notice: g.notice.clone(),
         created_at_ms: secs_to_ms(g.create_time),
         member_version: g.member_version.clone(),

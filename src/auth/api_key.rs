@@ -4,6 +4,7 @@
 use rand::Rng as _;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
+use wecom_sdk::{CorpId, UserId};
 
 use super::{Principal, Role};
 use crate::on_db;
@@ -39,9 +40,9 @@ fn hash(key: &str) -> String {
 /// Creates a key; returns its id and the key itself (the only time it is ever shown).
 pub async fn create_key(
     db: &Db,
-    corp_id: &str,
+    corp_id: &CorpId,
     role: Role,
-    staff_user_id: Option<&str>,
+    staff_user_id: Option<&UserId>,
     name: &str,
     now_ms: i64,
 ) -> Result<(i64, String), StoreError> {
@@ -52,10 +53,10 @@ pub async fn create_key(
     let secret = hex::encode(rng.random::<[u8; 24]>());
     let key = format!("scrm_{prefix}_{secret}");
     let id = on_db!(db, |pool| sqlx::query_scalar(SQL)
-        .bind(corp_id)
+        .bind(corp_id.as_str())
         .bind(name)
         .bind(role.as_str())
-        .bind(staff_user_id)
+        .bind(staff_user_id.map(UserId::as_str))
         .bind(&prefix)
         .bind(hash(&key))
         .bind(now_ms)
@@ -94,6 +95,13 @@ pub async fn authenticate(
         return Ok(None);
     }
     let Some(role) = Role::parse(&role) else {
+        return Ok(None);
+    };
+    // Ids were checked when the key was made; a row that fails the check stands for nobody.
+    let Ok(corp_id) = CorpId::try_from(corp_id) else {
+        return Ok(None);
+    };
+    let Ok(staff_user_id) = staff_user_id.map(UserId::try_from).transpose() else {
         return Ok(None);
     };
     on_db!(db, |pool| sqlx::query(USED)

@@ -23,9 +23,9 @@ mod tests {
 
     fn principal(role: Role, staff: Option<&str>) -> Principal {
         Principal {
-            corp_id: "ww1".to_owned(),
+            corp_id: wecom_sdk::CorpId::try_from("ww1").unwrap(),
             role,
-            staff_user_id: staff.map(str::to_owned),
+            staff_user_id: staff.map(|s| wecom_sdk::UserId::try_from(s).unwrap()),
             key_id: Some(7),
         }
     }
@@ -57,16 +57,25 @@ mod tests {
 
     #[test]
     fn sales_reach_only_their_own_relations() {
+        let user = |s: &str| wecom_sdk::UserId::try_from(s).unwrap();
         let sales = principal(Role::Sales, Some("zhangsan"));
         assert!(
             sales
-                .check_relation(Action::EditCustomers, "zhangsan")
+                .check_relation(Action::EditCustomers, &user("zhangsan"))
                 .is_ok()
         );
-        assert!(sales.check_relation(Action::EditCustomers, "lisi").is_err());
+        assert!(
+            sales
+                .check_relation(Action::EditCustomers, &user("lisi"))
+                .is_err()
+        );
         // A sales key without a staff member reaches nobody.
         let orphan = principal(Role::Sales, None);
-        assert!(orphan.check_relation(Action::EditCustomers, "").is_err());
+        assert!(
+            orphan
+                .check_relation(Action::EditCustomers, &user("zhangsan"))
+                .is_err()
+        );
         assert_eq!(principal(Role::Admin, None).actor(), "apikey:7");
         assert_eq!(sales.actor(), "zhangsan");
     }

@@ -3,6 +3,7 @@
 //! staff member's customers and relations).
 
 use serde::Serialize;
+use wecom_sdk::{CorpId, ExternalUserId, UserId};
 
 use crate::on_db;
 use crate::platform::db::{Db, StoreError};
@@ -96,11 +97,11 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Principal {
     /// The corp the credentials belong to.
-    pub corp_id: String,
+    pub corp_id: CorpId,
     /// Role.
     pub role: Role,
     /// The staff member acting (required for sales).
-    pub staff_user_id: Option<String>,
+    pub staff_user_id: Option<UserId>,
     /// The API key, when authenticated by one.
     pub key_id: Option<i64>,
 }
@@ -131,7 +132,7 @@ impl Principal {
     /// Who the audit trail and every write record: the staff member, else the key.
     pub fn actor(&self) -> String {
         match (&self.staff_user_id, self.key_id) {
-            (Some(user), _) => user.clone(),
+            (Some(user), _) => user.to_string(),
             (None, Some(id)) => format!("apikey:{id}"),
             (None, None) => "system".to_owned(),
         }
@@ -153,7 +154,7 @@ impl Principal {
     /// The staff member whose customers this principal is limited to (`None`: all of the corp).
     pub fn staff_scope(&self) -> Option<&str> {
         match self.role {
-            Role::Sales => Some(self.staff_user_id.as_deref().unwrap_or("")),
+            Role::Sales => Some(self.staff_user_id.as_ref().map_or("", UserId::as_str)),
             Role::Admin | Role::Compliance => None,
         }
     }
@@ -164,7 +165,7 @@ impl Principal {
         &self,
         db: &Db,
         action: Action,
-        external_user_id: &str,
+        external_user_id: &ExternalUserId,
     ) -> Result<(), AccessError> {
         self.require(action)?;
         let Some(user) = self.staff_scope() else {
@@ -173,9 +174,9 @@ impl Principal {
         const SQL: &str = "SELECT COUNT(*) FROM follow_relation WHERE corp_id = $1 AND user_id = $2 \
             AND external_user_id = $3 AND status = 'active'";
         let n: i64 = on_db!(db, |pool| sqlx::query_scalar(SQL)
-            .bind(&self.corp_id)
+            .bind(self.corp_id.as_str())
             .bind(user)
-            .bind(external_user_id)
+            .bind(external_user_id.as_str())
             .fetch_one(pool)
             .await)
         .map_err(StoreError::from)?;
@@ -187,10 +188,10 @@ impl Principal {
     }
 
     /// `action` on the relation of staff member `user_id`: a sales principal only on its own.
-    pub fn check_relation(&self, action: Action, user_id: &str) -> Result<(), Denied> {
+    pub fn check_relation(&self, action: Action, user_id: &UserId) -> Result<(), Denied> {
         self.require(action)?;
         match self.staff_scope() {
-            Some(own) if own.is_empty() || own != user_id => Err(Denied::Forbidden(
+            Some(own) if own.is_empty() || own != user_id.as_str() => Err(Denied::Forbidden(
                 "只能修改自己的跟进关系 / only your own relations".to_owned(),
             )),
             _ => Ok(()),

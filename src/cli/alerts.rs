@@ -55,7 +55,7 @@ pub async fn run(config: &Config, command: AlertsCommand) -> anyhow::Result<i32>
                 limit,
                 ..AlertFilter::default()
             };
-            let list = alerts::list(&db, &corp, &filter).await?;
+            let list = alerts::list(&db, corp.as_str(), &filter).await?;
             if json {
                 for a in &list {
                     println!("{}", serde_json::to_string(a)?);
@@ -92,7 +92,7 @@ pub async fn run(config: &Config, command: AlertsCommand) -> anyhow::Result<i32>
             let wecom = Wecom::new(config, coord).context("cannot build the WeCom API client")?;
             let since =
                 crate::platform::db::now_ms().saturating_sub(days.saturating_mul(86_400_000));
-            let job = rescan::start(&db, &corp, since).await?;
+            let job = rescan::start(&db, corp.as_str(), since).await?;
             let owner = format!("cli:{}", crate::pipeline::worker::instance_owner());
             match rescan::run(&db, &wecom, &rules, job, &owner).await {
                 Ok(s) => {

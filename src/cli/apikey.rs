@@ -3,11 +3,12 @@
 
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
+use wecom_sdk::{CorpId, UserId};
 
 use crate::auth::{self, ApiKeyInfo, Role};
 use crate::platform::config::Config;
 use crate::platform::db::{Db, now_ms};
-use crate::{on_db, startup};
+use crate::startup;
 
 /// `scrm apikey …`.
 #[derive(Debug, Subcommand)]
@@ -62,7 +63,11 @@ pub async fn run(config: &Config, command: ApikeyCommand) -> anyhow::Result<i32>
             let Some(role) = Role::parse(&role) else {
                 bail!("--role {role:?}: must be admin, compliance or sales");
             };
-            let staff = staff.filter(|s| !s.trim().is_empty());
+            let staff = staff
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| UserId::try_from(s.trim()))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--staff: {e}"))?;
             if role == Role::Sales && staff.is_none() {
                 bail!(
                     "--role sales needs --staff USERID: a sales key reaches only that staff member's customers"
@@ -77,14 +82,13 @@ pub async fn run(config: &Config, command: ApikeyCommand) -> anyhow::Result<i32>
                 );
             }
             let now = now_ms();
-            let (id, key) =
-                auth::create_key(&db, &corp, role, staff.as_deref(), &name, now).await?;
+            let (id, key) = auth::create_key(&db, &corp, role, staff.as_ref(), &name, now).await?;
             let mut tx = db.begin().await?;
             let detail =
                 serde_json::json!({"id": id, "role": role.as_str(), "staff": staff, "name": name});
             auth::audit(
                 &mut tx,
-                &corp,
+                corp.as_str(),
                 "cli",
                 "apikey.create",
                 &format!("apikey:{id}"),
@@ -105,7 +109,7 @@ pub async fn run(config: &Config, command: ApikeyCommand) -> anyhow::Result<i32>
                     "API key {id} ({} {}) created for {corp}. It is shown only now: store it safely, \
                      send it as `Authorization: Bearer <key>`.",
                     role.as_str(),
-                    staff.as_deref().unwrap_or("(no staff member)")
+                    staff.as_ref().map_or("(no staff member)", UserId::as_str)
                 );
             }
             0
@@ -158,15 +162,15 @@ pub async fn run(config: &Config, command: ApikeyCommand) -> anyhow::Result<i32>
 }
 
 /// `--corp`, or the only configured corp.
-pub(super) fn corp_of(config: &Config, corp: Option<String>) -> anyhow::Result<String> {
+pub(super) fn corp_of(config: &Config, corp: Option<String>) -> anyhow::Result<CorpId> {
     if let Some(corp) = corp {
-        if !config.corps.iter().any(|c| c.corp_id.to_string() == corp) {
-            bail!("--corp {corp}: not a corp in the configuration");
-        }
-        return Ok(corp);
+        return match config.corps.iter().find(|c| c.corp_id == corp) {
+            Some(c) => Ok(c.corp_id.clone()),
+            None => bail!("--corp {corp}: not a corp in the configuration"),
+        };
     }
     match config.corps.as_slice() {
-        [one] => Ok(one.corp_id.to_string()),
+        [one] => Ok(one.corp_id.clone()),
         [] => bail!(
             "no corp is configured: add one to the config file (see deploy/scrm.example.toml)"
         ),
@@ -174,15 +178,11 @@ pub(super) fn corp_of(config: &Config, corp: Option<String>) -> anyhow::Result<S
     }
 }
 
-async fn staff_known(db: &Db, corp: &str, user: &str) -> anyhow::Result<bool> {
-    const SQL: &str = "SELECT COUNT(*) FROM staff WHERE corp_id = $1 AND user_id = $2";
-    let n: i64 = on_db!(db, |pool| sqlx::query_scalar(SQL)
-        .bind(corp)
-        .bind(user)
-        .fetch_one(pool)
-        .await)
-    .context("cannot read staff")?;
-    Ok(n > 0)
+async fn staff_known(db: &Db, corp: &CorpId, user: &UserId) -> anyhow::Result<bool> {
+    let known = crate::domain::staff::get(db, corp, user)
+        .await
+        .context("cannot read staff")?;
+    Ok(known.is_some())
 }
 
 fn print_keys(keys: &[ApiKeyInfo]) {

@@ -85,16 +85,21 @@ pub async fn run(config: &Config, command: ArchiveCommand) -> anyhow::Result<i32
         }
         ArchiveCommand::Pull { corp } => {
             let corp = super::apikey::corp_of(config, corp)?;
-            let (archive, mut sup) = open(config, &db, &corp).await?;
-            let report =
-                archive_pull::pull_until_caught_up(&db, &corp, &mut sup, &config.archive, None)
-                    .await
-                    .context("pull failed (the cursor stays where the last stored batch put it)")?;
-            let scanned = archive.scan_pending(&corp).await?;
+            let (archive, mut sup) = open(config, &db, corp.as_str()).await?;
+            let report = archive_pull::pull_until_caught_up(
+                &db,
+                corp.as_str(),
+                &mut sup,
+                &config.archive,
+                None,
+            )
+            .await
+            .context("pull failed (the cursor stays where the last stored batch put it)")?;
+            let scanned = archive.scan_pending(corp.as_str()).await?;
             let media = if config.archive.media {
                 archive_pull::media::download_pending(
                     &db,
-                    &corp,
+                    corp.as_str(),
                     &mut sup,
                     &archive_pull::media_dir(config),
                     &config.archive,
@@ -119,17 +124,17 @@ pub async fn run(config: &Config, command: ArchiveCommand) -> anyhow::Result<i32
         }
         ArchiveCommand::Retry { corp } => {
             let corp = super::apikey::corp_of(config, corp)?;
-            let (archive, mut sup) = open(config, &db, &corp).await?;
-            let n = archive.retry_undecryptable(&corp, &mut sup).await?;
-            let scanned = archive.scan_pending(&corp).await?;
+            let (archive, mut sup) = open(config, &db, corp.as_str()).await?;
+            let n = archive.retry_undecryptable(corp.as_str(), &mut sup).await?;
+            let scanned = archive.scan_pending(corp.as_str()).await?;
             sup.shutdown().await;
-            let left = store::counts(&db, &corp).await?.undecryptable_open;
+            let left = store::counts(&db, corp.as_str()).await?.undecryptable_open;
             println!("decrypted {n}; {scanned} scanned; {left} still undecryptable");
             i32::from(left > 0)
         }
         ArchiveCommand::Undecryptable { corp, all, limit } => {
             let corp = super::apikey::corp_of(config, corp)?;
-            let rows = store::undecryptable(&db, &corp, !all, limit).await?;
+            let rows = store::undecryptable(&db, corp.as_str(), !all, limit).await?;
             println!(
                 "{:>10}  {:<36}  {:>3}  {:<20}  {:>8}  detail",
                 "seq", "msgid", "ver", "reason", "attempts"

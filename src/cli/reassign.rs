@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use wecom_sdk::CorpId;
 
 use crate::app::outbox_delivery::OutboxQueue;
 use crate::app::transfers::{departures, engine};
@@ -164,7 +165,7 @@ pub async fn run(config: &Config, args: ReassignArgs) -> anyhow::Result<i32> {
                     println!("企业微信待分配列表：{n} 位客户 (WeCom's unassigned list)");
                 }
             }
-            let list = departures::list_departures(&db, &corp).await?;
+            let list = departures::list_departures(&db, corp.as_str()).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else if list.is_empty() {
@@ -193,17 +194,18 @@ pub async fn run(config: &Config, args: ReassignArgs) -> anyhow::Result<i32> {
     Ok(code)
 }
 
-fn pick_corp(wecom: &Wecom, corp: Option<&str>) -> anyhow::Result<String> {
+fn pick_corp(wecom: &Wecom, corp: Option<&str>) -> anyhow::Result<CorpId> {
     let ids = wecom.corp_ids();
-    match corp {
-        Some(c) if ids.iter().any(|i| i == c) => Ok(c.to_owned()),
+    let id = match corp {
+        Some(c) if ids.iter().any(|i| i == c) => c.to_owned(),
         Some(c) => anyhow::bail!("corp {c} is not configured (add it under [[corps]])"),
         None => match ids.as_slice() {
-            [one] => Ok(one.clone()),
+            [one] => one.clone(),
             [] => anyhow::bail!("no corp configured: add a [[corps]] section to scrm.toml"),
             _ => anyhow::bail!("several corps are configured: name one with --corp"),
         },
-    }
+    };
+    CorpId::try_from(id).map_err(|e| anyhow::anyhow!("--corp: {e}"))
 }
 
 fn refuse(reason: &str) -> i32 {
@@ -288,7 +290,7 @@ async fn plan_and_run(
         planned.job.id
     };
     let job = transfers::job_by_id(db, job_id).await?;
-    match transfers::start(db, &job.corp_id, job_id, actor, now_ms()).await {
+    match transfers::start(db, job.corp_id.as_str(), job_id, actor, now_ms()).await {
         Ok(_) => {}
         Err(JobError::Store(e)) => return Err(e.into()),
         Err(e) => return Ok(refuse(&e.to_string())),

@@ -73,6 +73,7 @@ pub async fn run(config: &Config, args: SyncArgs) -> anyhow::Result<i32> {
     let mut code = 0;
     let mut results: Vec<serde_json::Value> = Vec::new();
     for corp in corps {
+        let corp = wecom_sdk::CorpId::try_from(corp).map_err(|e| anyhow::anyhow!("corp: {e}"))?;
         let leader = LeaderLock::new(
             coord.clone(),
             &format!("sync:{corp}"),
@@ -110,7 +111,7 @@ pub async fn run(config: &Config, args: SyncArgs) -> anyhow::Result<i32> {
                         serde_json::json!({"corp_id": corp, "job_id": job_id, "summary": summary}),
                     );
                 } else {
-                    print_summary(&corp, job_id, &summary);
+                    print_summary(corp.as_str(), job_id, &summary);
                 }
             }
             Err(SyncError::Busy { job_id, .. }) => {

@@ -6,6 +6,8 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 
+use wecom_sdk::{ChatId, CorpId, UserId};
+
 use crate::on_db;
 use crate::platform::db::{Db, StoreError};
 
@@ -13,11 +15,11 @@ use crate::platform::db::{Db, StoreError};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatSnapshot {
     /// `chat_id`.
-    pub chat_id: String,
+    pub chat_id: ChatId,
     /// Name.
     pub name: String,
     /// Owner's userid.
-    pub owner_user_id: String,
+    pub owner_user_id: UserId,
     /// 群公告.
     pub notice: String,
     /// Created, epoch ms.
@@ -49,11 +51,13 @@ pub struct MemberSnapshot {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct GroupChat {
     /// `chat_id`.
-    pub chat_id: String,
+    #[sqlx(try_from = "String")]
+    pub chat_id: ChatId,
     /// Name.
     pub name: String,
     /// Owner.
-    pub owner_user_id: String,
+    #[sqlx(try_from = "String")]
+    pub owner_user_id: UserId,
     /// `member_version` last applied.
     pub member_version: String,
     /// WeCom's list status (0 normal, 1 owner left, 2 inheriting, 3 inherited).
@@ -83,7 +87,12 @@ impl ChatDiff {
 }
 
 /// One stored chat.
-pub async fn get(db: &Db, corp_id: &str, chat_id: &str) -> Result<Option<GroupChat>, StoreError> {
+pub async fn get(
+    db: &Db,
+    corp_id: &CorpId,
+    chat_id: &ChatId,
+) -> Result<Option<GroupChat>, StoreError> {
+    let (corp_id, chat_id) = (corp_id.as_str(), chat_id.as_str());
     const SQL: &str = "SELECT chat_id, name, owner_user_id, member_version, status, dismissed_at_ms \
         FROM group_chat WHERE corp_id = $1 AND chat_id = $2";
     let row = on_db!(db, |pool| sqlx::query_as(SQL)
@@ -97,9 +106,10 @@ pub async fn get(db: &Db, corp_id: &str, chat_id: &str) -> Result<Option<GroupCh
 /// Current members' ids of a chat, sorted.
 pub async fn current_members(
     db: &Db,
-    corp_id: &str,
-    chat_id: &str,
+    corp_id: &CorpId,
+    chat_id: &ChatId,
 ) -> Result<Vec<String>, StoreError> {
+    let (corp_id, chat_id) = (corp_id.as_str(), chat_id.as_str());
     const SQL: &str = "SELECT member_id FROM group_chat_member WHERE corp_id = $1 AND chat_id = $2 \
         AND left_at_ms IS NULL ORDER BY member_id";
     let rows = on_db!(db, |pool| sqlx::query_scalar(SQL)
@@ -114,17 +124,18 @@ pub async fn current_members(
 /// `status` is the list status when known; `seen_by_job` marks it seen by a reconciliation.
 pub async fn apply(
     db: &Db,
-    corp_id: &str,
+    corp: &CorpId,
     s: &ChatSnapshot,
     status: Option<i64>,
     seen_by_job: Option<i64>,
     now_ms: i64,
 ) -> Result<ChatDiff, StoreError> {
-    let before = get(db, corp_id, &s.chat_id).await?;
-    let stored: HashSet<String> = current_members(db, corp_id, &s.chat_id)
+    let before = get(db, corp, &s.chat_id).await?;
+    let stored: HashSet<String> = current_members(db, corp, &s.chat_id)
         .await?
         .into_iter()
         .collect();
+    let corp_id = corp.as_str();
     let fresh: HashSet<&str> = s.members.iter().map(|m| m.member_id.as_str()).collect();
     let mut diff = ChatDiff {
         created: before.is_none(),
@@ -167,9 +178,9 @@ pub async fn apply(
         let mut tx = pool.begin().await?;
         sqlx::query(CHAT)
             .bind(corp_id)
-            .bind(&s.chat_id)
+            .bind(s.chat_id.as_str())
             .bind(&s.name)
-            .bind(&s.owner_user_id)
+            .bind(s.owner_user_id.as_str())
             .bind(&s.notice)
             .bind(s.created_at_ms)
             .bind(status)
@@ -185,7 +196,7 @@ pub async fn apply(
         for m in changed_or_new {
             sqlx::query(MEMBER)
                 .bind(corp_id)
-                .bind(&s.chat_id)
+                .bind(s.chat_id.as_str())
                 .bind(&m.member_id)
                 .bind(m.member_type)
                 .bind(&m.name)
@@ -199,7 +210,7 @@ pub async fn apply(
         for id in &diff.left {
             sqlx::query(LEFT)
                 .bind(corp_id)
-                .bind(&s.chat_id)
+                .bind(s.chat_id.as_str())
                 .bind(id)
                 .bind(now_ms)
                 .execute(&mut *tx)
@@ -213,11 +224,13 @@ pub async fn apply(
 /// A reassignment gave the chat a new owner.
 pub async fn set_owner(
     db: &Db,
-    corp_id: &str,
-    chat_id: &str,
-    owner_user_id: &str,
+    corp_id: &CorpId,
+    chat_id: &ChatId,
+    owner_user_id: &UserId,
     at_ms: i64,
 ) -> Result<(), StoreError> {
+    let (corp_id, chat_id, owner_user_id) =
+        (corp_id.as_str(), chat_id.as_str(), owner_user_id.as_str());
     const SQL: &str = "UPDATE group_chat SET owner_user_id = $3, updated_at_ms = $4 \
         WHERE corp_id = $1 AND chat_id = $2";
     on_db!(db, |pool| sqlx::query(SQL)
@@ -232,7 +245,13 @@ pub async fn set_owner(
 }
 
 /// Marks a chat dismissed (members are kept, as history).
-pub async fn dismiss(db: &Db, corp_id: &str, chat_id: &str, at_ms: i64) -> Result<(), StoreError> {
+pub async fn dismiss(
+    db: &Db,
+    corp_id: &CorpId,
+    chat_id: &ChatId,
+    at_ms: i64,
+) -> Result<(), StoreError> {
+    let (corp_id, chat_id) = (corp_id.as_str(), chat_id.as_str());
     const SQL: &str = "INSERT INTO group_chat (corp_id, chat_id, dismissed_at_ms, updated_at_ms) \
         VALUES ($1, $2, $3, $3) ON CONFLICT (corp_id, chat_id) DO UPDATE SET \
         dismissed_at_ms = COALESCE(group_chat.dismissed_at_ms, excluded.dismissed_at_ms), \
@@ -261,11 +280,12 @@ pub async fn count_live(db: &Db, corp_id: &str) -> Result<i64, StoreError> {
 /// Live chats owned by `owner_user_id` that job `job_id` did not see: gone from WeCom.
 pub async fn unseen_live_chats(
     db: &Db,
-    corp_id: &str,
-    owner_user_id: &str,
+    corp_id: &CorpId,
+    owner_user_id: &UserId,
     job_id: i64,
     job_started_ms: i64,
 ) -> Result<Vec<String>, StoreError> {
+    let (corp_id, owner_user_id) = (corp_id.as_str(), owner_user_id.as_str());
     const SQL: &str = "SELECT chat_id FROM group_chat WHERE corp_id = $1 AND owner_user_id = $2 \
         AND dismissed_at_ms IS NULL AND (last_seen_job IS NULL OR last_seen_job <> $3) \
         AND updated_at_ms < $4 ORDER BY chat_id";

@@ -4,6 +4,8 @@
 
 use serde::Serialize;
 
+use wecom_sdk::{CorpId, UserId};
+
 use crate::on_db;
 use crate::platform::db::{Db, StoreError};
 
@@ -103,11 +105,12 @@ pub async fn upsert(
 /// Marks a member departed at `at_ms` (kept if already set: the first departure time wins).
 pub async fn mark_departed(
     db: &Db,
-    corp_id: &str,
-    user_id: &str,
+    corp_id: &CorpId,
+    user_id: &UserId,
     at_ms: i64,
     now_ms: i64,
 ) -> Result<(), StoreError> {
+    let (corp_id, user_id) = (corp_id.as_str(), user_id.as_str());
     const SQL: &str = "INSERT INTO staff (corp_id, user_id, status, departed_at_ms, updated_at_ms) \
         VALUES ($1, $2, 5, $3, $4) ON CONFLICT (corp_id, user_id) DO UPDATE SET status = 5, \
         departed_at_ms = COALESCE(staff.departed_at_ms, excluded.departed_at_ms), \
@@ -124,7 +127,12 @@ pub async fn mark_departed(
 }
 
 /// One member.
-pub async fn get(db: &Db, corp_id: &str, user_id: &str) -> Result<Option<StaffMember>, StoreError> {
+pub async fn get(
+    db: &Db,
+    corp_id: &CorpId,
+    user_id: &UserId,
+) -> Result<Option<StaffMember>, StoreError> {
+    let (corp_id, user_id) = (corp_id.as_str(), user_id.as_str());
     const SQL: &str = "SELECT user_id, name, departments, main_department, position, status, \
         has_customer_contact, departed_at_ms FROM staff WHERE corp_id = $1 AND user_id = $2";
     let row = on_db!(db, |pool| sqlx::query_as(SQL)

@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 use std::time::Duration;
 
 use wecom_sdk::api::ApiError;
+use wecom_sdk::{CorpId, ExternalUserId, UserId};
 
 use crate::pipeline::worker::{HandlerError, LeaseTable, MAX_REASON_BYTES};
 use crate::platform::db::{Db, StoreError, Tx};
@@ -39,9 +40,9 @@ pub enum Intent {
     /// `externalcontact/mark_tag` on one (staff, customer) relation.
     MarkTag {
         /// The staff member.
-        user_id: String,
+        user_id: UserId,
         /// The customer.
-        external_user_id: String,
+        external_user_id: ExternalUserId,
         /// Corp tag ids to add.
         add: Vec<String>,
         /// Corp tag ids to remove.
@@ -50,9 +51,9 @@ pub enum Intent {
     /// `externalcontact/remark`: remark and/or description of one relation.
     Remark {
         /// The staff member.
-        user_id: String,
+        user_id: UserId,
         /// The customer.
-        external_user_id: String,
+        external_user_id: ExternalUserId,
         /// New remark (≤ 20 characters).
         remark: Option<String>,
         /// New description (≤ 150 characters).
@@ -187,7 +188,7 @@ impl Intent {
             }
             | Self::Remark {
                 external_user_id, ..
-            } => customer_key(external_user_id),
+            } => customer_key(external_user_id.as_str()),
             Self::AddCorpTag { .. } | Self::EditCorpTag { .. } | Self::DelCorpTag { .. } => {
                 "tag_library".to_owned()
             }
@@ -364,9 +365,10 @@ pub async fn get(db: &Db, id: i64) -> Result<OutboxEntry, StoreError> {
 /// shows that WeCom has not been told yet.
 pub async fn pending_for_customer(
     db: &Db,
-    corp_id: &str,
-    external_user_id: &str,
+    corp_id: &CorpId,
+    external_user_id: &ExternalUserId,
 ) -> Result<Vec<(i64, Intent)>, StoreError> {
+    let (corp_id, external_user_id) = (corp_id.as_str(), external_user_id.as_str());
     const SQL: &str = "SELECT id, payload FROM outbox WHERE corp_id = $1 AND order_key = $2 \
         AND state = 'pending' ORDER BY id";
     let rows: Vec<(i64, String)> = on_db!(db, |pool| sqlx::query_as(SQL)

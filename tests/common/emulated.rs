@@ -340,11 +340,12 @@ impl EmulatedApp {
     /// An API client with a new key of `role` (`admin`, `compliance`, `sales`) acting as `staff`.
     pub async fn api(&self, role: &str, staff: Option<&str>) -> Api {
         let role = scrm::auth::Role::parse(role).expect("role");
+        let staff = staff.map(crate::common::user);
         let (_, key) = scrm::auth::create_key(
             &self.db,
-            CORP,
+            &crate::common::corp(CORP),
             role,
-            staff,
+            staff.as_ref(),
             "test",
             scrm::platform::db::now_ms(),
         )

@@ -339,6 +339,54 @@ pub fn dedup_key_of(plaintext: &str) -> String {
     scrm::pipeline::inbox::dedup_key(&header, plaintext.as_bytes())
 }
 
+/// A corp id known to be good (tests name ids as text; the server takes them typed).
+pub fn corp(s: impl AsRef<str>) -> wecom_sdk::CorpId {
+    wecom_sdk::CorpId::try_from(s.as_ref()).expect("a test corp id")
+}
+
+/// A staff userid known to be good.
+pub fn user(s: impl AsRef<str>) -> wecom_sdk::UserId {
+    wecom_sdk::UserId::try_from(s.as_ref()).expect("a test userid")
+}
+
+/// A customer id known to be good.
+pub fn ext(s: impl AsRef<str>) -> wecom_sdk::ExternalUserId {
+    wecom_sdk::ExternalUserId::try_from(s.as_ref()).expect("a test external_userid")
+}
+
+/// A chat id known to be good.
+pub fn chat(s: impl AsRef<str>) -> wecom_sdk::ChatId {
+    wecom_sdk::ChatId::try_from(s.as_ref()).expect("a test chat id")
+}
+
+/// A relation's ids, owned; [`Rel::key`] borrows them as the server's `RelationKey`.
+pub struct Rel(
+    wecom_sdk::CorpId,
+    wecom_sdk::UserId,
+    wecom_sdk::ExternalUserId,
+);
+
+impl Rel {
+    /// The relation of `user` and `ext` in [`CORP`].
+    pub fn new(user_id: impl AsRef<str>, ext_id: impl AsRef<str>) -> Self {
+        Self::in_corp(CORP, user_id, ext_id)
+    }
+
+    /// The relation of `user` and `ext` in `corp`.
+    pub fn in_corp(
+        corp_id: impl AsRef<str>,
+        user_id: impl AsRef<str>,
+        ext_id: impl AsRef<str>,
+    ) -> Self {
+        Self(corp(corp_id), user(user_id), ext(ext_id))
+    }
+
+    /// The key.
+    pub fn key(&self) -> scrm::domain::customers::RelationKey<'_> {
+        scrm::domain::customers::RelationKey::new(&self.0, &self.1, &self.2)
+    }
+}
+
 /// A customer named `name` followed by `user` (with `remark`), written straight to the store.
 pub async fn seed_relation(db: &Db, ext: &str, name: &str, user: &str, remark: &str) {
     let now = scrm::platform::db::now_ms();
@@ -346,7 +394,7 @@ pub async fn seed_relation(db: &Db, ext: &str, name: &str, user: &str, remark: &
         db,
         CORP,
         &scrm::domain::customers::CustomerProfile {
-            external_user_id: ext.to_owned(),
+            external_user_id: self::ext(ext),
             name: name.to_owned(),
             customer_type: 1,
             gender: 0,
@@ -362,10 +410,10 @@ pub async fn seed_relation(db: &Db, ext: &str, name: &str, user: &str, remark: &
     .expect("customer");
     scrm::domain::customers::apply_relation(
         db,
-        CORP,
+        &corp(CORP),
         &scrm::domain::customers::RelationSnapshot {
-            user_id: user.to_owned(),
-            external_user_id: ext.to_owned(),
+            user_id: self::user(user),
+            external_user_id: self::ext(ext),
             remark: remark.to_owned(),
             description: String::new(),
             remark_corp_name: String::new(),

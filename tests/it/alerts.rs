@@ -278,10 +278,13 @@ async fn a_deletion_by_transfer_raises_nothing(backend: Backend) {
         ),
     );
     f.settle().await;
-    let relation = scrm::domain::customers::get_relation(&f.app.db, CORP, sales, &ext)
-        .await
-        .unwrap()
-        .unwrap();
+    let relation = scrm::domain::customers::get_relation(
+        &f.app.db,
+        crate::common::Rel::in_corp(CORP, sales, &ext).key(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(relation.status, "transferred");
     assert!(f.alerts().await.is_empty());
     assert!(f.cards().is_empty());
@@ -367,9 +370,16 @@ async fn a_vanished_relation_is_treated_like_a_deletion(backend: Backend) {
         std::sync::Arc::new(wecom_sdk::MemoryCoordinator::new()),
     )
     .unwrap();
-    let (_, summary) = scrm::app::sync::run(&f.app.db, &wecom, CORP, "test", None, &|_| {})
-        .await
-        .unwrap();
+    let (_, summary) = scrm::app::sync::run(
+        &f.app.db,
+        &wecom,
+        &crate::common::corp(CORP),
+        "test",
+        None,
+        &|_| {},
+    )
+    .await
+    .unwrap();
     assert_eq!(summary.vanished, 1);
     wait_outbox_idle(&f.app.db).await;
     let alerts = f.alerts().await;
@@ -396,9 +406,15 @@ async fn a_vanished_relation_is_treated_like_a_deletion(backend: Backend) {
 async fn a_recipient_who_left_is_skipped_and_recorded(backend: Backend) {
     let f = fixture(backend).await;
     let (sales, manager, compliance) = (&f.staff[0], &f.staff[1], &f.staff[2]);
-    scrm::domain::staff::mark_departed(&f.app.db, CORP, manager, 1, scrm::platform::db::now_ms())
-        .await
-        .unwrap();
+    scrm::domain::staff::mark_departed(
+        &f.app.db,
+        &crate::common::corp(CORP),
+        &crate::common::user(manager),
+        1,
+        scrm::platform::db::now_ms(),
+    )
+    .await
+    .unwrap();
     let ext = f.add_customer(sales, "郑总");
     f.settle().await;
     assert!(f.app.wecom().staff_deletes_customer(CORP, sales, &ext));

@@ -758,7 +758,12 @@ async fn shutdown_keeps_every_acknowledged_callback(backend: Backend) {
             (key, answer.map(|r| r.status().as_u16()).unwrap_or(0))
         }));
     }
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    // Shut down mid-flight: once the first callbacks are stored (a fixed sleep is too short on a
+    // loaded machine and too long on a fast one).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while app.inbox_count().await == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
     app.shutdown().await;
     let mut acknowledged = 0;
     for task in tasks {

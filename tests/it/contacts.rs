@@ -50,21 +50,31 @@ async fn added_customer_is_fetched_and_stored_with_its_relation(backend: Backend
     );
     app.settle().await;
 
-    let customer = contacts::get_customer(&app.db, CORP, &ext)
-        .await
-        .unwrap()
-        .expect("customer stored");
+    let customer = contacts::get_customer(
+        &app.db,
+        &crate::common::corp(CORP),
+        &crate::common::ext(&ext),
+    )
+    .await
+    .unwrap()
+    .expect("customer stored");
     assert_eq!(customer.name, "王总");
-    let relation = contacts::get_relation(&app.db, CORP, &user, &ext)
-        .await
-        .unwrap()
-        .expect("relation stored");
+    let relation = contacts::get_relation(
+        &app.db,
+        crate::common::Rel::in_corp(CORP, &user, &ext).key(),
+    )
+    .await
+    .unwrap()
+    .expect("relation stored");
     assert_eq!(relation.status, "active");
     assert_eq!(relation.state.as_deref(), Some("expo2024"));
     assert!(relation.added_at_ms.is_some());
-    let history = contacts::relation_history(&app.db, CORP, &user, &ext)
-        .await
-        .unwrap();
+    let history = contacts::relation_history(
+        &app.db,
+        crate::common::Rel::in_corp(CORP, &user, &ext).key(),
+    )
+    .await
+    .unwrap();
     assert_eq!(history.len(), 1, "{history:?}");
     assert_eq!(history[0].change, "added");
     assert_eq!(history[0].source, "callback");
@@ -80,7 +90,7 @@ async fn deletions_end_relations_and_keep_history(backend: Backend) {
     app.wecom().add_follow(CORP, &b, &ext, None);
     app.settle().await;
     assert_eq!(
-        contacts::get_relation(&app.db, CORP, &b, &ext)
+        contacts::get_relation(&app.db, crate::common::Rel::in_corp(CORP, &b, &ext).key())
             .await
             .unwrap()
             .map(|r| r.status.as_str()),
@@ -92,23 +102,24 @@ async fn deletions_end_relations_and_keep_history(backend: Backend) {
     app.wecom().customer_deletes_staff(CORP, &b, &ext);
     app.settle().await;
 
-    let ra = contacts::get_relation(&app.db, CORP, &a, &ext)
+    let ra = contacts::get_relation(&app.db, crate::common::Rel::in_corp(CORP, &a, &ext).key())
         .await
         .unwrap()
         .unwrap();
     assert_eq!(ra.status, "deleted_by_staff");
     assert!(ra.ended_at_ms.is_some());
-    let rb = contacts::get_relation(&app.db, CORP, &b, &ext)
+    let rb = contacts::get_relation(&app.db, crate::common::Rel::in_corp(CORP, &b, &ext).key())
         .await
         .unwrap()
         .unwrap();
     assert_eq!(rb.status, "deleted_by_customer");
-    let changes: Vec<String> = contacts::relation_history(&app.db, CORP, &a, &ext)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.change)
-        .collect();
+    let changes: Vec<String> =
+        contacts::relation_history(&app.db, crate::common::Rel::in_corp(CORP, &a, &ext).key())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.change)
+            .collect();
     assert_eq!(changes, ["added", "deleted_by_staff"]);
 
     // A handover removal is not a deletion by the staff member.
@@ -128,7 +139,7 @@ async fn deletions_end_relations_and_keep_history(backend: Backend) {
         ),
     );
     app.settle().await;
-    let rc = contacts::get_relation(&app.db, CORP, &c, &ext2)
+    let rc = contacts::get_relation(&app.db, crate::common::Rel::in_corp(CORP, &c, &ext2).key())
         .await
         .unwrap()
         .unwrap();
@@ -163,10 +174,13 @@ async fn customer_unknown_to_wecom_becomes_a_dead_letter_with_the_reason(backend
     // max_attempts = 4 in the test config: four tries, no loop.
     assert_eq!(app.wecom().calls("externalcontact/get"), 4);
     assert!(
-        contacts::get_relation(&app.db, CORP, &seeded.staff[0], &ext)
-            .await
-            .unwrap()
-            .is_none()
+        contacts::get_relation(
+            &app.db,
+            crate::common::Rel::in_corp(CORP, &seeded.staff[0], &ext).key()
+        )
+        .await
+        .unwrap()
+        .is_none()
     );
     app.stop().await;
 }
@@ -185,9 +199,12 @@ async fn wecom_faults_are_retried_until_the_event_is_processed(backend: Backend)
         .wecom()
         .add_customer(CORP, &seeded.staff[0], NewCustomer::default());
     app.settle().await;
-    let relation = contacts::get_relation(&app.db, CORP, &seeded.staff[0], &ext)
-        .await
-        .unwrap();
+    let relation = contacts::get_relation(
+        &app.db,
+        crate::common::Rel::in_corp(CORP, &seeded.staff[0], &ext).key(),
+    )
+    .await
+    .unwrap();
     assert_eq!(relation.map(|r| r.status.as_str()), Some("active"));
     assert_eq!(
         app.wecom().calls("externalcontact/get"),
@@ -211,16 +228,27 @@ async fn staff_are_created_and_marked_departed(backend: Backend) {
         },
     );
     app.settle().await;
-    let member = staff::get(&app.db, CORP, "liuyang")
-        .await
-        .unwrap()
-        .expect("staff stored");
+    let member = staff::get(
+        &app.db,
+        &crate::common::corp(CORP),
+        &crate::common::user("liuyang"),
+    )
+    .await
+    .unwrap()
+    .expect("staff stored");
     assert_eq!(member.name, "刘洋");
     assert_eq!(member.departed_at_ms, None);
 
     app.wecom().depart_staff(CORP, "liuyang");
     app.settle().await;
-    let member = staff::get(&app.db, CORP, "liuyang").await.unwrap().unwrap();
+    let member = staff::get(
+        &app.db,
+        &crate::common::corp(CORP),
+        &crate::common::user("liuyang"),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert!(member.departed_at_ms.is_some(), "{member:?}");
     assert_eq!(member.status, 5);
     app.stop().await;
@@ -240,9 +268,13 @@ async fn group_chat_members_follow_the_callbacks(backend: Backend) {
         .wecom()
         .create_group_chat(CORP, &owner, vec![c1.clone()]);
     app.settle().await;
-    let mut members = group_chats::current_members(&app.db, CORP, &chat)
-        .await
-        .unwrap();
+    let mut members = group_chats::current_members(
+        &app.db,
+        &crate::common::corp(CORP),
+        &crate::common::chat(&chat),
+    )
+    .await
+    .unwrap();
     members.sort();
     let mut expected = vec![owner.clone(), c1.clone()];
     expected.sort();
@@ -251,24 +283,36 @@ async fn group_chat_members_follow_the_callbacks(backend: Backend) {
     app.wecom().add_chat_members(CORP, &chat, vec![c2.clone()]);
     app.settle().await;
     assert!(
-        group_chats::current_members(&app.db, CORP, &chat)
-            .await
-            .unwrap()
-            .contains(&c2)
+        group_chats::current_members(
+            &app.db,
+            &crate::common::corp(CORP),
+            &crate::common::chat(&chat)
+        )
+        .await
+        .unwrap()
+        .contains(&c2)
     );
     app.wecom()
         .remove_chat_members(CORP, &chat, vec![c1.clone()]);
     app.settle().await;
-    let members = group_chats::current_members(&app.db, CORP, &chat)
-        .await
-        .unwrap();
+    let members = group_chats::current_members(
+        &app.db,
+        &crate::common::corp(CORP),
+        &crate::common::chat(&chat),
+    )
+    .await
+    .unwrap();
     assert!(!members.contains(&c1), "{members:?}");
     app.wecom().dismiss_group_chat(CORP, &chat);
     app.settle().await;
-    let stored = group_chats::get(&app.db, CORP, &chat)
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = group_chats::get(
+        &app.db,
+        &crate::common::corp(CORP),
+        &crate::common::chat(&chat),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert!(stored.dismissed_at_ms.is_some());
     app.stop().await;
 }
@@ -291,12 +335,15 @@ async fn duplicate_deliveries_change_nothing_twice(backend: Backend) {
         2,
         "duplicates are stored once"
     );
-    let changes: Vec<String> = contacts::relation_history(&app.db, CORP, &seeded.staff[0], &ext)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.change)
-        .collect();
+    let changes: Vec<String> = contacts::relation_history(
+        &app.db,
+        crate::common::Rel::in_corp(CORP, &seeded.staff[0], &ext).key(),
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|e| e.change)
+    .collect();
     assert!(
         changes == ["added", "deleted_by_staff"] || changes == ["deleted_by_staff"],
         "{changes:?}"
@@ -314,17 +361,23 @@ async fn duplicate_deliveries_change_nothing_twice(backend: Backend) {
     .unwrap();
     assert_eq!(replayed, 2);
     app.settle().await;
-    let after: Vec<String> = contacts::relation_history(&app.db, CORP, &seeded.staff[0], &ext)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.change)
-        .collect();
+    let after: Vec<String> = contacts::relation_history(
+        &app.db,
+        crate::common::Rel::in_corp(CORP, &seeded.staff[0], &ext).key(),
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|e| e.change)
+    .collect();
     assert_eq!(after, changes);
-    let r = contacts::get_relation(&app.db, CORP, &seeded.staff[0], &ext)
-        .await
-        .unwrap()
-        .unwrap();
+    let r = contacts::get_relation(
+        &app.db,
+        crate::common::Rel::in_corp(CORP, &seeded.staff[0], &ext).key(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(r.status, "deleted_by_staff");
     app.stop().await;
 }
@@ -354,7 +407,7 @@ async fn expired_token_and_a_silent_wecom_are_survived(backend: Backend) {
         .add_customer(CORP, &seeded.staff[1], NewCustomer::default());
     app.settle().await;
     for (user, ext) in [(&seeded.staff[0], &first), (&seeded.staff[1], &second)] {
-        let r = contacts::get_relation(&app.db, CORP, user, ext)
+        let r = contacts::get_relation(&app.db, crate::common::Rel::in_corp(CORP, user, ext).key())
             .await
             .unwrap();
         assert_eq!(r.map(|r| r.status.as_str()), Some("active"));

@@ -64,10 +64,13 @@ async fn fixture_with(backend: Backend, reminder_check_secs: u64) -> Fixture {
         },
     );
     app.settle().await;
-    let relation = contacts::get_relation(&app.db, CORP, &seeded.staff[0], &ext)
-        .await
-        .unwrap()
-        .expect("the add callback created the relation");
+    let relation = contacts::get_relation(
+        &app.db,
+        crate::common::Rel::in_corp(CORP, &seeded.staff[0], &ext).key(),
+    )
+    .await
+    .unwrap()
+    .expect("the add callback created the relation");
     assert_eq!(relation.status, "active");
     Fixture {
         app,
@@ -85,10 +88,13 @@ async fn fixture(backend: Backend) -> Fixture {
 async fn add_follower(f: &Fixture, user: &str) {
     assert!(f.app.wecom().add_follow(CORP, user, &f.ext, None));
     f.app.settle().await;
-    let relation = contacts::get_relation(&f.app.db, CORP, user, &f.ext)
-        .await
-        .unwrap()
-        .expect("relation");
+    let relation = contacts::get_relation(
+        &f.app.db,
+        crate::common::Rel::in_corp(CORP, user, &f.ext).key(),
+    )
+    .await
+    .unwrap()
+    .expect("relation");
     assert_eq!(relation.status, "active");
 }
 
@@ -457,7 +463,7 @@ async fn credentials_and_scope_are_enforced_and_change_nothing(backend: Backend)
     // Another corp's key does not see this corp's notes and reminders at all.
     let (_, key) = scrm::auth::create_key(
         &f.app.db,
-        "wwOTHERCORP",
+        &crate::common::corp("wwOTHERCORP"),
         scrm::auth::Role::Admin,
         None,
         "t",
@@ -1004,15 +1010,20 @@ async fn default_reminders_are_created_once(backend: Backend) {
     // A fixed add time of our own, apart from any the event hook may have used.
     let added = now_ms() - 3_600_000;
     let db = &f.app.db;
-    let n = followup::create_default_reminders(db, CORP, user, &f.ext, added, &settings)
+    let (corp, staff, customer) = (
+        crate::common::corp(CORP),
+        crate::common::user(user),
+        crate::common::ext(&f.ext),
+    );
+    let n = followup::create_default_reminders(db, &corp, &staff, &customer, added, &settings)
         .await
         .unwrap();
     assert_eq!(n, 2);
     // Replays (also two at once) create nothing more.
     let other = f.app.test_db.connect().await;
     let (a, b) = tokio::join!(
-        followup::create_default_reminders(db, CORP, user, &f.ext, added, &settings),
-        followup::create_default_reminders(&other, CORP, user, &f.ext, added, &settings)
+        followup::create_default_reminders(db, &corp, &staff, &customer, added, &settings),
+        followup::create_default_reminders(&other, &corp, &staff, &customer, added, &settings)
     );
     assert_eq!((a.unwrap(), b.unwrap()), (0, 0));
     let none = ReminderSettings {
@@ -1020,7 +1031,7 @@ async fn default_reminders_are_created_once(backend: Backend) {
         ..ReminderSettings::default()
     };
     assert_eq!(
-        followup::create_default_reminders(db, CORP, user, &f.ext, added + 1, &none)
+        followup::create_default_reminders(db, &corp, &staff, &customer, added + 1, &none)
             .await
             .unwrap(),
         0
@@ -1084,9 +1095,13 @@ async fn stage_changes_are_recorded_with_the_actor(backend: Backend) {
         (Value::Null, json!([]))
     );
     assert_eq!(
-        followup::customer_stage(&f.app.db, CORP, &f.ext)
-            .await
-            .unwrap(),
+        followup::customer_stage(
+            &f.app.db,
+            &crate::common::corp(CORP),
+            &crate::common::ext(&f.ext)
+        )
+        .await
+        .unwrap(),
         None
     );
 
@@ -1116,9 +1131,13 @@ async fn stage_changes_are_recorded_with_the_actor(backend: Backend) {
     let admin_actor = history[1]["actor"].as_str().unwrap();
     assert!(admin_actor.starts_with("apikey:"), "{admin_actor}");
     assert_eq!(
-        followup::customer_stage(&f.app.db, CORP, &f.ext)
-            .await
-            .unwrap(),
+        followup::customer_stage(
+            &f.app.db,
+            &crate::common::corp(CORP),
+            &crate::common::ext(&f.ext)
+        )
+        .await
+        .unwrap(),
         Some("成交".to_owned())
     );
 

@@ -101,7 +101,7 @@ async fn a_stalled_body_is_answered_408() {
         TestApp::spawn_with(Backend::Sqlite, &limits("[http]\nbody_timeout_ms = 1000\n")).await;
     let (_, key) = scrm::auth::create_key(
         &app.db,
-        common::CORP,
+        &crate::common::corp(common::CORP),
         scrm::auth::Role::Admin,
         None,
         "test",
@@ -148,7 +148,7 @@ async fn an_api_flood_cannot_take_the_callbacks_capacity() {
     .await;
     let (_, key) = scrm::auth::create_key(
         &app.db,
-        common::CORP,
+        &crate::common::corp(common::CORP),
         scrm::auth::Role::Admin,
         None,
         "test",
@@ -333,12 +333,19 @@ async fn searches_match_percent_and_underscore_literally_and_ignore_case(backend
     let search = |staff: Option<&'static str>, q: &'static str| {
         let db = db.clone();
         async move {
-            scrm::domain::customers::list_customers(&db, common::CORP, staff, Some(q), None, 50)
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|c| c.external_user_id)
-                .collect::<Vec<_>>()
+            scrm::domain::customers::list_customers(
+                &db,
+                &crate::common::corp(common::CORP),
+                staff,
+                Some(q),
+                None,
+                50,
+            )
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.external_user_id)
+            .collect::<Vec<_>>()
         }
     };
     assert_eq!(search(None, "100%").await, ["wmA"]);
@@ -427,9 +434,9 @@ async fn a_salesperson_sees_only_their_own_relation_and_reminders(backend: Backe
         scrm::domain::followup::create_reminder(
             db,
             &scrm::domain::followup::NewReminder {
-                corp_id: common::CORP,
-                external_user_id: ext,
-                assignee: user,
+                corp_id: &crate::common::corp(common::CORP),
+                external_user_id: &crate::common::ext(ext),
+                assignee: &crate::common::user(user),
                 title: "回访",
                 due_at_ms: now + 60_000,
                 created_by: user,
@@ -441,9 +448,7 @@ async fn a_salesperson_sees_only_their_own_relation_and_reminders(backend: Backe
     }
     scrm::domain::customers::end_relation(
         db,
-        common::CORP,
-        "lisi",
-        "wmGone",
+        crate::common::Rel::in_corp(common::CORP, "lisi", "wmGone").key(),
         scrm::domain::customers::EndReason::DeletedByStaff,
         scrm::platform::db::now_ms() + 1,
         scrm::platform::db::now_ms() + 1,
@@ -452,9 +457,9 @@ async fn a_salesperson_sees_only_their_own_relation_and_reminders(backend: Backe
     .unwrap();
     let (_, key) = scrm::auth::create_key(
         db,
-        common::CORP,
+        &crate::common::corp(common::CORP),
         scrm::auth::Role::Sales,
-        Some("lisi"),
+        Some(&crate::common::user("lisi")),
         "test",
         now,
     )
@@ -505,9 +510,9 @@ async fn a_salesperson_sees_only_their_own_relation_and_reminders(backend: Backe
     // Two keys of lisi write notes: the audit log names lisi and tells the keys apart.
     let (second_id, second) = scrm::auth::create_key(
         db,
-        common::CORP,
+        &crate::common::corp(common::CORP),
         scrm::auth::Role::Sales,
-        Some("lisi"),
+        Some(&crate::common::user("lisi")),
         "phone",
         now,
     )
@@ -551,7 +556,7 @@ async fn an_api_key_over_its_rate_gets_429_and_others_do_not() {
         async move {
             scrm::auth::create_key(
                 &db,
-                common::CORP,
+                &crate::common::corp(common::CORP),
                 scrm::auth::Role::Admin,
                 None,
                 name,
@@ -715,7 +720,7 @@ async fn ten_large_media_downloads_stream_in_bounded_memory() {
     }
     let (_, key) = scrm::auth::create_key(
         &app.db,
-        common::CORP,
+        &crate::common::corp(common::CORP),
         scrm::auth::Role::Compliance,
         None,
         "test",

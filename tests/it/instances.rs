@@ -111,9 +111,12 @@ async fn two_instances_share_tokens_events_and_the_reconciliation() {
         "no event was processed twice"
     );
     for (user, ext) in &added {
-        let history = scrm::domain::customers::relation_history(&db, CORP, user, ext)
-            .await
-            .unwrap();
+        let history = scrm::domain::customers::relation_history(
+            &db,
+            crate::common::Rel::in_corp(CORP, user, ext).key(),
+        )
+        .await
+        .unwrap();
         assert_eq!(history.len(), 1, "{history:?}");
     }
     assert_eq!(

@@ -99,11 +99,14 @@ fn wecom_tags(f: &Fixture, user: &str) -> Vec<String> {
 }
 
 async fn our_tags(f: &Fixture, user: &str) -> Vec<String> {
-    scrm::domain::customers::get_relation(&f.app.db, CORP, user, &f.ext)
-        .await
-        .unwrap()
-        .expect("relation")
-        .tags()
+    scrm::domain::customers::get_relation(
+        &f.app.db,
+        crate::common::Rel::in_corp(CORP, user, &f.ext).key(),
+    )
+    .await
+    .unwrap()
+    .expect("relation")
+    .tags()
 }
 
 async fn outbox(f: &Fixture, state: &str) -> Vec<scrm::pipeline::outbox::OutboxEntry> {
@@ -236,9 +239,16 @@ async fn credentials_roles_and_scope_are_enforced_and_change_nothing(backend: Ba
     assert_eq!(compliance.put(&path, edit.clone()).await.0, 403);
     assert_eq!(compliance.get("/api/v1/outbox").await.0, 200);
     // A revoked key is refused.
-    let (id, key) = scrm::auth::create_key(&f.app.db, CORP, scrm::auth::Role::Admin, None, "t", 0)
-        .await
-        .unwrap();
+    let (id, key) = scrm::auth::create_key(
+        &f.app.db,
+        &crate::common::corp(CORP),
+        scrm::auth::Role::Admin,
+        None,
+        "t",
+        0,
+    )
+    .await
+    .unwrap();
     let admin = Api::new(&f.app.server.base_url, &key);
     assert_eq!(admin.get("/api/v1/customers").await.0, 200);
     assert!(scrm::auth::revoke_key(&f.app.db, id, 1).await.unwrap());
@@ -529,10 +539,13 @@ async fn pending_edits_survive_a_fresh_snapshot_from_wecom(backend: Backend) {
         }
     ));
     f.app.settle().await;
-    let relation = scrm::domain::customers::get_relation(&f.app.db, CORP, user, &f.ext)
-        .await
-        .unwrap()
-        .unwrap();
+    let relation = scrm::domain::customers::get_relation(
+        &f.app.db,
+        crate::common::Rel::in_corp(CORP, user, &f.ext).key(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(relation.remark, "王总-采购");
     assert_eq!(
         relation.tags(),
@@ -773,9 +786,7 @@ async fn auto_tagging_rules_tag_by_channel_group_and_keyword_once(backend: Backe
     assert_eq!(status, 201);
     let fired = scrm::domain::customers::record::on_customer_message(
         &f.app.db,
-        CORP,
-        &user,
-        &f.ext,
+        crate::common::Rel::in_corp(CORP, &user, &f.ext).key(),
         "麻烦发一下报价单",
         scrm::platform::db::now_ms(),
     )
@@ -784,9 +795,7 @@ async fn auto_tagging_rules_tag_by_channel_group_and_keyword_once(backend: Backe
     assert_eq!(fired.len(), 1);
     let none = scrm::domain::customers::record::on_customer_message(
         &f.app.db,
-        CORP,
-        &user,
-        &f.ext,
+        crate::common::Rel::in_corp(CORP, &user, &f.ext).key(),
         "好的谢谢",
         scrm::platform::db::now_ms(),
     )
@@ -932,9 +941,9 @@ async fn pending_items_are_delivered_after_kill_9(backend: Backend) {
     f.app.server.stop().await;
     let (_, key) = scrm::auth::create_key(
         &f.app.db,
-        CORP,
+        &crate::common::corp(CORP),
         scrm::auth::Role::Sales,
-        Some(&user),
+        Some(&crate::common::user(&user)),
         "t",
         0,
     )

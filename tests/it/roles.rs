@@ -245,16 +245,23 @@ async fn every_endpoint_refuses_who_may_not_and_a_refused_write_changes_nothing(
     for (ext, user) in [("wmOwn", "lisi"), ("wmOther", "wangwu")] {
         common::seed_relation(db, ext, "客户", user, "").await;
     }
-    let note =
-        scrm::domain::followup::create_note(db, CORP, "wmOwn", "lisi", "首次沟通", None, now)
-            .await
-            .unwrap();
+    let note = scrm::domain::followup::create_note(
+        db,
+        &crate::common::corp(CORP),
+        &crate::common::ext("wmOwn"),
+        "lisi",
+        "首次沟通",
+        None,
+        now,
+    )
+    .await
+    .unwrap();
     let reminder = scrm::domain::followup::create_reminder(
         db,
         &scrm::domain::followup::NewReminder {
-            corp_id: CORP,
-            external_user_id: "wmOwn",
-            assignee: "lisi",
+            corp_id: &crate::common::corp(CORP),
+            external_user_id: &crate::common::ext("wmOwn"),
+            assignee: &crate::common::user("lisi"),
             title: "回访",
             due_at_ms: now + 3_600_000,
             created_by: "lisi",
@@ -266,9 +273,17 @@ async fn every_endpoint_refuses_who_may_not_and_a_refused_write_changes_nothing(
     let key = |role: Role, staff: Option<&'static str>| {
         let db = db.clone();
         async move {
-            scrm::auth::create_key(&db, CORP, role, staff, "matrix", now_ms())
-                .await
-                .unwrap()
+            let staff = staff.map(crate::common::user);
+            scrm::auth::create_key(
+                &db,
+                &crate::common::corp(CORP),
+                role,
+                staff.as_ref(),
+                "matrix",
+                now_ms(),
+            )
+            .await
+            .unwrap()
         }
     };
     let keys = [

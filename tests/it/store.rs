@@ -131,28 +131,34 @@ async fn a_chat_owner_is_set_by_its_owner_module(backend: Backend) {
     let db = test_db.connect().await;
     for chat in ["wrA", "wrB"] {
         let snapshot = ChatSnapshot {
-            chat_id: chat.to_owned(),
+            chat_id: crate::common::chat(chat),
             name: format!("群 {chat}"),
-            owner_user_id: "zhangsan".to_owned(),
+            owner_user_id: crate::common::user("zhangsan"),
             notice: String::new(),
             created_at_ms: Some(1),
             member_version: "v1".to_owned(),
             members: Vec::new(),
         };
-        group_chats::apply(&db, CORP, &snapshot, Some(0), None, 1)
+        group_chats::apply(&db, &crate::common::corp(CORP), &snapshot, Some(0), None, 1)
             .await
             .unwrap();
     }
-    group_chats::set_owner(&db, CORP, "wrA", "lisi", 2)
-        .await
-        .unwrap();
+    group_chats::set_owner(
+        &db,
+        &crate::common::corp(CORP),
+        &crate::common::chat("wrA"),
+        &crate::common::user("lisi"),
+        2,
+    )
+    .await
+    .unwrap();
     let owner = |chat: &'static str| {
         let db = db.clone();
         async move {
-            group_chats::get(&db, CORP, chat)
+            group_chats::get(&db, &crate::common::corp(CORP), &crate::common::chat(chat))
                 .await
                 .unwrap()
-                .map(|c| c.owner_user_id)
+                .map(|c| c.owner_user_id.to_string())
         }
     };
     assert_eq!(owner("wrA").await.as_deref(), Some("lisi"));

@@ -56,9 +56,16 @@ async fn full_sync_imports_the_corp_with_the_fewest_calls(backend: Backend) {
     let seeded = app.wecom().seed(CORP, &corp(30, 600, 12));
     let wecom = wecom_for(&app);
 
-    let (job_id, summary) = sync::run(&app.db, &wecom, CORP, "test-runner", None, &quiet)
-        .await
-        .expect("sync");
+    let (job_id, summary) = sync::run(
+        &app.db,
+        &wecom,
+        &crate::common::corp(CORP),
+        "test-runner",
+        None,
+        &quiet,
+    )
+    .await
+    .expect("sync");
 
     assert_eq!(summary.follow_users, 30);
     assert_eq!(contacts::count_customers(&app.db, CORP).await.unwrap(), 600);
@@ -89,9 +96,16 @@ async fn full_sync_imports_the_corp_with_the_fewest_calls(backend: Backend) {
     assert_eq!(job.progress_done, job.progress_total);
 
     // A second run finds nothing to repair.
-    let (_, again) = sync::run(&app.db, &wecom, CORP, "test-runner", None, &quiet)
-        .await
-        .expect("second sync");
+    let (_, again) = sync::run(
+        &app.db,
+        &wecom,
+        &crate::common::corp(CORP),
+        "test-runner",
+        None,
+        &quiet,
+    )
+    .await
+    .expect("second sync");
     assert_eq!((again.added, again.edited, again.vanished), (0, 0, 0));
     app.stop().await;
 }
@@ -100,9 +114,16 @@ async fn reconciliation_repairs_missed_adds_edits_and_deletions(backend: Backend
     let app = EmulatedApp::spawn(backend).await;
     app.wecom().seed(CORP, &corp(5, 40, 0));
     let wecom = wecom_for(&app);
-    sync::run(&app.db, &wecom, CORP, "test-runner", None, &quiet)
-        .await
-        .expect("first sync");
+    sync::run(
+        &app.db,
+        &wecom,
+        &crate::common::corp(CORP),
+        "test-runner",
+        None,
+        &quiet,
+    )
+    .await
+    .expect("first sync");
     let users: Vec<String> = scrm::domain::staff::list(&app.db, CORP)
         .await
         .unwrap()
@@ -110,16 +131,26 @@ async fn reconciliation_repairs_missed_adds_edits_and_deletions(backend: Backend
         .map(|s| s.user_id)
         .collect();
     let user = users[0].clone();
-    let victim =
-        scrm::domain::customers::unseen_active_relations(&app.db, CORP, &user, -1, i64::MAX)
-            .await
-            .unwrap()[0]
-            .clone();
-    let edited =
-        scrm::domain::customers::unseen_active_relations(&app.db, CORP, &user, -1, i64::MAX)
-            .await
-            .unwrap()[1]
-            .clone();
+    let victim = scrm::domain::customers::unseen_active_relations(
+        &app.db,
+        &crate::common::corp(CORP),
+        &crate::common::user(&user),
+        -1,
+        i64::MAX,
+    )
+    .await
+    .unwrap()[0]
+        .clone();
+    let edited = scrm::domain::customers::unseen_active_relations(
+        &app.db,
+        &crate::common::corp(CORP),
+        &crate::common::user(&user),
+        -1,
+        i64::MAX,
+    )
+    .await
+    .unwrap()[1]
+        .clone();
 
     // WeCom loses three callbacks: an add, an edit, and a relation vanishes without any event.
     app.wecom().set_delivery(DeliveryMode {
@@ -141,36 +172,55 @@ async fn reconciliation_repairs_missed_adds_edits_and_deletions(backend: Backend
     app.wecom().remove_relation_silently(CORP, &user, &victim);
     app.settle().await;
     assert!(
-        contacts::get_relation(&app.db, CORP, &user, &missed)
-            .await
-            .unwrap()
-            .is_none(),
+        contacts::get_relation(
+            &app.db,
+            crate::common::Rel::in_corp(CORP, &user, &missed).key()
+        )
+        .await
+        .unwrap()
+        .is_none(),
         "the add callback was dropped"
     );
 
-    let (job_id, summary) = sync::run(&app.db, &wecom, CORP, "test-runner", None, &quiet)
-        .await
-        .expect("reconciliation");
+    let (job_id, summary) = sync::run(
+        &app.db,
+        &wecom,
+        &crate::common::corp(CORP),
+        "test-runner",
+        None,
+        &quiet,
+    )
+    .await
+    .expect("reconciliation");
     assert_eq!(
         (summary.added, summary.edited, summary.vanished),
         (1, 1, 1),
         "{summary:?}"
     );
-    let repaired = contacts::get_relation(&app.db, CORP, &user, &missed)
-        .await
-        .unwrap()
-        .unwrap();
+    let repaired = contacts::get_relation(
+        &app.db,
+        crate::common::Rel::in_corp(CORP, &user, &missed).key(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(repaired.status, "active");
-    let gone = contacts::get_relation(&app.db, CORP, &user, &victim)
-        .await
-        .unwrap()
-        .unwrap();
+    let gone = contacts::get_relation(
+        &app.db,
+        crate::common::Rel::in_corp(CORP, &user, &victim).key(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(gone.status, "vanished");
-    let remark = contacts::get_relation(&app.db, CORP, &user, &edited)
-        .await
-        .unwrap()
-        .unwrap()
-        .remark;
+    let remark = contacts::get_relation(
+        &app.db,
+        crate::common::Rel::in_corp(CORP, &user, &edited).key(),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .remark;
     assert_eq!(remark, "晚上沟通");
     let repairs = contacts::job_repairs(&app.db, CORP, job_id).await.unwrap();
     let mut kinds: Vec<&str> = repairs.iter().map(|r| r.change.as_str()).collect();
@@ -202,7 +252,7 @@ async fn a_failed_sync_resumes_from_its_checkpoint(backend: Backend) {
     let first = sync::run(
         &app.db,
         &wecom,
-        CORP,
+        &crate::common::corp(CORP),
         "runner-1",
         None,
         &break_after_first_page,
@@ -221,9 +271,16 @@ async fn a_failed_sync_resumes_from_its_checkpoint(backend: Backend) {
 
     app.wecom().clear_faults();
     let good_pages_before = app.wecom().calls("externalcontact/batch/get_by_user");
-    let (job_id, summary) = sync::run(&app.db, &wecom, CORP, "runner-2", None, &quiet)
-        .await
-        .expect("resumed sync");
+    let (job_id, summary) = sync::run(
+        &app.db,
+        &wecom,
+        &crate::common::corp(CORP),
+        "runner-2",
+        None,
+        &quiet,
+    )
+    .await
+    .expect("resumed sync");
     assert_eq!(job_id, job.id, "the same job resumed");
     assert_eq!(contacts::count_customers(&app.db, CORP).await.unwrap(), 900);
     let active = contacts::count_relations(&app.db, CORP, "active")
@@ -253,7 +310,17 @@ async fn only_one_sync_of_a_corp_runs_at_a_time(backend: Backend) {
     let db = app.db.clone();
     let first = {
         let wecom = wecom.clone();
-        tokio::spawn(async move { sync::run(&db, &wecom, CORP, "instance-a", None, &quiet).await })
+        tokio::spawn(async move {
+            sync::run(
+                &db,
+                &wecom,
+                &crate::common::corp(CORP),
+                "instance-a",
+                None,
+                &quiet,
+            )
+            .await
+        })
     };
     emulated::eventually("the first sync is running", || async {
         jobs::list(&app.db, Some(CORP), sync::JOB_KIND, 1)
@@ -263,7 +330,15 @@ async fn only_one_sync_of_a_corp_runs_at_a_time(backend: Backend) {
             .is_some_and(|j| j.state == "running")
     })
     .await;
-    let second = sync::run(&app.db, &wecom, CORP, "instance-b", None, &quiet).await;
+    let second = sync::run(
+        &app.db,
+        &wecom,
+        &crate::common::corp(CORP),
+        "instance-b",
+        None,
+        &quiet,
+    )
+    .await;
     assert!(matches!(second, Err(SyncError::Busy { .. })), "{second:?}");
     let (_, summary) = first.await.unwrap().expect("first sync");
     assert!(summary.relations_seen >= 100);

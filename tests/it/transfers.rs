@@ -138,9 +138,16 @@ impl Fixture {
         .await;
         let config = Config::from_toml(&app.config_text, &HashMap::new()).expect("config");
         let wecom = Wecom::new(&config, Arc::new(MemoryCoordinator::new())).expect("client");
-        scrm::app::sync::run(&app.db, &wecom, CORP, "test", None, &|_| {})
-            .await
-            .expect("initial sync");
+        scrm::app::sync::run(
+            &app.db,
+            &wecom,
+            &crate::common::corp(CORP),
+            "test",
+            None,
+            &|_| {},
+        )
+        .await
+        .expect("initial sync");
         let admin = app.api("admin", None).await;
         Self { app, wecom, admin }
     }
@@ -266,15 +273,23 @@ async fn a_departed_members_customers_and_chats_all_reach_a_final_state(backend:
     let db = &f.app.db;
     let now = scrm::platform::db::now_ms();
     // What the salesperson wrote down, to be handed over with the customer.
-    scrm::domain::followup::create_note(db, CORP, &ext(0), HANDOVER, NOTE, None, now)
-        .await
-        .unwrap();
+    scrm::domain::followup::create_note(
+        db,
+        &crate::common::corp(CORP),
+        &crate::common::ext(ext(0)),
+        HANDOVER,
+        NOTE,
+        None,
+        now,
+    )
+    .await
+    .unwrap();
     let reminder = scrm::domain::followup::create_reminder(
         db,
         &scrm::domain::followup::NewReminder {
-            corp_id: CORP,
-            external_user_id: &ext(0),
-            assignee: HANDOVER,
+            corp_id: &crate::common::corp(CORP),
+            external_user_id: &crate::common::ext(ext(0)),
+            assignee: &crate::common::user(HANDOVER),
             title: "周五回访报价",
             due_at_ms: now + 86_400_000,
             created_by: HANDOVER,
@@ -408,12 +423,16 @@ async fn a_departed_members_customers_and_chats_all_reach_a_final_state(backend:
     let relation = f
         .app
         .wecom()
-        .relation(CORP, &taker, &ext(0))
+        .relation(CORP, taker.as_str(), &ext(0))
         .expect("moved in WeCom");
     assert_eq!(relation.tag_ids.len(), 1, "VIP kept");
-    let ours = scrm::domain::customers::relations_of_customer(db, CORP, &ext(0))
-        .await
-        .unwrap();
+    let ours = scrm::domain::customers::relations_of_customer(
+        db,
+        &crate::common::corp(CORP),
+        &crate::common::ext(ext(0)),
+    )
+    .await
+    .unwrap();
     let mine = ours
         .iter()
         .find(|r| r.user_id == taker)
@@ -422,9 +441,15 @@ async fn a_departed_members_customers_and_chats_all_reach_a_final_state(backend:
     assert!(mine.tag_ids.contains(&relation.tag_ids[0]), "{mine:?}");
     let old = ours.iter().find(|r| r.user_id == HANDOVER).unwrap();
     assert_eq!(old.status, "transferred");
-    let notes = scrm::domain::followup::list_notes(db, CORP, &ext(0), None, 50)
-        .await
-        .unwrap();
+    let notes = scrm::domain::followup::list_notes(
+        db,
+        &crate::common::corp(CORP),
+        &crate::common::ext(ext(0)),
+        None,
+        50,
+    )
+    .await
+    .unwrap();
     assert!(
         notes.iter().any(|n| n.body == NOTE),
         "the salesperson's note stays"
@@ -439,7 +464,7 @@ async fn a_departed_members_customers_and_chats_all_reach_a_final_state(backend:
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(moved.assignee, taker);
+    assert_eq!(taker, moved.assignee);
     // Each taker is told what they received.
     for t in [TAKER_A, TAKER_B] {
         let told = f
@@ -616,9 +641,13 @@ async fn an_employed_member_sent_to_the_resigned_api_switches_to_on_job(backend:
     .await
     .unwrap();
     assert!(alerts.is_empty(), "{alerts:?}");
-    let ours = scrm::domain::customers::relations_of_customer(&f.app.db, CORP, &ext(7))
-        .await
-        .unwrap();
+    let ours = scrm::domain::customers::relations_of_customer(
+        &f.app.db,
+        &crate::common::corp(CORP),
+        &crate::common::ext(ext(7)),
+    )
+    .await
+    .unwrap();
     let old = ours.iter().find(|r| r.user_id == HANDOVER).unwrap();
     assert_eq!(old.status, "transferred");
     assert!(
@@ -1018,8 +1047,8 @@ async fn plans_route_by_tag_and_stage_and_spread_by_workload(backend: Backend) {
     for i in [1, 2, 3] {
         scrm::domain::followup::set_customer_stage(
             db,
-            CORP,
-            &ext(i),
+            &crate::common::corp(CORP),
+            &crate::common::ext(ext(i)),
             "成交",
             "test",
             scrm::platform::db::now_ms(),
@@ -1123,7 +1152,7 @@ async fn the_command_line_plans_previews_runs_and_reports(backend: Backend) {
             .calls("externalcontact/resigned/transfer_customer"),
         0
     );
-    let job = transfers::list_jobs(&app.db, CORP, Some(HANDOVER), 1)
+    let job = transfers::list_jobs(&app.db, &crate::common::corp(CORP), Some(HANDOVER), 1)
         .await
         .unwrap()
         .remove(0);

@@ -511,9 +511,19 @@ pub async fn scan_pending(
             let owner = match (&room, &staff) {
                 (Some(room), None) => {
                     if !owners.contains_key(room) {
-                        let found = crate::domain::group_chats::get(db, corp_id, room)
-                            .await?
-                            .map(|chat| chat.owner_user_id);
+                        let ids = (
+                            wecom_sdk::CorpId::try_from(corp_id),
+                            wecom_sdk::ChatId::try_from(room.as_str()),
+                        );
+                        let found = match ids {
+                            (Ok(corp), Ok(chat)) => {
+                                crate::domain::group_chats::get(db, &corp, &chat)
+                                    .await?
+                                    .map(|chat| chat.owner_user_id.to_string())
+                            }
+                            // Not ids WeCom hands out: no chat of ours.
+                            _ => None,
+                        };
                         owners.insert(room.clone(), found);
                     }
                     owners.get(room).cloned().flatten()
@@ -548,9 +558,11 @@ pub async fn scan_pending(
             };
             let key: Key = (m.conversation.clone(), sender.clone());
             if !window.contains_key(&key) {
-                let entry =
-                    crate::domain::alerts::window_entry(db, corp_id, &m.conversation, &sender)
-                        .await?;
+                let entry = crate::domain::alerts::window_entry(
+                    db,
+                    crate::domain::alerts::WindowKey::of(&m),
+                )
+                .await?;
                 window.insert(key.clone(), entry);
             }
             let prev = window
@@ -586,8 +598,12 @@ pub async fn scan_pending(
         }
         let mut tx = db.begin().await?;
         for ((conversation, sender), (tail, at)) in &touched {
-            crate::domain::alerts::keep_window(&mut tx, corp_id, conversation, sender, tail, *at)
-                .await?;
+            let key = crate::domain::alerts::WindowKey {
+                corp_id,
+                conversation,
+                sender_id: sender,
+            };
+            crate::domain::alerts::keep_window(&mut tx, key, tail, *at).await?;
         }
         let marked = store::mark_scanned_in(&mut tx, corp_id, first, last).await?;
         tx.commit().await?;

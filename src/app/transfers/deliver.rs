@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use wecom_sdk::api::{ApiError, GroupChatListRequest};
-use wecom_sdk::{ChatId, ExternalUserId, UserId};
+use wecom_sdk::{ChatId, CorpId, ExternalUserId, UserId};
 
 use super::engine::{self, FIRST_POLL_MS, next_day_ms};
 use crate::domain::transfers::{
@@ -178,9 +178,12 @@ pub(crate) async fn customers(
     if rows.is_empty() {
         return Ok(Some(json!({"note": "nothing left to send"})));
     }
+    let corp = CorpId::try_from(item.corp_id.as_str()).map_err(bad_id)?;
+    let handover_id = UserId::try_from(handover).map_err(bad_id)?;
+    let taker_id = UserId::try_from(taker).map_err(bad_id)?;
     if item.attempts > 1 {
         // An earlier attempt may have reached WeCom: what it started is not sent again.
-        let states = engine::transfer_states(wecom, &item.corp_id, mode, handover, taker)
+        let states = engine::transfer_states(wecom, &corp, mode, &handover_id, &taker_id)
             .await
             .map_err(HandlerError::retry)?;
         // Any record (waiting, done, refused, taker full) means the call reached WeCom: the
@@ -200,8 +203,6 @@ pub(crate) async fn customers(
         return Ok(Some(answer));
     }
     let creds = wecom.credentials(&item.corp_id, None)?;
-    let handover_id = UserId::try_from(handover).map_err(bad_id)?;
-    let taker_id = UserId::try_from(taker).map_err(bad_id)?;
     let exts = rows
         .iter()
         .map(|(_, e)| ExternalUserId::try_from(e.as_str()).map_err(bad_id))
@@ -225,7 +226,7 @@ pub(crate) async fn customers(
                 .map(Some);
         }
         Err(ApiError::Wecom { errcode: 40131, .. })
-            if mode == Mode::OnJob && departed(db, &item.corp_id, handover).await? =>
+            if mode == Mode::OnJob && departed(db, &corp, &handover_id).await? =>
         {
             return switch_mode(db, &job, &ids, Mode::Resigned, 40131, SWITCHED_TO_RESIGNED)
                 .await
@@ -271,7 +272,7 @@ pub(crate) async fn customers(
     Ok(Some(json!({ "errcodes": summary })))
 }
 
-async fn departed(db: &Db, corp_id: &str, user: &str) -> Result<bool, StoreError> {
+async fn departed(db: &Db, corp_id: &CorpId, user: &UserId) -> Result<bool, StoreError> {
     Ok(crate::domain::staff::get(db, corp_id, user)
         .await?
         .is_some_and(|s| s.departed_at_ms.is_some() || s.status == 5))
@@ -331,6 +332,7 @@ pub(crate) async fn group_chats(
         return Ok(Some(answer));
     }
     let creds = wecom.credentials(&item.corp_id, None)?;
+    let corp = CorpId::try_from(item.corp_id.as_str()).map_err(bad_id)?;
     let owner = UserId::try_from(new_owner).map_err(bad_id)?;
     let done_at = now_ms();
     if item.attempts > 1 {
@@ -338,7 +340,7 @@ pub(crate) async fn group_chats(
         let (moved, rest): (Vec<_>, Vec<_>) =
             rows.into_iter().partition(|(_, c)| owned.contains(c));
         for (id, chat) in &moved {
-            chat_done(db, &item.corp_id, *id, chat, new_owner, done_at).await?;
+            chat_done(db, &corp, *id, chat, &owner, done_at).await?;
         }
         rows = rest;
         if rows.is_empty() {
@@ -390,7 +392,7 @@ pub(crate) async fn group_chats(
         }
     }
     for (id, chat) in rows.iter().filter(|(id, _)| !failed_ids.contains(id)) {
-        chat_done(db, &item.corp_id, *id, chat, new_owner, done_at).await?;
+        chat_done(db, &corp, *id, chat, &owner, done_at).await?;
     }
     if !wrong_mode.is_empty() {
         let (to, code, notice) = if mode == Mode::Resigned {
@@ -409,14 +411,16 @@ pub(crate) async fn group_chats(
 
 async fn chat_done(
     db: &Db,
-    corp_id: &str,
+    corp_id: &CorpId,
     id: i64,
     chat: &str,
-    new_owner: &str,
+    new_owner: &UserId,
     at_ms: i64,
-) -> Result<(), StoreError> {
+) -> Result<(), HandlerError> {
+    let chat = ChatId::try_from(chat).map_err(bad_id)?;
     engine::complete(db, id, at_ms, at_ms).await?;
-    crate::domain::group_chats::set_owner(db, corp_id, chat, new_owner, at_ms).await
+    crate::domain::group_chats::set_owner(db, corp_id, &chat, new_owner, at_ms).await?;
+    Ok(())
 }
 
 /// The chats WeCom lists with `owner` as owner.

@@ -4,6 +4,7 @@
 //! suggesting the reassignment.
 
 use serde::Serialize;
+use wecom_sdk::{CorpId, UserId};
 
 use crate::on_db;
 use crate::pipeline::outbox::{self, Intent, Message};
@@ -92,11 +93,11 @@ impl From<sqlx::Error> for RefreshError {
 pub async fn refresh_unassigned(
     db: &Db,
     wecom: &Wecom,
-    corp_id: &str,
+    corp_id: &CorpId,
     now_ms: i64,
 ) -> Result<usize, RefreshError> {
     let creds = wecom
-        .credentials(corp_id, None)
+        .credentials(corp_id.as_str(), None)
         .map_err(|e| RefreshError::Wecom(e.to_string()))?;
     let mut rows = Vec::new();
     let mut cursor = String::new();
@@ -120,12 +121,12 @@ pub async fn refresh_unassigned(
             dimission_at_ms: crate::platform::wecom::secs_to_ms(r.dimission_time),
         })
         .collect();
-    crate::domain::transfers::replace_unassigned(db, corp_id, &listed, now_ms).await?;
-    let mut members: Vec<(&str, i64)> = rows
+    crate::domain::transfers::replace_unassigned(db, corp_id.as_str(), &listed, now_ms).await?;
+    let mut members: Vec<(&UserId, i64)> = rows
         .iter()
         .map(|r| {
             (
-                r.handover_userid.as_str(),
+                &r.handover_userid,
                 crate::platform::wecom::secs_to_ms(r.dimission_time).unwrap_or(now_ms),
             )
         })
@@ -135,7 +136,7 @@ pub async fn refresh_unassigned(
     for (user, at) in &members {
         crate::domain::staff::mark_departed(db, corp_id, user, *at, now_ms).await?;
     }
-    let owners: Vec<&str> = members.iter().map(|(u, _)| *u).collect();
+    let owners: Vec<&UserId> = members.iter().map(|(u, _)| *u).collect();
     import_chats(db, wecom, &creds, corp_id, &owners, now_ms).await?;
     Ok(rows.len())
 }
@@ -148,14 +149,11 @@ async fn import_chats(
     db: &Db,
     wecom: &Wecom,
     creds: &wecom_sdk::api::AppCredentials,
-    corp_id: &str,
-    owners: &[&str],
+    corp_id: &CorpId,
+    owners: &[&UserId],
     now_ms: i64,
 ) -> Result<(), RefreshError> {
-    let owners: Vec<wecom_sdk::UserId> = owners
-        .iter()
-        .filter_map(|u| wecom_sdk::UserId::try_from(*u).ok())
-        .collect();
+    let owners: Vec<UserId> = owners.iter().map(|u| (*u).clone()).collect();
     let wecom_error = |e: wecom_sdk::api::ApiError| RefreshError::Wecom(e.to_string());
     for chunk in owners.chunks(100) {
         let mut cursor = String::new();
@@ -174,7 +172,7 @@ async fn import_chats(
                 .await
                 .map_err(wecom_error)?;
             for listed in &page.group_chat_list {
-                if crate::domain::group_chats::get(db, corp_id, listed.chat_id.as_str())
+                if crate::domain::group_chats::get(db, corp_id, &listed.chat_id)
                     .await?
                     .is_some()
                 {
@@ -214,15 +212,17 @@ async fn import_chats(
 pub async fn on_departed(
     db: &Db,
     wecom: &Wecom,
-    corp_id: &str,
-    user_id: &str,
+    corp_id: &CorpId,
+    user_id: &UserId,
     now_ms: i64,
 ) -> Result<bool, StoreError> {
+    let corp_key = corp_id;
+    let (corp_id, user_id) = (corp_id.as_str(), user_id.as_str());
     let Some(corp) = wecom.corp(corp_id) else {
         return Ok(false);
     };
     // What WeCom holds for reassignment now; the list in our database serves when WeCom fails.
-    match refresh_unassigned(db, wecom, corp_id, now_ms).await {
+    match refresh_unassigned(db, wecom, corp_key, now_ms).await {
         Ok(_) => {}
         Err(RefreshError::Store(e)) => return Err(e),
         Err(RefreshError::Wecom(e)) => {

@@ -12,8 +12,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use tokio::sync::watch;
-use wecom_sdk::UserId;
+use wecom_sdk::{CorpId, ExternalUserId, UserId};
 
+use crate::domain::customers::RelationKey;
 use crate::domain::transfers::{
     BATCH, Mode, TransferItem, TransferJob, Val, job_by_id, update_items,
 };
@@ -177,7 +178,7 @@ async fn dispatch_customers(db: &Db, job: &TransferJob, now_ms: i64) -> Result<u
         Intent::TransferCustomers {
             job_id: job.id,
             mode,
-            handover_user_id: job.handover_user_id.clone(),
+            handover_user_id: job.handover_user_id.to_string(),
             takeover_user_id: taker.to_owned(),
             external_user_ids: targets,
             success_msg: job.success_msg.clone().filter(|_| mode == Mode::OnJob),
@@ -207,8 +208,8 @@ async fn dispatch_chats(
     }
     let day = day_start_ms(now_ms);
     let used: i64 = on_db!(db, |pool| sqlx::query_scalar(USED)
-        .bind(&job.corp_id)
-        .bind(&job.handover_user_id)
+        .bind(job.corp_id.as_str())
+        .bind(job.handover_user_id.as_str())
         .bind(day)
         .fetch_one(pool)
         .await)?;
@@ -223,7 +224,7 @@ async fn dispatch_chats(
         Intent::TransferGroupChats {
             job_id: job.id,
             mode,
-            handover_user_id: job.handover_user_id.clone(),
+            handover_user_id: job.handover_user_id.to_string(),
             new_owner: taker.to_owned(),
             chat_ids: targets,
         }
@@ -280,7 +281,7 @@ async fn hand_over(
     }
     let outbox_id = outbox::enqueue(
         &mut tx,
-        &job.corp_id,
+        job.corp_id.as_str(),
         intent,
         &format!("transfer_job:{}", job.id),
         None,
@@ -311,6 +312,9 @@ async fn poll(
     let mut polled = 0;
     for (taker, mode) in pairs {
         let mode = Mode::parse(&mode).unwrap_or(Mode::OnJob);
+        let Ok(taker) = UserId::try_from(taker) else {
+            continue;
+        };
         let states = match transfer_states(wecom, &job.corp_id, mode, &job.handover_user_id, &taker)
             .await
         {
@@ -321,7 +325,7 @@ async fn poll(
             }
         };
         polled += states.len();
-        apply_states(db, job, &taker, &states, settings, now_ms).await?;
+        apply_states(db, job, taker.as_str(), &states, settings, now_ms).await?;
     }
     Ok(polled)
 }
@@ -332,22 +336,20 @@ pub(crate) type States = HashMap<String, (i64, i64)>;
 /// Every page of `transfer_result` between `handover` and `taker`.
 pub(crate) async fn transfer_states(
     wecom: &Wecom,
-    corp_id: &str,
+    corp_id: &CorpId,
     mode: Mode,
-    handover: &str,
-    taker: &str,
+    handover: &UserId,
+    taker: &UserId,
 ) -> Result<States, String> {
     let creds = wecom
-        .credentials(corp_id, None)
+        .credentials(corp_id.as_str(), None)
         .map_err(|e| e.to_string())?;
-    let handover = UserId::try_from(handover).map_err(|e| e.to_string())?;
-    let taker = UserId::try_from(taker).map_err(|e| e.to_string())?;
     let mut out = States::new();
     let mut cursor = String::new();
     for _ in 0..1000 {
         let page = wecom
             .client
-            .transfer_result(&creds, mode.api(), &handover, &taker, &cursor)
+            .transfer_result(&creds, mode.api(), handover, taker, &cursor)
             .await
             .map_err(|e| e.to_string())?;
         for c in page.customer {
@@ -500,7 +502,7 @@ pub async fn complete(db: &Db, item_id: i64, at_ms: i64, now_ms: i64) -> Result<
 pub async fn complete_many(db: &Db, done: &[(i64, i64)], now_ms: i64) -> Result<usize, StoreError> {
     let mut jobs: HashMap<i64, TransferJob> = HashMap::new();
     // The corp tags that still exist, per corp (a deleted tag is not applied to the taker).
-    let mut live_tags: HashMap<String, HashSet<String>> = HashMap::new();
+    let mut live_tags: HashMap<CorpId, HashSet<String>> = HashMap::new();
     let mut completed = 0;
     // One transaction per chunk: a commit (an fsync on SQLite) per few hundred customers.
     for chunk in done.chunks(200) {
@@ -517,7 +519,7 @@ pub async fn complete_many(db: &Db, done: &[(i64, i64)], now_ms: i64) -> Result<
             if let std::collections::hash_map::Entry::Vacant(e) = jobs.entry(item.job_id) {
                 let job = job_by_id(db, item.job_id).await?;
                 if !live_tags.contains_key(&job.corp_id) {
-                    let tags = crate::domain::tags::live_tags(db, &job.corp_id).await?;
+                    let tags = crate::domain::tags::live_tags(db, job.corp_id.as_str()).await?;
                     live_tags.insert(
                         job.corp_id.clone(),
                         tags.into_iter().map(|t| t.tag_id).collect(),
@@ -561,18 +563,29 @@ async fn carry_over(
     at_ms: i64,
     now_ms: i64,
 ) -> Result<(), StoreError> {
+    let Ok(ext) = ExternalUserId::try_from(item.target_id.as_str()) else {
+        tracing::warn!(
+            item = item.id,
+            "a customer item without a valid external_userid"
+        );
+        return Ok(());
+    };
     let (corp, ext, from, to) = (
-        job.corp_id.as_str(),
-        item.target_id.as_str(),
-        item.handover_user_id.as_str(),
-        item.takeover_user_id.as_str(),
+        &job.corp_id,
+        &ext,
+        &item.handover_user_id,
+        &item.takeover_user_id,
+    );
+    let (old_relation, new_relation) = (
+        RelationKey::new(corp, from, ext),
+        RelationKey::new(corp, to, ext),
     );
     followup::reassign_open_reminders(tx, corp, ext, from, to, now_ms).await?;
     if !job.handover_note.is_empty() {
         let body = format!("【交接】{}（原跟进人 {from} → {to}）", job.handover_note);
         followup::add_note_in(tx, corp, ext, &job.created_by, &body, now_ms).await?;
     }
-    let old: Vec<String> = customers::relation_tag_ids_in(tx, corp, from, ext)
+    let old: Vec<String> = customers::relation_tag_ids_in(tx, old_relation)
         .await?
         .unwrap_or_default()
         .into_iter()
@@ -581,7 +594,7 @@ async fn carry_over(
     let new: Option<Vec<String>> = if old.is_empty() {
         None
     } else {
-        customers::relation_tag_ids_in(tx, corp, to, ext).await?
+        customers::relation_tag_ids_in(tx, new_relation).await?
     };
     // What the taker's relation lacks (all of it while we have not seen that relation yet).
     let seen = new.is_some();
@@ -591,14 +604,14 @@ async fn carry_over(
         if seen {
             let mut merged = has;
             merged.extend(missing.iter().cloned());
-            customers::set_relation_tag_ids_in(tx, corp, to, ext, &merged, now_ms).await?;
+            customers::set_relation_tag_ids_in(tx, new_relation, &merged, now_ms).await?;
         }
         outbox::enqueue(
             tx,
-            corp,
+            corp.as_str(),
             &Intent::MarkTag {
-                user_id: to.to_owned(),
-                external_user_id: ext.to_owned(),
+                user_id: to.clone(),
+                external_user_id: ext.clone(),
                 add: missing,
                 remove: Vec::new(),
             },
@@ -614,9 +627,7 @@ async fn carry_over(
     // `del_external_contact`/`DELETE_BY_TRANSFER`, which then finds it ended).
     customers::end_by_transfer(
         tx,
-        corp,
-        from,
-        ext,
+        old_relation,
         item.id,
         &format!("→ {to}（转交任务 {}）", job.id),
         at_ms,
@@ -629,10 +640,10 @@ async fn carry_over(
 /// The open customer item of `(handover → taker, ext)` in a running job, if any.
 async fn open_item(
     db: &Db,
-    corp_id: &str,
-    handover: Option<&str>,
-    taker: Option<&str>,
-    ext: &str,
+    corp_id: &CorpId,
+    handover: Option<&UserId>,
+    taker: Option<&UserId>,
+    ext: &ExternalUserId,
 ) -> Result<Option<i64>, StoreError> {
     const SQL: &str = "SELECT i.id FROM transfer_item i JOIN transfer_job j ON j.id = i.job_id \
         WHERE i.corp_id = $1 AND i.kind = 'customer' AND i.target_id = $2 \
@@ -640,10 +651,10 @@ async fn open_item(
         AND ($3 IS NULL OR i.handover_user_id = $3) AND ($4 IS NULL OR i.takeover_user_id = $4) \
         ORDER BY i.id DESC LIMIT 1";
     let id = on_db!(db, |pool| sqlx::query_scalar(SQL)
-        .bind(corp_id)
-        .bind(ext)
-        .bind(handover)
-        .bind(taker)
+        .bind(corp_id.as_str())
+        .bind(ext.as_str())
+        .bind(handover.map(UserId::as_str))
+        .bind(taker.map(UserId::as_str))
         .fetch_optional(pool)
         .await)?;
     Ok(id)
@@ -652,11 +663,14 @@ async fn open_item(
 /// WeCom added `ext` to `taker` (`add_external_contact` after a takeover): the item completes.
 pub async fn relation_added(
     db: &Db,
-    corp_id: &str,
-    taker: &str,
-    ext: &str,
+    relation: RelationKey<'_>,
     at_ms: i64,
 ) -> Result<bool, StoreError> {
+    let RelationKey {
+        corp_id,
+        user_id: taker,
+        external_user_id: ext,
+    } = relation;
     match open_item(db, corp_id, None, Some(taker), ext).await? {
         Some(id) => complete(db, id, at_ms, now_ms()).await,
         None => Ok(false),
@@ -666,11 +680,14 @@ pub async fn relation_added(
 /// WeCom removed `ext` from `handover` because of the transfer (`DELETE_BY_TRANSFER`).
 pub async fn handed_over(
     db: &Db,
-    corp_id: &str,
-    handover: &str,
-    ext: &str,
+    relation: RelationKey<'_>,
     at_ms: i64,
 ) -> Result<bool, StoreError> {
+    let RelationKey {
+        corp_id,
+        user_id: handover,
+        external_user_id: ext,
+    } = relation;
     match open_item(db, corp_id, Some(handover), None, ext).await? {
         Some(id) => complete(db, id, at_ms, now_ms()).await,
         None => Ok(false),
@@ -681,11 +698,14 @@ pub async fn handed_over(
 /// limit.
 pub async fn transfer_failed(
     db: &Db,
-    corp_id: &str,
-    taker: &str,
-    ext: &str,
+    relation: RelationKey<'_>,
     reason: &str,
 ) -> Result<bool, StoreError> {
+    let RelationKey {
+        corp_id,
+        user_id: taker,
+        external_user_id: ext,
+    } = relation;
     // WeCom's `UserID` here is the taker in practice; the handover member is looked up too in
     // case it is not (`transfer_result` polling settles it either way).
     let id = match open_item(db, corp_id, None, Some(taker), ext).await? {
@@ -739,7 +759,7 @@ async fn finish_if_done(db: &Db, job: &TransferJob, now_ms: i64) -> Result<bool,
     let progress = crate::domain::transfers::Progress::of(&counts);
     crate::auth::audit(
         &mut tx,
-        &job.corp_id,
+        job.corp_id.as_str(),
         "system",
         "transfer.finish",
         &format!("transfer_job:{}", job.id),
@@ -750,7 +770,7 @@ async fn finish_if_done(db: &Db, job: &TransferJob, now_ms: i64) -> Result<bool,
     for (taker, text) in summaries(job, &counts) {
         outbox::enqueue(
             &mut tx,
-            &job.corp_id,
+            job.corp_id.as_str(),
             &Intent::MessageSend {
                 to_users: vec![taker.clone()],
                 message: Message::Text { content: text },

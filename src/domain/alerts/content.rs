@@ -33,19 +33,19 @@ pub struct Scanned<'a> {
 impl<'a> Scanned<'a> {
     /// A text a staff member sent to app `agent_id` (`source_ref`: its inbox row).
     pub fn app_text(
-        corp_id: &'a str,
+        corp_id: &'a CorpId,
         agent_id: &str,
-        from: &'a str,
+        from: &'a UserId,
         text: &'a str,
         source_ref: String,
         at_ms: i64,
     ) -> Self {
         Self {
-            corp_id,
+            corp_id: corp_id.as_str(),
             conversation: format!("app:{agent_id}:{from}"),
-            sender_id: from,
+            sender_id: from.as_str(),
             sender: crate::domain::scan::Sender::Staff,
-            staff_user_id: from,
+            staff_user_id: from.as_str(),
             external_user_id: None,
             text,
             msg_type: Some("text"),
@@ -68,15 +68,7 @@ pub async fn scan_message(
     let result = scan_text(library, m, prev.as_deref());
     if let Some(tail) = window_tail(m) {
         let mut tx = db.begin().await?;
-        keep_window(
-            &mut tx,
-            m.corp_id,
-            &m.conversation,
-            m.sender_id,
-            &tail,
-            m.at_ms,
-        )
-        .await?;
+        keep_window(&mut tx, WindowKey::of(m), &tail, m.at_ms).await?;
         tx.commit().await?;
     }
     raise_hits(db, ctx, library, m, prev.as_deref(), &result, now_ms).await
@@ -88,17 +80,42 @@ pub async fn window_prev(
     ctx: Ctx<'_>,
     m: &Scanned<'_>,
 ) -> Result<Option<String>, StoreError> {
-    let prev = window_entry(db, m.corp_id, &m.conversation, m.sender_id).await?;
+    let prev = window_entry(db, WindowKey::of(m)).await?;
     Ok(prev.and_then(|(text, at)| window_counts(ctx, m, at).then_some(text)))
+}
+
+/// Whose previous message the scan window keeps: a sender in a conversation of a corp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowKey<'a> {
+    /// The corp.
+    pub corp_id: &'a str,
+    /// The conversation ([`Scanned::conversation`]).
+    pub conversation: &'a str,
+    /// The sender (a userid or an external_userid).
+    pub sender_id: &'a str,
+}
+
+impl<'a> WindowKey<'a> {
+    /// The window of `m`'s sender in `m`'s conversation.
+    pub fn of<'s: 'a>(m: &'a Scanned<'s>) -> Self {
+        Self {
+            corp_id: m.corp_id,
+            conversation: &m.conversation,
+            sender_id: m.sender_id,
+        }
+    }
 }
 
 /// The sender's last remembered message in the conversation and when it was sent.
 pub async fn window_entry(
     db: &Db,
-    corp_id: &str,
-    conversation: &str,
-    sender: &str,
+    key: WindowKey<'_>,
 ) -> Result<Option<(String, i64)>, StoreError> {
+    let WindowKey {
+        corp_id,
+        conversation,
+        sender_id: sender,
+    } = key;
     const PREV: &str = "SELECT text, at_ms FROM scan_window WHERE corp_id = $1 AND conversation = $2 \
         AND sender = $3";
     Ok(on_db!(db, |pool| sqlx::query_as(PREV)
@@ -148,12 +165,15 @@ pub fn window_tail(m: &Scanned<'_>) -> Option<String> {
 /// replaces a newer one).
 pub async fn keep_window(
     tx: &mut Tx,
-    corp_id: &str,
-    conversation: &str,
-    sender: &str,
+    key: WindowKey<'_>,
     tail: &str,
     at_ms: i64,
 ) -> Result<(), StoreError> {
+    let WindowKey {
+        corp_id,
+        conversation,
+        sender_id: sender,
+    } = key;
     const KEEP: &str = "INSERT INTO scan_window (corp_id, conversation, sender, text, at_ms) \
         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (corp_id, conversation, sender) DO UPDATE \
         SET text = excluded.text, at_ms = excluded.at_ms WHERE scan_window.at_ms <= excluded.at_ms";
@@ -239,8 +259,16 @@ pub(super) async fn in_scope(
         let Some(ext) = m.external_user_id else {
             return Ok(false);
         };
-        let relation =
-            crate::domain::customers::get_relation(db, m.corp_id, m.staff_user_id, ext).await?;
+        // Ids that fail WeCom's shape cannot name a relation we hold.
+        let (Ok(corp), Ok(user), Ok(ext)) = (
+            CorpId::try_from(m.corp_id),
+            UserId::try_from(m.staff_user_id),
+            ExternalUserId::try_from(ext),
+        ) else {
+            return Ok(false);
+        };
+        let key = crate::domain::customers::RelationKey::new(&corp, &user, &ext);
+        let relation = crate::domain::customers::get_relation(db, key).await?;
         let tags = relation.map(|r| r.tags()).unwrap_or_default();
         if !tags.iter().any(|t| rule.customer_tags.contains(t)) {
             return Ok(false);

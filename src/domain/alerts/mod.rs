@@ -12,6 +12,7 @@
 //! in `alert_event` with who, when and a comment.
 
 use serde::Serialize;
+use wecom_sdk::{CorpId, ExternalUserId, UserId};
 
 use crate::domain::scan::{Hit, Severity};
 use crate::pipeline::outbox::{self, Intent, Message};

@@ -58,12 +58,9 @@ pub fn category_label(category: &str) -> &str {
     }
 }
 
-pub(super) async fn display_name(
-    tx: &mut Tx,
-    sql: &str,
-    corp: &str,
-    id: &str,
-) -> Result<String, StoreError> {
+/// The name in the row `key` (corp, id) that `sql` selects; the id when it has none.
+async fn display_name(tx: &mut Tx, sql: &str, key: [&str; 2]) -> Result<String, StoreError> {
+    let [corp, id] = key;
     let name: Option<String> = on_tx!(tx, |conn| sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .bind(corp)
         .bind(id)
@@ -74,28 +71,16 @@ pub(super) async fn display_name(
         .unwrap_or_else(|| id.to_owned()))
 }
 
-pub(super) async fn staff_name(tx: &mut Tx, corp: &str, user: &str) -> Result<String, StoreError> {
-    display_name(
-        tx,
-        "SELECT name FROM staff WHERE corp_id = $1 AND user_id = $2",
-        corp,
-        user,
-    )
-    .await
-}
-
-pub(super) async fn customer_name(
-    tx: &mut Tx,
-    corp: &str,
-    ext: &str,
-) -> Result<String, StoreError> {
-    display_name(
-        tx,
-        "SELECT name FROM customer WHERE corp_id = $1 AND external_user_id = $2",
-        corp,
-        ext,
-    )
-    .await
+/// The display names of the evidence's staff member and customer.
+async fn names(tx: &mut Tx, e: &Evidence<'_>) -> Result<(String, Option<String>), StoreError> {
+    const STAFF: &str = "SELECT name FROM staff WHERE corp_id = $1 AND user_id = $2";
+    const CUSTOMER: &str = "SELECT name FROM customer WHERE corp_id = $1 AND external_user_id = $2";
+    let staff = display_name(tx, STAFF, [e.corp_id, e.staff_user_id]).await?;
+    let customer = match e.external_user_id {
+        Some(ext) => Some(display_name(tx, CUSTOMER, [e.corp_id, ext]).await?),
+        None => None,
+    };
+    Ok((staff, customer))
 }
 
 /// A relation ended: a deletion by the staff member or a vanished relation raises an alert, a
@@ -104,16 +89,18 @@ pub(super) async fn customer_name(
 pub async fn relation_ended(
     db: &Db,
     wecom: &crate::platform::wecom::Wecom,
-    corp: &str,
-    user: &str,
-    ext: &str,
+    corp: &CorpId,
+    user: &UserId,
+    ext: &ExternalUserId,
     source: &str,
     now_ms: i64,
 ) -> Result<Raised, StoreError> {
+    let key = crate::domain::customers::RelationKey::new(corp, user, ext);
+    let (corp, user, ext) = key.parts();
     let Some(ctx) = Ctx::of(wecom, corp) else {
         return Ok(Raised::default());
     };
-    let Some(relation) = crate::domain::customers::get_relation(db, corp, user, ext).await? else {
+    let Some(relation) = crate::domain::customers::get_relation(db, key).await? else {
         return Ok(Raised::default());
     };
     use crate::domain::customers::{EndReason, RelationStatus};
@@ -126,10 +113,17 @@ pub async fn relation_ended(
         }
     };
     let at_ms = relation.ended_at_ms.unwrap_or(now_ms);
-    let history = crate::domain::customers::relation_history(db, corp, user, ext).await?;
+    let history = crate::domain::customers::relation_history(db, key).await?;
     // The last archived messages of the pair (references; their content is read, and audited,
     // through the archive API the link points to).
-    let last_messages = crate::domain::archive::read::last_of_pair(db, corp, user, ext, 20).await?;
+    let last_messages = crate::domain::archive::read::last_of_pair(
+        db,
+        key.corp_id,
+        key.user_id,
+        key.external_user_id,
+        20,
+    )
+    .await?;
     let evidence = Evidence {
         corp_id: corp,
         staff_user_id: user,
@@ -203,11 +197,7 @@ pub async fn raise(
         .execute(&mut *conn)
         .await
         .map(|_| ()))?;
-    let staff = staff_name(&mut tx, corp, evidence.staff_user_id).await?;
-    let customer = match evidence.external_user_id {
-        Some(ext) => Some(customer_name(&mut tx, corp, ext).await?),
-        None => None,
-    };
+    let (staff, customer) = names(&mut tx, evidence).await?;
     let title = title(&s, &staff, customer.as_deref());
     let opened: Option<i64> = on_tx!(&mut tx, |conn| sqlx::query_scalar(OPEN)
         .bind(corp)

@@ -20,7 +20,7 @@ pub(super) async fn recipients(
     }
     to.extend(ctx.corp.alert_recipients.iter().cloned());
     if ctx.settings.notify_manager {
-        to.extend(managers(tx, &ctx.corp.corp_id.to_string(), staff).await?);
+        to.extend(managers(tx, &ctx.corp.corp_id, staff).await?);
     }
     to.retain(|u| u != staff);
     let mut seen = std::collections::HashSet::new();
@@ -29,7 +29,8 @@ pub(super) async fn recipients(
 }
 
 /// The staff member's managers: their direct leaders, else the leaders of their main department.
-pub async fn managers(tx: &mut Tx, corp: &str, staff: &str) -> Result<Vec<String>, StoreError> {
+pub async fn managers(tx: &mut Tx, corp: &CorpId, staff: &str) -> Result<Vec<String>, StoreError> {
+    let corp = corp.as_str();
     const ME: &str =
         "SELECT direct_leaders, main_department FROM staff WHERE corp_id = $1 AND user_id = $2";
     const LEADERS: &str = "SELECT user_id, leads_departments FROM staff WHERE corp_id = $1 \

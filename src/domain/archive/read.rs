@@ -4,6 +4,8 @@
 
 use serde::Serialize;
 
+use wecom_sdk::{CorpId, ExternalUserId, UserId};
+
 use crate::on_db;
 use crate::platform::db::{Db, StoreError};
 
@@ -278,11 +280,16 @@ pub async fn reads(db: &Db, corp_id: &str, limit: i64) -> Result<Vec<ReadRow>, S
 /// them goes through the audited API.
 pub async fn last_of_pair(
     db: &Db,
-    corp_id: &str,
-    staff_id: &str,
-    external_userid: &str,
+    corp_id: &CorpId,
+    staff_id: &UserId,
+    external_userid: &ExternalUserId,
     limit: i64,
 ) -> Result<Vec<serde_json::Value>, StoreError> {
+    let (corp_id, staff_id, external_userid) = (
+        corp_id.as_str(),
+        staff_id.as_str(),
+        external_userid.as_str(),
+    );
     const SQL: &str = "SELECT id, msg_time_ms, sender_kind, msgtype FROM archive_message \
         WHERE corp_id = $1 AND staff_id = $2 AND external_userid = $3 \
         ORDER BY msg_time_ms DESC, id DESC LIMIT $4";

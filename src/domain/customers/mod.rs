@@ -8,14 +8,53 @@ pub mod record;
 
 use serde::Serialize;
 
+use wecom_sdk::{CorpId, ExternalUserId, UserId};
+
 use crate::platform::db::{Db, StoreError, Tx};
 use crate::{on_db, on_tx};
+
+/// One follow relation: a staff member and a customer of a corp. The three ids are typed, so
+/// they cannot be passed in the wrong order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelationKey<'a> {
+    /// Corp.
+    pub corp_id: &'a CorpId,
+    /// The staff member.
+    pub user_id: &'a UserId,
+    /// The customer.
+    pub external_user_id: &'a ExternalUserId,
+}
+
+impl<'a> RelationKey<'a> {
+    /// The relation of `user_id` and `external_user_id` in `corp_id`.
+    pub fn new(
+        corp_id: &'a CorpId,
+        user_id: &'a UserId,
+        external_user_id: &'a ExternalUserId,
+    ) -> Self {
+        Self {
+            corp_id,
+            user_id,
+            external_user_id,
+        }
+    }
+
+    /// The ids as stored (corp, staff member, customer), for binding.
+    pub fn parts(self) -> (&'a str, &'a str, &'a str) {
+        (
+            self.corp_id.as_str(),
+            self.user_id.as_str(),
+            self.external_user_id.as_str(),
+        )
+    }
+}
 
 /// A customer's profile, as `externalcontact/get` and `batch/get_by_user` return it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct CustomerProfile {
     /// `external_userid`.
-    pub external_user_id: String,
+    #[sqlx(try_from = "String")]
+    pub external_user_id: ExternalUserId,
     /// Name (WeChat nickname or WeCom name).
     pub name: String,
     /// 1 WeChat user, 2 WeCom user.
@@ -38,9 +77,9 @@ pub struct CustomerProfile {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RelationSnapshot {
     /// The staff member.
-    pub user_id: String,
+    pub user_id: UserId,
     /// The customer.
-    pub external_user_id: String,
+    pub external_user_id: ExternalUserId,
     /// 备注.
     pub remark: String,
     /// 描述.
@@ -172,9 +211,11 @@ impl RelationChange {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct FollowRelation {
     /// Staff member.
-    pub user_id: String,
+    #[sqlx(try_from = "String")]
+    pub user_id: UserId,
     /// Customer.
-    pub external_user_id: String,
+    #[sqlx(try_from = "String")]
+    pub external_user_id: ExternalUserId,
     /// 备注.
     pub remark: String,
     /// 描述.
@@ -238,9 +279,11 @@ pub struct RelationEvent {
     /// Row id.
     pub id: i64,
     /// Staff member.
-    pub user_id: String,
+    #[sqlx(try_from = "String")]
+    pub user_id: UserId,
     /// Customer.
-    pub external_user_id: String,
+    #[sqlx(try_from = "String")]
+    pub external_user_id: ExternalUserId,
     /// `added`, `edited`, `reactivated`, `deleted_by_staff`, `deleted_by_customer`, `transferred`,
     /// `vanished`, `transfer_failed`.
     pub change: String,
@@ -272,7 +315,7 @@ pub async fn upsert_customer(
         position = excluded.position, unionid = excluded.unionid, updated_at_ms = excluded.updated_at_ms";
     on_db!(db, |pool| sqlx::query(SQL)
         .bind(corp_id)
-        .bind(&c.external_user_id)
+        .bind(c.external_user_id.as_str())
         .bind(&c.name)
         .bind(c.customer_type)
         .bind(c.gender)
@@ -291,9 +334,10 @@ pub async fn upsert_customer(
 /// A customer's profile.
 pub async fn get_customer(
     db: &Db,
-    corp_id: &str,
-    external_user_id: &str,
+    corp_id: &CorpId,
+    external_user_id: &ExternalUserId,
 ) -> Result<Option<CustomerProfile>, StoreError> {
+    let (corp_id, external_user_id) = (corp_id.as_str(), external_user_id.as_str());
     const SQL: &str = "SELECT external_user_id, name, customer_type, gender, avatar, corp_name, \
         corp_full_name, position, unionid FROM customer WHERE corp_id = $1 AND external_user_id = $2";
     let row = on_db!(db, |pool| sqlx::query_as(SQL)
@@ -310,10 +354,9 @@ const RELATION_COLUMNS: &str = "user_id, external_user_id, remark, description, 
 /// One relation.
 pub async fn get_relation(
     db: &Db,
-    corp_id: &str,
-    user_id: &str,
-    external_user_id: &str,
+    relation: RelationKey<'_>,
 ) -> Result<Option<FollowRelation>, StoreError> {
+    let (corp_id, user_id, external_user_id) = relation.parts();
     let sql = format!(
         "SELECT {RELATION_COLUMNS} FROM follow_relation WHERE corp_id = $1 AND user_id = $2 \
          AND external_user_id = $3"
@@ -330,16 +373,16 @@ pub async fn get_relation(
 /// Every relation of one customer (all staff, any status).
 pub async fn relations_of_customer(
     db: &Db,
-    corp_id: &str,
-    external_user_id: &str,
+    corp_id: &CorpId,
+    external_user_id: &ExternalUserId,
 ) -> Result<Vec<FollowRelation>, StoreError> {
     let sql = format!(
         "SELECT {RELATION_COLUMNS} FROM follow_relation WHERE corp_id = $1 \
          AND external_user_id = $2 ORDER BY user_id"
     );
     let rows = on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
-        .bind(corp_id)
-        .bind(external_user_id)
+        .bind(corp_id.as_str())
+        .bind(external_user_id.as_str())
         .fetch_all(pool)
         .await)?;
     Ok(rows)
@@ -379,13 +422,14 @@ fn json_list(v: &[String]) -> String {
 /// one `Added` or `Edited` between them, never two.
 pub async fn apply_relation(
     db: &Db,
-    corp_id: &str,
+    corp: &CorpId,
     s: &RelationSnapshot,
     now_ms: i64,
     seen_by_job: Option<i64>,
 ) -> Result<RelationChange, StoreError> {
     // Our edits not yet delivered stay on top of what WeCom reports (see `crate::domain::customers::record`).
-    let overlaid = crate::domain::customers::record::with_pending(db, corp_id, s).await?;
+    let overlaid = crate::domain::customers::record::with_pending(db, corp, s).await?;
+    let corp_id = corp.as_str();
     let s = &overlaid;
     let mut tags = s.tag_ids.clone();
     tags.sort();
@@ -425,8 +469,8 @@ pub async fn apply_relation(
     for (sql, change) in statements {
         let n = on_db!(db, |pool| sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(corp_id)
-            .bind(&s.user_id)
-            .bind(&s.external_user_id)
+            .bind(s.user_id.as_str())
+            .bind(s.external_user_id.as_str())
             .bind(&s.remark)
             .bind(&s.description)
             .bind(&s.remark_corp_name)
@@ -455,13 +499,12 @@ pub async fn apply_relation(
 /// decided by the statement itself so that concurrent ends record one change.
 pub async fn end_relation(
     db: &Db,
-    corp_id: &str,
-    user_id: &str,
-    external_user_id: &str,
+    relation: RelationKey<'_>,
     reason: EndReason,
     at_ms: i64,
     now_ms: i64,
 ) -> Result<bool, StoreError> {
+    let (corp_id, user_id, external_user_id) = relation.parts();
     const END: &str = "UPDATE follow_relation SET status = $4, ended_at_ms = $5, updated_at_ms = $6 \
         WHERE corp_id = $1 AND user_id = $2 AND external_user_id = $3 AND status <> $4 \
         AND NOT (status = 'active' AND added_at_ms IS NOT NULL AND added_at_ms > $5)";
@@ -486,13 +529,27 @@ pub async fn end_relation(
     Ok(false)
 }
 
+/// Whether the relation is active (the staff member follows the customer now), inside the
+/// caller's transaction.
+pub async fn is_following_in(tx: &mut Tx, relation: RelationKey<'_>) -> Result<bool, StoreError> {
+    let (corp_id, user_id, external_user_id) = relation.parts();
+    const SQL: &str = "SELECT COUNT(*) FROM follow_relation WHERE corp_id = $1 AND user_id = $2 \
+        AND external_user_id = $3 AND status = 'active'";
+    let n: i64 = on_tx!(tx, |conn| sqlx::query_scalar(SQL)
+        .bind(corp_id)
+        .bind(user_id)
+        .bind(external_user_id)
+        .fetch_one(&mut *conn)
+        .await)?;
+    Ok(n > 0)
+}
+
 /// The corp tag ids of a relation inside the caller's transaction (`None`: no such relation).
 pub async fn relation_tag_ids_in(
     tx: &mut Tx,
-    corp_id: &str,
-    user_id: &str,
-    external_user_id: &str,
+    relation: RelationKey<'_>,
 ) -> Result<Option<Vec<String>>, StoreError> {
+    let (corp_id, user_id, external_user_id) = relation.parts();
     const TAGS: &str = "SELECT tag_ids FROM follow_relation WHERE corp_id = $1 AND user_id = $2 \
         AND external_user_id = $3";
     let json: Option<String> = on_tx!(tx, |conn| sqlx::query_scalar(TAGS)
@@ -508,12 +565,11 @@ pub async fn relation_tag_ids_in(
 /// handover member's tags over; WeCom is told through the outbox by the caller).
 pub async fn set_relation_tag_ids_in(
     tx: &mut Tx,
-    corp_id: &str,
-    user_id: &str,
-    external_user_id: &str,
+    relation: RelationKey<'_>,
     tag_ids: &[String],
     now_ms: i64,
 ) -> Result<(), StoreError> {
+    let (corp_id, user_id, external_user_id) = relation.parts();
     const SET_TAGS: &str = "UPDATE follow_relation SET tag_ids = $4, updated_at_ms = $5 \
         WHERE corp_id = $1 AND user_id = $2 AND external_user_id = $3";
     on_tx!(tx, |conn| sqlx::query(SET_TAGS)
@@ -534,14 +590,13 @@ pub async fn set_relation_tag_ids_in(
 #[allow(clippy::too_many_arguments)]
 pub async fn end_by_transfer(
     tx: &mut Tx,
-    corp_id: &str,
-    user_id: &str,
-    external_user_id: &str,
+    relation: RelationKey<'_>,
     item_id: i64,
     detail: &str,
     at_ms: i64,
     now_ms: i64,
 ) -> Result<bool, StoreError> {
+    let (corp_id, user_id, external_user_id) = relation.parts();
     const END: &str = "UPDATE follow_relation SET status = $4, ended_at_ms = $5, updated_at_ms = $6 \
         WHERE corp_id = $1 AND user_id = $2 AND external_user_id = $3 AND status = 'active'";
     const HISTORY: &str = "INSERT INTO relation_event (corp_id, user_id, external_user_id, change, \
@@ -581,14 +636,13 @@ pub async fn end_by_transfer(
 #[allow(clippy::too_many_arguments)]
 pub async fn record_event(
     db: &Db,
-    corp_id: &str,
-    user_id: &str,
-    external_user_id: &str,
+    relation: RelationKey<'_>,
     change: &str,
     source: Source,
     detail: &str,
     at_ms: i64,
 ) -> Result<bool, StoreError> {
+    let (corp_id, user_id, external_user_id) = relation.parts();
     const SQL: &str = "INSERT INTO relation_event (corp_id, user_id, external_user_id, change, \
         source, inbox_id, job_id, detail, at_ms, dedup) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
         ON CONFLICT (corp_id, dedup) DO NOTHING";
@@ -614,10 +668,9 @@ pub async fn record_event(
 /// A relation's history, oldest first.
 pub async fn relation_history(
     db: &Db,
-    corp_id: &str,
-    user_id: &str,
-    external_user_id: &str,
+    relation: RelationKey<'_>,
 ) -> Result<Vec<RelationEvent>, StoreError> {
+    let (corp_id, user_id, external_user_id) = relation.parts();
     const SQL: &str = "SELECT id, user_id, external_user_id, change, source, inbox_id, job_id, \
         detail, at_ms FROM relation_event WHERE corp_id = $1 AND user_id = $2 \
         AND external_user_id = $3 ORDER BY id";
@@ -650,8 +703,8 @@ pub async fn job_repairs(
 /// touched since the job started (a callback applied meanwhile is newer than the job's listing).
 pub async fn unseen_active_relations(
     db: &Db,
-    corp_id: &str,
-    user_id: &str,
+    corp_id: &CorpId,
+    user_id: &UserId,
     job_id: i64,
     job_started_ms: i64,
 ) -> Result<Vec<String>, StoreError> {
@@ -659,8 +712,8 @@ pub async fn unseen_active_relations(
         AND user_id = $2 AND status = 'active' AND (last_seen_job IS NULL OR last_seen_job <> $3) \
         AND updated_at_ms < $4 ORDER BY external_user_id";
     let rows = on_db!(db, |pool| sqlx::query_scalar(SQL)
-        .bind(corp_id)
-        .bind(user_id)
+        .bind(corp_id.as_str())
+        .bind(user_id.as_str())
         .bind(job_id)
         .bind(job_started_ms)
         .fetch_all(pool)
@@ -699,12 +752,13 @@ pub struct CustomerSummary {
 /// when `staff` is given; `query` matches the name, a remark or the id.
 pub async fn list_customers(
     db: &Db,
-    corp_id: &str,
+    corp_id: &CorpId,
     staff: Option<&str>,
     query: Option<&str>,
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<CustomerSummary>, StoreError> {
+    let corp_id = corp_id.as_str();
     let agg = match db {
         Db::Postgres(_) => "STRING_AGG(r.user_id, ',' ORDER BY r.user_id)",
         Db::Sqlite(_) => "GROUP_CONCAT(r.user_id, ',')",

@@ -14,8 +14,10 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
+use wecom_sdk::{CorpId, ExternalUserId};
+
 use crate::auth;
-use crate::domain::customers::RelationSnapshot;
+use crate::domain::customers::{RelationKey, RelationSnapshot};
 use crate::pipeline::outbox::{self, Intent};
 use crate::platform::db::{Db, StoreError, Tx};
 use crate::{on_db, on_tx};
@@ -74,12 +76,8 @@ fn json_list(v: &[String]) -> String {
 }
 
 /// The active relation's tag list, locked for this transaction on PostgreSQL.
-async fn locked_tags(
-    tx: &mut Tx,
-    corp_id: &str,
-    user_id: &str,
-    ext: &str,
-) -> Result<Option<String>, StoreError> {
+async fn locked_tags(tx: &mut Tx, relation: RelationKey<'_>) -> Result<Option<String>, StoreError> {
+    let (corp_id, user_id, ext) = relation.parts();
     let sql = if tx.is_postgres() {
         "SELECT tag_ids FROM follow_relation WHERE corp_id = $1 AND user_id = $2 \
          AND external_user_id = $3 AND status = 'active' FOR UPDATE"
@@ -96,17 +94,6 @@ async fn locked_tags(
     Ok(row)
 }
 
-/// One follow relation: a staff member and a customer of a corp.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RelationKey<'a> {
-    /// Corp.
-    pub corp_id: &'a str,
-    /// The staff member.
-    pub user_id: &'a str,
-    /// The customer.
-    pub external_user_id: &'a str,
-}
-
 /// Adds and removes corp tags on the relation and writes the `mark_tag` intent.
 /// Only real changes are sent (a tag already there is not added again). With an
 /// `idempotency_key`, an edit already made under that key is not made again (a rule applied by a
@@ -120,11 +107,7 @@ pub async fn edit_tags(
     idempotency_key: Option<&str>,
     now_ms: i64,
 ) -> Result<TagEdit, RecordError> {
-    let RelationKey {
-        corp_id,
-        user_id,
-        external_user_id: ext,
-    } = relation;
+    let (corp_id, user_id, ext) = relation.parts();
     const SET: &str = "UPDATE follow_relation SET tag_ids = $4, updated_at_ms = $5 \
         WHERE corp_id = $1 AND user_id = $2 AND external_user_id = $3";
     const ASSIGN: &str = "INSERT INTO tag_assignment (corp_id, user_id, external_user_id, tag_id, \
@@ -140,7 +123,7 @@ pub async fn edit_tags(
     if let Some(key) = idempotency_key
         && outbox::exists(&mut tx, corp_id, key).await?
     {
-        let tags = locked_tags(&mut tx, corp_id, user_id, ext).await?;
+        let tags = locked_tags(&mut tx, relation).await?;
         return Ok(TagEdit {
             outbox_id: None,
             tag_ids: tags.as_deref().map(parse_list).unwrap_or_default(),
@@ -148,7 +131,7 @@ pub async fn edit_tags(
             removed: Vec::new(),
         });
     }
-    let current = locked_tags(&mut tx, corp_id, user_id, ext)
+    let current = locked_tags(&mut tx, relation)
         .await?
         .ok_or(RecordError::NotFollowed)?;
     let mut tags: BTreeSet<String> = parse_list(&current).into_iter().collect();
@@ -202,8 +185,8 @@ pub async fn edit_tags(
             .map(|_| ()))?;
     }
     let intent = Intent::MarkTag {
-        user_id: user_id.to_owned(),
-        external_user_id: ext.to_owned(),
+        user_id: relation.user_id.clone(),
+        external_user_id: relation.external_user_id.clone(),
         add: added.clone(),
         remove: removed.clone(),
     };
@@ -245,11 +228,7 @@ pub async fn edit_remark(
     actor: &str,
     now_ms: i64,
 ) -> Result<i64, RecordError> {
-    let RelationKey {
-        corp_id,
-        user_id,
-        external_user_id: ext,
-    } = relation;
+    let (corp_id, user_id, ext) = relation.parts();
     const SET: &str = "UPDATE follow_relation SET remark = COALESCE($4, remark), \
         description = COALESCE($5, description), updated_at_ms = $6 \
         WHERE corp_id = $1 AND user_id = $2 AND external_user_id = $3 AND status = 'active'";
@@ -271,8 +250,8 @@ pub async fn edit_remark(
         return Err(RecordError::NotFollowed);
     }
     let intent = Intent::Remark {
-        user_id: user_id.to_owned(),
-        external_user_id: ext.to_owned(),
+        user_id: relation.user_id.clone(),
+        external_user_id: relation.external_user_id.clone(),
         remark: remark.map(str::to_owned),
         description: description.map(str::to_owned),
     };
@@ -296,10 +275,11 @@ pub async fn edit_remark(
 /// order they were made: what WeCom will show once the outbox has delivered them.
 pub async fn with_pending(
     db: &Db,
-    corp_id: &str,
+    corp_id: &CorpId,
     snapshot: &RelationSnapshot,
 ) -> Result<RelationSnapshot, StoreError> {
     let pending = outbox::pending_for_customer(db, corp_id, &snapshot.external_user_id).await?;
+    let corp_id = corp_id.as_str();
     let mut s = snapshot.clone();
     if pending.is_empty() {
         return Ok(s);
@@ -317,7 +297,7 @@ pub async fn with_pending(
                 add,
                 remove,
                 ..
-            } if user_id == s.user_id => {
+            } if s.user_id == user_id => {
                 for t in add {
                     if live.contains(&t) && !s.tag_ids.contains(&t) {
                         s.tag_ids.push(t);
@@ -330,7 +310,7 @@ pub async fn with_pending(
                 remark,
                 description,
                 ..
-            } if user_id == s.user_id => {
+            } if s.user_id == user_id => {
                 if let Some(r) = remark {
                     s.remark = r;
                 }
@@ -360,10 +340,9 @@ pub struct TagAssignment {
 /// Who set the tags of one relation (tags set in the WeCom client have no entry).
 pub async fn tag_assignments(
     db: &Db,
-    corp_id: &str,
-    user_id: &str,
-    ext: &str,
+    relation: RelationKey<'_>,
 ) -> Result<Vec<TagAssignment>, StoreError> {
+    let (corp_id, user_id, ext) = relation.parts();
     const SQL: &str = "SELECT tag_id, rule_id, actor, at_ms FROM tag_assignment \
         WHERE corp_id = $1 AND user_id = $2 AND external_user_id = $3 ORDER BY tag_id";
     let rows = on_db!(db, |pool| sqlx::query_as(SQL)
@@ -499,9 +478,10 @@ pub struct CustomerPersonalTag {
 /// Personal tags on a customer.
 pub async fn customer_personal_tags(
     db: &Db,
-    corp_id: &str,
-    ext: &str,
+    corp_id: &CorpId,
+    ext: &ExternalUserId,
 ) -> Result<Vec<CustomerPersonalTag>, StoreError> {
+    let (corp_id, ext) = (corp_id.as_str(), ext.as_str());
     const SQL: &str = "SELECT c.tag_id, p.name, c.rule_id, c.actor, c.at_ms \
         FROM customer_personal_tag c JOIN personal_tag p ON p.corp_id = c.corp_id AND p.id = c.tag_id \
         WHERE c.corp_id = $1 AND c.external_user_id = $2 AND p.deleted_at_ms IS NULL ORDER BY p.name";
@@ -517,13 +497,14 @@ pub async fn customer_personal_tags(
 /// statement per step whatever the number of tags (the write lock is held once, briefly).
 pub async fn edit_personal_tags(
     db: &Db,
-    corp_id: &str,
-    ext: &str,
+    corp_id: &CorpId,
+    ext: &ExternalUserId,
     add: &[i64],
     remove: &[i64],
     author: &Author,
     now_ms: i64,
 ) -> Result<(), RecordError> {
+    let (corp_id, ext) = (corp_id.as_str(), ext.as_str());
     let mut add = add.to_vec();
     add.sort_unstable();
     add.dedup();
@@ -808,20 +789,20 @@ fn matches(trigger: Trigger, pattern: &str, value: &str) -> bool {
 /// list (deleted in WeCom) are left out. Returns the ids of the rules that fired.
 pub async fn apply_rules(
     db: &Db,
-    corp_id: &str,
+    relation: RelationKey<'_>,
     trigger: Trigger,
     value: &str,
-    user_id: &str,
-    ext: &str,
     now_ms: i64,
 ) -> Result<Vec<i64>, RecordError> {
+    let corp_id = relation.corp_id;
+    let (user_id, ext) = (relation.user_id, relation.external_user_id);
     let mut fired = Vec::new();
-    let live: BTreeSet<String> = crate::domain::tags::live_tags(db, corp_id)
+    let live: BTreeSet<String> = crate::domain::tags::live_tags(db, corp_id.as_str())
         .await?
         .into_iter()
         .map(|t| t.tag_id)
         .collect();
-    for rule in rules(db, corp_id, Some(trigger)).await? {
+    for rule in rules(db, corp_id.as_str(), Some(trigger)).await? {
         if !rule.enabled || !rule.patterns.iter().any(|p| matches(trigger, p, value)) {
             continue;
         }
@@ -837,11 +818,6 @@ pub async fn apply_rules(
             .collect();
         if !corp_tags.is_empty() {
             let key = format!("rule:{}:{user_id}:{ext}", rule.id);
-            let relation = RelationKey {
-                corp_id,
-                user_id,
-                external_user_id: ext,
-            };
             match edit_tags(db, relation, &corp_tags, &[], &author, Some(&key), now_ms).await {
                 Ok(_) => {}
                 // The relation ended meanwhile: nothing to tag.
@@ -875,13 +851,11 @@ pub async fn apply_rules(
 /// keyword rules on the relation between the customer and the staff member in the chat.
 pub async fn on_customer_message(
     db: &Db,
-    corp_id: &str,
-    user_id: &str,
-    ext: &str,
+    relation: RelationKey<'_>,
     text: &str,
     now_ms: i64,
 ) -> Result<Vec<i64>, RecordError> {
-    apply_rules(db, corp_id, Trigger::Keyword, text, user_id, ext, now_ms).await
+    apply_rules(db, relation, Trigger::Keyword, text, now_ms).await
 }
 
 /// WeCom removes a deleted tag from every customer: so do we, on the relations that carry one of

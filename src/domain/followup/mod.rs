@@ -23,8 +23,10 @@ use std::time::Duration;
 use chrono::{DateTime, FixedOffset};
 use serde::Serialize;
 use tokio::sync::watch;
+use wecom_sdk::{CorpId, ExternalUserId, UserId};
 
 use crate::auth;
+use crate::domain::customers::RelationKey;
 use crate::pipeline::outbox::{self, Intent, Message};
 use crate::platform::config::ReminderSettings;
 use crate::platform::db::{Db, StoreError, Tx};

@@ -7,9 +7,11 @@ pub struct Note {
     /// Id.
     pub id: i64,
     /// Corp.
-    pub corp_id: String,
+    #[sqlx(try_from = "String")]
+    pub corp_id: CorpId,
     /// The customer.
-    pub external_user_id: String,
+    #[sqlx(try_from = "String")]
+    pub external_user_id: ExternalUserId,
     /// Who wrote it (`Principal::actor`).
     pub author: String,
     /// The text.
@@ -95,8 +97,8 @@ async fn note_in(tx: &mut Tx, corp_id: &str, id: i64) -> Result<Option<Note>, St
 /// Writes a note on a customer (body and link checked here) and audits it.
 pub async fn create_note(
     db: &Db,
-    corp_id: &str,
-    external_user_id: &str,
+    corp_id: &CorpId,
+    external_user_id: &ExternalUserId,
     author: &str,
     body: &str,
     attachment_url: Option<&str>,
@@ -117,7 +119,7 @@ pub async fn create_note(
     .await?;
     auth::audit(
         &mut tx,
-        corp_id,
+        corp_id.as_str(),
         author,
         "note.create",
         &format!("note:{id}"),
@@ -125,7 +127,7 @@ pub async fn create_note(
         now_ms,
     )
     .await?;
-    let note = note_in(&mut tx, corp_id, id)
+    let note = note_in(&mut tx, corp_id.as_str(), id)
         .await?
         .ok_or(FollowupError::NotFound)?;
     tx.commit().await?;
@@ -136,8 +138,8 @@ pub async fn create_note(
 /// of a reassignment), with no audit entry of its own: the caller's action is audited.
 pub async fn add_note_in(
     tx: &mut Tx,
-    corp_id: &str,
-    external_user_id: &str,
+    corp_id: &CorpId,
+    external_user_id: &ExternalUserId,
     author: &str,
     body: &str,
     now_ms: i64,
@@ -149,13 +151,14 @@ pub async fn add_note_in(
 /// The one `INSERT` of a note (revision 1); returns its id.
 async fn insert_note(
     tx: &mut Tx,
-    corp_id: &str,
-    external_user_id: &str,
+    corp_id: &CorpId,
+    external_user_id: &ExternalUserId,
     author: &str,
     body: &str,
     attachment_url: Option<&str>,
     now_ms: i64,
 ) -> Result<i64, StoreError> {
+    let (corp_id, external_user_id) = (corp_id.as_str(), external_user_id.as_str());
     const INSERT: &str = "INSERT INTO note (corp_id, external_user_id, author, body, \
         attachment_url, revision, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, 1, $6, $6) \
         RETURNING id";
@@ -185,11 +188,12 @@ pub async fn get_note(db: &Db, corp_id: &str, id: i64) -> Result<Option<Note>, S
 /// A customer's notes, newest first: at most `limit` (1..=200) with ids below `before_id`.
 pub async fn list_notes(
     db: &Db,
-    corp_id: &str,
-    external_user_id: &str,
+    corp_id: &CorpId,
+    external_user_id: &ExternalUserId,
     before_id: Option<i64>,
     limit: i64,
 ) -> Result<Vec<Note>, StoreError> {
+    let (corp_id, external_user_id) = (corp_id.as_str(), external_user_id.as_str());
     let sql = format!(
         "SELECT {NOTE_COLUMNS} FROM note WHERE corp_id = $1 AND external_user_id = $2 \
          AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"

@@ -8,9 +8,11 @@ pub struct Reminder {
     /// Id.
     pub id: i64,
     /// Corp.
-    pub corp_id: String,
+    #[sqlx(try_from = "String")]
+    pub corp_id: CorpId,
     /// The customer.
-    pub external_user_id: String,
+    #[sqlx(try_from = "String")]
+    pub external_user_id: ExternalUserId,
     /// The customer's name, when we know the customer.
     pub customer_name: Option<String>,
     /// The staff member to remind.
@@ -51,11 +53,11 @@ const REMINDER_COLUMNS: &str = "r.id, r.corp_id, r.external_user_id, c.name AS c
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewReminder<'a> {
     /// Corp.
-    pub corp_id: &'a str,
+    pub corp_id: &'a CorpId,
     /// The customer.
-    pub external_user_id: &'a str,
+    pub external_user_id: &'a ExternalUserId,
     /// The staff member to remind: must follow the customer.
-    pub assignee: &'a str,
+    pub assignee: &'a UserId,
     /// What to do (1..=200 characters).
     pub title: &'a str,
     /// Due, epoch ms.
@@ -68,12 +70,18 @@ pub struct NewReminder<'a> {
 /// transaction.
 pub async fn reassign_open_reminders(
     tx: &mut Tx,
-    corp_id: &str,
-    external_user_id: &str,
-    from: &str,
-    to: &str,
+    corp_id: &CorpId,
+    external_user_id: &ExternalUserId,
+    from: &UserId,
+    to: &UserId,
     now_ms: i64,
 ) -> Result<(), StoreError> {
+    let (corp_id, external_user_id, from, to) = (
+        corp_id.as_str(),
+        external_user_id.as_str(),
+        from.as_str(),
+        to.as_str(),
+    );
     const REMINDERS: &str = "UPDATE reminder SET assignee = $4, updated_at_ms = $5 \
         WHERE corp_id = $1 AND external_user_id = $2 AND assignee = $3 AND state = 'open'";
     on_tx!(tx, |conn| sqlx::query(REMINDERS)
@@ -122,23 +130,6 @@ async fn reminder_in(tx: &mut Tx, corp_id: &str, id: i64) -> Result<Option<Remin
     Ok(row)
 }
 
-async fn follows(
-    tx: &mut Tx,
-    corp_id: &str,
-    user_id: &str,
-    external_user_id: &str,
-) -> Result<bool, StoreError> {
-    const SQL: &str = "SELECT COUNT(*) FROM follow_relation WHERE corp_id = $1 AND user_id = $2 \
-        AND external_user_id = $3 AND status = 'active'";
-    let n: i64 = on_tx!(tx, |conn| sqlx::query_scalar(SQL)
-        .bind(corp_id)
-        .bind(user_id)
-        .bind(external_user_id)
-        .fetch_one(&mut *conn)
-        .await)?;
-    Ok(n > 0)
-}
-
 /// Creates a reminder (source `manual`): title and due time checked here, the assignee must
 /// follow the customer ([`FollowupError::NotFollowed`]); audited.
 pub async fn create_reminder(
@@ -154,12 +145,13 @@ pub async fn create_reminder(
     check_title(new.title)?;
     check_due("due_at_ms", new.due_at_ms, now_ms)?;
     let mut tx = db.begin().await?;
-    if !follows(&mut tx, new.corp_id, new.assignee, new.external_user_id).await? {
+    let relation = RelationKey::new(new.corp_id, new.assignee, new.external_user_id);
+    if !crate::domain::customers::is_following_in(&mut tx, relation).await? {
         return Err(FollowupError::NotFollowed);
     }
     let open: i64 = on_tx!(&mut tx, |conn| sqlx::query_scalar(OPEN)
-        .bind(new.corp_id)
-        .bind(new.external_user_id)
+        .bind(new.corp_id.as_str())
+        .bind(new.external_user_id.as_str())
         .fetch_one(&mut *conn)
         .await)?;
     if open >= MAX_OPEN_REMINDERS {
@@ -171,9 +163,9 @@ pub async fn create_reminder(
         ));
     }
     let id: i64 = on_tx!(&mut tx, |conn| sqlx::query_scalar(INSERT)
-        .bind(new.corp_id)
-        .bind(new.external_user_id)
-        .bind(new.assignee)
+        .bind(new.corp_id.as_str())
+        .bind(new.external_user_id.as_str())
+        .bind(new.assignee.as_str())
         .bind(new.title)
         .bind(new.due_at_ms)
         .bind(new.created_by)
@@ -182,7 +174,7 @@ pub async fn create_reminder(
         .await)?;
     auth::audit(
         &mut tx,
-        new.corp_id,
+        new.corp_id.as_str(),
         new.created_by,
         "reminder.create",
         &format!("reminder:{id}"),
@@ -194,7 +186,7 @@ pub async fn create_reminder(
         now_ms,
     )
     .await?;
-    let reminder = reminder_in(&mut tx, new.corp_id, id)
+    let reminder = reminder_in(&mut tx, new.corp_id.as_str(), id)
         .await?
         .ok_or(FollowupError::NotFound)?;
     tx.commit().await?;
@@ -367,12 +359,17 @@ pub async fn change_reminder(
 /// Returns how many were created now.
 pub async fn create_default_reminders(
     db: &Db,
-    corp_id: &str,
-    user_id: &str,
-    external_user_id: &str,
+    corp_id: &CorpId,
+    user_id: &UserId,
+    external_user_id: &ExternalUserId,
     added_at_ms: i64,
     settings: &ReminderSettings,
 ) -> Result<usize, StoreError> {
+    let (corp_id, user_id, external_user_id) = (
+        corp_id.as_str(),
+        user_id.as_str(),
+        external_user_id.as_str(),
+    );
     const INSERT: &str = "INSERT INTO reminder (corp_id, external_user_id, assignee, title, \
         due_at_ms, source, created_by, created_at_ms, dedup, updated_at_ms) \
         VALUES ($1, $2, $3, $4, $5, 'after_add', 'system', $6, $7, $6) \

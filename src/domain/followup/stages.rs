@@ -110,9 +110,10 @@ pub struct CustomerStage {
 /// A customer's stage now (`None` when never set).
 pub async fn customer_stage(
     db: &Db,
-    corp_id: &str,
-    external_user_id: &str,
+    corp_id: &CorpId,
+    external_user_id: &ExternalUserId,
 ) -> Result<Option<String>, StoreError> {
+    let (corp_id, external_user_id) = (corp_id.as_str(), external_user_id.as_str());
     const SQL: &str =
         "SELECT stage FROM customer_stage WHERE corp_id = $1 AND external_user_id = $2";
     let row = on_db!(db, |pool| sqlx::query_scalar(SQL)
@@ -126,9 +127,10 @@ pub async fn customer_stage(
 /// A customer's stage with who set it and its history.
 pub async fn customer_stage_record(
     db: &Db,
-    corp_id: &str,
-    external_user_id: &str,
+    corp_id: &CorpId,
+    external_user_id: &ExternalUserId,
 ) -> Result<CustomerStage, StoreError> {
+    let (corp_id, external_user_id) = (corp_id.as_str(), external_user_id.as_str());
     const NOW: &str = "SELECT stage, updated_by, updated_at_ms FROM customer_stage \
         WHERE corp_id = $1 AND external_user_id = $2";
     const HISTORY: &str = "SELECT from_stage, to_stage, actor, at_ms FROM stage_change \
@@ -160,12 +162,13 @@ pub async fn customer_stage_record(
 /// records nothing. Returns whether it changed.
 pub async fn set_customer_stage(
     db: &Db,
-    corp_id: &str,
-    external_user_id: &str,
+    corp_id: &CorpId,
+    external_user_id: &ExternalUserId,
     stage: &str,
     actor: &str,
     now_ms: i64,
 ) -> Result<bool, FollowupError> {
+    let (corp_id, external_user_id) = (corp_id.as_str(), external_user_id.as_str());
     // The first stage of a customer: the insert wins once; a concurrent one waits for it (its
     // unique key) and then takes the update path below.
     const FIRST: &str = "INSERT INTO customer_stage (corp_id, external_user_id, stage, updated_by, \

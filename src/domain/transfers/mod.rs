@@ -20,6 +20,8 @@ use serde::{Deserialize, Serialize};
 
 pub use plan::{PlanError, PlanRequest, Planned, RouteRule, Strategy, plan};
 
+use wecom_sdk::{CorpId, ExternalUserId, UserId};
+
 use crate::platform::db::{Db, StoreError, Tx};
 use crate::{on_db, on_tx};
 
@@ -60,11 +62,13 @@ pub struct TransferJob {
     /// Id.
     pub id: i64,
     /// Corp.
-    pub corp_id: String,
+    #[sqlx(try_from = "String")]
+    pub corp_id: CorpId,
     /// `resigned` or `on_job`.
     pub mode: String,
     /// The member handing over.
-    pub handover_user_id: String,
+    #[sqlx(try_from = "String")]
+    pub handover_user_id: UserId,
     /// The takers, as a JSON array.
     pub takers: String,
     /// `even`, `workload`, `one` (one taker).
@@ -116,9 +120,11 @@ pub struct TransferItem {
     /// The external_userid or chat_id.
     pub target_id: String,
     /// The member handing over.
-    pub handover_user_id: String,
+    #[sqlx(try_from = "String")]
+    pub handover_user_id: UserId,
     /// The taker.
-    pub takeover_user_id: String,
+    #[sqlx(try_from = "String")]
+    pub takeover_user_id: UserId,
     /// `resigned` or `on_job`.
     pub mode: String,
     /// See [`ITEM_STATES`].
@@ -169,10 +175,11 @@ pub async fn job_by_id(db: &Db, id: i64) -> Result<TransferJob, StoreError> {
 /// The newest jobs of a corp (of one handover member, when given).
 pub async fn list_jobs(
     db: &Db,
-    corp_id: &str,
+    corp_id: &CorpId,
     handover: Option<&str>,
     limit: i64,
 ) -> Result<Vec<TransferJob>, StoreError> {
+    let corp_id = corp_id.as_str();
     let sql = format!(
         "SELECT {JOB_COLUMNS} FROM transfer_job WHERE corp_id = $1 \
          AND ($2 IS NULL OR handover_user_id = $2) ORDER BY id DESC LIMIT $3"
@@ -457,7 +464,7 @@ pub async fn cancel(
 /// Returns how many items were re-planned.
 pub async fn retry_failed(
     db: &Db,
-    corp_id: &str,
+    corp: &CorpId,
     id: i64,
     takeover: Option<&str>,
     actor: &str,
@@ -469,6 +476,7 @@ pub async fn retry_failed(
         WHERE job_id = $1 AND state = 'failed'";
     const RUN: &str = "UPDATE transfer_job SET state = 'running', finished_at_ms = NULL, \
         updated_at_ms = $2 WHERE id = $1";
+    let corp_id = corp.as_str();
     let job = get_job(db, corp_id, id).await?;
     if job.state == "planned" || job.state == "cancelled" {
         return Err(JobError::Conflict(format!(
@@ -477,7 +485,11 @@ pub async fn retry_failed(
         )));
     }
     if let Some(taker) = takeover {
-        plan::check_taker(db, corp_id, taker, &job.handover_user_id)
+        let taker = UserId::try_from(taker).map_err(|e| JobError::Invalid {
+            field: "takeover_user_id",
+            reason: e.to_string(),
+        })?;
+        plan::check_taker(db, corp, &taker)
             .await
             .map_err(|e| match e {
                 PlanError::Store(s) => JobError::Store(s),
@@ -692,10 +704,15 @@ pub async fn mark_finished_in(tx: &mut Tx, job_id: i64, now_ms: i64) -> Result<u
 /// transaction).
 pub async fn forget_unassigned_in(
     tx: &mut Tx,
-    corp_id: &str,
-    handover_user_id: &str,
-    external_user_id: &str,
+    corp_id: &CorpId,
+    handover_user_id: &UserId,
+    external_user_id: &ExternalUserId,
 ) -> Result<(), StoreError> {
+    let (corp_id, handover_user_id, external_user_id) = (
+        corp_id.as_str(),
+        handover_user_id.as_str(),
+        external_user_id.as_str(),
+    );
     const UNASSIGNED: &str = "DELETE FROM unassigned_customer WHERE corp_id = $1 \
         AND handover_user_id = $2 AND external_user_id = $3";
     on_tx!(tx, |conn| sqlx::query(UNASSIGNED)

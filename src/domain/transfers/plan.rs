@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
+use wecom_sdk::{CorpId, UserId};
 
 use super::{Mode, TransferJob, get_job};
 use crate::platform::db::{Db, StoreError, Tx};
@@ -119,7 +120,8 @@ struct Member {
     departed: bool,
 }
 
-async fn member(db: &Db, corp_id: &str, user_id: &str) -> Result<Option<Member>, StoreError> {
+async fn member(db: &Db, corp_id: &CorpId, user_id: &UserId) -> Result<Option<Member>, StoreError> {
+    let (corp_id, user_id) = (corp_id.as_str(), user_id.as_str());
     const SQL: &str =
         "SELECT departed_at_ms, status FROM staff WHERE corp_id = $1 AND user_id = $2";
     let row: Option<(Option<i64>, i64)> = on_db!(db, |pool| sqlx::query_as(SQL)
@@ -135,9 +137,8 @@ async fn member(db: &Db, corp_id: &str, user_id: &str) -> Result<Option<Member>,
 /// A taker must be a member we know who has not left.
 pub(crate) async fn check_taker(
     db: &Db,
-    corp_id: &str,
-    taker: &str,
-    _handover: &str,
+    corp_id: &CorpId,
+    taker: &UserId,
 ) -> Result<(), PlanError> {
     match member(db, corp_id, taker).await? {
         None => Err(invalid(
@@ -160,24 +161,32 @@ fn tag_list(json: &str) -> Vec<String> {
 /// the same member are cancelled; customers and chats another job moves (or moved) are left out.
 pub async fn plan(
     db: &Db,
-    corp_id: &str,
+    corp: &CorpId,
     req: &PlanRequest,
     actor: &str,
     now_ms: i64,
 ) -> Result<Planned, PlanError> {
+    let corp_id = corp.as_str();
     let handover = req.handover_user_id.trim();
     if handover.is_empty() {
         return Err(invalid("handover_user_id", "必填 / required"));
     }
+    let handover_id =
+        UserId::try_from(handover).map_err(|e| invalid("handover_user_id", e.to_string()))?;
     let takers = unique(&req.takeover_user_ids);
+    let taker_ids = takers
+        .iter()
+        .map(|t| UserId::try_from(t.as_str()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid("takeover_user_ids", e.to_string()))?;
     if takers.is_empty() || takers.len() > 100 {
         return Err(invalid(
             "takeover_user_ids",
             "需要 1 到 100 位接替成员 / 1 to 100 takers",
         ));
     }
-    let handover_member = member(db, corp_id, handover).await?;
-    let has_relations = count_active(db, corp_id, handover).await? > 0;
+    let handover_member = member(db, corp, &handover_id).await?;
+    let has_relations = count_active(db, corp, &handover_id).await? > 0;
     let Some(handover_member) =
         handover_member.or_else(|| has_relations.then_some(Member { departed: false }))
     else {
@@ -186,9 +195,9 @@ pub async fn plan(
             format!("成员 {handover} 不存在 / unknown member {handover}"),
         ));
     };
-    for t in &takers {
-        if t != handover {
-            check_taker(db, corp_id, t, handover).await?;
+    for t in &taker_ids {
+        if *t != handover_id {
+            check_taker(db, corp, t).await?;
         }
     }
     for (i, r) in req.rules.iter().enumerate() {
@@ -237,8 +246,8 @@ pub async fn plan(
         ));
     }
 
-    let moving = moving_targets(db, corp_id, handover).await?;
-    let mut customers = candidates(db, corp_id, handover, mode).await?;
+    let moving = moving_targets(db, corp, &handover_id).await?;
+    let mut customers = candidates(db, corp, &handover_id, mode).await?;
     let mut already = 0;
     if let Some(only) = &req.customers {
         let wanted: BTreeSet<&str> = only.iter().map(String::as_str).collect();
@@ -267,7 +276,7 @@ pub async fn plan(
         keep
     });
     let mut chats = if req.include_group_chats.unwrap_or(true) && req.customers.is_none() {
-        owned_chats(db, corp_id, handover).await?
+        owned_chats(db, corp, &handover_id).await?
     } else {
         Vec::new()
     };
@@ -283,7 +292,7 @@ pub async fn plan(
         HashMap::new()
     };
     let mut load = if req.strategy == Strategy::Workload {
-        workloads(db, corp_id, &takers).await?
+        workloads(db, corp, &taker_ids).await?
     } else {
         HashMap::new()
     };
@@ -353,7 +362,7 @@ pub async fn plan(
         .collect();
 
     let mut tx = db.begin().await?;
-    let superseded = supersede(&mut tx, corp_id, handover, now_ms).await?;
+    let superseded = supersede(&mut tx, corp, &handover_id, now_ms).await?;
     let job_id = insert_job(
         &mut tx,
         corp_id,
@@ -373,7 +382,7 @@ pub async fn plan(
         now_ms,
     )
     .await?;
-    insert_items(&mut tx, corp_id, job_id, handover, mode, &rows, now_ms).await?;
+    insert_items(&mut tx, corp, job_id, &handover_id, mode, &rows, now_ms).await?;
     let n_customers = rows.iter().filter(|r| r.kind == "customer").count();
     let n_chats = rows.len() - n_customers;
     crate::auth::audit(
@@ -433,7 +442,8 @@ fn pick(
     }
 }
 
-async fn count_active(db: &Db, corp_id: &str, user: &str) -> Result<i64, StoreError> {
+async fn count_active(db: &Db, corp_id: &CorpId, user: &UserId) -> Result<i64, StoreError> {
+    let (corp_id, user) = (corp_id.as_str(), user.as_str());
     const SQL: &str = "SELECT COUNT(*) FROM follow_relation WHERE corp_id = $1 AND user_id = $2 \
         AND status = 'active'";
     let n = on_db!(db, |pool| sqlx::query_scalar(SQL)
@@ -448,10 +458,11 @@ async fn count_active(db: &Db, corp_id: &str, user: &str) -> Result<i64, StoreEr
 /// departed member also what WeCom lists as unassigned.
 async fn candidates(
     db: &Db,
-    corp_id: &str,
-    handover: &str,
+    corp_id: &CorpId,
+    handover: &UserId,
     mode: Mode,
 ) -> Result<BTreeMap<String, Vec<String>>, StoreError> {
+    let (corp_id, handover) = (corp_id.as_str(), handover.as_str());
     const RELATIONS: &str = "SELECT external_user_id, tag_ids FROM follow_relation \
         WHERE corp_id = $1 AND user_id = $2 AND status = 'active'";
     const UNASSIGNED: &str = "SELECT external_user_id FROM unassigned_customer \
@@ -478,7 +489,8 @@ async fn candidates(
     Ok(out)
 }
 
-async fn owned_chats(db: &Db, corp_id: &str, owner: &str) -> Result<Vec<String>, StoreError> {
+async fn owned_chats(db: &Db, corp_id: &CorpId, owner: &UserId) -> Result<Vec<String>, StoreError> {
+    let (corp_id, owner) = (corp_id.as_str(), owner.as_str());
     const SQL: &str = "SELECT chat_id FROM group_chat WHERE corp_id = $1 AND owner_user_id = $2 \
         AND dismissed_at_ms IS NULL ORDER BY chat_id";
     let rows = on_db!(db, |pool| sqlx::query_scalar(SQL)
@@ -493,9 +505,10 @@ async fn owned_chats(db: &Db, corp_id: &str, owner: &str) -> Result<Vec<String>,
 /// ended the relation, so a customer who came back can be planned again).
 async fn moving_targets(
     db: &Db,
-    corp_id: &str,
-    handover: &str,
+    corp_id: &CorpId,
+    handover: &UserId,
 ) -> Result<BTreeSet<String>, StoreError> {
+    let (corp_id, handover) = (corp_id.as_str(), handover.as_str());
     const SQL: &str = "SELECT i.target_id FROM transfer_item i JOIN transfer_job j ON j.id = i.job_id \
         WHERE i.corp_id = $1 AND i.handover_user_id = $2 AND j.state = 'running' \
         AND i.state IN ('planned', 'scheduled', 'sent', 'waiting')";
@@ -518,12 +531,12 @@ async fn stages_of(db: &Db, corp_id: &str) -> Result<HashMap<String, String>, St
 
 async fn workloads(
     db: &Db,
-    corp_id: &str,
-    takers: &[String],
+    corp_id: &CorpId,
+    takers: &[UserId],
 ) -> Result<HashMap<String, i64>, StoreError> {
     let mut out = HashMap::new();
     for t in takers {
-        out.insert(t.clone(), count_active(db, corp_id, t).await?);
+        out.insert(t.to_string(), count_active(db, corp_id, t).await?);
     }
     Ok(out)
 }
@@ -567,10 +580,11 @@ async fn takers_at_limit(
 /// Cancels the member's plans that were never started.
 async fn supersede(
     tx: &mut Tx,
-    corp_id: &str,
-    handover: &str,
+    corp_id: &CorpId,
+    handover: &UserId,
     now_ms: i64,
 ) -> Result<Vec<i64>, StoreError> {
+    let (corp_id, handover) = (corp_id.as_str(), handover.as_str());
     const SQL: &str = "UPDATE transfer_job SET state = 'cancelled', notice = $3, \
         finished_at_ms = $4, updated_at_ms = $4 WHERE corp_id = $1 AND handover_user_id = $2 \
         AND state = 'planned' RETURNING id";
@@ -630,13 +644,14 @@ const INSERT_CHUNK: usize = 500;
 
 async fn insert_items(
     tx: &mut Tx,
-    corp_id: &str,
+    corp_id: &CorpId,
     job_id: i64,
-    handover: &str,
+    handover: &UserId,
     mode: Mode,
     rows: &[NewItem],
     now_ms: i64,
 ) -> Result<(), StoreError> {
+    let (corp_id, handover) = (corp_id.as_str(), handover.as_str());
     for chunk in rows.chunks(INSERT_CHUNK) {
         let mut sql = String::from(
             "INSERT INTO transfer_item (corp_id, job_id, kind, target_id, handover_user_id, \

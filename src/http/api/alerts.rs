@@ -235,7 +235,7 @@ async fn list(
         before_id: q.before_id,
         limit: q.limit.unwrap_or(50),
     };
-    let list = alerts::list(&state.db, &who.corp_id, &filter).await?;
+    let list = alerts::list(&state.db, who.corp_id.as_str(), &filter).await?;
     ok(json!({"alerts": list}))
 }
 
@@ -244,7 +244,7 @@ async fn get_one(
     Auth(who): Auth,
     PathParams(id): PathParams<i64>,
 ) -> ApiResult {
-    let Some(alert) = alerts::get(&state.db, &who.corp_id, id).await? else {
+    let Some(alert) = alerts::get(&state.db, who.corp_id.as_str(), id).await? else {
         return Err(ApiFailure::NotFound("告警"));
     };
     let (evidence, history, deliveries) = alerts::details(&state.db, id).await?;
@@ -257,7 +257,7 @@ async fn get_one(
         &crate::domain::archive::read::Reader {
             actor: who.actor(),
             role: who.role.as_str(),
-            corp_id: &who.corp_id,
+            corp_id: who.corp_id.as_str(),
         },
         id,
         i64::try_from(archived).unwrap_or(i64::MAX),
@@ -296,7 +296,7 @@ async fn rescan(
         return Err(invalid("days", "1–365"));
     }
     let since = now_ms().saturating_sub(days.saturating_mul(86_400_000));
-    let job_id = crate::app::rescan::start(&state.db, &who.corp_id, since).await?;
+    let job_id = crate::app::rescan::start(&state.db, who.corp_id.as_str(), since).await?;
     let (db, wecom, rules) = (state.db.clone(), state.wecom.clone(), state.rules.clone());
     let owner = format!("api:{}", crate::pipeline::worker::instance_owner());
     tokio::spawn(async move {
@@ -329,7 +329,7 @@ async fn take(
     }
     match alerts::transition(
         &state.db,
-        &who.corp_id,
+        who.corp_id.as_str(),
         id,
         step,
         &who.actor(),

@@ -184,12 +184,12 @@ fn reader(who: &Principal) -> Reader<'_> {
     Reader {
         actor: who.actor(),
         role: who.role.as_str(),
-        corp_id: &who.corp_id,
+        corp_id: who.corp_id.as_str(),
     }
 }
 
 async fn status_of(State(state): State<Arc<AppState>>, Auth(who): Auth) -> ApiResult {
-    let corps: Vec<_> = archive_pull::corp_status(&state.db, &who.corp_id)
+    let corps: Vec<_> = archive_pull::corp_status(&state.db, who.corp_id.as_str())
         .await?
         .into_iter()
         .collect();
@@ -252,7 +252,7 @@ async fn message(
     let Some(m) = read::message(&state.db, &r, id).await? else {
         return Err(ApiFailure::NotFound("存档消息"));
     };
-    let media = read::media_of(&state.db, &who.corp_id, &m.msgid).await?;
+    let media = read::media_of(&state.db, who.corp_id.as_str(), &m.msgid).await?;
     let media: Vec<Value> = media
         .into_iter()
         .map(|x| {
@@ -369,7 +369,13 @@ async fn undecryptable_list(
     Auth(who): Auth,
     QueryParams(q): QueryParams<UndecryptableQuery>,
 ) -> ApiResult {
-    let rows = store::undecryptable(&state.db, &who.corp_id, !q.all.unwrap_or(false), 500).await?;
+    let rows = store::undecryptable(
+        &state.db,
+        who.corp_id.as_str(),
+        !q.all.unwrap_or(false),
+        500,
+    )
+    .await?;
     ok(json!({ "records": rows }))
 }
 
@@ -388,5 +394,5 @@ async fn reads(
     if !(1..=1000).contains(&limit) {
         return Err(invalid("limit", "1–1000"));
     }
-    ok(json!({ "reads": read::reads(&state.db, &who.corp_id, limit).await? }))
+    ok(json!({ "reads": read::reads(&state.db, who.corp_id.as_str(), limit).await? }))
 }

@@ -10,6 +10,7 @@ use axum::response::Response;
 use axum::routing::{get, patch, put};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use wecom_sdk::{ExternalUserId, UserId};
 
 use super::schema::{accepted as accepted_schema, array, int, nullable, object, string};
 use super::{
@@ -264,17 +265,17 @@ async fn list(
 async fn show(
     State(state): State<Arc<AppState>>,
     Auth(who): Auth,
-    PathParams(ext): PathParams<String>,
+    PathParams(ext): PathParams<ExternalUserId>,
 ) -> ApiResult {
     who.check_customer(&state.db, Action::ReadCustomers, &ext)
         .await?;
     let db = &state.db;
-    let corp = who.corp_id.as_str();
+    let corp = &who.corp_id;
     let customer = contacts::get_customer(db, corp, &ext)
         .await?
         .ok_or(ApiFailure::NotFound("客户"))?;
     let library: HashMap<String, (String, String)> = {
-        let groups = tags::library(db, corp).await?;
+        let groups = tags::library(db, corp.as_str()).await?;
         groups
             .into_iter()
             .flat_map(|g| {
@@ -292,10 +293,10 @@ async fn show(
     for r in contacts::relations_of_customer(db, corp, &ext)
         .await?
         .into_iter()
-        .filter(|r| own.is_none_or(|staff| staff == r.user_id))
+        .filter(|r| own.is_none_or(|staff| r.user_id == staff))
     {
         let set_by: HashMap<String, record::TagAssignment> =
-            record::tag_assignments(db, corp, &r.user_id, &ext)
+            record::tag_assignments(db, contacts::RelationKey::new(corp, &r.user_id, &ext))
                 .await?
                 .into_iter()
                 .map(|a| (a.tag_id.clone(), a))
@@ -320,7 +321,7 @@ async fn show(
             .iter()
             .filter(|(_, intent)| match intent {
                 Intent::MarkTag { user_id, .. } | Intent::Remark { user_id, .. } => {
-                    user_id == &r.user_id
+                    r.user_id == *user_id
                 }
                 _ => false,
             })
@@ -433,8 +434,8 @@ fn relation_error(e: RecordError) -> ApiFailure {
 async fn authorize_relation(
     state: &AppState,
     who: &Principal,
-    ext: &str,
-    user_id: &str,
+    ext: &ExternalUserId,
+    user_id: &UserId,
 ) -> Result<(), ApiFailure> {
     who.check_relation(Action::EditCustomers, user_id)?;
     who.check_customer(&state.db, Action::EditCustomers, ext)
@@ -443,18 +444,18 @@ async fn authorize_relation(
 }
 
 /// The relation (`user_id`, `ext`) of the principal's corp.
-fn relation<'a>(who: &'a Principal, user_id: &'a str, ext: &'a str) -> record::RelationKey<'a> {
-    record::RelationKey {
-        corp_id: &who.corp_id,
-        user_id,
-        external_user_id: ext,
-    }
+fn relation<'a>(
+    who: &'a Principal,
+    user_id: &'a UserId,
+    ext: &'a ExternalUserId,
+) -> contacts::RelationKey<'a> {
+    contacts::RelationKey::new(&who.corp_id, user_id, ext)
 }
 
 async fn edit_tags(
     State(state): State<Arc<AppState>>,
     Auth(who): Auth,
-    PathParams((ext, user_id)): PathParams<(String, String)>,
+    PathParams((ext, user_id)): PathParams<(ExternalUserId, UserId)>,
     Body(body): Body<TagEditBody>,
 ) -> ApiResult<Response> {
     authorize_relation(&state, &who, &ext, &user_id).await?;
@@ -477,7 +478,7 @@ async fn edit_tags(
         ));
     }
     // Removing a tag the library no longer lists is fine (WeCom dropped it already).
-    check_tags(&state, &who.corp_id, &[("add", &body.add)]).await?;
+    check_tags(&state, who.corp_id.as_str(), &[("add", &body.add)]).await?;
     let author = Author {
         actor: who.actor(),
         rule_id: None,
@@ -506,7 +507,7 @@ pub(super) struct RemarkBody {
 async fn edit_remark(
     State(state): State<Arc<AppState>>,
     Auth(who): Auth,
-    PathParams((ext, user_id)): PathParams<(String, String)>,
+    PathParams((ext, user_id)): PathParams<(ExternalUserId, UserId)>,
     Body(body): Body<RemarkBody>,
 ) -> ApiResult<Response> {
     authorize_relation(&state, &who, &ext, &user_id).await?;
@@ -557,7 +558,7 @@ pub(super) struct PersonalBody {
 async fn edit_personal(
     State(state): State<Arc<AppState>>,
     Auth(who): Auth,
-    PathParams(ext): PathParams<String>,
+    PathParams(ext): PathParams<ExternalUserId>,
     Body(body): Body<PersonalBody>,
 ) -> ApiResult<Response> {
     who.check_customer(&state.db, Action::EditCustomers, &ext)

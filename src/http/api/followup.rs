@@ -10,6 +10,7 @@ use axum::http::Method;
 use axum::routing::{get, patch, post, put};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
+use wecom_sdk::{CorpId, ExternalUserId, UserId};
 
 use super::schema::{array, int, nullable, object, one_of, string};
 use super::{
@@ -351,7 +352,11 @@ fn failure(e: FollowupError, what: &'static str) -> ApiFailure {
 }
 
 /// 404 unless we know the customer (a write on an id nobody has heard of).
-async fn known_customer(state: &AppState, corp: &str, ext: &str) -> Result<(), ApiFailure> {
+async fn known_customer(
+    state: &AppState,
+    corp: &CorpId,
+    ext: &ExternalUserId,
+) -> Result<(), ApiFailure> {
     match customers::get_customer(&state.db, corp, ext).await? {
         Some(_) => Ok(()),
         None => Err(ApiFailure::NotFound("客户")),
@@ -380,7 +385,7 @@ struct NotesQuery {
 async fn list_notes(
     State(state): State<Arc<AppState>>,
     Auth(who): Auth,
-    PathParams(ext): PathParams<String>,
+    PathParams(ext): PathParams<ExternalUserId>,
     QueryParams(q): QueryParams<NotesQuery>,
 ) -> ApiResult {
     who.check_customer(&state.db, Action::ReadCustomers, &ext)
@@ -403,7 +408,7 @@ struct NewNoteBody {
 async fn create_note(
     State(state): State<Arc<AppState>>,
     Auth(who): Auth,
-    PathParams(ext): PathParams<String>,
+    PathParams(ext): PathParams<ExternalUserId>,
     Body(body): Body<NewNoteBody>,
 ) -> ApiResult {
     who.check_customer(&state.db, Action::EditCustomers, &ext)
@@ -443,7 +448,7 @@ async fn load_note(
     id: i64,
     action: Action,
 ) -> Result<Note, ApiFailure> {
-    let note = followup::get_note(&state.db, &who.corp_id, id)
+    let note = followup::get_note(&state.db, who.corp_id.as_str(), id)
         .await?
         .ok_or(ApiFailure::NotFound("跟进记录"))?;
     who.check_customer(&state.db, action, &note.external_user_id)
@@ -468,9 +473,16 @@ async fn edit_note(
         body: body.body,
         attachment_url: body.attachment_url,
     };
-    let note = followup::edit_note(&state.db, &who.corp_id, id, &edit, &who.actor(), now_ms())
-        .await
-        .map_err(|e| failure(e, "跟进记录"))?;
+    let note = followup::edit_note(
+        &state.db,
+        who.corp_id.as_str(),
+        id,
+        &edit,
+        &who.actor(),
+        now_ms(),
+    )
+    .await
+    .map_err(|e| failure(e, "跟进记录"))?;
     ok(note)
 }
 
@@ -516,7 +528,7 @@ async fn list_reminders(
         followed_by: who.staff_scope().map(str::to_owned),
         limit: q.limit.unwrap_or(100).clamp(1, 500),
     };
-    let reminders = followup::list_reminders(&state.db, &who.corp_id, &filter).await?;
+    let reminders = followup::list_reminders(&state.db, who.corp_id.as_str(), &filter).await?;
     ok(json!({"reminders": reminders}))
 }
 
@@ -529,27 +541,27 @@ struct CustomerRemindersQuery {
 async fn customer_reminders(
     State(state): State<Arc<AppState>>,
     Auth(who): Auth,
-    PathParams(ext): PathParams<String>,
+    PathParams(ext): PathParams<ExternalUserId>,
     QueryParams(q): QueryParams<CustomerRemindersQuery>,
 ) -> ApiResult {
     who.check_customer(&state.db, Action::ReadCustomers, &ext)
         .await?;
     let filter = ReminderFilter {
-        external_user_id: Some(ext),
+        external_user_id: Some(ext.to_string()),
         // A salesperson sees their own reminders of the customer, not colleagues'.
         assignee: who.staff_scope().map(str::to_owned),
         state: state_filter(q.state.as_deref())?,
         limit: 500,
         ..ReminderFilter::default()
     };
-    let reminders = followup::list_reminders(&state.db, &who.corp_id, &filter).await?;
+    let reminders = followup::list_reminders(&state.db, who.corp_id.as_str(), &filter).await?;
     ok(json!({"reminders": reminders}))
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewReminderBody {
-    assignee: Option<String>,
+    assignee: Option<UserId>,
     title: String,
     due_at_ms: i64,
 }
@@ -557,7 +569,7 @@ struct NewReminderBody {
 async fn create_reminder(
     State(state): State<Arc<AppState>>,
     Auth(who): Auth,
-    PathParams(ext): PathParams<String>,
+    PathParams(ext): PathParams<ExternalUserId>,
     Body(body): Body<NewReminderBody>,
 ) -> ApiResult {
     who.check_customer(&state.db, Action::EditCustomers, &ext)
@@ -568,7 +580,7 @@ async fn create_reminder(
             "须指定提醒谁（成员 userid） / who to remind",
         ));
     };
-    if who.staff_scope().is_some_and(|own| own != assignee) {
+    if who.staff_scope().is_some_and(|own| assignee != own) {
         return Err(ApiFailure::Forbidden(
             "销售只能给自己设提醒 / sales may only remind themselves".to_owned(),
         ));
@@ -604,7 +616,7 @@ async fn create_reminder(
 /// The reminder of the caller's corp that the caller may change: its customer is theirs to edit,
 /// and a sales principal's own.
 async fn load_reminder(state: &AppState, who: &Principal, id: i64) -> Result<Reminder, ApiFailure> {
-    let reminder = followup::get_reminder(&state.db, &who.corp_id, id)
+    let reminder = followup::get_reminder(&state.db, who.corp_id.as_str(), id)
         .await?
         .ok_or(ApiFailure::NotFound("提醒"))?;
     who.check_customer(&state.db, Action::EditCustomers, &reminder.external_user_id)
@@ -622,10 +634,16 @@ async fn load_reminder(state: &AppState, who: &Principal, id: i64) -> Result<Rem
 
 async fn change(state: &AppState, who: &Principal, id: i64, change: ReminderChange) -> ApiResult {
     load_reminder(state, who, id).await?;
-    let reminder =
-        followup::change_reminder(&state.db, &who.corp_id, id, change, &who.actor(), now_ms())
-            .await
-            .map_err(|e| failure(e, "提醒"))?;
+    let reminder = followup::change_reminder(
+        &state.db,
+        who.corp_id.as_str(),
+        id,
+        change,
+        &who.actor(),
+        now_ms(),
+    )
+    .await
+    .map_err(|e| failure(e, "提醒"))?;
     ok(reminder)
 }
 
@@ -664,7 +682,7 @@ async fn snooze_reminder(
 }
 
 async fn list_stages(State(state): State<Arc<AppState>>, Auth(who): Auth) -> ApiResult {
-    let stages = followup::stages(&state.db, &who.corp_id).await?;
+    let stages = followup::stages(&state.db, who.corp_id.as_str()).await?;
     ok(json!({"stages": stages}))
 }
 
@@ -681,7 +699,7 @@ async fn set_stages(
 ) -> ApiResult {
     let stages = followup::set_stages(
         &state.db,
-        &who.corp_id,
+        who.corp_id.as_str(),
         &body.stages,
         &who.actor(),
         now_ms(),
@@ -694,7 +712,7 @@ async fn set_stages(
 async fn customer_stage(
     State(state): State<Arc<AppState>>,
     Auth(who): Auth,
-    PathParams(ext): PathParams<String>,
+    PathParams(ext): PathParams<ExternalUserId>,
 ) -> ApiResult {
     who.check_customer(&state.db, Action::ReadCustomers, &ext)
         .await?;
@@ -711,7 +729,7 @@ struct StageBody {
 async fn set_customer_stage(
     State(state): State<Arc<AppState>>,
     Auth(who): Auth,
-    PathParams(ext): PathParams<String>,
+    PathParams(ext): PathParams<ExternalUserId>,
     Body(body): Body<StageBody>,
 ) -> ApiResult {
     who.check_customer(&state.db, Action::EditCustomers, &ext)

@@ -63,7 +63,7 @@ pub async fn list(
 ) -> ApiResult<Response> {
     let kind = q.kind.as_deref().unwrap_or(crate::app::sync::JOB_KIND);
     let limit = q.limit.unwrap_or(20).clamp(1, 200);
-    let list = jobs::list(&state.db, Some(&who.corp_id), kind, limit).await?;
+    let list = jobs::list(&state.db, Some(who.corp_id.as_str()), kind, limit).await?;
     ok(serde_json::json!({ "jobs": list }))
 }
 
@@ -74,7 +74,7 @@ pub async fn get_one(
     PathParams(id): PathParams<i64>,
 ) -> ApiResult<Response> {
     let job = jobs::get(&state.db, id).await?;
-    if job.corp_id != who.corp_id {
+    if who.corp_id != job.corp_id {
         return Err(super::ApiFailure::NotFound("任务"));
     }
     ok(job)

@@ -124,7 +124,7 @@ async fn list(
         return Err(invalid("state", "只能是 pending、done、dead、cancelled"));
     }
     let filter = OutboxFilter {
-        corp_id: Some(who.corp_id.clone()),
+        corp_id: Some(who.corp_id.to_string()),
         state: q.state,
         kind: q.kind,
         before_id: q.before_id,
@@ -132,7 +132,7 @@ async fn list(
         ..OutboxFilter::default()
     };
     let items = outbox::list(&state.db, &filter).await?;
-    let stats = outbox::stats(&state.db, Some(&who.corp_id), now_ms()).await?;
+    let stats = outbox::stats(&state.db, Some(who.corp_id.as_str()), now_ms()).await?;
     ok(json!({"items": items, "stats": stats}))
 }
 
@@ -142,7 +142,7 @@ async fn get_one(
     PathParams(id): PathParams<i64>,
 ) -> ApiResult {
     let item = outbox::get(&state.db, id).await?;
-    if item.corp_id != who.corp_id {
+    if who.corp_id != item.corp_id {
         return Err(ApiFailure::NotFound("条目"));
     }
     ok(item)
@@ -153,7 +153,7 @@ async fn retry(
     Auth(who): Auth,
     PathParams(id): PathParams<i64>,
 ) -> ApiResult {
-    let n = outbox::retry(&state.db, Some(id), Some(&who.corp_id), now_ms()).await?;
+    let n = outbox::retry(&state.db, Some(id), Some(who.corp_id.as_str()), now_ms()).await?;
     if n == 0 {
         return Err(ApiFailure::Conflict(
             "只有失败（dead）的条目可以重试 / only dead items can be retried".to_owned(),

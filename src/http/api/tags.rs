@@ -275,8 +275,8 @@ pub fn endpoints() -> Vec<Endpoint> {
 }
 
 async fn library(State(state): State<Arc<AppState>>, Auth(who): Auth) -> ApiResult {
-    let groups = tags::library(&state.db, &who.corp_id).await?;
-    let pending = pending_library_items(&state, &who.corp_id).await?;
+    let groups = tags::library(&state.db, who.corp_id.as_str()).await?;
+    let pending = pending_library_items(&state, who.corp_id.as_str()).await?;
     ok(json!({"groups": groups, "pending": pending}))
 }
 
@@ -306,7 +306,7 @@ async fn one_group(
     Auth(who): Auth,
     PathParams(group_id): PathParams<String>,
 ) -> ApiResult {
-    let group = tags::library(&state.db, &who.corp_id)
+    let group = tags::library(&state.db, who.corp_id.as_str())
         .await?
         .into_iter()
         .find(|g| g.group_id == group_id)
@@ -374,7 +374,14 @@ async fn create_group(
         group_order: body.order,
         tags: new_tags(&body.tags)?,
     };
-    let id = tags::request_create(&state.db, &who.corp_id, &intent, &who.actor(), now_ms()).await?;
+    let id = tags::request_create(
+        &state.db,
+        who.corp_id.as_str(),
+        &intent,
+        &who.actor(),
+        now_ms(),
+    )
+    .await?;
     accepted(json!({"outbox_id": id}))
 }
 
@@ -390,7 +397,7 @@ async fn add_tags(
     PathParams(group_id): PathParams<String>,
     Body(body): Body<AddTagsBody>,
 ) -> ApiResult<Response> {
-    if !tags::is_group(&state.db, &who.corp_id, &group_id).await? {
+    if !tags::is_group(&state.db, who.corp_id.as_str(), &group_id).await? {
         return Err(ApiFailure::NotFound("标签组"));
     }
     let intent = Intent::AddCorpTag {
@@ -399,7 +406,14 @@ async fn add_tags(
         group_order: None,
         tags: new_tags(&body.tags)?,
     };
-    let id = tags::request_create(&state.db, &who.corp_id, &intent, &who.actor(), now_ms()).await?;
+    let id = tags::request_create(
+        &state.db,
+        who.corp_id.as_str(),
+        &intent,
+        &who.actor(),
+        now_ms(),
+    )
+    .await?;
     accepted(json!({"outbox_id": id}))
 }
 
@@ -428,7 +442,7 @@ async fn edit_one(
     let name = body.name.as_deref().map(str::trim);
     match tags::edit(
         &state.db,
-        &who.corp_id,
+        who.corp_id.as_str(),
         &id,
         name,
         body.order,
@@ -448,7 +462,7 @@ async fn delete_tag(
     Auth(who): Auth,
     PathParams(tag_id): PathParams<String>,
 ) -> ApiResult<Response> {
-    if tags::get_tag(&state.db, &who.corp_id, &tag_id)
+    if tags::get_tag(&state.db, who.corp_id.as_str(), &tag_id)
         .await?
         .is_none_or(|t| t.deleted_at_ms.is_some())
     {
@@ -456,7 +470,7 @@ async fn delete_tag(
     }
     let item = record::delete_corp_tags(
         &state.db,
-        &who.corp_id,
+        who.corp_id.as_str(),
         &[tag_id],
         &[],
         &who.actor(),
@@ -471,12 +485,12 @@ async fn delete_group(
     Auth(who): Auth,
     PathParams(group_id): PathParams<String>,
 ) -> ApiResult<Response> {
-    if !tags::is_group(&state.db, &who.corp_id, &group_id).await? {
+    if !tags::is_group(&state.db, who.corp_id.as_str(), &group_id).await? {
         return Err(ApiFailure::NotFound("标签组"));
     }
     let item = record::delete_corp_tags(
         &state.db,
-        &who.corp_id,
+        who.corp_id.as_str(),
         &[],
         &[group_id],
         &who.actor(),
@@ -487,7 +501,7 @@ async fn delete_group(
 }
 
 async fn list_personal(State(state): State<Arc<AppState>>, Auth(who): Auth) -> ApiResult {
-    ok(json!({"personal_tags": record::personal_tags(&state.db, &who.corp_id).await?}))
+    ok(json!({"personal_tags": record::personal_tags(&state.db, who.corp_id.as_str()).await?}))
 }
 
 #[derive(Debug, Deserialize)]
@@ -516,7 +530,7 @@ async fn create_personal(
     }
     match record::create_personal_tag(
         &state.db,
-        &who.corp_id,
+        who.corp_id.as_str(),
         body.name.trim(),
         &body.color,
         &who.actor(),
@@ -538,7 +552,9 @@ async fn delete_personal(
     Auth(who): Auth,
     PathParams(id): PathParams<i64>,
 ) -> ApiResult {
-    match record::delete_personal_tag(&state.db, &who.corp_id, id, &who.actor(), now_ms()).await {
+    match record::delete_personal_tag(&state.db, who.corp_id.as_str(), id, &who.actor(), now_ms())
+        .await
+    {
         Ok(()) => ok(json!({"deleted": id})),
         Err(RecordError::NotFound) => Err(ApiFailure::NotFound("个人标签")),
         Err(RecordError::Store(e)) => Err(e.into()),
@@ -547,7 +563,7 @@ async fn delete_personal(
 }
 
 async fn list_rules(State(state): State<Arc<AppState>>, Auth(who): Auth) -> ApiResult {
-    ok(json!({"rules": record::rules(&state.db, &who.corp_id, None).await?}))
+    ok(json!({"rules": record::rules(&state.db, who.corp_id.as_str(), None).await?}))
 }
 
 async fn create_rule(
@@ -579,11 +595,11 @@ async fn create_rule(
     }
     super::customers::check_tags(
         &state,
-        &who.corp_id,
+        who.corp_id.as_str(),
         &[("corp_tag_ids", &body.corp_tag_ids)],
     )
     .await?;
-    let live: Vec<i64> = record::personal_tags(&state.db, &who.corp_id)
+    let live: Vec<i64> = record::personal_tags(&state.db, who.corp_id.as_str())
         .await?
         .into_iter()
         .map(|t| t.id)
@@ -600,8 +616,15 @@ async fn create_rule(
             "关键词至少 2 个字，避免误打 / keywords need at least 2 characters",
         ));
     }
-    let id = record::create_rule(&state.db, &who.corp_id, &body, &who.actor(), now_ms()).await?;
-    let rule = record::rules(&state.db, &who.corp_id, None)
+    let id = record::create_rule(
+        &state.db,
+        who.corp_id.as_str(),
+        &body,
+        &who.actor(),
+        now_ms(),
+    )
+    .await?;
+    let rule = record::rules(&state.db, who.corp_id.as_str(), None)
         .await?
         .into_iter()
         .find(|r| r.id == id)
@@ -614,7 +637,7 @@ async fn delete_rule(
     Auth(who): Auth,
     PathParams(id): PathParams<i64>,
 ) -> ApiResult {
-    match record::delete_rule(&state.db, &who.corp_id, id, &who.actor(), now_ms()).await {
+    match record::delete_rule(&state.db, who.corp_id.as_str(), id, &who.actor(), now_ms()).await {
         Ok(()) => ok(json!({"deleted": id})),
         Err(RecordError::NotFound) => Err(ApiFailure::NotFound("规则")),
         Err(RecordError::Store(e)) => Err(e.into()),

@@ -303,7 +303,7 @@ impl From<JobError> for ApiFailure {
 }
 
 async fn list_departures(State(state): State<Arc<AppState>>, Auth(who): Auth) -> ApiResult {
-    let list = departures::list_departures(&state.db, &who.corp_id).await?;
+    let list = departures::list_departures(&state.db, who.corp_id.as_str()).await?;
     ok(json!({ "departures": list }))
 }
 
@@ -391,20 +391,24 @@ async fn get_one(
     Auth(who): Auth,
     PathParams(id): PathParams<i64>,
 ) -> ApiResult {
-    let job = transfers::get_job(&state.db, &who.corp_id, id)
+    let job = transfers::get_job(&state.db, who.corp_id.as_str(), id)
         .await
         .map_err(not_found)?;
     let counts = transfers::counts(&state.db, id).await?;
-    let audit = auth::audit_entries(&state.db, &who.corp_id, &format!("transfer_job:{id}"))
-        .await?
-        .into_iter()
-        .map(|e| {
-            json!({
-                "actor": e.actor, "key_id": e.key_id, "action": e.action, "at_ms": e.at_ms,
-                "detail": serde_json::from_str::<Value>(&e.detail).unwrap_or(Value::Null),
-            })
+    let audit = auth::audit_entries(
+        &state.db,
+        who.corp_id.as_str(),
+        &format!("transfer_job:{id}"),
+    )
+    .await?
+    .into_iter()
+    .map(|e| {
+        json!({
+            "actor": e.actor, "key_id": e.key_id, "action": e.action, "at_ms": e.at_ms,
+            "detail": serde_json::from_str::<Value>(&e.detail).unwrap_or(Value::Null),
         })
-        .collect::<Vec<_>>();
+    })
+    .collect::<Vec<_>>();
     ok(json!({
         "job": job,
         "progress": Progress::of(&counts),
@@ -447,7 +451,7 @@ async fn items(
     {
         return Err(invalid("limit", "1–5000"));
     }
-    transfers::get_job(&state.db, &who.corp_id, id)
+    transfers::get_job(&state.db, who.corp_id.as_str(), id)
         .await
         .map_err(not_found)?;
     let filter = ItemFilter {
@@ -466,11 +470,11 @@ async fn run(
     Auth(who): Auth,
     PathParams(id): PathParams<i64>,
 ) -> ApiResult {
-    transfers::get_job(&state.db, &who.corp_id, id)
+    transfers::get_job(&state.db, who.corp_id.as_str(), id)
         .await
         .map_err(not_found)?;
-    transfers::start(&state.db, &who.corp_id, id, &who.actor(), now_ms()).await?;
-    ok(with_progress(&state, &who.corp_id, id).await?)
+    transfers::start(&state.db, who.corp_id.as_str(), id, &who.actor(), now_ms()).await?;
+    ok(with_progress(&state, who.corp_id.as_str(), id).await?)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -485,7 +489,7 @@ async fn retry(
     PathParams(id): PathParams<i64>,
     Body(body): Body<RetryBody>,
 ) -> ApiResult {
-    transfers::get_job(&state.db, &who.corp_id, id)
+    transfers::get_job(&state.db, who.corp_id.as_str(), id)
         .await
         .map_err(not_found)?;
     let taker = body
@@ -495,7 +499,7 @@ async fn retry(
         .filter(|t| !t.is_empty());
     let n =
         transfers::retry_failed(&state.db, &who.corp_id, id, taker, &who.actor(), now_ms()).await?;
-    let mut answer = with_progress(&state, &who.corp_id, id).await?;
+    let mut answer = with_progress(&state, who.corp_id.as_str(), id).await?;
     if let Some(map) = answer.as_object_mut() {
         map.insert("replanned".to_owned(), json!(n));
     }
@@ -507,9 +511,9 @@ async fn cancel(
     Auth(who): Auth,
     PathParams(id): PathParams<i64>,
 ) -> ApiResult {
-    transfers::get_job(&state.db, &who.corp_id, id)
+    transfers::get_job(&state.db, who.corp_id.as_str(), id)
         .await
         .map_err(not_found)?;
-    transfers::cancel(&state.db, &who.corp_id, id, &who.actor(), now_ms()).await?;
-    ok(with_progress(&state, &who.corp_id, id).await?)
+    transfers::cancel(&state.db, who.corp_id.as_str(), id, &who.actor(), now_ms()).await?;
+    ok(with_progress(&state, who.corp_id.as_str(), id).await?)
 }
