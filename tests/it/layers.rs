@@ -335,3 +335,94 @@ fn the_table_reader_sees_writes_only() {
         ["note", "reminder", "tag"]
     );
 }
+
+/// Parameter names that hold a WeCom id.
+const ID_PARAMS: &[&str] = &[
+    "corp_id",
+    "corp",
+    "user_id",
+    "userid",
+    "user",
+    "external_user_id",
+    "external_userid",
+    "ext",
+    "chat_id",
+    "chat",
+    "handover",
+    "handover_user_id",
+    "takeover",
+    "takeover_user_id",
+    "taker",
+    "staff_user_id",
+    "staff_id",
+    "owner_user_id",
+    "new_owner",
+    "assignee",
+];
+
+/// The names of a signature's parameters typed `&str` or `Option<&str>`.
+fn loose_str_params(params: &str) -> Vec<String> {
+    split_top_level(params)
+        .into_iter()
+        .filter_map(|p| {
+            let (name, ty) = p.split_once(':')?;
+            let ty: String = ty.chars().filter(|c| !c.is_whitespace()).collect();
+            let loose = ty == "&str"
+                || ty == "Option<&str>"
+                || (ty.starts_with("&'") && ty.ends_with("str") && !ty.contains('<'));
+            loose.then(|| name.trim().trim_start_matches("mut ").to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn no_function_takes_two_loose_ids() {
+    let mut offenders = Vec::new();
+    for m in read_modules() {
+        let code = code_lines(&std::fs::read_to_string(&m.file).unwrap());
+        let mut rest = code.as_str();
+        while let Some(at) = rest.find("fn ") {
+            rest = &rest[at + 3..];
+            let Some(open) = rest.find('(') else { break };
+            let name = rest[..open]
+                .split('<')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned();
+            if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || c == '_') {
+                continue;
+            }
+            let Some(close) = rest[open..].find(')') else {
+                break;
+            };
+            let params = &rest[open + 1..open + close];
+            let ids: Vec<String> = loose_str_params(params)
+                .into_iter()
+                .filter(|p| ID_PARAMS.contains(&p.as_str()))
+                .collect();
+            if ids.len() >= 2 {
+                offenders.push(format!(
+                    "{}: fn {name}({})",
+                    m.file.display(),
+                    ids.join(", ")
+                ));
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "two or more WeCom ids as loose &str (swapping them would compile): take CorpId, UserId, \
+         ExternalUserId, ChatId or a RelationKey instead:\n{}",
+        offenders.join("\n")
+    );
+}
+
+#[test]
+fn the_loose_id_check_sees_what_it_should() {
+    assert_eq!(
+        loose_str_params("db: &Db, corp_id: &str, user: Option<&str>, n: i64, ext: &'a str"),
+        ["corp_id", "user", "ext"]
+    );
+    assert!(loose_str_params("key: RelationKey<'_>, corp: &CorpId").is_empty());
+}

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::schema::{array, int, nullable, object, one_of, string};
 use super::{ApiFailure, ApiResult, Auth, Body, Endpoint, PathParams, QueryParams, invalid, ok};
 use crate::auth::Action;
-use crate::domain::alerts::{self, AlertFilter, Transition, TransitionError};
+use crate::domain::alerts::{self, AlertFilter, Transition};
 use crate::http::AppState;
 use crate::platform::db::now_ms;
 
@@ -339,11 +339,7 @@ async fn take(
     .await
     {
         Ok(to) => ok(json!({"id": id, "state": to.as_str()})),
-        Err(TransitionError::NotFound) => Err(ApiFailure::NotFound("告警")),
-        Err(TransitionError::Conflict { action, state }) => Err(ApiFailure::Conflict(format!(
-            "状态为 {state} 的告警不能执行 {action} / cannot {action} an alert that is {state}"
-        ))),
-        Err(TransitionError::Store(e)) => Err(e.into()),
+        Err(e) => Err(e.into()),
     }
 }
 

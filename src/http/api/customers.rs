@@ -18,7 +18,7 @@ use super::{
 };
 use crate::auth::{Action, Principal};
 use crate::domain::customers as contacts;
-use crate::domain::customers::record::{self, Author, RecordError};
+use crate::domain::customers::record::{self, Author};
 use crate::domain::tags;
 use crate::http::AppState;
 use crate::pipeline::outbox::{self, Intent};
@@ -420,17 +420,6 @@ pub(super) async fn check_tags(
     }
 }
 
-fn relation_error(e: RecordError) -> ApiFailure {
-    match e {
-        RecordError::NotFollowed => ApiFailure::Conflict(
-            "该成员当前没有跟进此客户 / this staff member does not follow the customer".to_owned(),
-        ),
-        RecordError::Empty => invalid("add", "add 和 remove 不能都为空 / nothing to change"),
-        RecordError::NotFound => invalid("add", "个人标签不存在 / unknown personal tag"),
-        RecordError::Store(e) => e.into(),
-    }
-}
-
 async fn authorize_relation(
     state: &AppState,
     who: &Principal,
@@ -492,8 +481,7 @@ async fn edit_tags(
         None,
         now_ms(),
     )
-    .await
-    .map_err(relation_error)?;
+    .await?;
     accepted(edit)
 }
 
@@ -541,8 +529,7 @@ async fn edit_remark(
         &who.actor(),
         now_ms(),
     )
-    .await
-    .map_err(relation_error)?;
+    .await?;
     accepted(json!({"outbox_id": id}))
 }
 
@@ -588,8 +575,7 @@ async fn edit_personal(
         &author,
         now_ms(),
     )
-    .await
-    .map_err(relation_error)?;
+    .await?;
     let now = record::customer_personal_tags(&state.db, &who.corp_id, &ext).await?;
     ok(json!({"personal_tags": now}))
 }

@@ -14,12 +14,13 @@ use wecom_sdk::{CorpId, ExternalUserId, UserId};
 
 use super::schema::{array, int, nullable, object, one_of, string};
 use super::{
-    ApiFailure, ApiResult, Auth, Body, Endpoint, PathParams, QueryParams, created, invalid, ok,
+    ApiFailure, ApiResult, Auth, Body, Endpoint, PathParams, QueryParams, created, errors, invalid,
+    ok,
 };
 use crate::auth::{Action, Principal, Role};
 use crate::domain::customers;
 use crate::domain::followup::{
-    self, FollowupError, NewReminder, Note, NoteEdit, Reminder, ReminderChange, ReminderFilter,
+    self, NewReminder, Note, NoteEdit, Reminder, ReminderChange, ReminderFilter,
 };
 use crate::http::AppState;
 use crate::platform::db::now_ms;
@@ -330,27 +331,6 @@ pub fn endpoints() -> Vec<Endpoint> {
     ]
 }
 
-/// Maps a domain refusal; `what` names the record for a 404.
-fn failure(e: FollowupError, what: &'static str) -> ApiFailure {
-    match e {
-        FollowupError::Invalid { field, reason } => invalid(field, reason),
-        FollowupError::NotFound => ApiFailure::NotFound(what),
-        FollowupError::NotFollowed => invalid(
-            "assignee",
-            "该成员没有跟进此客户 / the assignee does not follow this customer",
-        ),
-        FollowupError::WrongState(state) => ApiFailure::Conflict(format!(
-            "提醒已{}，不能这样操作 / the reminder is {state}",
-            match state.as_str() {
-                "done" => "完成",
-                "cancelled" => "取消",
-                _ => "变更",
-            }
-        )),
-        FollowupError::Store(e) => e.into(),
-    }
-}
-
 /// 404 unless we know the customer (a write on an id nobody has heard of).
 async fn known_customer(
     state: &AppState,
@@ -424,7 +404,7 @@ async fn create_note(
         now_ms(),
     )
     .await
-    .map_err(|e| failure(e, "跟进记录"))?;
+    .map_err(|e| errors::followup(e, "跟进记录"))?;
     created(note)
 }
 
@@ -482,7 +462,7 @@ async fn edit_note(
         now_ms(),
     )
     .await
-    .map_err(|e| failure(e, "跟进记录"))?;
+    .map_err(|e| errors::followup(e, "跟进记录"))?;
     ok(note)
 }
 
@@ -609,7 +589,7 @@ async fn create_reminder(
     };
     let reminder = followup::create_reminder(&state.db, &new, now_ms())
         .await
-        .map_err(|e| failure(e, "提醒"))?;
+        .map_err(|e| errors::followup(e, "提醒"))?;
     created(reminder)
 }
 
@@ -643,7 +623,7 @@ async fn change(state: &AppState, who: &Principal, id: i64, change: ReminderChan
         now_ms(),
     )
     .await
-    .map_err(|e| failure(e, "提醒"))?;
+    .map_err(|e| errors::followup(e, "提醒"))?;
     ok(reminder)
 }
 
@@ -705,7 +685,7 @@ async fn set_stages(
         now_ms(),
     )
     .await
-    .map_err(|e| failure(e, "阶段"))?;
+    .map_err(|e| errors::followup(e, "阶段"))?;
     ok(json!({"stages": stages}))
 }
 
@@ -744,7 +724,7 @@ async fn set_customer_stage(
         now_ms(),
     )
     .await
-    .map_err(|e| failure(e, "客户"))?;
+    .map_err(|e| errors::followup(e, "客户"))?;
     let record = followup::customer_stage_record(&state.db, &who.corp_id, &ext).await?;
     ok(record)
 }

@@ -11,6 +11,7 @@
 mod alerts;
 mod archive;
 mod customers;
+mod errors;
 mod followup;
 mod jobs;
 mod outbox;
@@ -31,8 +32,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::AppState;
-use crate::auth::{self, AccessError, Action, Denied, Principal};
-use crate::platform::db::{StoreError, now_ms};
+use crate::auth::{self, Action, Principal};
+use crate::platform::db::now_ms;
 
 /// Why a request failed, as the client sees it.
 #[derive(Debug)]
@@ -133,39 +134,6 @@ impl IntoResponse for ApiFailure {
             );
         }
         response
-    }
-}
-
-impl From<StoreError> for ApiFailure {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotFound => Self::NotFound("记录"),
-            StoreError::Conflict(_) => {
-                Self::Conflict("与现有记录冲突 / conflicts with an existing record".to_owned())
-            }
-            e => {
-                tracing::warn!(error = %e, cause = ?std::error::Error::source(&e), "API: database error");
-                Self::Unavailable("database".to_owned())
-            }
-        }
-    }
-}
-
-impl From<Denied> for ApiFailure {
-    fn from(d: Denied) -> Self {
-        match d {
-            Denied::Unauthenticated => Self::Unauthenticated,
-            Denied::Forbidden(reason) => Self::Forbidden(reason),
-        }
-    }
-}
-
-impl From<AccessError> for ApiFailure {
-    fn from(e: AccessError) -> Self {
-        match e {
-            AccessError::Denied(d) => d.into(),
-            AccessError::Store(s) => s.into(),
-        }
     }
 }
 

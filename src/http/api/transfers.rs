@@ -14,9 +14,7 @@ use super::schema::{array, boolean, int, nullable, object, one_of, string};
 use super::{ApiFailure, ApiResult, Auth, Body, Endpoint, PathParams, QueryParams, invalid, ok};
 use crate::app::transfers::departures;
 use crate::auth::{self, Action};
-use crate::domain::transfers::{
-    self, ITEM_STATES, ItemFilter, JobError, PlanError, PlanRequest, Progress,
-};
+use crate::domain::transfers::{self, ITEM_STATES, ItemFilter, PlanRequest, Progress};
 use crate::http::AppState;
 use crate::platform::db::now_ms;
 
@@ -283,38 +281,15 @@ pub fn endpoints() -> Vec<Endpoint> {
     ]
 }
 
-impl From<PlanError> for ApiFailure {
-    fn from(e: PlanError) -> Self {
-        match e {
-            PlanError::Store(s) => s.into(),
-            PlanError::Invalid { field, reason } => invalid(field, reason),
-        }
-    }
-}
-
-impl From<JobError> for ApiFailure {
-    fn from(e: JobError) -> Self {
-        match e {
-            JobError::Store(s) => s.into(),
-            JobError::Invalid { field, reason } => invalid(field, reason),
-            JobError::Conflict(reason) => ApiFailure::Conflict(reason),
-        }
-    }
-}
-
 async fn list_departures(State(state): State<Arc<AppState>>, Auth(who): Auth) -> ApiResult {
     let list = departures::list_departures(&state.db, who.corp_id.as_str()).await?;
     ok(json!({ "departures": list }))
 }
 
 async fn refresh_departures(State(state): State<Arc<AppState>>, Auth(who): Auth) -> ApiResult {
-    match departures::refresh_unassigned(&state.db, &state.wecom, &who.corp_id, now_ms()).await {
-        Ok(listed) => ok(json!({ "listed": listed })),
-        Err(departures::RefreshError::Store(e)) => Err(e.into()),
-        Err(departures::RefreshError::Wecom(reason)) => Err(ApiFailure::Unavailable(format!(
-            "企业微信 get_unassigned_list: {reason}"
-        ))),
-    }
+    let listed =
+        departures::refresh_unassigned(&state.db, &state.wecom, &who.corp_id, now_ms()).await?;
+    ok(json!({ "listed": listed }))
 }
 
 async fn plan(
