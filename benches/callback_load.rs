@@ -347,17 +347,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() -> anyhow::Result<()> {
     let o = options()?;
-    if std::env::var_os(PINNED_MARK).is_none() {
-        // Re-run this generator pinned to its core (no `unsafe` affinity calls needed).
-        let status = std::process::Command::new("taskset")
-            .args(["-c", &o.client_core.to_string()])
-            .arg(std::env::current_exe()?)
-            .args(std::env::args().skip(1))
-            .env(PINNED_MARK, "1")
-            .status()
-            .context("taskset (util-linux) is required")?;
-        std::process::exit(status.code().unwrap_or(1));
-    }
+    common::pin_to_core(o.client_core, PINNED_MARK)?;
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

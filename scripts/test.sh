@@ -47,6 +47,17 @@ if ! (command -v redis-cli >/dev/null 2>&1 && redis-cli -h 127.0.0.1 -p 6379 pin
   echo "test.sh: Redis is not reachable at 127.0.0.1:6379; the Redis tests will fail." >&2
 fi
 
+# The sidebar's browser tests drive Debian's Chromium through chromedriver (WebDriver); the CJK
+# fonts make the screenshots readable. Installed when missing; without them those tests fail loudly.
+if ! { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] && fc-list 2>/dev/null | grep -qi "noto.*cjk"; }; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test.sh: installing chromium, chromium-driver and CJK fonts" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-noto-cjk >/dev/null
+  else
+    echo "test.sh: /usr/bin/chromium or /usr/bin/chromedriver missing; the browser tests will fail." >&2
+  fi
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "test.sh: installing cargo-nextest" >&2
   cargo install cargo-nextest --locked

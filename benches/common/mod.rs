@@ -111,3 +111,19 @@ pub fn corp(s: impl AsRef<str>) -> wecom_sdk::CorpId {
 pub fn user(s: impl AsRef<str>) -> wecom_sdk::UserId {
     wecom_sdk::UserId::try_from(s.as_ref()).expect("a benchmark userid")
 }
+
+/// Runs this benchmark again pinned to `core` (through `taskset`, no `unsafe` affinity calls)
+/// unless it already is (`mark` set), and exits with that run's status; returns when pinned.
+pub fn pin_to_core(core: usize, mark: &str) -> anyhow::Result<()> {
+    if std::env::var_os(mark).is_some() {
+        return Ok(());
+    }
+    let status = std::process::Command::new("taskset")
+        .args(["-c", &core.to_string()])
+        .arg(std::env::current_exe()?)
+        .args(std::env::args().skip(1))
+        .env(mark, "1")
+        .status()
+        .context("taskset (util-linux) is required")?;
+    std::process::exit(status.code().unwrap_or(1));
+}

@@ -122,7 +122,7 @@ pub async fn authenticate(
 /// An `api_key` row as [`authenticate`] reads it: id, corp, role, staff member, hash, revoked at.
 type StoredKey = (i64, String, String, Option<String>, String, Option<i64>);
 
-pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

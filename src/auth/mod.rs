@@ -6,11 +6,13 @@
 //!
 //! - [`policy`]: roles, actions, principals, scope;
 //! - [`api_key`]: the keys API callers present;
-//! - [`audit`]: the audit log.
+//! - [`audit`]: the audit log;
+//! - [`session`]: web sessions of people signed in through WeCom (the sidebar).
 
 pub mod api_key;
 pub mod audit;
 pub mod policy;
+pub mod session;
 
 pub use api_key::{ApiKeyInfo, authenticate, create_key, list_keys, revoke_key};
 pub use audit::{AuditEntry, audit, audit_entries, note_request_key, with_request_key};

@@ -4,6 +4,7 @@ pub mod api;
 mod callback;
 pub(crate) mod ops;
 pub mod server;
+mod sidebar;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -68,6 +69,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     }
     routes
         .merge(api::router())
+        .merge(sidebar::router())
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(
             admission,

@@ -95,6 +95,8 @@ struct RawConfig {
     #[serde(default)]
     metrics: RawMetrics,
     #[serde(default)]
+    sidebar: SidebarSettings,
+    #[serde(default)]
     corps: Vec<RawCorp>,
 }
 
@@ -587,6 +589,77 @@ impl Default for TransferSettings {
     }
 }
 
+/// The salesperson's sidebar (`/sidebar`, WeCom's chat toolbar). Deserialized as it is written
+/// (each key has its default here) and checked by [`SidebarSettings::validate`]: the pattern a
+/// section follows when it has nothing to derive.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SidebarSettings {
+    /// Our address as the WeCom client reaches it (`https://scrm.example.com`): OAuth's
+    /// `redirect_uri` and the pages the JS-SDK signs are under it. Its host must be the app's
+    /// 可信域名. Unset: the sidebar answers 503 with a setup hint.
+    pub public_url: Option<String>,
+    /// WeCom's OAuth authorize page.
+    pub oauth_authorize_url: String,
+    /// WeCom's JS-SDK script (`jweixin`), loaded by the sidebar page.
+    pub jssdk_script_url: String,
+    /// A session ends after this long without a request.
+    pub session_idle_secs: u64,
+    /// A session ends this long after sign-in, however busy.
+    pub session_max_secs: u64,
+}
+
+impl Default for SidebarSettings {
+    /// WeCom's own addresses; 8 hours idle, 7 days at most.
+    fn default() -> Self {
+        Self {
+            public_url: None,
+            oauth_authorize_url: "https://open.weixin.qq.com/connect/oauth2/authorize".to_owned(),
+            jssdk_script_url: "https://res.wx.qq.com/open/js/jweixin-1.2.0.js".to_owned(),
+            session_idle_secs: 8 * 3600,
+            session_max_secs: 7 * 24 * 3600,
+        }
+    }
+}
+
+impl SidebarSettings {
+    /// Every URL is http(s) without a fragment; the expiries are positive and idle ≤ absolute.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let urls = [
+            ("sidebar.public_url", self.public_url.as_deref()),
+            (
+                "sidebar.oauth_authorize_url",
+                Some(self.oauth_authorize_url.as_str()),
+            ),
+            (
+                "sidebar.jssdk_script_url",
+                Some(self.jssdk_script_url.as_str()),
+            ),
+        ];
+        for (field, url) in urls {
+            let Some(url) = url else { continue };
+            if !(url.starts_with("https://") || url.starts_with("http://")) || url.contains('#') {
+                return Err(invalid(field, "must be an http(s) URL without #fragment"));
+            }
+        }
+        if self.session_idle_secs == 0 || self.session_max_secs == 0 {
+            return Err(invalid("sidebar.session_idle_secs", "must be positive"));
+        }
+        if self.session_idle_secs > self.session_max_secs {
+            return Err(invalid(
+                "sidebar.session_idle_secs",
+                "must not exceed session_max_secs",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `public_url` without a trailing slash.
+    pub fn base(&self) -> Option<&str> {
+        self.public_url.as_deref().map(|u| u.trim_end_matches('/'))
+    }
+}
+
 /// The scheduled reconciliation.
 #[derive(Debug, Clone)]
 pub struct SyncSettings {
@@ -639,6 +712,8 @@ pub struct Config {
     pub http: HttpSettings,
     /// `/metrics`.
     pub metrics: MetricsSettings,
+    /// The salesperson's sidebar.
+    pub sidebar: SidebarSettings,
 }
 
 impl std::fmt::Debug for Config {
@@ -666,6 +741,7 @@ impl std::fmt::Debug for Config {
             .field("transfers", &self.transfers)
             .field("http", &self.http)
             .field("metrics", &self.metrics)
+            .field("sidebar", &self.sidebar)
             .finish()
     }
 }
@@ -904,7 +980,9 @@ impl Config {
         let alerts = alert_settings(raw.alerts)?;
         let corps = check_corps(raw.corps)?;
         let archive = archive_settings(raw.archive, &corps)?;
+        raw.sidebar.validate()?;
         Ok(Self {
+            sidebar: raw.sidebar,
             archive,
             transfers,
             http,

@@ -115,12 +115,14 @@ pub struct Instance {
 }
 
 impl Instance {
+    /// Starts a server; `@BASE_URL@` in the config is its own address (known once bound).
     pub async fn start(config_text: &str) -> Self {
-        let config = Config::from_toml(config_text, &HashMap::new()).expect("test config");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let config_text = config_text.replace("@BASE_URL@", &format!("http://{addr}"));
+        let config = Config::from_toml(&config_text, &HashMap::new()).expect("test config");
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(scrm::serve(config, listener, async {
             let _ = rx.await;

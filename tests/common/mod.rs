@@ -32,6 +32,16 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// `sqlite` or `postgres` (file names, messages).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
 /// Emits one `#[tokio::test]` per backend for each named `async fn(Backend)`.
 #[macro_export]
 macro_rules! both_backends {

@@ -11,6 +11,8 @@
 mod common;
 #[path = "../common/emulated.rs"]
 mod emulated;
+#[path = "../common/webdriver.rs"]
+mod webdriver;
 
 mod alerts;
 mod archive;
@@ -27,6 +29,7 @@ mod layers;
 mod record;
 mod roles;
 mod rules;
+mod sidebar;
 mod store;
 mod sync;
 mod transfers;

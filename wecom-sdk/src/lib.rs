@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod envelope;
 pub mod event;
 pub mod ids;
+pub mod jssdk;
 pub mod secret;
 pub mod sender;
 #[cfg(feature = "testkit")]

@@ -89,7 +89,7 @@ struct Inner {
 
 /// What the last in-process refresh of one key left behind.
 #[derive(Default)]
-struct RefreshState {
+pub(crate) struct RefreshState {
     /// A refresh that failed, and when: callers that queued before it get the same error
     /// instead of repeating the same doomed gettoken one after the other.
     failed: Option<(Instant, ApiError)>,
@@ -638,7 +638,12 @@ impl WecomClient {
         }
     }
 
-    fn refresh_slot(&self, key: &str) -> Arc<tokio::sync::Mutex<RefreshState>> {
+    /// The coordinator the client caches in.
+    pub(crate) fn coordinator(&self) -> &Arc<dyn Coordinator> {
+        &self.inner.coord
+    }
+
+    pub(crate) fn refresh_slot(&self, key: &str) -> Arc<tokio::sync::Mutex<RefreshState>> {
         let mut slots = self
             .inner
             .refresh

@@ -42,6 +42,7 @@ pub use group_chat::{
 pub use message::{AppMessage, MAX_DUPLICATE_CHECK_SECS, MessageBody, MessageSendResult};
 pub use staff::{Department, StaffProfile};
 pub use tag::{AddCorpTagRequest, CorpTag, MAX_TAG_NAME_CHARS, NewTag, TagGroup};
+pub use ticket::{OAuthUser, TicketKind};
 pub use transfer::{
     CustomerTransferOutcome, CustomerTransferStatus, FailedChat, MAX_TRANSFER_BATCH,
     MAX_TRANSFER_MSG_CHARS, TransferMode, TransferResultPage, UnassignedCustomer, UnassignedPage,

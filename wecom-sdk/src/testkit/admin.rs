@@ -55,6 +55,7 @@ pub(crate) fn routes() -> Router<Arc<EmulatorState>> {
         .route("/deliveries", get(deliveries))
         .route("/writes", get(writes))
         .route("/flush", post(flush))
+        .merge(super::web::admin_routes())
 }
 
 fn reply(value: &Value) -> Response {

@@ -48,6 +48,7 @@ pub(crate) fn router(state: Arc<EmulatorState>) -> Router {
         .route(CHATDATA_PATH, post(archive::chatdata))
         .route(MEDIA_PATH, post(archive::media))
         .nest("/testkit", admin::routes())
+        .merge(super::web::routes())
         .with_state(state)
 }
 

@@ -111,6 +111,7 @@ mod handlers;
 mod model;
 mod seed;
 mod state;
+mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -125,6 +126,7 @@ pub use model::{
 };
 pub use seed::{SeedSpec, SeedSummary};
 pub use state::{EmulatorState, MAX_WRITES, Stats};
+pub use web::ClientContext;
 
 /// How the emulator behaves. [`Default`] is WeCom's documented behaviour.
 #[derive(Debug, Clone, PartialEq, Eq)]

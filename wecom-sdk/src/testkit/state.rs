@@ -58,6 +58,10 @@ pub(crate) struct Inner {
     pub(crate) held: Vec<Job>,
     /// Each corp's chat archive (`testkit::archive`), created on first use.
     pub(crate) archives: BTreeMap<String, CorpArchive>,
+    /// OAuth codes issued by the authorize page (`testkit::web`), by code.
+    pub(crate) oauth_codes: HashMap<String, super::web::OAuthCode>,
+    /// The WeCom client a person is using: who is logged in and which chat is open.
+    pub(crate) client: Option<super::web::ClientContext>,
 }
 
 impl Inner {
@@ -210,6 +214,12 @@ impl EmulatorState {
             pending,
             me: me.clone(),
         }))
+    }
+
+    /// Arranges the WeCom client in front of our pages: who is logged in, which chat is open
+    /// (`None`: nobody; the authorize page refuses).
+    pub fn set_client(&self, client: Option<super::web::ClientContext>) {
+        self.lock().client = client;
     }
 
     /// The lock; a panic elsewhere while holding it does not make the state unusable.

@@ -131,6 +131,7 @@ pub(crate) fn route(api: &str) -> Option<Route> {
         "msgaudit/get_permit_user_list" => post(directory::permit_user_list),
         "get_jsapi_ticket" => get(directory::jsapi_ticket),
         "ticket/get" => get(directory::agent_ticket),
+        "auth/getuserinfo" => get(super::web::user_info),
         _ => None,
     }
 }

@@ -1,0 +1,142 @@
+//! Web sessions (the salesperson's sidebar, signed in through WeCom's OAuth): a random token in
+//! an HttpOnly cookie, its SHA-256 in `web_session`, a CSRF token every write must echo, and two
+//! expiries — idle (no request for so long) and absolute (since sign-in). A session stands for the
+//! same [`Principal`] an API key of role `sales` for that staff member would, so every rule of
+//! [`super::policy`] applies unchanged.
+
+use rand::Rng as _;
+use sha2::{Digest as _, Sha256};
+use wecom_sdk::{CorpId, UserId};
+
+use super::{Principal, Role};
+use crate::on_db;
+use crate::platform::db::{Db, StoreError};
+
+/// How long a session lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// Without a request for this long, the session is over (ms).
+    pub idle_ms: i64,
+    /// Since sign-in, at most this long (ms).
+    pub max_ms: i64,
+}
+
+/// A live session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// Who it stands for.
+    pub principal: Principal,
+    /// What every write must send back (`X-CSRF-Token`).
+    pub csrf_token: String,
+}
+
+fn hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut rng = rand::rng();
+    let raw: Vec<u8> = (0..bytes).map(|_| rng.random::<u8>()).collect();
+    hex::encode(raw)
+}
+
+/// Signs `user_id` of `corp_id` in; returns the cookie's token (shown only now) and the session.
+pub async fn create(
+    db: &Db,
+    corp_id: &CorpId,
+    user_id: &UserId,
+    now_ms: i64,
+) -> Result<(String, Session), StoreError> {
+    const SQL: &str = "INSERT INTO web_session (token_hash, corp_id, user_id, csrf_token, \
+        created_at_ms, last_seen_at_ms) VALUES ($1, $2, $3, $4, $5, $5)";
+    let token = random_hex(32);
+    let csrf_token = random_hex(16);
+    on_db!(db, |pool| sqlx::query(SQL)
+        .bind(hash(&token))
+        .bind(corp_id.as_str())
+        .bind(user_id.as_str())
+        .bind(&csrf_token)
+        .bind(now_ms)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+    let session = Session {
+        principal: principal(corp_id.clone(), user_id.clone()),
+        csrf_token,
+    };
+    Ok((token, session))
+}
+
+fn principal(corp_id: CorpId, user_id: UserId) -> Principal {
+    Principal {
+        corp_id,
+        role: Role::Sales,
+        staff_user_id: Some(user_id),
+        key_id: None,
+    }
+}
+
+/// The live session of `token`: `None` for an unknown, idle or too old one (which is removed).
+/// The last-seen time is written at most once a minute, so reads stay reads.
+pub async fn lookup(
+    db: &Db,
+    token: &str,
+    limits: SessionLimits,
+    now_ms: i64,
+) -> Result<Option<Session>, StoreError> {
+    const FIND: &str = "SELECT corp_id, user_id, csrf_token, created_at_ms, last_seen_at_ms \
+        FROM web_session WHERE token_hash = $1";
+    const SEEN: &str = "UPDATE web_session SET last_seen_at_ms = $2 WHERE token_hash = $1 \
+        AND last_seen_at_ms < $3";
+    if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(None);
+    }
+    let key = hash(token);
+    let row: Option<(String, String, String, i64, i64)> = on_db!(db, |pool| sqlx::query_as(FIND)
+        .bind(&key)
+        .fetch_optional(pool)
+        .await)?;
+    let Some((corp, user, csrf_token, created, seen)) = row else {
+        return Ok(None);
+    };
+    if now_ms - seen > limits.idle_ms || now_ms - created > limits.max_ms {
+        end(db, token).await?;
+        return Ok(None);
+    }
+    let (Ok(corp), Ok(user)) = (CorpId::try_from(corp), UserId::try_from(user)) else {
+        return Ok(None);
+    };
+    on_db!(db, |pool| sqlx::query(SEEN)
+        .bind(&key)
+        .bind(now_ms)
+        .bind(now_ms - 60_000)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+    Ok(Some(Session {
+        principal: principal(corp, user),
+        csrf_token,
+    }))
+}
+
+/// Signs the session of `token` out.
+pub async fn end(db: &Db, token: &str) -> Result<(), StoreError> {
+    const SQL: &str = "DELETE FROM web_session WHERE token_hash = $1";
+    on_db!(db, |pool| sqlx::query(SQL)
+        .bind(hash(token))
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+    Ok(())
+}
+
+/// Removes sessions nobody used for `idle_ms` (a sweep; `lookup` refuses them anyway).
+pub async fn sweep(db: &Db, idle_ms: i64, now_ms: i64) -> Result<u64, StoreError> {
+    const SQL: &str = "DELETE FROM web_session WHERE last_seen_at_ms < $1";
+    let n = on_db!(db, |pool| sqlx::query(SQL)
+        .bind(now_ms - idle_ms)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(n)
+}

@@ -1,0 +1,323 @@
+//! What the sidebar shows, as compile-time templates (`templates/sidebar/`), and the view of one
+//! customer assembled from the domain: the profile, this salesperson's relation, the tag library
+//! with what is on (and what WeCom has not confirmed yet), notes of every owner, open reminders.
+
+use std::collections::{BTreeSet, HashMap};
+
+use askama::Template;
+use wecom_sdk::{CorpId, ExternalUserId, UserId};
+
+use crate::domain::customers::{self, RelationStatus};
+use crate::domain::{followup, staff, tags};
+use crate::pipeline::outbox::{self, Intent};
+use crate::platform::db::{Db, StoreError};
+
+/// The page the toolbar opens: assets, the CSRF token, WeCom's JS-SDK.
+#[derive(Template)]
+#[template(path = "sidebar/shell.html")]
+pub(super) struct Shell<'a> {
+    pub(super) csrf: &'a str,
+    pub(super) css: &'a str,
+    pub(super) js: &'a str,
+    pub(super) jssdk: &'a str,
+}
+
+/// A whole page with one message (sign-in problems).
+#[derive(Template)]
+#[template(path = "sidebar/page.html")]
+pub(super) struct Page<'a> {
+    pub(super) title: &'a str,
+    pub(super) detail: &'a str,
+    pub(super) css: &'a str,
+}
+
+/// A message in place of a view.
+#[derive(Template)]
+#[template(path = "sidebar/notice.html")]
+pub(super) struct Notice<'a> {
+    pub(super) kind: &'a str,
+    pub(super) title: &'a str,
+    pub(super) detail: &'a str,
+    pub(super) retry: Option<&'a str>,
+}
+
+pub(super) struct TagView {
+    pub(super) id: String,
+    pub(super) name: String,
+    pub(super) on: bool,
+    pub(super) pending: bool,
+}
+
+pub(super) struct TagGroupView {
+    pub(super) name: String,
+    pub(super) tags: Vec<TagView>,
+}
+
+pub(super) struct NoteView {
+    pub(super) author: String,
+    pub(super) when: String,
+    pub(super) body: String,
+    pub(super) handover: bool,
+}
+
+pub(super) struct ReminderView {
+    pub(super) id: i64,
+    pub(super) title: String,
+    pub(super) due: String,
+}
+
+/// One customer, as the salesperson sees them.
+#[derive(Template)]
+#[template(path = "sidebar/customer.html")]
+pub(super) struct CustomerView {
+    pub(super) ext: String,
+    pub(super) base: String,
+    pub(super) name: String,
+    pub(super) initial: String,
+    pub(super) avatar: String,
+    pub(super) corp_name: String,
+    pub(super) remark: String,
+    pub(super) channel: String,
+    pub(super) added: String,
+    pub(super) colleagues: Vec<String>,
+    pub(super) stage: Option<String>,
+    pub(super) stages: Vec<String>,
+    pub(super) tag_groups: Vec<TagGroupView>,
+    pub(super) personal_tags: Vec<String>,
+    pub(super) notes: Vec<NoteView>,
+    pub(super) older: Option<i64>,
+    pub(super) reminders: Vec<ReminderView>,
+}
+
+/// Older notes, for "查看更早的记录".
+#[derive(Template)]
+#[template(path = "sidebar/notes.html")]
+pub(super) struct NotesPage {
+    pub(super) base: String,
+    pub(super) notes: Vec<NoteView>,
+    pub(super) older: Option<i64>,
+}
+
+/// Notes shown at once; older ones on request.
+const NOTES_PER_PAGE: usize = 30;
+
+fn base_of(ext: &ExternalUserId) -> String {
+    format!(
+        "/sidebar/customer/{}",
+        url::form_urlencoded::byte_serialize(ext.as_str().as_bytes()).collect::<String>()
+    )
+}
+
+/// A page of notes (newest first) before note `before`, and the id to ask for the next page.
+async fn notes_page(
+    db: &Db,
+    names: &mut Names<'_>,
+    ext: &ExternalUserId,
+    before: Option<i64>,
+) -> Result<(Vec<NoteView>, Option<i64>), StoreError> {
+    let limit = i64::try_from(NOTES_PER_PAGE + 1).unwrap_or(31);
+    let mut rows = followup::list_notes(db, names.corp, ext, before, limit).await?;
+    let more = rows.len() > NOTES_PER_PAGE;
+    rows.truncate(NOTES_PER_PAGE);
+    let older = if more {
+        rows.last().map(|n| n.id)
+    } else {
+        None
+    };
+    let mut notes = Vec::with_capacity(rows.len());
+    for n in rows {
+        notes.push(NoteView {
+            author: names.of(&n.author).await?,
+            when: when(n.created_at_ms),
+            handover: n.body.starts_with("【交接】"),
+            body: n.body,
+        });
+    }
+    Ok((notes, older))
+}
+
+/// Notes of `ext` older than `before`, as a fragment.
+pub(super) async fn older_notes(
+    db: &Db,
+    corp: &CorpId,
+    ext: &ExternalUserId,
+    before: i64,
+) -> Result<String, StoreError> {
+    let mut names = Names {
+        db,
+        corp,
+        known: HashMap::new(),
+    };
+    let (notes, older) = notes_page(db, &mut names, ext, Some(before)).await?;
+    let page = NotesPage {
+        base: base_of(ext),
+        notes,
+        older,
+    };
+    Ok(page.render().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "sidebar: notes template failed");
+        String::new()
+    }))
+}
+
+/// `MM-DD HH:mm` in China Standard Time (the year too when it is not this year's).
+fn when(ms: i64) -> String {
+    let Some(tz) = chrono::FixedOffset::east_opt(8 * 3600) else {
+        return String::new();
+    };
+    let Some(t) = chrono::DateTime::from_timestamp_millis(ms) else {
+        return String::new();
+    };
+    let t = t.with_timezone(&tz);
+    let now = chrono::Utc::now().with_timezone(&tz);
+    if chrono::Datelike::year(&t) == chrono::Datelike::year(&now) {
+        t.format("%m-%d %H:%M").to_string()
+    } else {
+        t.format("%Y-%m-%d %H:%M").to_string()
+    }
+}
+
+/// Display names of staff members (and of other actors as they are), looked up once each.
+struct Names<'a> {
+    db: &'a Db,
+    corp: &'a CorpId,
+    known: HashMap<String, String>,
+}
+
+impl Names<'_> {
+    async fn of(&mut self, actor: &str) -> Result<String, StoreError> {
+        if let Some(n) = self.known.get(actor) {
+            return Ok(n.clone());
+        }
+        let name = match UserId::try_from(actor) {
+            Ok(user) => staff::get(self.db, self.corp, &user)
+                .await?
+                .map(|m| m.name)
+                .filter(|n| !n.trim().is_empty())
+                .unwrap_or_else(|| actor.to_owned()),
+            Err(_) => actor.to_owned(),
+        };
+        let name = if actor.starts_with("apikey:") || actor == "system" {
+            "系统".to_owned()
+        } else {
+            name
+        };
+        self.known.insert(actor.to_owned(), name.clone());
+        Ok(name)
+    }
+}
+
+/// The view of `ext` for staff member `me` of `corp`.
+pub(super) async fn customer(
+    db: &Db,
+    corp: &CorpId,
+    me: &UserId,
+    ext: &ExternalUserId,
+) -> Result<String, StoreError> {
+    let profile = customers::get_customer(db, corp, ext).await?;
+    let relations = customers::relations_of_customer(db, corp, ext).await?;
+    let mine = relations.iter().find(|r| r.user_id == *me);
+    let mut names = Names {
+        db,
+        corp,
+        known: HashMap::new(),
+    };
+    let mut colleagues = Vec::new();
+    for r in relations
+        .iter()
+        .filter(|r| r.user_id != *me && r.status == RelationStatus::Active)
+    {
+        colleagues.push(names.of(r.user_id.as_str()).await?);
+    }
+    let on: BTreeSet<String> = mine
+        .map(|r| r.tags().into_iter().collect())
+        .unwrap_or_default();
+    let mut pending = BTreeSet::new();
+    for (_, intent) in outbox::pending_for_customer(db, corp, ext).await? {
+        if let Intent::MarkTag {
+            user_id,
+            add,
+            remove,
+            ..
+        } = intent
+            && user_id == *me
+        {
+            pending.extend(add);
+            pending.extend(remove);
+        }
+    }
+    let tag_groups = tags::library(db, corp.as_str())
+        .await?
+        .into_iter()
+        .map(|g| TagGroupView {
+            name: g.name,
+            tags: g
+                .tags
+                .into_iter()
+                .map(|t| TagView {
+                    on: on.contains(&t.tag_id),
+                    pending: pending.contains(&t.tag_id),
+                    id: t.tag_id,
+                    name: t.name,
+                })
+                .collect(),
+        })
+        .collect();
+    let personal_tags = customers::record::customer_personal_tags(db, corp, ext)
+        .await?
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    let (notes, older) = notes_page(db, &mut names, ext, None).await?;
+    let filter = followup::ReminderFilter {
+        assignee: Some(me.to_string()),
+        external_user_id: Some(ext.to_string()),
+        state: Some("open".to_owned()),
+        limit: 50,
+        ..followup::ReminderFilter::default()
+    };
+    let reminders = followup::list_reminders(db, corp.as_str(), &filter)
+        .await?
+        .into_iter()
+        .map(|r| ReminderView {
+            id: r.id,
+            title: r.title,
+            due: when(r.due_at_ms),
+        })
+        .collect();
+    let name = profile
+        .as_ref()
+        .map(|p| p.name.clone())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| ext.to_string());
+    let view = CustomerView {
+        base: base_of(ext),
+        ext: ext.to_string(),
+        initial: name.chars().next().map(String::from).unwrap_or_default(),
+        name,
+        avatar: profile
+            .as_ref()
+            .map(|p| p.avatar.clone())
+            .filter(|a| a.starts_with("https://") || a.starts_with("http://"))
+            .unwrap_or_default(),
+        corp_name: profile.map(|p| p.corp_name).unwrap_or_default(),
+        remark: mine.map(|r| r.remark.clone()).unwrap_or_default(),
+        channel: mine.and_then(|r| r.state.clone()).unwrap_or_default(),
+        added: mine
+            .and_then(|r| r.added_at_ms)
+            .map(when)
+            .unwrap_or_else(|| "—".to_owned()),
+        colleagues,
+        stage: followup::customer_stage(db, corp, ext).await?,
+        stages: followup::stages(db, corp.as_str()).await?,
+        tag_groups,
+        personal_tags,
+        notes,
+        older,
+        reminders,
+    };
+    Ok(view.render().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "sidebar: customer template failed");
+        "<p>页面出错</p>".to_owned()
+    }))
+}
