@@ -346,6 +346,30 @@ async fn a_salesperson_signs_in_and_works_on_their_customer(backend: Backend) {
             .is_empty()
     );
 
+    // Remark and description: ours at once, WeCom's after the outbox.
+    let remarked = browser
+        .post(
+            &format!("/sidebar/customer/{}/remark", f.ext),
+            json!({"remark": "王总-展会", "description": "喜欢晚上沟通"}),
+            Some(&csrf),
+        )
+        .await;
+    assert_eq!(remarked.status, 200, "{}", remarked.text);
+    assert!(remarked.text.contains("王总-展会"));
+    wait_outbox_idle(&f.app.db).await;
+    let relation = f.app.wecom().relation(CORP, me, &f.ext).unwrap();
+    assert_eq!(relation.remark, "王总-展会");
+    assert_eq!(relation.description, "喜欢晚上沟通");
+    let too_long = browser
+        .post(
+            &format!("/sidebar/customer/{}/remark", f.ext),
+            json!({"remark": "一二三四五六七八九十一二三四五六七八九十一", "description": ""}),
+            Some(&csrf),
+        )
+        .await;
+    assert_eq!(too_long.status, 422);
+    assert!(too_long.text.contains("最多 20 个字"), "{}", too_long.text);
+
     // A note, a reminder in 3 days, a stage.
     let note = browser
         .post(

@@ -22,6 +22,11 @@ use crate::pipeline::outbox::{self, Intent};
 use crate::platform::db::{Db, StoreError, Tx};
 use crate::{on_db, on_tx};
 
+/// Longest remark WeCom's `remark` accepts, in characters.
+pub const MAX_REMARK_CHARS: usize = 20;
+/// Longest description WeCom's `remark` accepts, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 150;
+
 /// Why a record change was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {

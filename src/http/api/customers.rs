@@ -25,8 +25,7 @@ use crate::pipeline::outbox::{self, Intent};
 use crate::platform::db::now_ms;
 
 /// WeCom's limits on `remark` (characters).
-const MAX_REMARK_CHARS: usize = 20;
-const MAX_DESCRIPTION_CHARS: usize = 150;
+use record::{MAX_DESCRIPTION_CHARS, MAX_REMARK_CHARS};
 /// Most tags one edit may name.
 const MAX_TAGS_PER_EDIT: usize = 100;
 /// The tag library is fetched from WeCom for unknown tag ids at most this often per corp.

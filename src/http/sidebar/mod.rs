@@ -57,6 +57,7 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
             post(reminder_done),
         )
         .route("/sidebar/customer/{ext}/stage", post(set_stage))
+        .route("/sidebar/customer/{ext}/remark", post(set_remark))
         .route("/sidebar/assets/{name}", get(asset))
 }
 
@@ -906,6 +907,46 @@ async fn reminder_done(
         corp.as_str(),
         reminder.id,
         ReminderChange::Done,
+        &s.principal.actor(),
+        now_ms(),
+    )
+    .await?;
+    view(&state, &s, &ext, &me).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemarkBody {
+    remark: String,
+    description: String,
+}
+
+/// Remark and description of the salesperson's relation, sent to WeCom by `remark` (outbox).
+async fn set_remark(
+    State(state): State<Arc<AppState>>,
+    Path(ext): Path<String>,
+    Write(s, body): Write<RemarkBody>,
+) -> Result<Response, Failure> {
+    use crate::domain::customers::record::{MAX_DESCRIPTION_CHARS, MAX_REMARK_CHARS};
+    let ext = parse_ext(&ext)?;
+    let me = checked(&state, &s, &ext, Action::EditCustomers).await?;
+    let (remark, description) = (body.remark.trim(), body.description.trim());
+    if remark.chars().count() > MAX_REMARK_CHARS {
+        return Err(Failure::Invalid(format!(
+            "备注最多 {MAX_REMARK_CHARS} 个字"
+        )));
+    }
+    if description.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(Failure::Invalid(format!(
+            "描述最多 {MAX_DESCRIPTION_CHARS} 个字"
+        )));
+    }
+    let key = RelationKey::new(&s.principal.corp_id, &me, &ext);
+    record::edit_remark(
+        &state.db,
+        key,
+        Some(remark),
+        Some(description),
         &s.principal.actor(),
         now_ms(),
     )

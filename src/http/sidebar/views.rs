@@ -77,6 +77,7 @@ pub(super) struct CustomerView {
     pub(super) avatar: String,
     pub(super) corp_name: String,
     pub(super) remark: String,
+    pub(super) description: String,
     pub(super) channel: String,
     pub(super) added: String,
     pub(super) colleagues: Vec<String>,
@@ -302,6 +303,7 @@ pub(super) async fn customer(
             .unwrap_or_default(),
         corp_name: profile.map(|p| p.corp_name).unwrap_or_default(),
         remark: mine.map(|r| r.remark.clone()).unwrap_or_default(),
+        description: mine.map(|r| r.description.clone()).unwrap_or_default(),
         channel: mine.and_then(|r| r.state.clone()).unwrap_or_default(),
         added: mine
             .and_then(|r| r.added_at_ms)
