@@ -133,7 +133,7 @@
       } else if (c.entry === 'group_chat_tools') {
         notice('客户群', '群聊侧边栏即将推出，请在与客户的单聊中打开。', false);
       } else {
-        notice('请在聊天中打开', '侧边栏显示当前聊天的客户：请在与客户的单聊中，从聊天工具栏打开。', false);
+        load('/sidebar/home');
       }
     });
   }

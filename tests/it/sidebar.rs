@@ -701,12 +701,25 @@ async fn in_the_browser_a_salesperson_tags_notes_and_reminds(backend: Backend) {
     browser.resize(375, 812).await;
     browser.goto(&format!("{base}/sidebar")).await;
     browser
-        .wait_for("the workbench notice", "document.querySelector('.notice')")
+        .wait_for("the workbench view", "document.querySelector('.notice')")
         .await;
     let text = browser.eval("return document.body.innerText;").await;
-    assert!(text.as_str().unwrap().contains("请在聊天中打开"), "{text}");
+    let text = text.as_str().unwrap();
+    assert!(
+        text.contains("我的待办提醒") && text.contains("从聊天工具栏打开"),
+        "{text}"
+    );
+    // The new customer's default reminder (3 days) and ours (7 days) are due within the week.
+    assert!(text.contains("王总"), "{text}");
     browser
         .screenshot(&format!("{}-375", name("workbench")))
+        .await;
+    browser.click("button[data-load]").await;
+    browser
+        .wait_for(
+            "the customer from a reminder",
+            "document.querySelector('article.customer')",
+        )
         .await;
     browser.quit().await;
     f.app.stop().await;

@@ -45,6 +45,7 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/sidebar/oauth", get(oauth_return))
         .route("/sidebar/jssdk", get(jssdk))
         .route("/sidebar/logout", post(logout))
+        .route("/sidebar/home", get(home))
         .route("/sidebar/customer/{ext}", get(customer))
         .route("/sidebar/customer/{ext}/tags", post(toggle_tag))
         .route(
@@ -728,6 +729,14 @@ async fn view(
     me: &UserId,
 ) -> Result<Response, Failure> {
     let html = views::customer(&state.db, &s.principal.corp_id, me, ext).await?;
+    Ok((StatusCode::OK, html_headers(), html).into_response())
+}
+
+/// `GET /sidebar/home`: opened from the workbench, the salesperson's due reminders.
+async fn home(State(state): State<Arc<AppState>>, Signed(s): Signed) -> Result<Response, Failure> {
+    let who = &s.principal;
+    let me = who.staff_user_id.clone().ok_or(Failure::SignedOut)?;
+    let html = views::home(&state.db, &who.corp_id, &me, now_ms()).await?;
     Ok((StatusCode::OK, html_headers(), html).into_response())
 }
 

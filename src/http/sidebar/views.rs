@@ -99,6 +99,54 @@ pub(super) struct NotesPage {
     pub(super) older: Option<i64>,
 }
 
+pub(super) struct DueView {
+    pub(super) link: String,
+    pub(super) customer: String,
+    pub(super) title: String,
+    pub(super) due: String,
+}
+
+/// Opened from the workbench (no chat): the salesperson's reminders due within a week.
+#[derive(Template)]
+#[template(path = "sidebar/home.html")]
+pub(super) struct Home {
+    pub(super) reminders: Vec<DueView>,
+}
+
+/// The workbench view of staff member `me`.
+pub(super) async fn home(
+    db: &Db,
+    corp: &CorpId,
+    me: &UserId,
+    now_ms: i64,
+) -> Result<String, StoreError> {
+    let filter = followup::ReminderFilter {
+        assignee: Some(me.to_string()),
+        state: Some("open".to_owned()),
+        due_before_ms: Some(now_ms + 7 * 86_400_000),
+        followed_by: Some(me.to_string()),
+        limit: 50,
+        ..followup::ReminderFilter::default()
+    };
+    let reminders = followup::list_reminders(db, corp.as_str(), &filter)
+        .await?
+        .into_iter()
+        .map(|r| DueView {
+            link: base_of(&r.external_user_id),
+            customer: r
+                .customer_name
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| r.external_user_id.to_string()),
+            title: r.title,
+            due: when(r.due_at_ms),
+        })
+        .collect();
+    Ok(Home { reminders }.render().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "sidebar: home template failed");
+        String::new()
+    }))
+}
+
 /// Notes shown at once; older ones on request.
 const NOTES_PER_PAGE: usize = 30;
 
