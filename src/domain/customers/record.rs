@@ -39,6 +39,17 @@ pub enum RecordError {
     /// No such personal tag or rule.
     #[error("not found")]
     NotFound,
+    /// A remark or description longer than WeCom accepts (`field` is `remark` or
+    /// `description`, `label` its Chinese name).
+    #[error("{label}最多 {max} 个字")]
+    TooLong {
+        /// The field.
+        field: &'static str,
+        /// 备注 or 描述.
+        label: &'static str,
+        /// Its limit in characters.
+        max: usize,
+    },
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -224,7 +235,8 @@ pub async fn edit_tags(
     })
 }
 
-/// Sets remark and/or description of a relation and writes the `remark` intent.
+/// Sets remark and/or description of a relation and writes the `remark` intent. Either longer
+/// than WeCom accepts is [`RecordError::TooLong`], before anything is written.
 pub async fn edit_remark(
     db: &Db,
     relation: RelationKey<'_>,
@@ -239,6 +251,15 @@ pub async fn edit_remark(
         WHERE corp_id = $1 AND user_id = $2 AND external_user_id = $3 AND status = 'active'";
     if remark.is_none() && description.is_none() {
         return Err(RecordError::Empty);
+    }
+    let limits = [
+        ("remark", "备注", MAX_REMARK_CHARS, remark),
+        ("description", "描述", MAX_DESCRIPTION_CHARS, description),
+    ];
+    for (field, label, max, value) in limits {
+        if value.is_some_and(|v| v.chars().count() > max) {
+            return Err(RecordError::TooLong { field, label, max });
+        }
     }
     let mut tx = db.begin().await?;
     let n = on_tx!(&mut tx, |conn| sqlx::query(SET)

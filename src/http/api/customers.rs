@@ -25,7 +25,6 @@ use crate::pipeline::outbox::{self, Intent};
 use crate::platform::db::now_ms;
 
 /// WeCom's limits on `remark` (characters).
-use record::{MAX_DESCRIPTION_CHARS, MAX_REMARK_CHARS};
 /// Most tags one edit may name.
 const MAX_TAGS_PER_EDIT: usize = 100;
 /// The tag library is fetched from WeCom for unknown tag ids at most this often per corp.
@@ -502,22 +501,6 @@ async fn edit_remark(
         return Err(invalid(
             "remark",
             "remark 和 description 至少给一个 / nothing to change",
-        ));
-    }
-    if let Some(r) = &body.remark
-        && r.chars().count() > MAX_REMARK_CHARS
-    {
-        return Err(invalid(
-            "remark",
-            format!("备注最多 {MAX_REMARK_CHARS} 个字"),
-        ));
-    }
-    if let Some(d) = &body.description
-        && d.chars().count() > MAX_DESCRIPTION_CHARS
-    {
-        return Err(invalid(
-            "description",
-            format!("描述最多 {MAX_DESCRIPTION_CHARS} 个字"),
         ));
     }
     let id = record::edit_remark(

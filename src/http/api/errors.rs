@@ -80,6 +80,7 @@ impl From<RecordError> for ApiFailure {
             ),
             RecordError::Empty => invalid("add", "add 和 remove 不能都为空 / nothing to change"),
             RecordError::NotFound => invalid("add", "个人标签不存在 / unknown personal tag"),
+            e @ RecordError::TooLong { field, .. } => invalid(field, e.to_string()),
             RecordError::Store(e) => e.into(),
         }
     }

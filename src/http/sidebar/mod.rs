@@ -181,6 +181,7 @@ impl From<RecordError> for Failure {
             RecordError::NotFollowed => Self::Forbidden("你已不再跟进此客户".to_owned()),
             RecordError::Empty => Self::Invalid("没有要修改的内容".to_owned()),
             RecordError::NotFound => Self::NotFound("标签"),
+            e @ RecordError::TooLong { .. } => Self::Invalid(e.to_string()),
             RecordError::Store(s) => s.into(),
         }
     }
@@ -686,8 +687,10 @@ async fn jssdk(
 // The customer
 // ---------------------------------------------------------------------------------------------
 
-/// The salesperson's relation with `ext`, checked: the policy's scope (they follow the customer
-/// now), and a friendlier answer while a customer just added is not in our records yet.
+/// The salesperson's relation with `ext`, checked by the policy (`check_customer`: the role may
+/// `action`, and they follow the customer now). Only when it refuses are the relations read again,
+/// to say why: a customer just added and not in our records yet, one they no longer follow, or
+/// someone else's.
 async fn checked(
     state: &AppState,
     s: &Session,
@@ -696,30 +699,28 @@ async fn checked(
 ) -> Result<UserId, Failure> {
     let who = &s.principal;
     let me = who.staff_user_id.clone().ok_or(Failure::SignedOut)?;
-    let relation =
-        customers::get_relation(&state.db, RelationKey::new(&who.corp_id, &me, ext)).await?;
-    match relation {
+    who.require(action).map_err(AccessError::Denied)?;
+    match who.check_customer(&state.db, action, ext).await {
+        Ok(()) => return Ok(me),
+        Err(AccessError::Denied(Denied::Forbidden(_))) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let key = RelationKey::new(&who.corp_id, &me, ext);
+    Err(match customers::get_relation(&state.db, key).await? {
+        Some(r) if r.status != RelationStatus::Active => {
+            Failure::Forbidden("你已不再跟进此客户".to_owned())
+        }
         // A customer nobody follows in our records yet: just added, WeCom's news on its way.
         None if customers::relations_of_customer(&state.db, &who.corp_id, ext)
             .await?
             .is_empty() =>
         {
-            return Err(Failure::NotFound(
-                "客户资料（刚添加的客户需要几秒钟同步，请稍后再试）",
-            ));
+            Failure::NotFound("客户资料（刚添加的客户需要几秒钟同步，请稍后再试）")
         }
-        None => {
-            return Err(Failure::Forbidden(
-                "这不是你跟进的客户，不能查看或修改（如果刚刚添加，请稍后再试）".to_owned(),
-            ));
-        }
-        Some(r) if r.status != RelationStatus::Active => {
-            return Err(Failure::Forbidden("你已不再跟进此客户".to_owned()));
-        }
-        Some(_) => {}
-    }
-    who.check_customer(&state.db, action, ext).await?;
-    Ok(me)
+        _ => Failure::Forbidden(
+            "这不是你跟进的客户，不能查看或修改（如果刚刚添加，请稍后再试）".to_owned(),
+        ),
+    })
 }
 
 async fn view(
@@ -936,20 +937,9 @@ async fn set_remark(
     Path(ext): Path<String>,
     Write(s, body): Write<RemarkBody>,
 ) -> Result<Response, Failure> {
-    use crate::domain::customers::record::{MAX_DESCRIPTION_CHARS, MAX_REMARK_CHARS};
     let ext = parse_ext(&ext)?;
     let me = checked(&state, &s, &ext, Action::EditCustomers).await?;
     let (remark, description) = (body.remark.trim(), body.description.trim());
-    if remark.chars().count() > MAX_REMARK_CHARS {
-        return Err(Failure::Invalid(format!(
-            "备注最多 {MAX_REMARK_CHARS} 个字"
-        )));
-    }
-    if description.chars().count() > MAX_DESCRIPTION_CHARS {
-        return Err(Failure::Invalid(format!(
-            "描述最多 {MAX_DESCRIPTION_CHARS} 个字"
-        )));
-    }
     let key = RelationKey::new(&s.principal.corp_id, &me, &ext);
     record::edit_remark(
         &state.db,
