@@ -44,6 +44,22 @@ fn corp(staff: usize, customers: usize, chats: usize) -> SeedSpec {
 
 fn quiet(_: &SyncProgress) {}
 
+/// A sync of the test corp by the test runner, without progress output.
+async fn run_sync(
+    app: &EmulatedApp,
+    wecom: &Wecom,
+) -> Result<(i64, scrm::app::sync::SyncSummary), SyncError> {
+    sync::run(
+        &app.db,
+        wecom,
+        &crate::common::corp(CORP),
+        "test-runner",
+        None,
+        &quiet,
+    )
+    .await
+}
+
 both_backends!(
     full_sync_imports_the_corp_with_the_fewest_calls,
     reconciliation_repairs_missed_adds_edits_and_deletions,
@@ -56,16 +72,7 @@ async fn full_sync_imports_the_corp_with_the_fewest_calls(backend: Backend) {
     let seeded = app.wecom().seed(CORP, &corp(30, 600, 12));
     let wecom = wecom_for(&app);
 
-    let (job_id, summary) = sync::run(
-        &app.db,
-        &wecom,
-        &crate::common::corp(CORP),
-        "test-runner",
-        None,
-        &quiet,
-    )
-    .await
-    .expect("sync");
+    let (job_id, summary) = run_sync(&app, &wecom).await.expect("sync");
 
     assert_eq!(summary.follow_users, 30);
     assert_eq!(contacts::count_customers(&app.db, CORP).await.unwrap(), 600);
@@ -96,16 +103,7 @@ async fn full_sync_imports_the_corp_with_the_fewest_calls(backend: Backend) {
     assert_eq!(job.progress_done, job.progress_total);
 
     // A second run finds nothing to repair.
-    let (_, again) = sync::run(
-        &app.db,
-        &wecom,
-        &crate::common::corp(CORP),
-        "test-runner",
-        None,
-        &quiet,
-    )
-    .await
-    .expect("second sync");
+    let (_, again) = run_sync(&app, &wecom).await.expect("second sync");
     assert_eq!((again.added, again.edited, again.vanished), (0, 0, 0));
     app.stop().await;
 }
@@ -114,16 +112,7 @@ async fn reconciliation_repairs_missed_adds_edits_and_deletions(backend: Backend
     let app = EmulatedApp::spawn(backend).await;
     app.wecom().seed(CORP, &corp(5, 40, 0));
     let wecom = wecom_for(&app);
-    sync::run(
-        &app.db,
-        &wecom,
-        &crate::common::corp(CORP),
-        "test-runner",
-        None,
-        &quiet,
-    )
-    .await
-    .expect("first sync");
+    run_sync(&app, &wecom).await.expect("first sync");
     let users: Vec<String> = scrm::domain::staff::list(&app.db, CORP)
         .await
         .unwrap()
@@ -182,16 +171,7 @@ async fn reconciliation_repairs_missed_adds_edits_and_deletions(backend: Backend
         "the add callback was dropped"
     );
 
-    let (job_id, summary) = sync::run(
-        &app.db,
-        &wecom,
-        &crate::common::corp(CORP),
-        "test-runner",
-        None,
-        &quiet,
-    )
-    .await
-    .expect("reconciliation");
+    let (job_id, summary) = run_sync(&app, &wecom).await.expect("reconciliation");
     assert_eq!(
         (summary.added, summary.edited, summary.vanished),
         (1, 1, 1),
