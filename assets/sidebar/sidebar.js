@@ -81,7 +81,51 @@
     img.replaceWith(d);
   }, true);
 
+  // Quick replies: loaded when the box is opened, searched as the person types, sent into the
+  // chat by WeCom (sendChatMessage), then counted.
+  function loadReplies(box, q) {
+    var list = box.querySelector('.reply-list');
+    fetch(box.getAttribute('data-replies') + '?q=' + encodeURIComponent(q || ''), { credentials: 'same-origin' })
+      .then(answer).then(function (html) { list.innerHTML = html; }, function (html) { if (html) { list.innerHTML = html; } });
+  }
+  document.addEventListener('toggle', function (ev) {
+    var box = ev.target;
+    if (box.matches && box.matches('details[data-replies]') && box.open && !box.hasAttribute('data-loaded')) {
+      box.setAttribute('data-loaded', '');
+      loadReplies(box, '');
+    }
+  }, true);
+  var searchTimer = null;
+  document.addEventListener('input', function (ev) {
+    var input = ev.target.closest('.reply-search');
+    if (!input) { return; }
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(function () { loadReplies(input.closest('details[data-replies]'), input.value.trim()); }, 250);
+  });
+  function sendReply(button) {
+    var item = button.closest('[data-reply]');
+    var text = item.querySelector('.reply-body').textContent;
+    button.disabled = true;
+    wx.invoke('sendChatMessage', { msgtype: 'text', enterChat: true, text: { content: text } }, function (r) {
+      button.disabled = false;
+      if (!r || r.err_msg !== 'sendChatMessage:ok') { toast('发送失败：' + ((r && r.err_msg) || '企业微信没有响应')); return; }
+      toast('已发送到聊天');
+      fetch('/sidebar/replies/' + encodeURIComponent(button.getAttribute('data-send')) + '/sent', {
+        method: 'POST', credentials: 'same-origin',
+        headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': csrf }, body: '{}'
+      }).then(function (res) {
+        if (res.ok) {
+          var count = item.querySelector('.reply-head .muted');
+          var n = parseInt((count.textContent.match(/\d+/) || ['0'])[0], 10) + 1;
+          count.textContent = '已用 ' + n + ' 次';
+        }
+      });
+    });
+  }
+
   document.addEventListener('click', function (ev) {
+    var send = ev.target.closest('button[data-send]');
+    if (send) { sendReply(send); return; }
     var retry = ev.target.closest('[data-retry]');
     if (retry) { location.reload(); return; }
     var more = ev.target.closest('[data-more]');
@@ -131,7 +175,10 @@
           else { notice('无法获取当前客户', r.err_msg + '。请在与客户的单聊中打开。', true); }
         });
       } else if (c.entry === 'group_chat_tools') {
-        notice('客户群', '群聊侧边栏即将推出，请在与客户的单聊中打开。', false);
+        wx.invoke('getCurExternalChat', {}, function (r) {
+          if (r.err_msg === 'getCurExternalChat:ok') { load('/sidebar/chat/' + encodeURIComponent(r.chatId)); }
+          else { notice('无法获取当前客户群', r.err_msg + '。请在客户群聊中打开。', true); }
+        });
       } else {
         load('/sidebar/home');
       }
@@ -142,18 +189,34 @@
     notice('企业微信 JS-SDK 未加载', '请在企业微信客户端中打开此页面。', true);
     return;
   }
-  fetch('/sidebar/jssdk?url=' + encodeURIComponent(location.href.split('#')[0]), { credentials: 'same-origin' })
+  // WeCom refused our signature (a ticket it no longer takes): once, the server fetches fresh
+  // tickets and the page starts again; a second refusal is shown with WeCom's errMsg.
+  var REFRESHED = 'scrm-sidebar-ticket-refreshed';
+  var refreshed = false;
+  try { refreshed = sessionStorage.getItem(REFRESHED) === '1'; sessionStorage.removeItem(REFRESHED); } catch (e) { refreshed = true; }
+  var signUrl = '/sidebar/jssdk?url=' + encodeURIComponent(location.href.split('#')[0]);
+  function configFailed(e) {
+    var msg = (e && e.errMsg) || '';
+    if (/invalid signature/.test(msg) && !refreshed) {
+      try { sessionStorage.setItem(REFRESHED, '1'); } catch (x) { /* private mode */ }
+      fetch(signUrl + '&refresh=true', { credentials: 'same-origin' }).then(function () { location.reload(); },
+        function () { notice('网络错误', '无法连接服务器，请检查网络后重试。', true); });
+      return;
+    }
+    notice('企业微信 JS-SDK 配置失败', msg + '。请点“重试”；如果仍然失败，请联系管理员检查应用的可信域名和 JS-SDK 设置。', true);
+  }
+  fetch(signUrl, { credentials: 'same-origin' })
     .then(function (r) { if (r.status === 401) { location.reload(); } return r.json(); })
     .then(function (sig) {
       if (sig.error) { notice('签名失败', sig.error, true); return; }
-      wx.error(function (e) { notice('企业微信 JS-SDK 配置失败', e.errMsg || '', true); });
+      wx.error(configFailed);
       wx.config({ beta: true, debug: false, appId: sig.corpid, timestamp: sig.config.timestamp,
         nonceStr: sig.config.nonceStr, signature: sig.config.signature, jsApiList: apis });
       wx.ready(function () {
         wx.agentConfig({ corpid: sig.corpid, agentid: sig.agentid, timestamp: sig.agent.timestamp,
           nonceStr: sig.agent.nonceStr, signature: sig.agent.signature, jsApiList: apis,
           success: start,
-          fail: function (e) { notice('应用身份验证失败', (e && e.errMsg) || '', true); } });
+          fail: configFailed });
       });
     }, function () { notice('网络错误', '无法连接服务器，请检查网络后重试。', true); });
 })();

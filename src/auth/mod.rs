@@ -44,6 +44,7 @@ mod tests {
             Action::ManageSettings,
             Action::ReadOperations,
             Action::RetryOutbox,
+            Action::ManageQuickReplies,
         ] {
             assert!(admin.require(a).is_ok(), "{a:?}");
         }
@@ -55,6 +56,12 @@ mod tests {
         assert!(sales.require(Action::ManageTags).is_err());
         assert!(sales.require(Action::ReadOperations).is_err());
         assert!(sales.require(Action::RetryOutbox).is_err());
+        // The quick-reply library: everyone reads it, a salesperson counts a send, only admins
+        // change it.
+        assert!(sales.require(Action::ReadCustomers).is_ok());
+        assert!(compliance.require(Action::ManageQuickReplies).is_err());
+        assert!(sales.require(Action::ManageQuickReplies).is_err());
+        assert_eq!(Role::who_may(Action::ManageQuickReplies), "admin");
     }
 
     #[test]

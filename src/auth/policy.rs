@@ -3,7 +3,7 @@
 //! staff member's customers and relations).
 
 use serde::Serialize;
-use wecom_sdk::{CorpId, ExternalUserId, UserId};
+use wecom_sdk::{ChatId, CorpId, ExternalUserId, UserId};
 
 use crate::on_db;
 use crate::platform::db::{Db, StoreError};
@@ -71,9 +71,10 @@ impl Role {
 /// What a request wants to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
-    /// Read customers, relations, notes, reminders, stages, the tag library.
+    /// Read customers, relations, notes, reminders, stages, the tag library, the quick replies.
     ReadCustomers,
-    /// Edit a customer's tags, remark, notes, reminders, stage.
+    /// Edit a customer's tags, remark, notes, reminders, stage; count a quick reply sent into a
+    /// customer chat.
     EditCustomers,
     /// Create, rename, reorder, delete corp tags; personal tags.
     ManageTags,
@@ -91,6 +92,8 @@ pub enum Action {
     ReadArchive,
     /// Plan, run and retry reassignments of a member's customers and group chats.
     ManageTransfers,
+    /// Create, rename, reorder and delete quick-reply folders and snippets (话术库).
+    ManageQuickReplies,
 }
 
 /// Who is calling: from an API key now, from a WeCom-login session later.
@@ -184,6 +187,36 @@ impl Principal {
             Ok(())
         } else {
             Err(Denied::Forbidden("不是你跟进的客户 / not one of your customers".to_owned()).into())
+        }
+    }
+
+    /// `action` on customer group chat `chat_id`: the role must allow it, and a sales principal's
+    /// staff member must be in the chat now (its owner or a staff member among its members).
+    pub async fn check_chat(
+        &self,
+        db: &Db,
+        action: Action,
+        chat_id: &ChatId,
+    ) -> Result<(), AccessError> {
+        self.require(action)?;
+        let Some(user) = self.staff_scope() else {
+            return Ok(());
+        };
+        const SQL: &str = "SELECT COUNT(*) FROM group_chat c WHERE c.corp_id = $1 AND c.chat_id = $2 \
+            AND c.dismissed_at_ms IS NULL AND (c.owner_user_id = $3 OR EXISTS (SELECT 1 \
+            FROM group_chat_member m WHERE m.corp_id = c.corp_id AND m.chat_id = c.chat_id \
+            AND m.member_id = $3 AND m.member_type = 1 AND m.left_at_ms IS NULL))";
+        let n: i64 = on_db!(db, |pool| sqlx::query_scalar(SQL)
+            .bind(self.corp_id.as_str())
+            .bind(chat_id.as_str())
+            .bind(user)
+            .fetch_one(pool)
+            .await)
+        .map_err(StoreError::from)?;
+        if n > 0 && !user.is_empty() {
+            Ok(())
+        } else {
+            Err(Denied::Forbidden("不是你所在的客户群 / not a chat you are in".to_owned()).into())
         }
     }
 

@@ -120,6 +120,39 @@ pub async fn current_members(
     Ok(rows)
 }
 
+/// A current member of a stored chat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct ChatMember {
+    /// Staff userid or customer external id.
+    pub member_id: String,
+    /// 1 staff, 2 customer.
+    pub member_type: i64,
+    /// Name (when WeCom gave one).
+    pub name: String,
+    /// 群昵称.
+    pub group_nickname: String,
+    /// Joined, epoch ms.
+    pub joined_at_ms: Option<i64>,
+}
+
+/// The current members of a chat: staff first, then customers, each by when they joined.
+pub async fn members(
+    db: &Db,
+    corp_id: &CorpId,
+    chat_id: &ChatId,
+) -> Result<Vec<ChatMember>, StoreError> {
+    let (corp_id, chat_id) = (corp_id.as_str(), chat_id.as_str());
+    const SQL: &str = "SELECT member_id, member_type, name, group_nickname, joined_at_ms \
+        FROM group_chat_member WHERE corp_id = $1 AND chat_id = $2 AND left_at_ms IS NULL \
+        ORDER BY member_type, joined_at_ms, member_id";
+    let rows = on_db!(db, |pool| sqlx::query_as(SQL)
+        .bind(corp_id)
+        .bind(chat_id)
+        .fetch_all(pool)
+        .await)?;
+    Ok(rows)
+}
+
 /// Applies a fresh snapshot: upserts the chat, adds joined members, marks departed ones as left.
 /// `status` is the list status when known; `seen_by_job` marks it seen by a reconciliation.
 pub async fn apply(

@@ -6,6 +6,7 @@ pub mod archive;
 pub mod customers;
 pub mod followup;
 pub mod group_chats;
+pub mod quick_replies;
 pub mod scan;
 pub mod settings;
 pub mod staff;

@@ -26,6 +26,7 @@ mod followup;
 mod hardening;
 mod instances;
 mod layers;
+mod quick_replies;
 mod record;
 mod roles;
 mod rules;

@@ -192,6 +192,51 @@ const MATRIX: &[(&str, &str, [char; 4], &str)] = &[
     ("post", "/transfers/{id}/cancel", ['D', 'D', 'D', 'A'], ""),
     ("get", "/jobs", ['D', 'D', 'A', 'A'], ""),
     ("get", "/jobs/{id}", ['D', 'D', 'A', 'A'], ""),
+    ("get", "/quick-replies", ['A', 'A', 'A', 'A'], ""),
+    (
+        "post",
+        "/quick-replies/folders",
+        ['D', 'D', 'D', 'A'],
+        r#"{"name":"开场白"}"#,
+    ),
+    (
+        "patch",
+        "/quick-replies/folders/{id}",
+        ['D', 'D', 'D', 'A'],
+        r#"{"name":"问候"}"#,
+    ),
+    (
+        "delete",
+        "/quick-replies/folders/{id}",
+        ['D', 'D', 'D', 'A'],
+        "",
+    ),
+    (
+        "post",
+        "/quick-replies/snippets",
+        ['D', 'D', 'D', 'A'],
+        r#"{"folder_id":1,"title":"报价","body":"您好，报价单已发您"}"#,
+    ),
+    (
+        "patch",
+        "/quick-replies/snippets/{id}",
+        ['D', 'D', 'D', 'A'],
+        r#"{"title":"再问候"}"#,
+    ),
+    (
+        "delete",
+        "/quick-replies/snippets/{id}",
+        ['D', 'D', 'D', 'A'],
+        "",
+    ),
+    // Any salesperson of the corp counts a send (the library is corp-wide); compliance sends
+    // nothing; the admin key acts for no staff member (422, still allowed).
+    (
+        "post",
+        "/quick-replies/snippets/{id}/uses",
+        ['A', 'A', 'D', 'A'],
+        "",
+    ),
 ];
 
 const CALLERS: [&str; 4] = [
@@ -228,6 +273,15 @@ async fn fingerprint(db: &Db) -> BTreeMap<&'static str, i64> {
         ("transfer_job", "SELECT COUNT(*) FROM transfer_job"),
         ("job", "SELECT COUNT(*) FROM job"),
         ("archive_read", "SELECT COUNT(*) FROM archive_read"),
+        (
+            "quick_reply_folder",
+            "SELECT COUNT(*) FROM quick_reply_folder",
+        ),
+        ("quick_reply", "SELECT COUNT(*) FROM quick_reply"),
+        (
+            "quick_reply uses",
+            "SELECT CAST(COALESCE(SUM(use_count), 0) AS BIGINT) FROM quick_reply",
+        ),
     ] {
         let n: i64 = scrm::on_db!(db, |pool| sqlx::query_scalar(sql).fetch_one(pool).await)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -266,6 +320,31 @@ async fn every_endpoint_refuses_who_may_not_and_a_refused_write_changes_nothing(
             due_at_ms: now + 3_600_000,
             created_by: "lisi",
         },
+        now,
+    )
+    .await
+    .unwrap();
+    // Folder 1 with snippet 1, so that refused changes and uses would have something to change.
+    let folder = scrm::domain::quick_replies::create_folder(
+        db,
+        &crate::common::corp(CORP),
+        "常用",
+        None,
+        "admin",
+        now,
+    )
+    .await
+    .unwrap();
+    scrm::domain::quick_replies::create_snippet(
+        db,
+        &crate::common::corp(CORP),
+        &scrm::domain::quick_replies::NewSnippet {
+            folder_id: folder.id,
+            title: "问候",
+            body: "您好！",
+            position: None,
+        },
+        "admin",
         now,
     )
     .await

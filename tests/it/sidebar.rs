@@ -18,6 +18,8 @@ both_backends!(
     another_salespersons_customer_is_refused_and_nothing_changes,
     outsiders_reused_codes_and_expired_sessions_are_turned_away,
     in_the_browser_a_salesperson_tags_notes_and_reminds,
+    group_chats_history_alerts_refusals_and_recent_customers,
+    in_the_browser_quick_replies_groups_expiry_and_a_failed_config,
 );
 
 fn options(extra: &str) -> Options {
@@ -570,6 +572,155 @@ async fn outsiders_reused_codes_and_expired_sessions_are_turned_away(backend: Ba
     f.app.stop().await;
 }
 
+async fn group_chats_history_alerts_refusals_and_recent_customers(backend: Backend) {
+    let f = fixture(backend, "").await;
+    let (me, colleague) = (&f.staff[0], &f.staff[1]);
+    // The colleague's own customer, and a colleague who followed 王总 until 王总 deleted them.
+    let theirs = f.app.wecom().add_customer(
+        CORP,
+        colleague,
+        NewCustomer {
+            name: "李姐".to_owned(),
+            ..NewCustomer::default()
+        },
+    );
+    assert!(f.app.wecom().add_follow(CORP, colleague, &f.ext, None));
+    f.app.settle().await;
+    assert!(
+        f.app
+            .wecom()
+            .customer_deletes_staff(CORP, colleague, &f.ext)
+    );
+    // A group I own with 王总, the colleague's customer, and a WeChat user nobody here follows.
+    let chat = f.app.wecom().create_group_chat(
+        CORP,
+        me,
+        vec![
+            f.ext.clone(),
+            theirs.clone(),
+            "wmNobodyFollowsThisOne0001".to_owned(),
+        ],
+    );
+    f.app.settle().await;
+
+    open_chat(&f.app, Some(me), &f.ext);
+    let mut browser = Browser::new(&f.app.server.base_url);
+    let (csrf, _) = browser.sign_in().await;
+    let path = |rest: &str| format!("/sidebar/customer/{}{rest}", f.ext);
+
+    // The customer left a colleague: the salesperson is told, in their words, without the
+    // compliance wording or ids.
+    let view = browser.get(&path("")).await;
+    assert_eq!(view.status, 200, "{}", view.text);
+    assert!(view.text.contains("客户删除了同事"), "{}", view.text);
+    assert!(
+        !view.text.contains("删除了员工"),
+        "not the compliance wording"
+    );
+
+    // Stage changes keep their history.
+    for stage in ["意向", "成交"] {
+        let set = browser
+            .post(&path("/stage"), json!({ "stage": stage }), Some(&csrf))
+            .await;
+        assert_eq!(set.status, 200, "{}", set.text);
+    }
+    let view = browser.get(&path("")).await;
+    assert!(view.text.contains("阶段变更记录"), "{}", view.text);
+    assert!(view.text.contains("意向 → 成交"), "{}", view.text);
+    assert!(view.text.contains("（未设置） → 意向"), "{}", view.text);
+
+    // A tag WeCom refuses (the app may not tag for this member): shown with the reason, and
+    // cleared by the next change that goes through.
+    f.app.wecom().inject_fault(wecom_sdk::testkit::Fault {
+        api: Some("externalcontact/mark_tag".to_owned()),
+        kind: wecom_sdk::testkit::FaultKind::Errcode(60011),
+        times: 1,
+    });
+    let on = browser
+        .post(
+            &path("/tags"),
+            json!({"tag_id": f.tags[1], "on": true}),
+            Some(&csrf),
+        )
+        .await;
+    assert_eq!(on.status, 200, "{}", on.text);
+    wait_outbox_idle(&f.app.db).await;
+    let view = browser.get(&path("")).await;
+    assert!(view.text.contains("class=\"refusal\""), "{}", view.text);
+    assert!(
+        view.text.contains("应用没有为你打标签的权限"),
+        "{}",
+        view.text
+    );
+    let again = browser
+        .post(
+            &path("/tags"),
+            json!({"tag_id": f.tags[1], "on": false}),
+            Some(&csrf),
+        )
+        .await;
+    assert_eq!(again.status, 200);
+    wait_outbox_idle(&f.app.db).await;
+    let view = browser.get(&path("")).await;
+    assert!(!view.text.contains("class=\"refusal\""), "{}", view.text);
+
+    // The group: our customers in it, with their tags and who follows them.
+    let tagged = browser
+        .post(
+            &path("/tags"),
+            json!({"tag_id": f.tags[0], "on": true}),
+            Some(&csrf),
+        )
+        .await;
+    assert_eq!(tagged.status, 200);
+    let group = browser.get(&format!("/sidebar/chat/{chat}")).await;
+    assert_eq!(group.status, 200, "{}", group.text);
+    assert!(group.text.contains("群里我们的客户（2）"), "{}", group.text);
+    assert!(group.text.contains("王总") && group.text.contains("李姐"));
+    assert!(
+        group.text.contains("重要客户"),
+        "王总's tag: {}",
+        group.text
+    );
+    assert!(group.text.contains("另有 1 位客户"), "{}", group.text);
+    assert!(
+        group
+            .text
+            .contains(&format!("data-load=\"/sidebar/customer/{}\"", f.ext)),
+        "my customer opens"
+    );
+    assert!(
+        !group
+            .text
+            .contains(&format!("data-load=\"/sidebar/customer/{theirs}\"")),
+        "the colleague's customer does not"
+    );
+    assert_eq!(
+        browser
+            .get("/sidebar/chat/wrNoSuchChat000000000001")
+            .await
+            .status,
+        404
+    );
+
+    // The workbench: recently active customers, the one with a note first.
+    let home = browser.get("/sidebar/home").await;
+    assert_eq!(home.status, 200);
+    assert!(home.text.contains("最近联系的客户"), "{}", home.text);
+    assert!(home.text.contains("王总"), "{}", home.text);
+    assert!(!home.text.contains("李姐"), "not mine: {}", home.text);
+
+    // The colleague is not in the group: refused, nothing shown.
+    open_chat(&f.app, Some(colleague), &theirs);
+    let mut other = Browser::new(&f.app.server.base_url);
+    other.sign_in().await;
+    let refused = other.get(&format!("/sidebar/chat/{chat}")).await;
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    assert!(!refused.text.contains("王总"));
+    f.app.stop().await;
+}
+
 fn url_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
@@ -720,6 +871,210 @@ async fn in_the_browser_a_salesperson_tags_notes_and_reminds(backend: Backend) {
             "the customer from a reminder",
             "document.querySelector('article.customer')",
         )
+        .await;
+    browser.quit().await;
+    f.app.stop().await;
+}
+
+/// Real Chromium again, for what the first browser test leaves out: a quick reply searched and
+/// sent into the chat (WeCom's `sendChatMessage` reaches the emulator's write log, the snippet's
+/// use is counted), the view of a customer group chat, a session that ends while a note is being
+/// typed (the page signs in again and the note is still there), and a JS-SDK config WeCom
+/// refuses (its `errMsg` is shown with a way forward).
+async fn in_the_browser_quick_replies_groups_expiry_and_a_failed_config(backend: Backend) {
+    use scrm::domain::quick_replies::{self, NewSnippet};
+    let f = fixture(backend, "").await;
+    let base = f.app.server.base_url.clone();
+    let me = &f.staff[0];
+    let name = |view: &str| format!("sidebar-{view}-{}", backend.name());
+    let corp = crate::common::corp(CORP);
+    let now = scrm::platform::db::now_ms();
+    let folder = quick_replies::create_folder(&f.app.db, &corp, "报价", None, "admin", now)
+        .await
+        .unwrap();
+    let greeting = quick_replies::create_folder(&f.app.db, &corp, "问候", None, "admin", now)
+        .await
+        .unwrap();
+    let price = "您好，我们的标准版价格是每年 2,980 元，本月签约赠送三个月。";
+    let snippet = quick_replies::create_snippet(
+        &f.app.db,
+        &corp,
+        &NewSnippet {
+            folder_id: folder.id,
+            title: "标准版价格",
+            body: price,
+            position: None,
+        },
+        "admin",
+        now,
+    )
+    .await
+    .unwrap();
+    quick_replies::create_snippet(
+        &f.app.db,
+        &corp,
+        &NewSnippet {
+            folder_id: greeting.id,
+            title: "首次问候",
+            body: "您好，我是您的专属顾问，有任何问题随时找我。",
+            position: None,
+        },
+        "admin",
+        now,
+    )
+    .await
+    .unwrap();
+    let chat = f
+        .app
+        .wecom()
+        .create_group_chat(CORP, me, vec![f.ext.clone()]);
+    f.app.settle().await;
+
+    open_chat(&f.app, Some(me), &f.ext);
+    let mut browser = crate::webdriver::Browser::start(375, 812).await;
+    browser.goto(&format!("{base}/sidebar")).await;
+    browser
+        .wait_for(
+            "the customer view",
+            "document.querySelector('article.customer')",
+        )
+        .await;
+
+    // Open the library, search, send.
+    browser.click("details.replies summary").await;
+    browser
+        .wait_for(
+            "the library",
+            "document.querySelectorAll('.reply-items li').length === 2",
+        )
+        .await;
+    browser.type_into(".reply-search", "价格").await;
+    browser
+        .wait_for(
+            "the search result",
+            "document.querySelectorAll('.reply-items li').length === 1",
+        )
+        .await;
+    browser
+        .screenshot(&format!("{}-375", name("replies")))
+        .await;
+    browser
+        .click(&format!("button[data-send='{}']", snippet.id))
+        .await;
+    browser
+        .wait_for(
+            "the use counted",
+            "document.querySelector('.reply-head .muted').innerText === '已用 1 次'",
+        )
+        .await;
+    let sent = f.app.wecom().writes_for("jssdk/sendChatMessage");
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].body["message"]["text"]["content"], price);
+    assert_eq!(sent[0].body["external_userid"], f.ext.as_str());
+    assert_eq!(sent[0].body["userid"], me.as_str());
+    let counted = quick_replies::get_snippet(&f.app.db, &corp, snippet.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(counted.use_count, 1);
+
+    // The session ends while a note is being typed: saving signs in again, the note survives.
+    browser
+        .type_into("form.note textarea", "客户周五下午有空，记得回电")
+        .await;
+    scrm::auth::session::sweep(&f.app.db, 0, scrm::platform::db::now_ms() + 1)
+        .await
+        .unwrap();
+    browser.click("form.note button[type='submit']").await;
+    browser
+        .wait_for(
+            "the note typed before, back after signing in again",
+            "(function () { var t = document.querySelector('form.note textarea'); \
+             return t && t.value === '客户周五下午有空，记得回电'; })()",
+        )
+        .await;
+    let ext = crate::common::ext(&f.ext);
+    assert!(
+        scrm::domain::followup::list_notes(&f.app.db, &corp, &ext, None, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing was saved by the expired session"
+    );
+    browser.click("form.note button[type='submit']").await;
+    browser
+        .wait_for(
+            "the note saved",
+            "document.querySelector('.timeline').innerText.includes('记得回电')",
+        )
+        .await;
+
+    // A customer group chat.
+    f.app.wecom().set_client(Some(ClientContext {
+        corp_id: CORP.to_owned(),
+        userid: Some(me.clone()),
+        entry: "group_chat_tools".to_owned(),
+        chat_id: Some(chat.clone()),
+        ..ClientContext::default()
+    }));
+    browser.goto(&format!("{base}/sidebar")).await;
+    browser
+        .wait_for("the group view", "document.querySelector('article.chat')")
+        .await;
+    let text = browser.eval("return document.body.innerText;").await;
+    assert!(
+        text.as_str().unwrap().contains("群里我们的客户（1）")
+            && text.as_str().unwrap().contains("王总"),
+        "{text}"
+    );
+    browser.screenshot(&format!("{}-375", name("group"))).await;
+    browser.resize(1280, 800).await;
+    browser.screenshot(&format!("{}-1280", name("group"))).await;
+    browser.resize(375, 812).await;
+
+    // WeCom no longer takes the tickets we signed with (its clock ran past their life): the
+    // page has the server fetch fresh ones once and starts again, unnoticed.
+    let fetched = f.app.wecom().calls("get_jsapi_ticket");
+    let later = std::time::Duration::from_secs(3 * 3600);
+    f.app.wecom().advance_clock(later);
+    browser
+        .eval("document.body.innerHTML = ''; return 0;")
+        .await;
+    browser.goto(&format!("{base}/sidebar")).await;
+    browser
+        .wait_for(
+            "the group view again",
+            "document.querySelector('article.chat')",
+        )
+        .await;
+    assert_eq!(
+        f.app.wecom().calls("get_jsapi_ticket"),
+        fetched + 2,
+        "one fresh corp ticket (the first call meets an expired access token: 42001, refreshed, again)"
+    );
+    // Again within five minutes: no second forced fetch (WeCom counts every fetch), so the
+    // page says what WeCom said and offers a retry.
+    f.app.wecom().advance_clock(later);
+    browser.goto(&format!("{base}/sidebar")).await;
+    browser
+        .wait_for(
+            "the config failure",
+            "document.querySelector('.notice.error')",
+        )
+        .await;
+    let text = browser.eval("return document.body.innerText;").await;
+    let text = text.as_str().unwrap();
+    assert!(
+        text.contains("JS-SDK 配置失败") && text.contains("invalid signature"),
+        "{text}"
+    );
+    assert_eq!(
+        f.app.wecom().calls("get_jsapi_ticket"),
+        fetched + 2,
+        "no second forced fetch within five minutes"
+    );
+    browser
+        .screenshot(&format!("{}-375", name("config-failed")))
         .await;
     browser.quit().await;
     f.app.stop().await;

@@ -33,6 +33,13 @@ impl Kind {
         }
     }
 
+    /// Whether a salesperson who follows the customer may see the alert: only that the customer
+    /// left a colleague (a notice meant for staff). Deletions by staff, vanished relations and
+    /// content hits are compliance matters, the archive's health is the operators'.
+    pub fn shown_to_sales(self) -> bool {
+        matches!(self, Self::CustomerDeletedStaff)
+    }
+
     /// Parses a stored name.
     pub fn parse(s: &str) -> Option<Self> {
         [

@@ -127,6 +127,28 @@ pub async fn get(db: &Db, corp: &str, id: i64) -> Result<Option<Alert>, StoreErr
     Ok(row)
 }
 
+/// Alerts about customer `ext` that are still open or acknowledged and that a salesperson may see
+/// ([`Kind::shown_to_sales`]), newest first.
+pub async fn unresolved_for_sales(
+    db: &Db,
+    corp: &CorpId,
+    ext: &ExternalUserId,
+) -> Result<Vec<Alert>, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM alert WHERE corp_id = $1 AND external_user_id = $2 \
+         AND state IN ('open', 'acknowledged') ORDER BY id DESC LIMIT 50"
+    );
+    let rows: Vec<Alert> = on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+        .bind(corp.as_str())
+        .bind(ext.as_str())
+        .fetch_all(pool)
+        .await)?;
+    Ok(rows
+        .into_iter()
+        .filter(|a| Kind::parse(&a.kind).is_some_and(Kind::shown_to_sales))
+        .collect())
+}
+
 /// A piece of evidence as shown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct EvidenceRow {

@@ -8,7 +8,7 @@ pub mod record;
 
 use serde::Serialize;
 
-use wecom_sdk::{CorpId, ExternalUserId, UserId};
+use wecom_sdk::{ChatId, CorpId, ExternalUserId, UserId};
 
 use crate::platform::db::{Db, StoreError, Tx};
 use crate::{on_db, on_tx};
@@ -383,6 +383,78 @@ pub async fn relations_of_customer(
     let rows = on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
         .bind(corp_id.as_str())
         .bind(external_user_id.as_str())
+        .fetch_all(pool)
+        .await)?;
+    Ok(rows)
+}
+
+/// The active relations of every customer who is a member of group chat `chat_id` now (any
+/// staff member's), ordered by customer then staff member.
+pub async fn active_relations_in_chat(
+    db: &Db,
+    corp_id: &CorpId,
+    chat_id: &ChatId,
+) -> Result<Vec<FollowRelation>, StoreError> {
+    let columns = RELATION_COLUMNS
+        .split(", ")
+        .map(|c| format!("r.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT {columns} FROM group_chat_member m JOIN follow_relation r \
+         ON r.corp_id = m.corp_id AND r.external_user_id = m.member_id AND r.status = 'active' \
+         WHERE m.corp_id = $1 AND m.chat_id = $2 AND m.left_at_ms IS NULL AND m.member_type = 2 \
+         ORDER BY r.external_user_id, r.user_id"
+    );
+    let rows = on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+        .bind(corp_id.as_str())
+        .bind(chat_id.as_str())
+        .fetch_all(pool)
+        .await)?;
+    Ok(rows)
+}
+
+/// A customer of a staff member, with when something last happened with them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct RecentCustomer {
+    /// Customer.
+    #[sqlx(try_from = "String")]
+    pub external_user_id: ExternalUserId,
+    /// Name (empty until WeCom's profile arrives).
+    pub name: String,
+    /// The staff member's remark.
+    pub remark: String,
+    /// Last activity, epoch ms.
+    pub active_at_ms: i64,
+}
+
+/// The customers staff member `user_id` follows now, most recently active first. Activity is the
+/// latest of: the last archived message between the two, the last note anyone wrote about the
+/// customer, and when the relation was added. Each comes from an index (archive pair, notes by
+/// customer), once per customer of the staff member.
+pub async fn recently_active(
+    db: &Db,
+    corp_id: &CorpId,
+    user_id: &UserId,
+    limit: i64,
+) -> Result<Vec<RecentCustomer>, StoreError> {
+    const SQL: &str = "SELECT external_user_id, name, remark, \
+        CASE WHEN msg_at >= note_at AND msg_at >= added_at THEN msg_at \
+             WHEN note_at >= added_at THEN note_at ELSE added_at END AS active_at_ms \
+        FROM (SELECT r.external_user_id, COALESCE(c.name, '') AS name, r.remark, \
+          COALESCE((SELECT MAX(a.msg_time_ms) FROM archive_message a WHERE a.corp_id = r.corp_id \
+            AND a.staff_id = r.user_id AND a.external_userid = r.external_user_id), 0) AS msg_at, \
+          COALESCE((SELECT n.created_at_ms FROM note n WHERE n.corp_id = r.corp_id \
+            AND n.external_user_id = r.external_user_id ORDER BY n.id DESC LIMIT 1), 0) AS note_at, \
+          COALESCE(r.added_at_ms, 0) AS added_at \
+          FROM follow_relation r LEFT JOIN customer c ON c.corp_id = r.corp_id \
+            AND c.external_user_id = r.external_user_id \
+          WHERE r.corp_id = $1 AND r.user_id = $2 AND r.status = 'active') t \
+        ORDER BY active_at_ms DESC, external_user_id LIMIT $3";
+    let rows = on_db!(db, |pool| sqlx::query_as(SQL)
+        .bind(corp_id.as_str())
+        .bind(user_id.as_str())
+        .bind(limit.clamp(1, 100))
         .fetch_all(pool)
         .await)?;
     Ok(rows)

@@ -4,8 +4,9 @@
 //! | error | status |
 //! |---|---|
 //! | `StoreError::NotFound` | 404 |
-//! | `StoreError::Conflict`, `RecordError::NotFollowed`, `JobError::Conflict`, `TransitionError::Conflict`, `FollowupError::WrongState` | 409 |
-//! | `…::Invalid`, `RecordError::Empty`/`NotFound` (a field), `FollowupError::NotFollowed` (the assignee field) | 422 |
+//! | `QuickReplyError::NotFound` (the folder or snippet in the path) | 404 |
+//! | `StoreError::Conflict`, `RecordError::NotFollowed`, `JobError::Conflict`, `TransitionError::Conflict`, `FollowupError::WrongState`, `QuickReplyError::Conflict` | 409 |
+//! | `…::Invalid`, `RecordError::Empty`/`NotFound` (a field), `FollowupError::NotFollowed` (the assignee field), an unknown `folder_id` in a quick-reply body | 422 |
 //! | `Denied::Unauthenticated` | 401 |
 //! | `Denied::Forbidden` | 403 |
 //! | `StoreError` (unavailable), `RefreshError::Wecom` | 503 |
@@ -16,6 +17,7 @@ use crate::auth::{AccessError, Denied};
 use crate::domain::alerts::TransitionError;
 use crate::domain::customers::record::RecordError;
 use crate::domain::followup::FollowupError;
+use crate::domain::quick_replies::{QuickReplyConflict, QuickReplyError};
 use crate::domain::transfers::{JobError, PlanError};
 use crate::platform::db::StoreError;
 
@@ -129,5 +131,27 @@ pub(super) fn followup(e: FollowupError, what: &'static str) -> ApiFailure {
             }
         )),
         FollowupError::Store(e) => e.into(),
+    }
+}
+
+/// A quick-reply refusal; `what` names the record of the path for a 404 (分组, 话术). A folder
+/// named in the body that does not exist is a field of the request (422, from the domain).
+pub(super) fn quick_reply(e: QuickReplyError, what: &'static str) -> ApiFailure {
+    match e {
+        QuickReplyError::Invalid { field, reason } => invalid(field, reason),
+        QuickReplyError::NotFound => ApiFailure::NotFound(what),
+        QuickReplyError::Conflict(conflict) => ApiFailure::Conflict(match conflict {
+            QuickReplyConflict::DuplicateFolderName => {
+                "已有同名分组 / a folder of that name exists".to_owned()
+            }
+            QuickReplyConflict::DuplicateTitle => {
+                "该分组里已有同名话术 / the folder has a snippet of that title".to_owned()
+            }
+            QuickReplyConflict::FolderNotEmpty { snippets } => format!(
+                "分组里还有 {snippets} 条话术：请先移走或删除，或加 ?cascade=true 一并删除 \
+                 / the folder still holds {snippets} snippets (?cascade=true deletes them too)"
+            ),
+        }),
+        QuickReplyError::Store(e) => e.into(),
     }
 }

@@ -15,6 +15,7 @@ mod errors;
 mod followup;
 mod jobs;
 mod outbox;
+mod quick_replies;
 pub(crate) mod schema;
 mod tags;
 mod transfers;
@@ -400,6 +401,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     all.extend(archive::endpoints());
     all.extend(tags::endpoints());
     all.extend(followup::endpoints());
+    all.extend(quick_replies::endpoints());
     all.extend(outbox::endpoints());
     all.extend(transfers::endpoints());
     all.extend(jobs::endpoints());
@@ -452,7 +454,7 @@ pub fn openapi(endpoints: &[Endpoint]) -> Value {
         "info": {
             "title": "SCRM API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "企业微信 SCRM：客户、标签、跟进记录、提醒、阶段与发往企业微信的变更（outbox）。Authorization: Bearer <API key>（scrm apikey create）。",
+            "description": "企业微信 SCRM：客户、标签、跟进记录、提醒、阶段、话术库与发往企业微信的变更（outbox）。Authorization: Bearer <API key>（scrm apikey create）。",
         },
         "servers": [{"url": "/"}],
         "components": {
@@ -557,6 +559,20 @@ mod tests {
         assert_eq!(
             described("get", "/customers/{external_user_id}/notes"),
             "权限 / who: admin, compliance, sales；sales: 自己跟进的客户"
+        );
+        assert_eq!(
+            described("post", "/quick-replies/snippets"),
+            "权限 / who: admin",
+            "ManageQuickReplies is admin's only"
+        );
+        assert_eq!(
+            described("get", "/quick-replies"),
+            "权限 / who: admin, compliance, sales"
+        );
+        assert!(
+            described("post", "/quick-replies/snippets/{id}/uses")
+                .starts_with("权限 / who: admin, sales；"),
+            "a salesperson counts a send"
         );
     }
 }

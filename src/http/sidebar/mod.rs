@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest as _, Sha256};
 use wecom_sdk::api::{OAuthUser, TicketKind};
-use wecom_sdk::{CorpId, ExternalUserId, UserId};
+use wecom_sdk::{ChatId, CorpId, ExternalUserId, UserId};
 
 use super::AppState;
 use crate::auth::session::{self, Session, SessionLimits};
@@ -31,6 +31,7 @@ use crate::auth::{AccessError, Action, Denied};
 use crate::domain::customers::record::{self, Author, RecordError};
 use crate::domain::customers::{self, RelationKey, RelationStatus};
 use crate::domain::followup::{self, FollowupError, NewReminder, ReminderChange};
+use crate::domain::{group_chats, quick_replies};
 use crate::platform::db::{StoreError, now_ms};
 
 const SESSION_COOKIE: &str = "scrm_session";
@@ -46,6 +47,9 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/sidebar/jssdk", get(jssdk))
         .route("/sidebar/logout", post(logout))
         .route("/sidebar/home", get(home))
+        .route("/sidebar/chat/{chat}", get(group_chat))
+        .route("/sidebar/replies", get(replies))
+        .route("/sidebar/replies/{id}/sent", post(reply_sent))
         .route("/sidebar/customer/{ext}", get(customer))
         .route("/sidebar/customer/{ext}/tags", post(toggle_tag))
         .route(
@@ -626,7 +630,15 @@ async fn logout(
 #[derive(Deserialize)]
 struct JssdkQuery {
     url: String,
+    /// WeCom refused the last signatures: fetch fresh tickets first (at most once per
+    /// [`TICKET_REFRESH_EVERY`] per corp).
+    #[serde(default)]
+    refresh: bool,
 }
+
+/// How often a corp's pages may make us drop the cached tickets and fetch new ones (WeCom allows
+/// a limited number of fetches per hour).
+const TICKET_REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// `GET /sidebar/jssdk?url=…`: both signatures for the page at `url` (which must be ours), each
 /// with its own nonce and timestamp.
@@ -654,6 +666,27 @@ async fn jssdk(
     let Some(agent_id) = creds.agent_id else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "自建应用没有 agent_id");
     };
+    if q.refresh {
+        // A lock nobody releases, each attempt its own owner: taken once, it bars the next refresh for the whole period
+        // (on every instance), wherever the period falls on the clock.
+        let key = format!("scrm:sidebar:ticket_refresh:{corp}");
+        match state
+            .coord
+            .try_lock(&key, &random_state(), TICKET_REFRESH_EVERY)
+            .await
+        {
+            Ok(true) => {
+                tracing::info!(corp_id = %corp, "sidebar: WeCom refused a JS-SDK signature; fetching fresh tickets");
+                for kind in [TicketKind::Corp, TicketKind::Agent] {
+                    if let Err(e) = state.wecom.client.forget_ticket(&creds, kind).await {
+                        tracing::warn!(error = %e, "sidebar: cannot drop a cached ticket");
+                    }
+                }
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "sidebar: ticket refresh limit unavailable"),
+        }
+    }
     let tickets = tokio::try_join!(
         state.wecom.client.cached_ticket(&creds, TicketKind::Corp),
         state.wecom.client.cached_ticket(&creds, TicketKind::Agent),
@@ -739,6 +772,81 @@ async fn home(State(state): State<Arc<AppState>>, Signed(s): Signed) -> Result<R
     let me = who.staff_user_id.clone().ok_or(Failure::SignedOut)?;
     let html = views::home(&state.db, &who.corp_id, &me, now_ms()).await?;
     Ok((StatusCode::OK, html_headers(), html).into_response())
+}
+
+/// `GET /sidebar/chat/{chat}`: opened in a customer group chat — for a salesperson who is in it.
+async fn group_chat(
+    State(state): State<Arc<AppState>>,
+    Signed(s): Signed,
+    Path(chat): Path<String>,
+) -> Result<Response, Failure> {
+    let who = &s.principal;
+    let me = who.staff_user_id.clone().ok_or(Failure::SignedOut)?;
+    let chat = ChatId::try_from(chat.as_str()).map_err(|_| Failure::NotFound("客户群"))?;
+    let stored = group_chats::get(&state.db, &who.corp_id, &chat).await?;
+    let Some(stored) = stored.filter(|c| c.dismissed_at_ms.is_none()) else {
+        return Err(Failure::NotFound(
+            "客户群资料（新建的群需要几秒钟同步，请稍后再试）",
+        ));
+    };
+    match who
+        .check_chat(&state.db, Action::ReadCustomers, &chat)
+        .await
+    {
+        Ok(()) => {}
+        Err(AccessError::Denied(Denied::Forbidden(_))) => {
+            return Err(Failure::Forbidden(
+                "你不在这个客户群里，不能查看群成员".to_owned(),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let html = views::chat(&state.db, &who.corp_id, &me, &stored).await?;
+    Ok((StatusCode::OK, html_headers(), html).into_response())
+}
+
+#[derive(Deserialize)]
+struct RepliesQuery {
+    #[serde(default)]
+    q: String,
+}
+
+/// `GET /sidebar/replies?q=…`: the quick-reply library, or the snippets that match.
+async fn replies(
+    State(state): State<Arc<AppState>>,
+    Signed(s): Signed,
+    Query(q): Query<RepliesQuery>,
+) -> Result<Response, Failure> {
+    s.principal
+        .require(Action::ReadCustomers)
+        .map_err(AccessError::Denied)?;
+    if q.q.chars().count() > MAX_SEARCH_CHARS {
+        return Err(Failure::Invalid(format!(
+            "搜索词最多 {MAX_SEARCH_CHARS} 个字"
+        )));
+    }
+    let html = views::replies(&state.db, &s.principal.corp_id, &q.q).await?;
+    Ok((StatusCode::OK, html_headers(), html).into_response())
+}
+
+/// Longest quick-reply search.
+const MAX_SEARCH_CHARS: usize = 40;
+
+/// `POST /sidebar/replies/{id}/sent`: WeCom took the snippet into the chat; one more use.
+async fn reply_sent(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<i64>,
+    Write(s, Nothing {}): Write<Nothing>,
+) -> Result<Response, Failure> {
+    let who = &s.principal;
+    let me = who.staff_user_id.clone().ok_or(Failure::SignedOut)?;
+    // Sending writes into a customer's chat: the same right as the API's count of a send.
+    who.require(Action::EditCustomers)
+        .map_err(AccessError::Denied)?;
+    if !quick_replies::record_use(&state.db, &who.corp_id, id, &me, now_ms()).await? {
+        return Err(Failure::NotFound("话术（可能已被管理员删除）"));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn customer(

@@ -8,8 +8,8 @@ use askama::Template;
 use wecom_sdk::{CorpId, ExternalUserId, UserId};
 
 use crate::domain::customers::{self, RelationStatus};
-use crate::domain::{followup, staff, tags};
-use crate::pipeline::outbox::{self, Intent};
+use crate::domain::{alerts, followup, group_chats, quick_replies, staff, tags};
+use crate::pipeline::outbox::{self, Intent, OutboxFilter};
 use crate::platform::db::{Db, StoreError};
 
 /// The page the toolbar opens: assets, the CSRF token, WeCom's JS-SDK.
@@ -46,6 +46,8 @@ pub(super) struct TagView {
     pub(super) name: String,
     pub(super) on: bool,
     pub(super) pending: bool,
+    /// WeCom refused the last change of this tag: why, in Chinese.
+    pub(super) refused: Option<String>,
 }
 
 pub(super) struct TagGroupView {
@@ -58,6 +60,18 @@ pub(super) struct NoteView {
     pub(super) when: String,
     pub(super) body: String,
     pub(super) handover: bool,
+}
+
+pub(super) struct StageChangeView {
+    pub(super) from: String,
+    pub(super) to: String,
+    pub(super) who: String,
+    pub(super) when: String,
+}
+
+pub(super) struct AlertView {
+    pub(super) text: String,
+    pub(super) when: String,
 }
 
 pub(super) struct ReminderView {
@@ -83,6 +97,8 @@ pub(super) struct CustomerView {
     pub(super) colleagues: Vec<String>,
     pub(super) stage: Option<String>,
     pub(super) stages: Vec<String>,
+    pub(super) stage_history: Vec<StageChangeView>,
+    pub(super) alerts: Vec<AlertView>,
     pub(super) tag_groups: Vec<TagGroupView>,
     pub(super) personal_tags: Vec<String>,
     pub(super) notes: Vec<NoteView>,
@@ -106,12 +122,52 @@ pub(super) struct DueView {
     pub(super) due: String,
 }
 
-/// Opened from the workbench (no chat): the salesperson's reminders due within a week.
+pub(super) struct RecentView {
+    pub(super) link: String,
+    pub(super) name: String,
+    pub(super) remark: String,
+    pub(super) when: String,
+}
+
+/// Opened from the workbench (no chat): the salesperson's reminders due within a week and the
+/// customers they were last active with.
 #[derive(Template)]
 #[template(path = "sidebar/home.html")]
 pub(super) struct Home {
     pub(super) reminders: Vec<DueView>,
+    pub(super) recent: Vec<RecentView>,
 }
+
+pub(super) struct ChatCustomerView {
+    pub(super) name: String,
+    /// Their view, when the salesperson follows them.
+    pub(super) link: Option<String>,
+    pub(super) followers: Vec<String>,
+    pub(super) tags: Vec<String>,
+}
+
+/// A customer group chat: who is in it, and which members are our customers with their tags.
+#[derive(Template)]
+#[template(path = "sidebar/chat.html")]
+pub(super) struct ChatView {
+    pub(super) name: String,
+    pub(super) owner: String,
+    pub(super) staff: usize,
+    pub(super) customers: Vec<ChatCustomerView>,
+    /// Customers in the chat nobody here follows (WeChat users who joined through others).
+    pub(super) others: usize,
+}
+
+/// The quick-reply library (or what matches a search), as a fragment.
+#[derive(Template)]
+#[template(path = "sidebar/replies.html")]
+pub(super) struct Replies {
+    pub(super) folders: Vec<quick_replies::FolderWithSnippets>,
+    pub(super) query: String,
+}
+
+/// Customers shown as "recently active" on the workbench.
+const RECENT_CUSTOMERS: i64 = 20;
 
 /// The workbench view of staff member `me`.
 pub(super) async fn home(
@@ -141,7 +197,25 @@ pub(super) async fn home(
             due: when(r.due_at_ms),
         })
         .collect();
-    Ok(Home { reminders }.render().unwrap_or_else(|e| {
+    let recent = customers::recently_active(db, corp, me, RECENT_CUSTOMERS)
+        .await?
+        .into_iter()
+        .map(|c| RecentView {
+            link: base_of(&c.external_user_id),
+            name: if c.name.is_empty() {
+                c.external_user_id.to_string()
+            } else {
+                c.name
+            },
+            remark: c.remark,
+            when: if c.active_at_ms > 0 {
+                when(c.active_at_ms)
+            } else {
+                String::new()
+            },
+        })
+        .collect();
+    Ok(Home { reminders, recent }.render().unwrap_or_else(|e| {
         tracing::error!(error = %e, "sidebar: home template failed");
         String::new()
     }))
@@ -295,6 +369,7 @@ pub(super) async fn customer(
             pending.extend(remove);
         }
     }
+    let refused = refused_tags(db, corp, me, ext).await?;
     let tag_groups = tags::library(db, corp.as_str())
         .await?
         .into_iter()
@@ -306,6 +381,7 @@ pub(super) async fn customer(
                 .map(|t| TagView {
                     on: on.contains(&t.tag_id),
                     pending: pending.contains(&t.tag_id),
+                    refused: refused.get(&t.tag_id).cloned(),
                     id: t.tag_id,
                     name: t.name,
                 })
@@ -334,6 +410,26 @@ pub(super) async fn customer(
             due: when(r.due_at_ms),
         })
         .collect();
+    let stage = followup::customer_stage_record(db, corp, ext).await?;
+    let mut stage_history = Vec::new();
+    for c in stage.history.iter().rev().take(STAGE_CHANGES_SHOWN) {
+        stage_history.push(StageChangeView {
+            from: c
+                .from_stage
+                .clone()
+                .unwrap_or_else(|| "（未设置）".to_owned()),
+            to: c.to_stage.clone(),
+            who: names.of(&c.actor).await?,
+            when: when(c.at_ms),
+        });
+    }
+    let mut alerts = Vec::new();
+    for a in alerts::unresolved_for_sales(db, corp, ext).await? {
+        alerts.push(AlertView {
+            text: sales_alert_text(&a.kind, &names.of(&a.staff_user_id).await?),
+            when: when(a.first_at_ms),
+        });
+    }
     let name = profile
         .as_ref()
         .map(|p| p.name.clone())
@@ -358,8 +454,10 @@ pub(super) async fn customer(
             .map(when)
             .unwrap_or_else(|| "—".to_owned()),
         colleagues,
-        stage: followup::customer_stage(db, corp, ext).await?,
+        stage: stage.stage,
         stages: followup::stages(db, corp.as_str()).await?,
+        stage_history,
+        alerts,
         tag_groups,
         personal_tags,
         notes,
@@ -369,5 +467,162 @@ pub(super) async fn customer(
     Ok(view.render().unwrap_or_else(|e| {
         tracing::error!(error = %e, "sidebar: customer template failed");
         "<p>页面出错</p>".to_owned()
+    }))
+}
+
+/// Stage changes shown under the stages (newest first).
+const STAGE_CHANGES_SHOWN: usize = 5;
+
+/// What an alert a salesperson may see says, in their words.
+fn sales_alert_text(kind: &str, staff: &str) -> String {
+    match alerts::Kind::parse(kind) {
+        Some(alerts::Kind::CustomerDeletedStaff) => {
+            format!("客户删除了同事 {staff}，沟通时请留意客户的态度")
+        }
+        _ => "有一条待处理的提醒".to_owned(),
+    }
+}
+
+/// Tags whose last change by `me` WeCom refused (a dead `mark_tag`), with the reason in Chinese.
+/// The newest change of each tag decides: a later one that went through clears the refusal.
+async fn refused_tags(
+    db: &Db,
+    corp: &CorpId,
+    me: &UserId,
+    ext: &ExternalUserId,
+) -> Result<HashMap<String, String>, StoreError> {
+    let filter = OutboxFilter {
+        corp_id: Some(corp.to_string()),
+        kind: Some("mark_tag".to_owned()),
+        order_key: Some(outbox::customer_key(ext.as_str())),
+        limit: 50,
+        ..OutboxFilter::default()
+    };
+    let mut decided = BTreeSet::new();
+    let mut refused = HashMap::new();
+    for item in outbox::list(db, &filter).await? {
+        let Ok(Intent::MarkTag {
+            user_id,
+            add,
+            remove,
+            ..
+        }) = serde_json::from_str::<Intent>(&item.payload)
+        else {
+            continue;
+        };
+        if user_id != *me {
+            continue;
+        }
+        for tag in add.into_iter().chain(remove) {
+            if decided.insert(tag.clone()) && item.state == "dead" {
+                refused.insert(tag, refusal(item.last_error.as_deref().unwrap_or("")));
+            }
+        }
+    }
+    Ok(refused)
+}
+
+/// WeCom's refusal of a `mark_tag`, as a salesperson can act on it (the errcode in the stored
+/// reason decides; §4.6 of the protocol notes).
+pub(super) fn refusal(last_error: &str) -> String {
+    let code = last_error.split("errcode ").nth(1).and_then(|rest| {
+        let digits: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '-')
+            .collect();
+        digits.parse::<i64>().ok()
+    });
+    match code {
+        Some(40068) => "企业微信中已没有这个标签，请刷新后重试".to_owned(),
+        Some(84061) => "企业微信显示你已不再是该客户的好友".to_owned(),
+        Some(40096) => "企业微信不认识这个客户".to_owned(),
+        Some(60011 | 48002 | 84074) => "应用没有为你打标签的权限，请联系管理员".to_owned(),
+        Some(40003 | 60111) => "企业微信中找不到你的账号，请联系管理员".to_owned(),
+        Some(code) => format!("企业微信拒绝了修改（错误码 {code}）"),
+        None => "企业微信没有接受这次修改".to_owned(),
+    }
+}
+
+/// Group chat `chat` as staff member `me` sees it: its customers we know, with their tags and who
+/// follows them.
+pub(super) async fn chat(
+    db: &Db,
+    corp: &CorpId,
+    me: &UserId,
+    chat: &group_chats::GroupChat,
+) -> Result<String, StoreError> {
+    let mut names = Names {
+        db,
+        corp,
+        known: HashMap::new(),
+    };
+    let members = group_chats::members(db, corp, &chat.chat_id).await?;
+    let relations = customers::active_relations_in_chat(db, corp, &chat.chat_id).await?;
+    let tag_names: HashMap<String, String> = tags::live_tags(db, corp.as_str())
+        .await?
+        .into_iter()
+        .map(|t| (t.tag_id, t.name))
+        .collect();
+    let mut list = Vec::new();
+    let mut others = 0;
+    for m in members.iter().filter(|m| m.member_type == 2) {
+        let of_member: Vec<_> = relations
+            .iter()
+            .filter(|r| r.external_user_id == m.member_id.as_str())
+            .collect();
+        if of_member.is_empty() {
+            others += 1;
+            continue;
+        }
+        let mut followers = Vec::new();
+        let mut tags = BTreeSet::new();
+        let mut mine = None;
+        for r in &of_member {
+            followers.push(names.of(r.user_id.as_str()).await?);
+            tags.extend(r.tags().iter().filter_map(|t| tag_names.get(t).cloned()));
+            if r.user_id == *me {
+                mine = Some(base_of(&r.external_user_id));
+            }
+        }
+        let name = [&m.group_nickname, &m.name]
+            .into_iter()
+            .find(|n| !n.trim().is_empty())
+            .cloned()
+            .unwrap_or_else(|| m.member_id.clone());
+        list.push(ChatCustomerView {
+            name,
+            link: mine,
+            followers,
+            tags: tags.into_iter().collect(),
+        });
+    }
+    let view = ChatView {
+        name: if chat.name.is_empty() {
+            "未命名客户群".to_owned()
+        } else {
+            chat.name.clone()
+        },
+        owner: names.of(chat.owner_user_id.as_str()).await?,
+        staff: members.iter().filter(|m| m.member_type == 1).count(),
+        customers: list,
+        others,
+    };
+    Ok(view.render().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "sidebar: chat template failed");
+        "<p>页面出错</p>".to_owned()
+    }))
+}
+
+/// The corp's quick replies matching `query` (all when empty).
+pub(super) async fn replies(db: &Db, corp: &CorpId, query: &str) -> Result<String, StoreError> {
+    let query = query.trim();
+    let folders = quick_replies::library(db, corp, Some(query).filter(|q| !q.is_empty())).await?;
+    let view = Replies {
+        folders,
+        query: query.to_owned(),
+    };
+    Ok(view.render().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "sidebar: replies template failed");
+        String::new()
     }))
 }

@@ -122,6 +122,23 @@ impl WecomClient {
         Ok(ticket)
     }
 
+    /// Drops the cached ticket of `kind` (WeCom refused a signature made with it), so that the
+    /// next [`Self::cached_ticket`] fetches a fresh one. Only the value read here is dropped: a
+    /// ticket another instance just stored stays. Callers bound how often they do this — every
+    /// fetch counts against WeCom's hourly limit.
+    pub async fn forget_ticket(
+        &self,
+        app: &AppCredentials,
+        kind: TicketKind,
+    ) -> Result<(), ApiError> {
+        let key = format!("wecom:ticket:{}:{}", kind.name(), app.app_key());
+        let coord = self.coordinator();
+        if let Some(t) = coord.get(&key).await? {
+            coord.delete_if(&key, &t).await?;
+        }
+        Ok(())
+    }
+
     async fn ticket(
         &self,
         app: &AppCredentials,
