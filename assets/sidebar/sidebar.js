@@ -205,8 +205,13 @@
     }
     notice('企业微信 JS-SDK 配置失败', msg + '。请点“重试”；如果仍然失败，请联系管理员检查应用的可信域名和 JS-SDK 设置。', true);
   }
-  fetch(signUrl, { credentials: 'same-origin' })
-    .then(function (r) { if (r.status === 401) { location.reload(); } return r.json(); })
+  // The shell carries the signatures for its own URL; any other URL (or none) asks the server.
+  var inline = null;
+  try { inline = JSON.parse(document.querySelector('meta[name="jssdk-signed"]').getAttribute('content') || 'null'); } catch (e) { inline = null; }
+  var signed = inline && inline.url === location.href.split('#')[0] ? Promise.resolve(inline) :
+    fetch(signUrl, { credentials: 'same-origin' })
+      .then(function (r) { if (r.status === 401) { location.reload(); } return r.json(); });
+  signed
     .then(function (sig) {
       if (sig.error) { notice('签名失败', sig.error, true); return; }
       wx.error(configFailed);

@@ -432,6 +432,7 @@ fn encode(s: &str) -> String {
 async fn entry(
     State(state): State<Arc<AppState>>,
     Query(q): Query<EntryQuery>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Response {
     let Some(base) = state.config.sidebar.base() else {
@@ -450,7 +451,9 @@ async fn entry(
     };
     if let Some(token) = cookie(&headers, SESSION_COOKIE) {
         match session::lookup(&state.db, token, limits(&state), now_ms()).await {
-            Ok(Some(s)) if s.principal.corp_id == corp => return shell(&state, &s),
+            Ok(Some(s)) if s.principal.corp_id == corp => {
+                return shell(&state, &s, base, &uri).await;
+            }
             Ok(_) => {}
             Err(e) => return Failure::from(e).into_response(),
         }
@@ -484,12 +487,21 @@ async fn entry(
     response
 }
 
-fn shell(state: &AppState, s: &Session) -> Response {
+/// The page, with the JS-SDK signatures for its own URL (`base` + the request's path and query)
+/// so that the first view needs one request more, the customer's. When they cannot be made now,
+/// the page asks `/sidebar/jssdk` itself and shows why.
+async fn shell(state: &AppState, s: &Session, base: &str, uri: &axum::http::Uri) -> Response {
+    let path = uri.path_and_query().map_or("/sidebar", |p| p.as_str());
+    let signed = signatures(state, &s.principal.corp_id, &format!("{base}{path}"), false)
+        .await
+        .map(|v| v.to_string())
+        .unwrap_or_default();
     let body = views::Shell {
         csrf: &s.csrf_token,
         css: &format!("/sidebar/assets/{}", CSS.name),
         js: &format!("/sidebar/assets/{}", JS.name),
         jssdk: &state.config.sidebar.jssdk_script_url,
+        signed: &signed,
     };
     let mut headers = html_headers();
     headers.insert(header::CONTENT_SECURITY_POLICY, csp(state));
@@ -641,34 +653,48 @@ struct JssdkQuery {
 const TICKET_REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// `GET /sidebar/jssdk?url=…`: both signatures for the page at `url` (which must be ours), each
-/// with its own nonce and timestamp.
+/// with its own nonce and timestamp. The shell carries them already; the page asks here when its
+/// URL is not the one the shell was signed for, or after WeCom refused them (`refresh`).
 async fn jssdk(
     State(state): State<Arc<AppState>>,
     Signed(s): Signed,
     Query(q): Query<JssdkQuery>,
 ) -> Response {
-    let error = |status: StatusCode, message: &str| {
-        (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
-    };
-    let url = wecom_sdk::jssdk::page_url(&q.url);
+    match signatures(&state, &s.principal.corp_id, &q.url, q.refresh).await {
+        Ok(sig) => axum::Json(sig).into_response(),
+        Err((status, message)) => {
+            (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+        }
+    }
+}
+
+/// `wx.config` and `wx.agentConfig` signatures for page `url` of `corp`, with the URL signed.
+async fn signatures(
+    state: &AppState,
+    corp: &CorpId,
+    url: &str,
+    refresh: bool,
+) -> Result<serde_json::Value, (StatusCode, String)> {
+    let url = wecom_sdk::jssdk::page_url(url);
     let ours = state
         .config
         .sidebar
         .base()
         .is_some_and(|base| url.starts_with(&format!("{base}/sidebar")));
     if !ours {
-        return error(StatusCode::BAD_REQUEST, "只能为侧边栏页面签名");
+        return Err((StatusCode::BAD_REQUEST, "只能为侧边栏页面签名".to_owned()));
     }
-    let corp = &s.principal.corp_id;
-    let Ok(creds) = state.wecom.message_credentials(corp.as_str()) else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "企业没有配置自建应用");
-    };
-    let Some(agent_id) = creds.agent_id else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "自建应用没有 agent_id");
-    };
-    if q.refresh {
-        // A lock nobody releases, each attempt its own owner: taken once, it bars the next refresh for the whole period
-        // (on every instance), wherever the period falls on the clock.
+    let unavailable = |m: &str| (StatusCode::SERVICE_UNAVAILABLE, m.to_owned());
+    let creds = state
+        .wecom
+        .message_credentials(corp.as_str())
+        .map_err(|_| unavailable("企业没有配置自建应用"))?;
+    let agent_id = creds
+        .agent_id
+        .ok_or_else(|| unavailable("自建应用没有 agent_id"))?;
+    if refresh {
+        // A lock nobody releases, each attempt its own owner: taken once, it bars the next
+        // refresh for the whole period (on every instance), wherever the period falls.
         let key = format!("scrm:sidebar:ticket_refresh:{corp}");
         match state
             .coord
@@ -691,29 +717,23 @@ async fn jssdk(
         state.wecom.client.cached_ticket(&creds, TicketKind::Corp),
         state.wecom.client.cached_ticket(&creds, TicketKind::Agent),
     );
-    let (corp_ticket, agent_ticket) = match tickets {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::warn!(error = %e, "sidebar: jsapi ticket unavailable");
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("获取 JS-SDK 票据失败：{e}"),
-            );
-        }
-    };
+    let (corp_ticket, agent_ticket) = tickets.map_err(|e| {
+        tracing::warn!(error = %e, "sidebar: jsapi ticket unavailable");
+        unavailable(&format!("获取 JS-SDK 票据失败：{e}"))
+    })?;
     let sign = |ticket: &str| {
         let nonce = random_state();
         let timestamp = now_ms() / 1000;
         let signature = wecom_sdk::jssdk::signature(ticket, &nonce, timestamp, url);
         serde_json::json!({ "timestamp": timestamp, "nonceStr": nonce, "signature": signature })
     };
-    axum::Json(serde_json::json!({
+    Ok(serde_json::json!({
+        "url": url,
         "corpid": corp.as_str(),
         "agentid": agent_id,
         "config": sign(corp_ticket.expose()),
         "agent": sign(agent_ticket.expose()),
     }))
-    .into_response()
 }
 
 // ---------------------------------------------------------------------------------------------

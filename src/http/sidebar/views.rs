@@ -20,6 +20,8 @@ pub(super) struct Shell<'a> {
     pub(super) css: &'a str,
     pub(super) js: &'a str,
     pub(super) jssdk: &'a str,
+    /// The JS-SDK signatures for this page's URL, as JSON (empty: the page asks for them).
+    pub(super) signed: &'a str,
 }
 
 /// A whole page with one message (sign-in problems).
