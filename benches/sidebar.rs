@@ -152,7 +152,9 @@ async fn seed(db: &Db, clients: usize) -> anyhow::Result<Vec<(String, String)>> 
             )
             .await?;
         }
-        let (token, _) = scrm::auth::session::create(db, &corp, &user, now).await?;
+        let (token, _) =
+            scrm::auth::session::create(db, &corp, scrm::auth::session::SignIn::Staff(&user), now)
+                .await?;
         out.push((ext.to_string(), token));
     }
     Ok(out)

@@ -1,4 +1,5 @@
-// The console works without script; this only adds "select all" for bulk actions on lists.
+// The console works without script; this adds conveniences: "select all" for bulk actions on
+// lists, and a reassignment's progress followed live (no reload until it finishes).
 (function () {
   'use strict';
   document.addEventListener('change', function (ev) {
@@ -8,4 +9,32 @@
       c.checked = all.checked;
     });
   });
+
+  function setBar(bar, percent) {
+    bar.style.width = Math.max(0, Math.min(100, percent)) + '%';
+  }
+  document.querySelectorAll('[data-bar]').forEach(function (bar) {
+    setBar(bar, Number(bar.getAttribute('data-percent')) || 0);
+  });
+
+  var panel = document.querySelector('[data-progress]');
+  if (!panel || panel.getAttribute('data-running') !== 'true') { return; }
+  var url = panel.getAttribute('data-progress');
+  function show(p) {
+    ['finished', 'done', 'refused', 'failed', 'waiting'].forEach(function (k) {
+      var el = panel.querySelector('[data-' + k + ']');
+      if (el) { el.textContent = p[k]; }
+    });
+    setBar(panel.querySelector('[data-bar]'), p.total ? (100 * p.finished) / p.total : 0);
+  }
+  function poll() {
+    fetch(url, { credentials: 'same-origin', headers: { Accept: 'application/json' } })
+      .then(function (r) { if (!r.ok) { throw new Error(String(r.status)); } return r.json(); })
+      .then(function (p) {
+        show(p);
+        if (p.state !== 'running') { location.reload(); return; }
+        setTimeout(poll, 2000);
+      }, function () { setTimeout(poll, 5000); });
+  }
+  setTimeout(poll, 1000);
 })();

@@ -116,6 +116,7 @@ pub async fn authenticate(
         role,
         staff_user_id,
         key_id: Some(id),
+        account: None,
     }))
 }
 

@@ -86,3 +86,43 @@ pub async fn audit_entries(
         .await)?;
     Ok(rows)
 }
+
+/// Which audit entries [`search`] returns (all `None`: every entry of the corp), newest first.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Only by this actor.
+    pub actor: Option<String>,
+    /// Only this action.
+    pub action: Option<String>,
+    /// Only on this target.
+    pub target: Option<String>,
+    /// Only at or after this, epoch ms.
+    pub since_ms: Option<i64>,
+    /// Ids below this (paging).
+    pub before_id: Option<i64>,
+    /// At most this many (1–5000).
+    pub limit: i64,
+}
+
+/// The audit entries of `corp_id` matching `f`, newest first.
+pub async fn search(
+    db: &Db,
+    corp_id: &str,
+    f: &AuditFilter,
+) -> Result<Vec<AuditEntry>, StoreError> {
+    const SQL: &str = "SELECT id, actor, action, target, detail, at_ms, key_id FROM audit_log \
+        WHERE corp_id = $1 AND ($2 IS NULL OR actor = $2) AND ($3 IS NULL OR action = $3) \
+        AND ($4 IS NULL OR target = $4) AND ($5 IS NULL OR at_ms >= $5) \
+        AND ($6 IS NULL OR id < $6) ORDER BY id DESC LIMIT $7";
+    let rows = on_db!(db, |pool| sqlx::query_as(SQL)
+        .bind(corp_id)
+        .bind(f.actor.as_deref())
+        .bind(f.action.as_deref())
+        .bind(f.target.as_deref())
+        .bind(f.since_ms)
+        .bind(f.before_id)
+        .bind(f.limit.clamp(1, 5000))
+        .fetch_all(pool)
+        .await)?;
+    Ok(rows)
+}

@@ -9,6 +9,7 @@
 //! - [`audit`]: the audit log;
 //! - [`session`]: web sessions of people signed in through WeCom (the sidebar).
 
+pub mod account;
 pub mod api_key;
 pub mod audit;
 pub mod policy;
@@ -29,6 +30,7 @@ mod tests {
             role,
             staff_user_id: staff.map(|s| wecom_sdk::UserId::try_from(s).unwrap()),
             key_id: Some(7),
+            account: None,
         }
     }
 

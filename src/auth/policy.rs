@@ -107,6 +107,8 @@ pub struct Principal {
     pub staff_user_id: Option<UserId>,
     /// The API key, when authenticated by one.
     pub key_id: Option<i64>,
+    /// The console account (`scrm admin create`), when signed in with one.
+    pub account: Option<String>,
 }
 
 /// Why a request may not proceed.
@@ -134,10 +136,11 @@ pub enum AccessError {
 impl Principal {
     /// Who the audit trail and every write record: the staff member, else the key.
     pub fn actor(&self) -> String {
-        match (&self.staff_user_id, self.key_id) {
-            (Some(user), _) => user.to_string(),
-            (None, Some(id)) => format!("apikey:{id}"),
-            (None, None) => "system".to_owned(),
+        match (&self.staff_user_id, self.key_id, &self.account) {
+            (Some(user), _, _) => user.to_string(),
+            (None, Some(id), _) => format!("apikey:{id}"),
+            (None, None, Some(account)) => format!("console:{account}"),
+            (None, None, None) => "system".to_owned(),
         }
     }
 

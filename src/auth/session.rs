@@ -1,13 +1,15 @@
-//! Web sessions (the salesperson's sidebar, signed in through WeCom's OAuth): a random token in
-//! an HttpOnly cookie, its SHA-256 in `web_session`, a CSRF token every write must echo, and two
-//! expiries — idle (no request for so long) and absolute (since sign-in). A session stands for the
-//! same [`Principal`] an API key of role `sales` for that staff member would, so every rule of
-//! [`super::policy`] applies unchanged.
+//! Web sessions: a random token in an HttpOnly cookie, its SHA-256 in `web_session`, a CSRF token
+//! every write must echo, and two expiries — idle (no request for so long) and absolute (since
+//! sign-in). A session is good on the surface it was signed in on: the salesperson's sidebar
+//! (WeCom's OAuth; the same [`Principal`] an API key of role `sales` for that staff member would
+//! be) or the console (an [`Account`] with its role). Every rule of [`super::policy`] applies
+//! unchanged.
 
 use rand::Rng as _;
 use sha2::{Digest as _, Sha256};
 use wecom_sdk::{CorpId, UserId};
 
+use super::account::Account;
 use super::{Principal, Role};
 use crate::on_db;
 use crate::platform::db::{Db, StoreError};
@@ -40,71 +42,146 @@ fn random_hex(bytes: usize) -> String {
     hex::encode(raw)
 }
 
-/// Signs `user_id` of `corp_id` in; returns the cookie's token (shown only now) and the session.
+/// Where a session was signed in, and where it is good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// The salesperson's sidebar (WeCom OAuth; always a sales principal of that staff member).
+    Sidebar,
+    /// The console (an account, with its role).
+    Console,
+}
+
+impl Surface {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Sidebar => "sidebar",
+            Self::Console => "console",
+        }
+    }
+}
+
+/// Who a new session is for.
+#[derive(Debug, Clone, Copy)]
+pub enum SignIn<'a> {
+    /// A salesperson in the sidebar.
+    Staff(&'a UserId),
+    /// A console account.
+    Account(&'a Account),
+}
+
+/// Signs someone of `corp_id` in; returns the cookie's token (shown only now) and the session.
 pub async fn create(
     db: &Db,
     corp_id: &CorpId,
-    user_id: &UserId,
+    who: SignIn<'_>,
     now_ms: i64,
 ) -> Result<(String, Session), StoreError> {
     const SQL: &str = "INSERT INTO web_session (token_hash, corp_id, user_id, csrf_token, \
-        created_at_ms, last_seen_at_ms) VALUES ($1, $2, $3, $4, $5, $5)";
+        created_at_ms, last_seen_at_ms, surface, role, account) \
+        VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8)";
     let token = random_hex(32);
     let csrf_token = random_hex(16);
+    let (surface, user, role, account) = match who {
+        SignIn::Staff(user) => (Surface::Sidebar, user.as_str(), Role::Sales, None),
+        SignIn::Account(a) => (
+            Surface::Console,
+            "",
+            a.role().unwrap_or(Role::Compliance),
+            Some(a.username.as_str()),
+        ),
+    };
     on_db!(db, |pool| sqlx::query(SQL)
         .bind(hash(&token))
         .bind(corp_id.as_str())
-        .bind(user_id.as_str())
+        .bind(user)
         .bind(&csrf_token)
         .bind(now_ms)
+        .bind(surface.as_str())
+        .bind(role.as_str())
+        .bind(account)
         .execute(pool)
         .await
         .map(|_| ()))?;
     let session = Session {
-        principal: principal(corp_id.clone(), user_id.clone()),
+        principal: Principal {
+            corp_id: corp_id.clone(),
+            role,
+            staff_user_id: UserId::try_from(user).ok(),
+            key_id: None,
+            account: account.map(str::to_owned),
+        },
         csrf_token,
     };
     Ok((token, session))
 }
 
-fn principal(corp_id: CorpId, user_id: UserId) -> Principal {
-    Principal {
-        corp_id,
-        role: Role::Sales,
-        staff_user_id: Some(user_id),
-        key_id: None,
-    }
-}
+/// A stored session row: corp, staff member (empty for an account), CSRF token, created, last
+/// seen, surface, role, account.
+type Row = (
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    String,
+    String,
+    Option<String>,
+);
 
-/// The live session of `token`: `None` for an unknown, idle or too old one (which is removed).
-/// The last-seen time is written at most once a minute, so reads stay reads.
+/// The live session of `token` on `surface`: `None` for an unknown, idle or too old one (which is
+/// removed), or one signed in elsewhere. The last-seen time is written at most once a minute, so
+/// reads stay reads.
 pub async fn lookup(
     db: &Db,
     token: &str,
+    surface: Surface,
     limits: SessionLimits,
     now_ms: i64,
 ) -> Result<Option<Session>, StoreError> {
-    const FIND: &str = "SELECT corp_id, user_id, csrf_token, created_at_ms, last_seen_at_ms \
-        FROM web_session WHERE token_hash = $1";
+    const FIND: &str = "SELECT corp_id, user_id, csrf_token, created_at_ms, last_seen_at_ms, \
+        surface, role, account FROM web_session WHERE token_hash = $1";
     const SEEN: &str = "UPDATE web_session SET last_seen_at_ms = $2 WHERE token_hash = $1 \
         AND last_seen_at_ms < $3";
     if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Ok(None);
     }
     let key = hash(token);
-    let row: Option<(String, String, String, i64, i64)> = on_db!(db, |pool| sqlx::query_as(FIND)
+    let row: Option<Row> = on_db!(db, |pool| sqlx::query_as(FIND)
         .bind(&key)
         .fetch_optional(pool)
         .await)?;
-    let Some((corp, user, csrf_token, created, seen)) = row else {
+    let Some((corp, user, csrf_token, created, seen, signed_on, role, account)) = row else {
         return Ok(None);
     };
+    if signed_on != surface.as_str() {
+        return Ok(None);
+    }
     if now_ms - seen > limits.idle_ms || now_ms - created > limits.max_ms {
         end(db, token).await?;
         return Ok(None);
     }
-    let (Ok(corp), Ok(user)) = (CorpId::try_from(corp), UserId::try_from(user)) else {
+    let Ok(corp) = CorpId::try_from(corp) else {
         return Ok(None);
+    };
+    let staff_user_id = UserId::try_from(user).ok();
+    let principal = match (surface, Role::parse(&role)) {
+        (Surface::Sidebar, _) if staff_user_id.is_some() => Principal {
+            corp_id: corp,
+            role: Role::Sales,
+            staff_user_id,
+            key_id: None,
+            account: None,
+        },
+        (Surface::Console, Some(role)) if account.is_some() || staff_user_id.is_some() => {
+            Principal {
+                corp_id: corp,
+                role,
+                staff_user_id,
+                key_id: None,
+                account,
+            }
+        }
+        _ => return Ok(None),
     };
     on_db!(db, |pool| sqlx::query(SEEN)
         .bind(&key)
@@ -114,7 +191,7 @@ pub async fn lookup(
         .await
         .map(|_| ()))?;
     Ok(Some(Session {
-        principal: principal(corp, user),
+        principal,
         csrf_token,
     }))
 }

@@ -1,5 +1,6 @@
 //! The `scrm` command line. Every command reads the same configuration as `serve`.
 
+mod admin;
 mod alerts;
 mod apikey;
 mod archive;
@@ -75,6 +76,12 @@ pub enum Command {
     /// The isolated chat-archive child process (started by `serve`; speaks over its pipes).
     #[command(hide = true)]
     ArchiveWorker,
+    /// Console accounts (账号密码登录): the first admin of a fresh install, compliance staff.
+    Admin {
+        /// What to do.
+        #[command(subcommand)]
+        command: admin::AdminCommand,
+    },
     /// API keys for scripts and service accounts.
     Apikey {
         /// What to do.
@@ -153,6 +160,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Inbox { command } => inbox::run(&config, command).await,
         Command::Outbox { command } => outbox::run(&config, command).await,
+        Command::Admin { command } => admin::run(&config, command).await,
         Command::Apikey { command } => apikey::run(&config, command).await,
         Command::Alerts { command } => alerts::run(&config, command).await,
         Command::Archive { command } => {

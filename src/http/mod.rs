@@ -2,6 +2,7 @@
 
 pub mod api;
 mod callback;
+mod console;
 pub(crate) mod ops;
 pub mod server;
 mod sidebar;
@@ -70,6 +71,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     routes
         .merge(api::router())
         .merge(sidebar::router())
+        .merge(console::router())
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(
             admission,

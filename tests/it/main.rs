@@ -11,6 +11,8 @@
 mod common;
 #[path = "../common/emulated.rs"]
 mod emulated;
+#[path = "../common/web_client.rs"]
+mod web_client;
 #[path = "../common/webdriver.rs"]
 mod webdriver;
 
@@ -19,6 +21,7 @@ mod archive;
 mod callback;
 mod cli;
 mod cli_record;
+mod console;
 mod contacts;
 mod coord;
 mod durability;

@@ -5,13 +5,12 @@
 //! change a customer they do not follow (403, nothing changes, nothing queued), write without the
 //! token, or keep using an expired session.
 
-use std::collections::HashMap;
-
 use serde_json::{Value, json};
 use wecom_sdk::testkit::{ClientContext, NewCustomer, SeedSpec};
 
 use crate::common::{Backend, CORP};
 use crate::emulated::{EmulatedApp, Options, wait_outbox_idle};
+use crate::web_client::Browser;
 
 both_backends!(
     a_salesperson_signs_in_and_works_on_their_customer,
@@ -84,127 +83,37 @@ fn open_chat(app: &EmulatedApp, user: Option<&str>, ext: &str) {
     }));
 }
 
-/// A browser: cookies kept by hand, redirects followed by the test.
-struct Browser {
-    http: reqwest::Client,
-    cookies: HashMap<String, String>,
-    base: String,
-}
-
-struct Answer {
-    status: u16,
-    location: Option<String>,
-    headers: reqwest::header::HeaderMap,
-    text: String,
-}
-
-impl Browser {
-    fn new(base: &str) -> Self {
-        Self {
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
-            cookies: HashMap::new(),
-            base: base.to_owned(),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        if path.starts_with("http") {
-            path.to_owned()
-        } else {
-            format!("{}{path}", self.base)
-        }
-    }
-
-    fn cookie_header(&self) -> String {
-        self.cookies
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-
-    async fn keep(&mut self, r: reqwest::Response) -> Answer {
-        for c in r.headers().get_all(reqwest::header::SET_COOKIE) {
-            let c = c.to_str().unwrap();
-            let (kv, attrs) = c.split_once(';').unwrap_or((c, ""));
-            let (k, v) = kv.split_once('=').unwrap();
-            if attrs.contains("Max-Age=0") {
-                self.cookies.remove(k);
-            } else {
-                self.cookies.insert(k.to_owned(), v.to_owned());
-            }
-            assert!(attrs.contains("HttpOnly"), "{c}");
-        }
-        Answer {
-            status: r.status().as_u16(),
-            location: r
-                .headers()
-                .get(reqwest::header::LOCATION)
-                .map(|l| l.to_str().unwrap().to_owned()),
-            headers: r.headers().clone(),
-            text: r.text().await.unwrap(),
-        }
-    }
-
-    async fn get(&mut self, path: &str) -> Answer {
-        let r = self
-            .http
-            .get(self.url(path))
-            .header(reqwest::header::COOKIE, self.cookie_header())
-            .send()
-            .await
-            .unwrap();
-        self.keep(r).await
-    }
-
-    async fn post(&mut self, path: &str, body: Value, csrf: Option<&str>) -> Answer {
-        let mut req = self
-            .http
-            .post(self.url(path))
-            .header(reqwest::header::COOKIE, self.cookie_header())
-            .json(&body);
-        if let Some(token) = csrf {
-            req = req.header("X-CSRF-Token", token);
-        }
-        let r = req.send().await.unwrap();
-        self.keep(r).await
-    }
-
-    /// Opens `/sidebar` and follows WeCom's OAuth back; returns the page's CSRF token and the
-    /// redirect WeCom made with the code.
-    async fn sign_in(&mut self) -> (String, String) {
-        let first = self.get("/sidebar").await;
-        assert_eq!(first.status, 302, "{}", first.text);
-        let authorize = first.location.unwrap();
-        assert!(
-            authorize.contains("/connect/oauth2/authorize?appid="),
-            "{authorize}"
-        );
-        assert!(authorize.ends_with("#wechat_redirect"), "{authorize}");
-        let back = self
-            .get(authorize.trim_end_matches("#wechat_redirect"))
-            .await;
-        assert_eq!(back.status, 302, "{}", back.text);
-        let with_code = back.location.unwrap();
-        assert!(with_code.contains("/sidebar/oauth?code="), "{with_code}");
-        let landed = self.get(&with_code).await;
-        assert_eq!(landed.status, 303, "{}", landed.text);
-        let clean = landed.location.unwrap();
-        assert!(!clean.contains("code="), "the code leaves the URL: {clean}");
-        let page = self.get(&clean).await;
-        assert_eq!(page.status, 200, "{}", page.text);
-        let csrf = page
-            .text
-            .split("name=\"csrf-token\" content=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .expect("csrf meta")
-            .to_owned();
-        (csrf, with_code)
-    }
+/// Opens `/sidebar` and follows WeCom's OAuth back; returns the page's CSRF token and the
+/// redirect WeCom made with the code.
+async fn sign_in(browser: &mut Browser) -> (String, String) {
+    let first = browser.get("/sidebar").await;
+    assert_eq!(first.status, 302, "{}", first.text);
+    let authorize = first.location.unwrap();
+    assert!(
+        authorize.contains("/connect/oauth2/authorize?appid="),
+        "{authorize}"
+    );
+    assert!(authorize.ends_with("#wechat_redirect"), "{authorize}");
+    let back = browser
+        .get(authorize.trim_end_matches("#wechat_redirect"))
+        .await;
+    assert_eq!(back.status, 302, "{}", back.text);
+    let with_code = back.location.unwrap();
+    assert!(with_code.contains("/sidebar/oauth?code="), "{with_code}");
+    let landed = browser.get(&with_code).await;
+    assert_eq!(landed.status, 303, "{}", landed.text);
+    let clean = landed.location.unwrap();
+    assert!(!clean.contains("code="), "the code leaves the URL: {clean}");
+    let page = browser.get(&clean).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    let csrf = page
+        .text
+        .split("name=\"csrf-token\" content=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("csrf meta")
+        .to_owned();
+    (csrf, with_code)
 }
 
 async fn outbox_count(app: &EmulatedApp) -> usize {
@@ -226,7 +135,7 @@ async fn a_salesperson_signs_in_and_works_on_their_customer(backend: Backend) {
     let me = &f.staff[0];
     open_chat(&f.app, Some(me), &f.ext);
     let mut browser = Browser::new(&base);
-    let (csrf, _) = browser.sign_in().await;
+    let (csrf, _) = sign_in(&mut browser).await;
 
     // The page: our script and WeCom's only, no inline script.
     let page = browser.get(&format!("/sidebar?corp={CORP}")).await;
@@ -484,7 +393,7 @@ async fn another_salespersons_customer_is_refused_and_nothing_changes(backend: B
     // The other salesperson, who does not follow the customer, edits the request to reach them.
     open_chat(&f.app, Some(other), &f.ext);
     let mut browser = Browser::new(&f.app.server.base_url);
-    let (csrf, _) = browser.sign_in().await;
+    let (csrf, _) = sign_in(&mut browser).await;
     let queued = outbox_count(&f.app).await;
 
     let read = browser.get(&format!("/sidebar/customer/{}", f.ext)).await;
@@ -532,7 +441,7 @@ async fn another_salespersons_customer_is_refused_and_nothing_changes(backend: B
     // The owner's own session without the CSRF token writes nothing either.
     open_chat(&f.app, Some(&f.staff[0]), &f.ext);
     let mut owner = Browser::new(&f.app.server.base_url);
-    owner.sign_in().await;
+    sign_in(&mut owner).await;
     let forged = owner
         .post(
             &format!("/sidebar/customer/{}/tags", f.ext),
@@ -576,7 +485,7 @@ async fn outsiders_reused_codes_and_expired_sessions_are_turned_away(backend: Ba
     // A code is good once: the same redirect again (a page refresh) signs nobody in.
     open_chat(&f.app, Some(&f.staff[0]), &f.ext);
     let mut browser = Browser::new(&base);
-    let (_, with_code) = browser.sign_in().await;
+    let (_, with_code) = sign_in(&mut browser).await;
     let mut replay = Browser::new(&base);
     let started = replay.get("/sidebar").await;
     let state_cookie = replay.cookies["scrm_oauth"].clone();
@@ -637,7 +546,7 @@ async fn group_chats_history_alerts_refusals_and_recent_customers(backend: Backe
 
     open_chat(&f.app, Some(me), &f.ext);
     let mut browser = Browser::new(&f.app.server.base_url);
-    let (csrf, _) = browser.sign_in().await;
+    let (csrf, _) = sign_in(&mut browser).await;
     let path = |rest: &str| format!("/sidebar/customer/{}{rest}", f.ext);
 
     // The customer left a colleague: the salesperson is told, in their words, without the
@@ -746,7 +655,7 @@ async fn group_chats_history_alerts_refusals_and_recent_customers(backend: Backe
     // The colleague is not in the group: refused, nothing shown.
     open_chat(&f.app, Some(colleague), &theirs);
     let mut other = Browser::new(&f.app.server.base_url);
-    other.sign_in().await;
+    sign_in(&mut other).await;
     let refused = other.get(&format!("/sidebar/chat/{chat}")).await;
     assert_eq!(refused.status, 403, "{}", refused.text);
     assert!(!refused.text.contains("王总"));

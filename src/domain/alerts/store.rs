@@ -149,6 +149,17 @@ pub async fn unresolved_for_sales(
         .collect())
 }
 
+/// Open alerts of `corp` by severity (`severity`, count).
+pub async fn open_by_severity(db: &Db, corp: &CorpId) -> Result<Vec<(String, i64)>, StoreError> {
+    const SQL: &str = "SELECT severity, COUNT(*) FROM alert WHERE corp_id = $1 AND state = 'open' \
+        GROUP BY severity";
+    let rows = on_db!(db, |pool| sqlx::query_as(SQL)
+        .bind(corp.as_str())
+        .fetch_all(pool)
+        .await)?;
+    Ok(rows)
+}
+
 /// A piece of evidence as shown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct EvidenceRow {

@@ -589,6 +589,16 @@ pub struct Counts {
     pub media_failed: i64,
 }
 
+/// Undecryptable records of one corp not yet resolved (through the partial index on open ones).
+pub async fn count_undecryptable_open(db: &Db, corp_id: &str) -> Result<i64, StoreError> {
+    const SQL: &str = "SELECT COUNT(*) FROM archive_undecryptable WHERE corp_id = $1 \
+        AND resolved_at_ms IS NULL";
+    Ok(on_db!(db, |pool| sqlx::query_scalar(SQL)
+        .bind(corp_id)
+        .fetch_one(pool)
+        .await)?)
+}
+
 /// The counts of one corp.
 pub async fn counts(db: &Db, corp_id: &str) -> Result<Counts, StoreError> {
     const SQL: &str = "SELECT \

@@ -26,7 +26,7 @@ use wecom_sdk::api::{OAuthUser, TicketKind};
 use wecom_sdk::{ChatId, CorpId, ExternalUserId, UserId};
 
 use super::AppState;
-use crate::auth::session::{self, Session, SessionLimits};
+use crate::auth::session::{self, Session, SessionLimits, SignIn, Surface};
 use crate::auth::{AccessError, Action, Denied};
 use crate::domain::customers::record::{self, Author, RecordError};
 use crate::domain::customers::{self, RelationKey, RelationStatus};
@@ -346,7 +346,7 @@ impl FromRequestParts<Arc<AppState>> for Signed {
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
         let token = cookie(&parts.headers, SESSION_COOKIE).ok_or(Failure::SignedOut)?;
-        let session = session::lookup(&state.db, token, limits(state), now_ms())
+        let session = session::lookup(&state.db, token, Surface::Sidebar, limits(state), now_ms())
             .await?
             .ok_or(Failure::SignedOut)?;
         let who = &session.principal;
@@ -450,7 +450,7 @@ async fn entry(
         );
     };
     if let Some(token) = cookie(&headers, SESSION_COOKIE) {
-        match session::lookup(&state.db, token, limits(&state), now_ms()).await {
+        match session::lookup(&state.db, token, Surface::Sidebar, limits(&state), now_ms()).await {
             Ok(Some(s)) if s.principal.corp_id == corp => {
                 return shell(&state, &s, base, &uri).await;
             }
@@ -591,7 +591,7 @@ async fn oauth_return(
             );
         }
     };
-    let (token, _) = match session::create(&state.db, &corp, &user, now_ms()).await {
+    let (token, _) = match session::create(&state.db, &corp, SignIn::Staff(&user), now_ms()).await {
         Ok(created) => created,
         Err(e) => return Failure::from(e).into_response(),
     };

@@ -1,0 +1,1337 @@
+//! The console (控制台) for admins and compliance staff: sign-in with a console account
+//! (`scrm admin create`), the integration's health at a glance, the alerts inbox worked to a
+//! close (the link in an alert's text card, `{console_url}/console/alerts/{id}`, opens exactly
+//! that alert after signing in), and the audit log. Server-rendered pages and plain forms (each
+//! carrying the session's CSRF token), the same sessions table and [`crate::auth::Principal`] as
+//! the sidebar and the API, so every rule of the policy applies unchanged.
+
+mod views;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, LazyLock};
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use sha2::{Digest as _, Sha256};
+use wecom_sdk::{CorpId, ExternalUserId, UserId};
+
+use super::AppState;
+use crate::auth::Action;
+use crate::auth::account;
+use crate::auth::audit::{self, AuditFilter};
+use crate::auth::session::{self, Session, SessionLimits, SignIn, Surface};
+use crate::domain::alerts::{self, AlertFilter, Transition, TransitionError};
+use crate::domain::customers::{self, RelationKey};
+use crate::pipeline::{inbox, outbox, worker};
+use crate::platform::db::{StoreError, now_ms};
+use views::{Chrome, label};
+
+const COOKIE: &str = "scrm_console";
+/// Largest form a console page posts (a comment is at most 2,000 characters; a bulk action
+/// names at most a page of alerts).
+const MAX_FORM_BYTES: usize = 64 << 10;
+/// A console session ends after this long without a request…
+const IDLE_MS: i64 = 2 * 3600 * 1000;
+/// …and this long after signing in, whatever happens.
+const MAX_MS: i64 = 12 * 3600 * 1000;
+/// Sign-in attempts per account name per minute (and for the whole instance, ten times that).
+const LOGINS_PER_MINUTE: u64 = 5;
+/// Rows per page of the alerts inbox and the audit log.
+const PAGE_ROWS: i64 = 50;
+/// Most rows of a CSV export.
+const CSV_ROWS: i64 = 5000;
+
+/// The console's routes.
+pub(crate) fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/console", get(overview))
+        .route("/console/login", get(login_page).post(login))
+        .route("/console/logout", post(logout))
+        .route("/console/alerts", get(alerts_page))
+        .route("/console/alerts.csv", get(alerts_csv))
+        .route("/console/alerts/bulk", post(bulk_step))
+        .route("/console/alerts/{id}", get(alert_page))
+        .route("/console/alerts/{id}/step", post(step))
+        .route("/console/audit", get(audit_page))
+        .route("/console/audit.csv", get(audit_csv))
+        .route("/console/assets/{name}", get(asset))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Assets
+// ---------------------------------------------------------------------------------------------
+
+struct Asset {
+    name: String,
+    body: &'static str,
+    content_type: &'static str,
+}
+
+fn asset_named(stem: &str, ext: &str, body: &'static str, content_type: &'static str) -> Asset {
+    let hash = hex::encode(Sha256::digest(body.as_bytes()));
+    Asset {
+        name: format!("{stem}.{}.{ext}", &hash[..12]),
+        body,
+        content_type,
+    }
+}
+
+static CSS: LazyLock<Asset> = LazyLock::new(|| {
+    asset_named(
+        "console",
+        "css",
+        include_str!("../../../assets/console/console.css"),
+        "text/css; charset=utf-8",
+    )
+});
+static JS: LazyLock<Asset> = LazyLock::new(|| {
+    asset_named(
+        "console",
+        "js",
+        include_str!("../../../assets/console/console.js"),
+        "application/javascript; charset=utf-8",
+    )
+});
+
+fn css_path() -> String {
+    format!("/console/assets/{}", CSS.name)
+}
+
+fn assets() -> (String, String) {
+    (css_path(), format!("/console/assets/{}", JS.name))
+}
+
+async fn asset(Path(name): Path<String>) -> Response {
+    for a in [&*CSS, &*JS] {
+        if a.name == name {
+            return (
+                [
+                    (header::CONTENT_TYPE, a.content_type),
+                    (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+                ],
+                a.body,
+            )
+                .into_response();
+        }
+    }
+    StatusCode::NOT_FOUND.into_response()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Answers
+// ---------------------------------------------------------------------------------------------
+
+/// Headers of every console page: no caching, a strict CSP (our own script and styles only), no
+/// framing.
+fn html_headers() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+        ),
+    );
+    h
+}
+
+fn render(t: &impl Template) -> String {
+    t.render().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "console: template failed");
+        "<p>页面出错</p>".to_owned()
+    })
+}
+
+fn html(status: StatusCode, body: String) -> Response {
+    (status, html_headers(), body).into_response()
+}
+
+fn see_other(to: &str) -> Response {
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(to) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// Why a console request did not go through.
+#[derive(Debug)]
+enum Failure {
+    /// Not signed in (or the session ended): to the sign-in page, then back to `next`.
+    SignedOut { next: String },
+    /// Signed in, but the role may not see this page or do this.
+    Forbidden(Box<Session>, String),
+    /// The form's CSRF token is missing or wrong.
+    Csrf,
+    /// Nothing by that id.
+    NotFound(Box<Session>, &'static str),
+    /// A field is wrong.
+    Invalid(String),
+    /// The database cannot answer now.
+    Unavailable,
+    /// Too many attempts; try again after this.
+    RateLimited(std::time::Duration),
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        tracing::warn!(error = %e, "console: database error");
+        Self::Unavailable
+    }
+}
+
+fn bare_page(status: StatusCode, title: &str, detail: &str) -> Response {
+    let body = format!(
+        "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><title>{title}</title>\
+         <link rel=\"stylesheet\" href=\"{}\"></head><body><main><section class=\"panel notice\">\
+         <h1>{title}</h1><p>{detail}</p><p><a href=\"/console\">返回控制台</a></p></section></main>\
+         </body></html>",
+        css_path()
+    );
+    html(status, body)
+}
+
+fn session_page(status: StatusCode, s: &Session, title: &str, detail: &str) -> Response {
+    let page = views::Page {
+        chrome: Chrome::new(&s.principal, &s.csrf_token, "", refs(&assets()), None),
+        title,
+        detail,
+    };
+    html(status, render(&page))
+}
+
+fn refs(a: &(String, String)) -> (&str, &str) {
+    (a.0.as_str(), a.1.as_str())
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        match self {
+            Self::SignedOut { next } => {
+                see_other(&format!("/console/login?next={}", encode(&next)))
+            }
+            Self::Forbidden(s, why) => session_page(StatusCode::FORBIDDEN, &s, "没有权限", &why),
+            Self::NotFound(s, what) => session_page(
+                StatusCode::NOT_FOUND,
+                &s,
+                "找不到",
+                &format!("{what}不存在"),
+            ),
+            Self::Csrf => bare_page(
+                StatusCode::FORBIDDEN,
+                "页面已过期",
+                "请返回上一页，刷新后再提交。",
+            ),
+            Self::Invalid(why) => bare_page(StatusCode::UNPROCESSABLE_ENTITY, "无法提交", &why),
+            Self::Unavailable => bare_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "暂时无法完成",
+                "数据库暂时不可用，请稍后重试。",
+            ),
+            Self::RateLimited(wait) => bare_page(
+                StatusCode::TOO_MANY_REQUESTS,
+                "操作太频繁",
+                &format!("请 {} 秒后再试。", wait.as_secs().max(1)),
+            ),
+        }
+    }
+}
+
+fn encode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sessions and forms
+// ---------------------------------------------------------------------------------------------
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+const LIMITS: SessionLimits = SessionLimits {
+    idle_ms: IDLE_MS,
+    max_ms: MAX_MS,
+};
+
+/// `Secure` when the console is reached over https (its configured address says so).
+fn cookie_attributes(state: &AppState) -> &'static str {
+    if state.config.alerts.console_url.starts_with("https://") {
+        "Path=/console; HttpOnly; Secure; SameSite=Strict"
+    } else {
+        "Path=/console; HttpOnly; SameSite=Strict"
+    }
+}
+
+/// A signed-in console user.
+struct Signed(Session);
+
+impl FromRequestParts<Arc<AppState>> for Signed {
+    type Rejection = Failure;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let next = if parts.method == Method::GET {
+            parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| "/console".to_owned(), |p| p.as_str().to_owned())
+        } else {
+            "/console".to_owned()
+        };
+        let token = cookie(&parts.headers, COOKIE)
+            .ok_or_else(|| Failure::SignedOut { next: next.clone() })?;
+        let session = session::lookup(&state.db, token, Surface::Console, LIMITS, now_ms())
+            .await?
+            .ok_or(Failure::SignedOut { next })?;
+        // Each signed-in person as many requests as an API key (10-second windows, shared by
+        // every instance); a coordinator that cannot answer lets the request through.
+        let bucket = format!("scrm:console:{}", session.principal.actor());
+        let per_window = state.config.http.api_key_requests_per_minute.div_ceil(6);
+        match state
+            .coord
+            .acquire(&bucket, per_window, std::time::Duration::from_secs(10))
+            .await
+        {
+            Ok(Some(wait)) => return Err(Failure::RateLimited(wait)),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "console rate limit unavailable"),
+        }
+        Ok(Self(session))
+    }
+}
+
+impl Signed {
+    /// The session, when its role may `action`.
+    fn may(self, action: Action) -> Result<Session, Failure> {
+        if self.0.principal.role.may(action) {
+            Ok(self.0)
+        } else {
+            let why = format!(
+                "你的角色（{}）不能使用这个页面。",
+                views::role_label(self.0.principal.role)
+            );
+            Err(Failure::Forbidden(Box::new(self.0), why))
+        }
+    }
+}
+
+/// A posted form (`application/x-www-form-urlencoded`, bounded in size and time), its fields in
+/// order (a field may repeat: `id=1&id=2`).
+struct Form(Vec<(String, String)>);
+
+impl Form {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn all(&self, key: &str) -> impl Iterator<Item = &str> {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the form echoes the session's CSRF token.
+    fn carries(&self, s: &Session) -> bool {
+        let sent = self.get("csrf").unwrap_or("");
+        crate::auth::api_key::constant_time_eq(sent.as_bytes(), s.csrf_token.as_bytes())
+    }
+}
+
+impl FromRequest<Arc<AppState>> for Form {
+    type Rejection = Failure;
+
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let deadline = std::time::Duration::from_millis(state.config.http.body_timeout_ms);
+        let bytes = match super::server::body_deadline(req.into_body(), MAX_FORM_BYTES, deadline)
+            .await
+        {
+            Some(Ok(b)) => b,
+            Some(Err(_)) => return Err(Failure::Invalid("提交的内容过大或无法读取".to_owned())),
+            None => return Err(Failure::Invalid("提交超时，请重试".to_owned())),
+        };
+        Ok(Self(
+            url::form_urlencoded::parse(&bytes)
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        ))
+    }
+}
+
+/// Query parameters as a map (the last of a repeated key wins), each bounded.
+fn query_map(uri: &axum::http::Uri) -> BTreeMap<String, String> {
+    url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .filter(|(_, v)| !v.is_empty() && v.len() <= 200)
+        .map(|(k, v)| (k.into_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+/// `yyyy-mm-dd` as midnight China Standard Time, epoch ms.
+fn day_start_ms(day: &str) -> Option<i64> {
+    let date = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()?;
+    let tz = chrono::FixedOffset::east_opt(8 * 3600)?;
+    let t = date.and_hms_opt(0, 0, 0)?.and_local_timezone(tz).single()?;
+    Some(t.timestamp_millis())
+}
+
+/// `YYYY-MM-DD HH:mm` in China Standard Time.
+fn when(ms: i64) -> String {
+    let Some(tz) = chrono::FixedOffset::east_opt(8 * 3600) else {
+        return String::new();
+    };
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sign-in
+// ---------------------------------------------------------------------------------------------
+
+/// Where to go after signing in: a console page, never another site.
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with("/console") && !n.starts_with("//") && !n.contains('\\') => {
+            n.to_owned()
+        }
+        _ => "/console".to_owned(),
+    }
+}
+
+fn login_form(status: StatusCode, next: &str, username: &str, error: Option<&str>) -> Response {
+    let css = css_path();
+    let page = views::Login {
+        css: &css,
+        next,
+        username,
+        error,
+    };
+    html(status, render(&page))
+}
+
+async fn login_page(uri: axum::http::Uri) -> Response {
+    let q = query_map(&uri);
+    login_form(
+        StatusCode::OK,
+        &safe_next(q.get("next").map(String::as_str)),
+        "",
+        None,
+    )
+}
+
+/// Counts a sign-in attempt: per account name and for the whole instance.
+async fn throttle(state: &AppState, username: &str) -> Result<(), std::time::Duration> {
+    const MINUTE: std::time::Duration = std::time::Duration::from_secs(60);
+    for (bucket, limit) in [
+        (format!("scrm:console:login:{username}"), LOGINS_PER_MINUTE),
+        ("scrm:console:login:*".to_owned(), LOGINS_PER_MINUTE * 10),
+    ] {
+        match state.coord.acquire(&bucket, limit, MINUTE).await {
+            Ok(None) => {}
+            Ok(Some(wait)) => return Err(wait),
+            Err(e) => tracing::warn!(error = %e, "console: sign-in limit unavailable"),
+        }
+    }
+    Ok(())
+}
+
+async fn login(State(state): State<Arc<AppState>>, form: Form) -> Response {
+    let next = safe_next(form.get("next"));
+    let username = form
+        .get("username")
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let password = form.get("password").unwrap_or("");
+    if username.is_empty() || username.len() > 64 || password.is_empty() {
+        return login_form(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &next,
+            &username,
+            Some("请输入账号和密码"),
+        );
+    }
+    if let Err(wait) = throttle(&state, &username).await {
+        return login_form(
+            StatusCode::TOO_MANY_REQUESTS,
+            &next,
+            &username,
+            Some(&format!(
+                "尝试次数过多，请 {} 秒后再试",
+                wait.as_secs().max(1)
+            )),
+        );
+    }
+    let now = now_ms();
+    let verified = match account::verify(&state.db, &username, password).await {
+        Ok(v) => v,
+        Err(e) => return Failure::from(e).into_response(),
+    };
+    let Some(account) = verified else {
+        // Known names get the failure in their corp's audit log; unknown ones only in the log.
+        if let Ok(Some(known)) = account::get(&state.db, &username).await {
+            let _ = record(
+                &state,
+                &known.corp_id,
+                &format!("console:{username}"),
+                "console.login_failed",
+                now,
+            )
+            .await;
+        }
+        tracing::info!(username = %username, "console: sign-in refused");
+        return login_form(
+            StatusCode::UNAUTHORIZED,
+            &next,
+            &username,
+            Some("账号或密码错误，或账号已停用"),
+        );
+    };
+    let (token, s) =
+        match session::create(&state.db, &account.corp_id, SignIn::Account(&account), now).await {
+            Ok(created) => created,
+            Err(e) => return Failure::from(e).into_response(),
+        };
+    if let Err(e) = record(
+        &state,
+        &account.corp_id,
+        &s.principal.actor(),
+        "console.login",
+        now,
+    )
+    .await
+    {
+        return Failure::from(e).into_response();
+    }
+    if let Err(e) = session::sweep(&state.db, IDLE_MS, now).await {
+        tracing::warn!(error = %e, "console: cannot sweep idle sessions");
+    }
+    tracing::info!(username = %account.username, "console: signed in");
+    let mut r = see_other(&next);
+    let c = format!(
+        "{COOKIE}={token}; Max-Age={}; {}",
+        MAX_MS / 1000,
+        cookie_attributes(&state)
+    );
+    if let Ok(v) = HeaderValue::from_str(&c) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// One audit row of a sign-in or sign-out.
+async fn record(
+    state: &AppState,
+    corp: &CorpId,
+    actor: &str,
+    action: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    let mut tx = state.db.begin().await?;
+    audit::audit(
+        &mut tx,
+        corp.as_str(),
+        actor,
+        action,
+        "console",
+        &serde_json::json!({}),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn logout(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    signed: Signed,
+    form: Form,
+) -> Result<Response, Failure> {
+    let s = signed.0;
+    if !form.carries(&s) {
+        return Err(Failure::Csrf);
+    }
+    if let Some(token) = cookie(&headers, COOKIE) {
+        session::end(&state.db, token).await?;
+    }
+    record(
+        &state,
+        &s.principal.corp_id,
+        &s.principal.actor(),
+        "console.logout",
+        now_ms(),
+    )
+    .await?;
+    let mut r = see_other("/console/login");
+    let c = format!("{COOKIE}=; Max-Age=0; {}", cookie_attributes(&state));
+    if let Ok(v) = HeaderValue::from_str(&c) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(r)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Overview
+// ---------------------------------------------------------------------------------------------
+
+/// How many hours the overview's chart covers.
+const CHART_HOURS: i64 = 24;
+/// WeCom keeps archived messages about five days; past this lag the banner turns red.
+const ARCHIVE_LAG_WARN_MS: i64 = 3 * 86_400_000;
+
+async fn overview(State(state): State<Arc<AppState>>, signed: Signed) -> Result<Response, Failure> {
+    let s = signed.may(Action::ReadOperations)?;
+    let corp = s.principal.corp_id.clone();
+    let now = now_ms();
+    let backlog = worker::backlog(&state.db, Some(corp.as_str()), now).await?;
+    let out = outbox::stats(&state.db, Some(corp.as_str()), now).await?;
+    let open = alerts::open_by_severity(&state.db, &corp).await?;
+    let cursor = crate::domain::archive::store::find_cursor(&state.db, corp.as_str()).await?;
+    let undecryptable =
+        crate::domain::archive::store::count_undecryptable_open(&state.db, corp.as_str()).await?;
+    let mut banners = Vec::new();
+    if backlog.dead > 0 {
+        banners.push(format!(
+            "有 {} 条回调处理失败（死信），请运行 scrm inbox dead 查看原因后 scrm replay 重放，否则这些事件不会生效。",
+            backlog.dead
+        ));
+    }
+    if out.dead > 0 {
+        banners.push(format!(
+            "有 {} 条发往企业微信的修改失败（死信），请运行 scrm outbox dead 查看并 scrm outbox retry 重试。",
+            out.dead
+        ));
+    }
+    let archive_lag = cursor
+        .as_ref()
+        .and_then(|c| c.last_success_at_ms)
+        .map(|t| now - t);
+    if let Some(lag) = archive_lag
+        && lag > ARCHIVE_LAG_WARN_MS
+    {
+        banners.push(format!(
+            "会话存档已 {} 小时没有拉取成功：企业微信只保留约 5 天的消息，超过就会永久丢失。",
+            lag / 3_600_000
+        ));
+    }
+    let open_total: i64 = open.iter().map(|(_, n)| n).sum();
+    let tiles = vec![
+        views::Tile {
+            label: "待处理回调",
+            value: backlog.pending.to_string(),
+            note: format!("最久等待 {:.0} 秒", backlog.lag_secs),
+            href: "/console",
+            bad: backlog.lag_secs > 60.0,
+        },
+        views::Tile {
+            label: "回调死信",
+            value: backlog.dead.to_string(),
+            note: "失败的回调，需重放".to_owned(),
+            href: "/console",
+            bad: backlog.dead > 0,
+        },
+        views::Tile {
+            label: "待发往企业微信",
+            value: out.pending.to_string(),
+            note: format!("最久等待 {} 秒", out.oldest_pending_age_ms / 1000),
+            href: "/console",
+            bad: out.oldest_pending_age_ms > 600_000,
+        },
+        views::Tile {
+            label: "发送死信",
+            value: out.dead.to_string(),
+            note: "失败的修改，需重试".to_owned(),
+            href: "/console",
+            bad: out.dead > 0,
+        },
+        views::Tile {
+            label: "会话存档",
+            value: archive_lag.map_or_else(
+                || "未启用".to_owned(),
+                |lag| format!("{} 分钟前", lag / 60_000),
+            ),
+            note: format!("无法解密 {undecryptable} 条"),
+            href: "/console",
+            bad: archive_lag.is_some_and(|lag| lag > ARCHIVE_LAG_WARN_MS) || undecryptable > 0,
+        },
+        views::Tile {
+            label: "未处理告警",
+            value: open_total.to_string(),
+            note: "点击查看".to_owned(),
+            href: "/console/alerts?state=open",
+            bad: open.iter().any(|(sev, n)| sev == "critical" && *n > 0),
+        },
+    ];
+    let chart = chart(
+        &inbox::hourly(&state.db, corp.as_str(), now - CHART_HOURS * 3_600_000).await?,
+        now,
+    );
+    let open_by_severity = views::SEVERITIES
+        .iter()
+        .map(|(sev, label)| {
+            let n = open.iter().find(|(s, _)| s == sev).map_or(0, |(_, n)| *n);
+            ((*sev).to_owned(), (*label).to_owned(), n)
+        })
+        .collect();
+    let page = views::Overview {
+        chrome: Chrome::new(
+            &s.principal,
+            &s.csrf_token,
+            "/console",
+            refs(&assets()),
+            None,
+        ),
+        banners,
+        tiles,
+        chart,
+        open_by_severity,
+    };
+    Ok(html(StatusCode::OK, render(&page)))
+}
+
+/// The last [`CHART_HOURS`] hours as stacked bars: processed below, failed or waiting above.
+fn chart(rows: &[(i64, String, i64)], now: i64) -> views::Chart {
+    const WIDTH: i64 = 960;
+    const HEIGHT: i64 = 160;
+    let last = now / 3_600_000;
+    let slot = WIDTH / CHART_HOURS;
+    let bar = slot - 6;
+    let count = |hour: i64, state: &str| -> i64 {
+        rows.iter()
+            .filter(|(h, s, _)| *h == hour && s == state)
+            .map(|(_, _, n)| *n)
+            .sum()
+    };
+    let hours: Vec<i64> = (0..CHART_HOURS)
+        .map(|i| last - CHART_HOURS + 1 + i)
+        .collect();
+    let totals: Vec<(i64, i64, i64)> = hours
+        .iter()
+        .map(|h| (count(*h, "done"), count(*h, "dead"), count(*h, "pending")))
+        .collect();
+    let max = totals.iter().map(|(d, x, p)| d + x + p).max().unwrap_or(0);
+    let scale = |n: i64| if max == 0 { 0 } else { n * HEIGHT / max };
+    let tz = chrono::FixedOffset::east_opt(8 * 3600);
+    let bars = hours
+        .iter()
+        .zip(&totals)
+        .enumerate()
+        .map(|(i, (hour, (done, dead, pending)))| {
+            let i = i64::try_from(i).unwrap_or(0);
+            let h_done = scale(*done);
+            let h_other = scale(dead + pending);
+            let label = tz
+                .and_then(|tz| {
+                    chrono::DateTime::from_timestamp(hour * 3600, 0)
+                        .map(|t| t.with_timezone(&tz).format("%H:00").to_string())
+                })
+                .unwrap_or_default();
+            views::Bar {
+                x: i * slot + 3,
+                y_done: HEIGHT - h_done,
+                h_done,
+                y_other: HEIGHT - h_done - h_other,
+                h_other,
+                done: *done,
+                dead: *dead,
+                pending: *pending,
+                label,
+                tick: i % 3 == 0,
+            }
+        })
+        .collect();
+    views::Chart {
+        width: WIDTH,
+        height: HEIGHT,
+        bar,
+        bars,
+        total: totals.iter().map(|(d, x, p)| d + x + p).sum(),
+        max,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Alerts
+// ---------------------------------------------------------------------------------------------
+
+/// The alerts filter of a query string, checked against the known names.
+fn alert_filter(q: &BTreeMap<String, String>, limit: i64) -> AlertFilter {
+    let known = |key: &str, table: &[(&str, &str)]| {
+        q.get(key)
+            .filter(|v| table.iter().any(|(name, _)| name == v))
+            .cloned()
+    };
+    AlertFilter {
+        state: known("state", &views::STATES),
+        kind: known("kind", &views::KINDS),
+        severity: known("severity", &views::SEVERITIES),
+        category: q.get("category").cloned(),
+        staff_user_id: q.get("staff").cloned(),
+        since_ms: q.get("since").and_then(|d| day_start_ms(d)),
+        before_id: q.get("before").and_then(|b| b.parse().ok()),
+        limit,
+    }
+}
+
+/// The query string of `q` without `before` (for links that keep the filter).
+fn filter_query(q: &BTreeMap<String, String>) -> String {
+    let mut out = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in q.iter().filter(|(k, _)| k.as_str() != "before") {
+        out.append_pair(k, v);
+    }
+    out.finish()
+}
+
+async fn alerts_page(
+    State(state): State<Arc<AppState>>,
+    signed: Signed,
+    uri: axum::http::Uri,
+) -> Result<Response, Failure> {
+    let s = signed.may(Action::ReadAlerts)?;
+    let q = query_map(&uri);
+    let filter = alert_filter(&q, PAGE_ROWS);
+    let rows = alerts::list(&state.db, s.principal.corp_id.as_str(), &filter).await?;
+    let query = filter_query(&q);
+    let next_page = (i64::try_from(rows.len()).unwrap_or(0) == PAGE_ROWS)
+        .then(|| rows.last().map(|a| format!("{query}&before={}", a.id)))
+        .flatten();
+    let alerts = rows
+        .into_iter()
+        .map(|a| views::AlertRow {
+            id: a.id,
+            when: when(a.created_at_ms),
+            severity_label: label(&views::SEVERITIES, &a.severity),
+            kind_label: label(&views::KINDS, &a.kind),
+            state_label: label(&views::STATES, &a.state),
+            severity: a.severity,
+            title: a.title,
+            staff: a.staff_user_id,
+            evidence_count: a.evidence_count,
+            state: a.state,
+        })
+        .collect();
+    let get = |k: &str| q.get(k).cloned().unwrap_or_default();
+    let flash = q.get("done").map(|n| format!("已处理 {n} 条告警"));
+    let page = views::Alerts {
+        chrome: Chrome::new(
+            &s.principal,
+            &s.csrf_token,
+            "/console/alerts",
+            refs(&assets()),
+            flash,
+        ),
+        states: views::options(&views::STATES, &get("state")),
+        kinds: views::options(&views::KINDS, &get("kind")),
+        severities: views::options(&views::SEVERITIES, &get("severity")),
+        filter: views::AlertFilterView {
+            category: get("category"),
+            staff: get("staff"),
+            since: get("since"),
+        },
+        query,
+        alerts,
+        next_page,
+    };
+    Ok(html(StatusCode::OK, render(&page)))
+}
+
+/// One CSV field: quoted, and a leading `= + - @` defused (spreadsheets run those as formulas).
+fn csv_field(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@']) {
+        format!("'{s}")
+    } else {
+        s.to_owned()
+    };
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+fn csv(name: &str, header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> Response {
+    // A BOM, so that Excel opens the Chinese as UTF-8.
+    let mut body = String::from("\u{feff}");
+    body.push_str(
+        &header
+            .iter()
+            .map(|h| csv_field(h))
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    body.push_str("\r\n");
+    for row in rows {
+        body.push_str(
+            &row.iter()
+                .map(|f| csv_field(f))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        body.push_str("\r\n");
+    }
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn alerts_csv(
+    State(state): State<Arc<AppState>>,
+    signed: Signed,
+    uri: axum::http::Uri,
+) -> Result<Response, Failure> {
+    let s = signed.may(Action::ReadAlerts)?;
+    let q = query_map(&uri);
+    let rows = alerts::list(
+        &state.db,
+        s.principal.corp_id.as_str(),
+        &alert_filter(&q, CSV_ROWS),
+    )
+    .await?;
+    Ok(csv(
+        "alerts.csv",
+        &[
+            "id",
+            "告警时间",
+            "严重程度",
+            "类型",
+            "类别",
+            "标题",
+            "成员",
+            "客户",
+            "证据条数",
+            "状态",
+        ],
+        rows.into_iter().map(|a| {
+            vec![
+                a.id.to_string(),
+                when(a.created_at_ms),
+                label(&views::SEVERITIES, &a.severity),
+                label(&views::KINDS, &a.kind),
+                a.category.unwrap_or_default(),
+                a.title,
+                a.staff_user_id,
+                a.external_user_id.unwrap_or_default(),
+                a.evidence_count.to_string(),
+                label(&views::STATES, &a.state),
+            ]
+        }),
+    ))
+}
+
+/// The steps an alert in `state` can take, as buttons.
+fn steps_from(state: &str) -> Vec<views::StepButton> {
+    let b = |value, label, quiet| views::StepButton {
+        value,
+        label,
+        quiet,
+    };
+    match state {
+        "open" => vec![
+            b("acknowledge", "开始处理", false),
+            b("resolve", "已解决", false),
+            b("false_positive", "误报", true),
+        ],
+        "acknowledged" => vec![
+            b("resolve", "已解决", false),
+            b("false_positive", "误报", true),
+        ],
+        "resolved" | "false_positive" => vec![b("reopen", "重新打开", true)],
+        _ => Vec::new(),
+    }
+}
+
+fn transition_of(step: &str) -> Option<Transition> {
+    match step {
+        "acknowledge" => Some(Transition::Acknowledge),
+        "resolve" => Some(Transition::Resolve),
+        "false_positive" => Some(Transition::FalsePositive),
+        "reopen" => Some(Transition::Reopen),
+        _ => None,
+    }
+}
+
+fn history_label(action: &str) -> String {
+    match action {
+        "created" => "创建".to_owned(),
+        "escalated" => "升级通知".to_owned(),
+        "acknowledge" => "开始处理".to_owned(),
+        "resolve" => "标记已解决".to_owned(),
+        "false_positive" => "标记误报".to_owned(),
+        "reopen" => "重新打开".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+fn change_label(change: &str) -> String {
+    match change {
+        "added" => "添加好友",
+        "edited" => "修改备注/标签",
+        "reactivated" => "重新添加",
+        "deleted_by_staff" => "员工删除客户",
+        "deleted_by_customer" => "客户删除员工",
+        "transferred" => "转接给同事",
+        "vanished" => "关系消失（对账发现）",
+        "transfer_failed" => "转接失败",
+        other => other,
+    }
+    .to_owned()
+}
+
+async fn alert_page(
+    State(state): State<Arc<AppState>>,
+    signed: Signed,
+    Path(id): Path<String>,
+    uri: axum::http::Uri,
+) -> Result<Response, Failure> {
+    let s = signed.may(Action::ReadAlerts)?;
+    let Ok(id) = id.parse::<i64>() else {
+        return Err(Failure::NotFound(Box::new(s), "告警"));
+    };
+    let corp = s.principal.corp_id.clone();
+    let Some(a) = alerts::get(&state.db, corp.as_str(), id).await? else {
+        return Err(Failure::NotFound(Box::new(s), "告警"));
+    };
+    let (evidence, history, deliveries) = alerts::details(&state.db, id).await?;
+    let evidence = evidence
+        .into_iter()
+        .map(|e| {
+            let spans: Vec<(usize, usize)> = serde_json::from_str::<Vec<[usize; 2]>>(&e.spans)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|[a, b]| (a, b))
+                .collect();
+            views::EvidenceView {
+                when: when(e.at_ms),
+                source: e.source_ref,
+                customer: e.external_user_id.unwrap_or_default(),
+                parts: e
+                    .text
+                    .as_deref()
+                    .map(|t| views::highlight(t, &spans))
+                    .unwrap_or_default(),
+                detail: if e.detail == "{}" {
+                    String::new()
+                } else {
+                    e.detail
+                },
+            }
+        })
+        .collect();
+    let mut relation = Vec::new();
+    if let (Ok(user), Some(Ok(ext))) = (
+        UserId::try_from(a.staff_user_id.as_str()),
+        a.external_user_id.as_deref().map(ExternalUserId::try_from),
+    ) {
+        for r in
+            customers::relation_history(&state.db, RelationKey::new(&corp, &user, &ext)).await?
+        {
+            relation.push(views::RelationRow {
+                when: when(r.at_ms),
+                change: change_label(&r.change),
+                source: if r.source == "callback" {
+                    "企业微信回调"
+                } else {
+                    "对账"
+                }
+                .to_owned(),
+                detail: r.detail,
+            });
+        }
+    }
+    let q = query_map(&uri);
+    let flash = q
+        .get("done")
+        .map(|step| format!("已{}", history_label(step)));
+    let page = views::AlertPage {
+        chrome: Chrome::new(
+            &s.principal,
+            &s.csrf_token,
+            "/console/alerts",
+            refs(&assets()),
+            flash,
+        ),
+        id: a.id,
+        steps: steps_from(&a.state),
+        severity_label: label(&views::SEVERITIES, &a.severity),
+        state_label: label(&views::STATES, &a.state),
+        kind_label: label(&views::KINDS, &a.kind),
+        title: a.title,
+        severity: a.severity,
+        state: a.state,
+        category: a.category.unwrap_or_default(),
+        rule_id: a.rule_id.unwrap_or_default(),
+        staff: a.staff_user_id,
+        customer: a.external_user_id.unwrap_or_else(|| "—".to_owned()),
+        created: when(a.created_at_ms),
+        first: when(a.first_at_ms),
+        last: when(a.last_at_ms),
+        evidence,
+        relation,
+        history: history
+            .into_iter()
+            .map(|h| views::HistoryView {
+                when: when(h.at_ms),
+                actor: h.actor,
+                action: history_label(&h.action),
+                comment: h.comment,
+            })
+            .collect(),
+        deliveries: deliveries
+            .into_iter()
+            .map(|d| {
+                let (state_label, class) = match (d.skipped.as_deref(), d.state.as_deref()) {
+                    (Some(why), _) => (format!("未发送：{why}"), "dead"),
+                    (None, Some("done")) => ("已送达".to_owned(), "done"),
+                    (None, Some("dead")) => (
+                        format!("发送失败：{}", d.last_error.unwrap_or_default()),
+                        "dead",
+                    ),
+                    (None, _) => ("发送中".to_owned(), "pending"),
+                };
+                views::DeliveryView {
+                    recipient: d.recipient,
+                    reason: if d.reason == "escalated" {
+                        "升级"
+                    } else {
+                        "新告警"
+                    }
+                    .to_owned(),
+                    state: state_label,
+                    state_class: class.to_owned(),
+                }
+            })
+            .collect(),
+    };
+    Ok(html(StatusCode::OK, render(&page)))
+}
+
+/// A comment, trimmed and bounded.
+fn comment_of(form: &Form) -> Result<String, Failure> {
+    let comment = form.get("comment").unwrap_or("").trim().to_owned();
+    if comment.chars().count() > 2000 {
+        return Err(Failure::Invalid("处理说明最多 2000 字".to_owned()));
+    }
+    Ok(comment)
+}
+
+async fn step(
+    State(state): State<Arc<AppState>>,
+    signed: Signed,
+    Path(id): Path<i64>,
+    form: Form,
+) -> Result<Response, Failure> {
+    let s = signed.may(Action::HandleAlerts)?;
+    if !form.carries(&s) {
+        return Err(Failure::Csrf);
+    }
+    let Some(step) = form.get("step").and_then(transition_of) else {
+        return Err(Failure::Invalid("未知的操作".to_owned()));
+    };
+    let comment = comment_of(&form)?;
+    let who = &s.principal;
+    match alerts::transition(
+        &state.db,
+        who.corp_id.as_str(),
+        id,
+        step,
+        &who.actor(),
+        &comment,
+        now_ms(),
+    )
+    .await
+    {
+        Ok(_) => Ok(see_other(&format!(
+            "/console/alerts/{id}?done={}",
+            step.as_str()
+        ))),
+        Err(TransitionError::NotFound) => Err(Failure::NotFound(Box::new(s), "告警")),
+        Err(TransitionError::Conflict { state: now, .. }) => Ok(session_page(
+            StatusCode::CONFLICT,
+            &s,
+            "告警状态已变化",
+            &format!(
+                "这条告警现在是「{}」，可能刚被同事处理过。请返回告警页面查看。",
+                label(&views::STATES, &now)
+            ),
+        )),
+        Err(TransitionError::Store(e)) => Err(e.into()),
+    }
+}
+
+async fn bulk_step(
+    State(state): State<Arc<AppState>>,
+    signed: Signed,
+    form: Form,
+) -> Result<Response, Failure> {
+    let s = signed.may(Action::HandleAlerts)?;
+    if !form.carries(&s) {
+        return Err(Failure::Csrf);
+    }
+    let Some(step) = form.get("step").and_then(transition_of) else {
+        return Err(Failure::Invalid("未知的操作".to_owned()));
+    };
+    let comment = comment_of(&form)?;
+    let ids: Vec<i64> = form
+        .all("id")
+        .filter_map(|v| v.parse().ok())
+        .take(500)
+        .collect();
+    let who = &s.principal;
+    let mut done = 0;
+    for id in &ids {
+        match alerts::transition(
+            &state.db,
+            who.corp_id.as_str(),
+            *id,
+            step,
+            &who.actor(),
+            &comment,
+            now_ms(),
+        )
+        .await
+        {
+            Ok(_) => done += 1,
+            // Another state already (or gone): skipped, the count says how many went through.
+            Err(TransitionError::NotFound | TransitionError::Conflict { .. }) => {}
+            Err(TransitionError::Store(e)) => return Err(e.into()),
+        }
+    }
+    let back = safe_next(form.get("back"));
+    let sep = if back.contains('?') { '&' } else { '?' };
+    Ok(see_other(&format!("{back}{sep}done={done}")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audit log
+// ---------------------------------------------------------------------------------------------
+
+fn audit_filter(q: &BTreeMap<String, String>, limit: i64) -> AuditFilter {
+    AuditFilter {
+        actor: q.get("actor").cloned(),
+        action: q.get("action").cloned(),
+        target: q.get("target").cloned(),
+        since_ms: q.get("since").and_then(|d| day_start_ms(d)),
+        before_id: q.get("before").and_then(|b| b.parse().ok()),
+        limit,
+    }
+}
+
+async fn audit_page(
+    State(state): State<Arc<AppState>>,
+    signed: Signed,
+    uri: axum::http::Uri,
+) -> Result<Response, Failure> {
+    let s = signed.may(Action::ReadOperations)?;
+    let q = query_map(&uri);
+    let rows = audit::search(
+        &state.db,
+        s.principal.corp_id.as_str(),
+        &audit_filter(&q, PAGE_ROWS),
+    )
+    .await?;
+    let query = filter_query(&q);
+    let next_page = (i64::try_from(rows.len()).unwrap_or(0) == PAGE_ROWS)
+        .then(|| rows.last().map(|e| format!("{query}&before={}", e.id)))
+        .flatten();
+    let get = |k: &str| q.get(k).cloned().unwrap_or_default();
+    let page = views::Audit {
+        chrome: Chrome::new(
+            &s.principal,
+            &s.csrf_token,
+            "/console/audit",
+            refs(&assets()),
+            None,
+        ),
+        filter: views::AuditFilterView {
+            actor: get("actor"),
+            action: get("action"),
+            target: get("target"),
+            since: get("since"),
+        },
+        query,
+        entries: rows
+            .into_iter()
+            .map(|e| views::AuditRow {
+                when: when(e.at_ms),
+                actor: e.actor,
+                action: e.action,
+                target: e.target,
+                detail: if e.detail == "{}" {
+                    String::new()
+                } else {
+                    e.detail
+                },
+            })
+            .collect(),
+        next_page,
+    };
+    Ok(html(StatusCode::OK, render(&page)))
+}
+
+async fn audit_csv(
+    State(state): State<Arc<AppState>>,
+    signed: Signed,
+    uri: axum::http::Uri,
+) -> Result<Response, Failure> {
+    let s = signed.may(Action::ReadOperations)?;
+    let q = query_map(&uri);
+    let rows = audit::search(
+        &state.db,
+        s.principal.corp_id.as_str(),
+        &audit_filter(&q, CSV_ROWS),
+    )
+    .await?;
+    Ok(csv(
+        "audit.csv",
+        &["id", "时间", "操作人", "操作", "对象", "详情", "API key"],
+        rows.into_iter().map(|e| {
+            vec![
+                e.id.to_string(),
+                when(e.at_ms),
+                e.actor,
+                e.action,
+                e.target,
+                e.detail,
+                e.key_id.map(|k| k.to_string()).unwrap_or_default(),
+            ]
+        }),
+    ))
+}

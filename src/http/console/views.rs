@@ -1,0 +1,357 @@
+//! The console's pages as compile-time templates (`templates/console/`), and the labels they
+//! show. Every page extends `layout.html`, which reads [`Chrome`]: the navigation the role may
+//! use, who is signed in, the CSRF token the forms carry.
+
+use askama::Template;
+
+use crate::auth::{Action, Principal, Role};
+
+/// One entry of the navigation.
+pub(super) struct NavItem {
+    pub(super) href: &'static str,
+    pub(super) label: &'static str,
+    pub(super) active: bool,
+}
+
+/// What every page around its content shows.
+pub(super) struct Chrome {
+    pub(super) css: String,
+    pub(super) js: String,
+    pub(super) csrf: String,
+    pub(super) who: String,
+    pub(super) role: &'static str,
+    pub(super) nav: Vec<NavItem>,
+    pub(super) flash: Option<String>,
+}
+
+/// The pages of the console, with the action that lets a role see each.
+const PAGES: [(&str, &str, Action); 3] = [
+    ("/console", "概览", Action::ReadOperations),
+    ("/console/alerts", "告警", Action::ReadAlerts),
+    ("/console/audit", "审计日志", Action::ReadOperations),
+];
+
+pub(super) fn role_label(role: Role) -> &'static str {
+    match role {
+        Role::Admin => "管理员",
+        Role::Compliance => "合规",
+        Role::Sales => "销售",
+    }
+}
+
+impl Chrome {
+    pub(super) fn new(
+        who: &Principal,
+        csrf: &str,
+        active: &str,
+        assets: (&str, &str),
+        flash: Option<String>,
+    ) -> Self {
+        Self {
+            css: assets.0.to_owned(),
+            js: assets.1.to_owned(),
+            csrf: csrf.to_owned(),
+            who: who
+                .account
+                .clone()
+                .or_else(|| who.staff_user_id.as_ref().map(ToString::to_string))
+                .unwrap_or_default(),
+            role: role_label(who.role),
+            nav: PAGES
+                .iter()
+                .filter(|(_, _, action)| who.role.may(*action))
+                .map(|(href, label, _)| NavItem {
+                    href,
+                    label,
+                    active: *href == active,
+                })
+                .collect(),
+            flash,
+        }
+    }
+}
+
+/// The sign-in page.
+#[derive(Template)]
+#[template(path = "console/login.html")]
+pub(super) struct Login<'a> {
+    pub(super) css: &'a str,
+    pub(super) next: &'a str,
+    pub(super) username: &'a str,
+    pub(super) error: Option<&'a str>,
+}
+
+/// A page with one message (refusals, missing things).
+#[derive(Template)]
+#[template(path = "console/page.html")]
+pub(super) struct Page<'a> {
+    pub(super) chrome: Chrome,
+    pub(super) title: &'a str,
+    pub(super) detail: &'a str,
+}
+
+/// A choice of a filter's `<select>`.
+pub(super) struct Opt {
+    pub(super) value: &'static str,
+    pub(super) label: &'static str,
+    pub(super) selected: bool,
+}
+
+/// Choices with "全部" first, `current` selected.
+pub(super) fn options(all: &[(&'static str, &'static str)], current: &str) -> Vec<Opt> {
+    std::iter::once(("", "全部"))
+        .chain(all.iter().copied())
+        .map(|(value, label)| Opt {
+            value,
+            label,
+            selected: value == current,
+        })
+        .collect()
+}
+
+pub(super) const STATES: [(&str, &str); 4] = [
+    ("open", "待处理"),
+    ("acknowledged", "处理中"),
+    ("resolved", "已解决"),
+    ("false_positive", "误报"),
+];
+pub(super) const KINDS: [(&str, &str); 6] = [
+    ("staff_deleted_customer", "员工删除客户"),
+    ("mass_deletion", "批量删除客户"),
+    ("customer_deleted_staff", "客户删除员工"),
+    ("relation_vanished", "好友关系消失"),
+    ("content", "聊天内容违规"),
+    ("archive_stalled", "会话存档停滞"),
+];
+pub(super) const SEVERITIES: [(&str, &str); 4] = [
+    ("critical", "严重"),
+    ("high", "高"),
+    ("medium", "中"),
+    ("low", "低"),
+];
+
+/// The Chinese label of a stored name, or the name itself.
+pub(super) fn label(table: &[(&'static str, &'static str)], value: &str) -> String {
+    table
+        .iter()
+        .find(|(v, _)| *v == value)
+        .map_or_else(|| value.to_owned(), |(_, l)| (*l).to_owned())
+}
+
+/// The filter as typed back into the form.
+#[derive(Default)]
+pub(super) struct AlertFilterView {
+    pub(super) category: String,
+    pub(super) staff: String,
+    pub(super) since: String,
+}
+
+pub(super) struct AlertRow {
+    pub(super) id: i64,
+    pub(super) when: String,
+    pub(super) severity: String,
+    pub(super) severity_label: String,
+    pub(super) kind_label: String,
+    pub(super) title: String,
+    pub(super) staff: String,
+    pub(super) evidence_count: i64,
+    pub(super) state: String,
+    pub(super) state_label: String,
+}
+
+/// The alerts inbox.
+#[derive(Template)]
+#[template(path = "console/alerts.html")]
+pub(super) struct Alerts {
+    pub(super) chrome: Chrome,
+    pub(super) states: Vec<Opt>,
+    pub(super) kinds: Vec<Opt>,
+    pub(super) severities: Vec<Opt>,
+    pub(super) filter: AlertFilterView,
+    pub(super) query: String,
+    pub(super) alerts: Vec<AlertRow>,
+    pub(super) next_page: Option<String>,
+}
+
+/// A piece of a message: plain, or inside a hit span.
+pub(super) struct Part {
+    pub(super) text: String,
+    pub(super) hit: bool,
+}
+
+pub(super) struct EvidenceView {
+    pub(super) when: String,
+    pub(super) source: String,
+    pub(super) customer: String,
+    pub(super) parts: Vec<Part>,
+    pub(super) detail: String,
+}
+
+pub(super) struct RelationRow {
+    pub(super) when: String,
+    pub(super) change: String,
+    pub(super) source: String,
+    pub(super) detail: String,
+}
+
+pub(super) struct HistoryView {
+    pub(super) when: String,
+    pub(super) actor: String,
+    pub(super) action: String,
+    pub(super) comment: String,
+}
+
+pub(super) struct DeliveryView {
+    pub(super) recipient: String,
+    pub(super) reason: String,
+    pub(super) state: String,
+    pub(super) state_class: String,
+}
+
+pub(super) struct StepButton {
+    pub(super) value: &'static str,
+    pub(super) label: &'static str,
+    pub(super) quiet: bool,
+}
+
+/// One alert with everything needed to work it.
+#[derive(Template)]
+#[template(path = "console/alert.html")]
+pub(super) struct AlertPage {
+    pub(super) chrome: Chrome,
+    pub(super) id: i64,
+    pub(super) title: String,
+    pub(super) severity: String,
+    pub(super) severity_label: String,
+    pub(super) state: String,
+    pub(super) state_label: String,
+    pub(super) kind_label: String,
+    pub(super) category: String,
+    pub(super) rule_id: String,
+    pub(super) staff: String,
+    pub(super) customer: String,
+    pub(super) created: String,
+    pub(super) first: String,
+    pub(super) last: String,
+    pub(super) steps: Vec<StepButton>,
+    pub(super) evidence: Vec<EvidenceView>,
+    pub(super) relation: Vec<RelationRow>,
+    pub(super) history: Vec<HistoryView>,
+    pub(super) deliveries: Vec<DeliveryView>,
+}
+
+/// `text` cut into plain parts and parts inside `spans` (character offsets `[start, end)`,
+/// clamped to the text, overlapping ones merged).
+pub(super) fn highlight(text: &str, spans: &[(usize, usize)]) -> Vec<Part> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut marked = vec![false; chars.len()];
+    for &(start, end) in spans {
+        for m in marked
+            .iter_mut()
+            .take(end.min(chars.len()))
+            .skip(start.min(chars.len()))
+        {
+            *m = true;
+        }
+    }
+    let mut parts: Vec<Part> = Vec::new();
+    for (c, hit) in chars.into_iter().zip(marked) {
+        match parts.last_mut() {
+            Some(p) if p.hit == hit => p.text.push(c),
+            _ => parts.push(Part {
+                text: c.to_string(),
+                hit,
+            }),
+        }
+    }
+    parts
+}
+
+pub(super) struct AuditRow {
+    pub(super) when: String,
+    pub(super) actor: String,
+    pub(super) action: String,
+    pub(super) target: String,
+    pub(super) detail: String,
+}
+
+#[derive(Default)]
+pub(super) struct AuditFilterView {
+    pub(super) actor: String,
+    pub(super) action: String,
+    pub(super) target: String,
+    pub(super) since: String,
+}
+
+/// The audit log.
+#[derive(Template)]
+#[template(path = "console/audit.html")]
+pub(super) struct Audit {
+    pub(super) chrome: Chrome,
+    pub(super) filter: AuditFilterView,
+    pub(super) query: String,
+    pub(super) entries: Vec<AuditRow>,
+    pub(super) next_page: Option<String>,
+}
+
+pub(super) struct Tile {
+    pub(super) label: &'static str,
+    pub(super) value: String,
+    pub(super) note: String,
+    pub(super) href: &'static str,
+    pub(super) bad: bool,
+}
+
+pub(super) struct Bar {
+    pub(super) x: i64,
+    pub(super) y_done: i64,
+    pub(super) h_done: i64,
+    pub(super) y_other: i64,
+    pub(super) h_other: i64,
+    pub(super) done: i64,
+    pub(super) dead: i64,
+    pub(super) pending: i64,
+    pub(super) label: String,
+    pub(super) tick: bool,
+}
+
+pub(super) struct Chart {
+    pub(super) width: i64,
+    pub(super) height: i64,
+    pub(super) bar: i64,
+    pub(super) bars: Vec<Bar>,
+    pub(super) total: i64,
+    pub(super) max: i64,
+}
+
+/// The integration's health at a glance.
+#[derive(Template)]
+#[template(path = "console/overview.html")]
+pub(super) struct Overview {
+    pub(super) chrome: Chrome,
+    pub(super) banners: Vec<String>,
+    pub(super) tiles: Vec<Tile>,
+    pub(super) chart: Chart,
+    pub(super) open_by_severity: Vec<(String, String, i64)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hits_are_marked_by_character_and_clamped() {
+        let parts = highlight("加我微信转账给你", &[(2, 4), (5, 7), (6, 99)]);
+        let shown: Vec<(String, bool)> = parts.into_iter().map(|p| (p.text, p.hit)).collect();
+        assert_eq!(
+            shown,
+            vec![
+                ("加我".to_owned(), false),
+                ("微信".to_owned(), true),
+                ("转".to_owned(), false),
+                ("账给你".to_owned(), true),
+            ]
+        );
+        assert!(highlight("", &[(0, 3)]).is_empty());
+    }
+}

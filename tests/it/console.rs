@@ -1,0 +1,561 @@
+//! The console over HTTP and in Chromium against `scrm serve` and the emulated WeCom: a
+//! compliance officer follows the link of an alert's text card, signs in with a console account
+//! and works the alert to resolved (each step in the alert's history and the audit log); wrong
+//! passwords, throttled guessing, forged forms, a sidebar session and a disabled account get
+//! nowhere; an admin sees the integration's health, exports alerts and the audit log as CSV, and
+//! works alerts in bulk.
+
+use scrm::auth::Role;
+use scrm::auth::account;
+use scrm::domain::alerts::{self, AlertFilter};
+use scrm::platform::db::now_ms;
+use wecom_sdk::testkit::{NewCustomer, SeedSpec};
+
+use crate::common::{Backend, CORP};
+use crate::emulated::{EmulatedApp, Options};
+use crate::web_client::{Answer, Browser};
+
+both_backends!(
+    a_compliance_officer_follows_the_alert_link_and_works_it_to_resolved,
+    wrong_passwords_forged_forms_and_other_sessions_get_nowhere,
+    an_admin_sees_health_exports_and_works_alerts_in_bulk,
+    in_the_browser_an_alert_is_worked_to_a_close,
+);
+
+const OFFICER: &str = "zhao.li";
+const ADMIN: &str = "admin";
+const PASSWORD: &str = "correct horse battery staple";
+
+struct Fixture {
+    app: EmulatedApp,
+    staff: Vec<String>,
+}
+
+async fn fixture(backend: Backend) -> Fixture {
+    let app = EmulatedApp::spawn_with(
+        backend,
+        Options {
+            extra_config: "[alerts]\nconsole_url = \"https://scrm.example.com\"\n".to_owned(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let seeded = app.wecom().seed(
+        CORP,
+        &SeedSpec {
+            staff: 2,
+            departments: 1,
+            customers: 0,
+            group_chats: 0,
+            rng_seed: 11,
+            ..SeedSpec::default()
+        },
+    );
+    app.settle().await;
+    let corp = crate::common::corp(CORP);
+    for (name, role) in [(OFFICER, Role::Compliance), (ADMIN, Role::Admin)] {
+        account::create(&app.db, &corp, name, PASSWORD, role, "test", now_ms())
+            .await
+            .unwrap();
+    }
+    Fixture {
+        app,
+        staff: seeded.staff,
+    }
+}
+
+impl Fixture {
+    /// Salesperson `who` deletes a customer: a `staff_deleted_customer` alert (one per staff
+    /// member: their later deletions are more evidence of it). Returns its id.
+    async fn deletion_alert(&self, who: usize, name: &str) -> i64 {
+        let ext = self.app.wecom().add_customer(
+            CORP,
+            &self.staff[who],
+            NewCustomer {
+                name: name.to_owned(),
+                ..NewCustomer::default()
+            },
+        );
+        self.app.settle().await;
+        assert!(
+            self.app
+                .wecom()
+                .staff_deletes_customer(CORP, &self.staff[who], &ext)
+        );
+        self.app.settle().await;
+        self.alerts().await[0].id
+    }
+
+    async fn alerts(&self) -> Vec<alerts::Alert> {
+        alerts::list(
+            &self.app.db,
+            CORP,
+            &AlertFilter {
+                limit: 100,
+                ..AlertFilter::default()
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn audit_actions(&self) -> Vec<(String, String)> {
+        scrm::auth::audit::search(
+            &self.app.db,
+            CORP,
+            &scrm::auth::audit::AuditFilter {
+                limit: 1000,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.actor, e.action))
+        .collect()
+    }
+}
+
+/// The CSRF token the page's forms carry.
+fn csrf_of(page: &Answer) -> String {
+    page.text
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("a form with the CSRF token")
+        .to_owned()
+}
+
+async fn sign_in(browser: &mut Browser, username: &str, next: &str) -> Answer {
+    browser
+        .post_form(
+            "/console/login",
+            &[
+                ("username", username),
+                ("password", PASSWORD),
+                ("next", next),
+            ],
+        )
+        .await
+}
+
+async fn a_compliance_officer_follows_the_alert_link_and_works_it_to_resolved(backend: Backend) {
+    let f = fixture(backend).await;
+    let id = f.deletion_alert(0, "钱总").await;
+    let link = format!("/console/alerts/{id}");
+    let mut browser = Browser::new(&f.app.server.base_url);
+
+    // The card's link, not signed in: to the sign-in page, which knows where to come back to.
+    let first = browser.get(&link).await;
+    assert_eq!(first.status, 303);
+    let login = first.location.unwrap();
+    assert_eq!(
+        login,
+        format!("/console/login?next=%2Fconsole%2Falerts%2F{id}")
+    );
+    let form = browser.get(&login).await;
+    assert_eq!(form.status, 200);
+    assert!(
+        form.text.contains(&format!("value=\"{link}\"")),
+        "{}",
+        form.text
+    );
+
+    let signed = sign_in(&mut browser, OFFICER, &link).await;
+    assert_eq!(signed.status, 303, "{}", signed.text);
+    assert_eq!(signed.location.as_deref(), Some(link.as_str()));
+    let set = signed.headers["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        set.contains("Path=/console") && set.contains("SameSite=Strict") && set.contains("Secure"),
+        "{set}"
+    );
+
+    let page = browser.get(&link).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(page.text.contains("删除了客户"), "{}", page.text);
+    assert!(page.text.contains("员工删除客户") && page.text.contains("待处理"));
+    assert!(
+        page.text.contains("好友关系记录"),
+        "the relation's history: {}",
+        page.text
+    );
+    let csrf = csrf_of(&page);
+
+    let step = format!("/console/alerts/{id}/step");
+    let ack = browser
+        .post_form(
+            &step,
+            &[
+                ("csrf", &csrf),
+                ("step", "acknowledge"),
+                ("comment", "已联系成员核实"),
+            ],
+        )
+        .await;
+    assert_eq!(ack.status, 303, "{}", ack.text);
+    let page = browser.get(&ack.location.unwrap()).await;
+    assert!(page.text.contains("处理中") && page.text.contains("已联系成员核实"));
+    assert!(page.text.contains("已开始处理"), "the flash: {}", page.text);
+    // Acknowledging twice is a conflict, said plainly.
+    let again = browser
+        .post_form(&step, &[("csrf", &csrf), ("step", "acknowledge")])
+        .await;
+    assert_eq!(again.status, 409, "{}", again.text);
+    assert!(again.text.contains("可能刚被同事处理过"));
+    let resolved = browser
+        .post_form(
+            &step,
+            &[
+                ("csrf", &csrf),
+                ("step", "resolve"),
+                ("comment", "客户已由同事接手"),
+            ],
+        )
+        .await;
+    assert_eq!(resolved.status, 303);
+    assert_eq!(f.alerts().await[0].state, "resolved");
+
+    let actions = f.audit_actions().await;
+    let actor = format!("console:{OFFICER}");
+    for action in ["console.login", "alert.acknowledge", "alert.resolve"] {
+        assert!(
+            actions.contains(&(actor.clone(), action.to_owned())),
+            "{action} by {actor}: {actions:?}"
+        );
+    }
+
+    // Signing out ends the session: the link leads to the sign-in page again.
+    let out = browser
+        .post_form("/console/logout", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(out.status, 303);
+    assert_eq!(browser.get(&link).await.status, 303);
+    assert!(
+        f.audit_actions()
+            .await
+            .contains(&(actor, "console.logout".to_owned()))
+    );
+    f.app.stop().await;
+}
+
+async fn wrong_passwords_forged_forms_and_other_sessions_get_nowhere(backend: Backend) {
+    let f = fixture(backend).await;
+    let id = f.deletion_alert(0, "孙总").await;
+    let mut browser = Browser::new(&f.app.server.base_url);
+
+    // A wrong password: refused, recorded against the account; an unknown name: the same words.
+    let wrong = browser
+        .post_form(
+            "/console/login",
+            &[
+                ("username", OFFICER),
+                ("password", "not the password"),
+                ("next", "/console"),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.text.contains("账号或密码错误"));
+    assert!(!browser.cookies.contains_key("scrm_console"));
+    let unknown = browser
+        .post_form(
+            "/console/login",
+            &[
+                ("username", "nobody"),
+                ("password", PASSWORD),
+                ("next", "/console"),
+            ],
+        )
+        .await;
+    assert_eq!(unknown.status, 401);
+    assert!(unknown.text.contains("账号或密码错误"));
+    assert!(f.audit_actions().await.contains(&(
+        format!("console:{OFFICER}"),
+        "console.login_failed".to_owned()
+    )));
+    // Guessing is throttled per name (five a minute), even with the right password after.
+    for _ in 0..4 {
+        browser
+            .post_form(
+                "/console/login",
+                &[
+                    ("username", OFFICER),
+                    ("password", "guess"),
+                    ("next", "/console"),
+                ],
+            )
+            .await;
+    }
+    let throttled = sign_in(&mut browser, OFFICER, "/console").await;
+    assert_eq!(throttled.status, 429, "{}", throttled.text);
+    assert!(throttled.text.contains("尝试次数过多"));
+
+    // Somewhere else after signing in: never. The next page is one of ours.
+    let admin = sign_in(&mut browser, ADMIN, "https://evil.example/phish").await;
+    assert_eq!(admin.status, 303);
+    assert_eq!(admin.location.as_deref(), Some("/console"));
+
+    // A forged form (no token, or another session's) changes nothing.
+    let step = format!("/console/alerts/{id}/step");
+    let forged = browser.post_form(&step, &[("step", "resolve")]).await;
+    assert_eq!(forged.status, 403);
+    assert!(forged.text.contains("页面已过期"));
+    let mut other = Browser::new(&f.app.server.base_url);
+    sign_in(&mut other, "admin", "/console").await;
+    let other_csrf = csrf_of(&other.get("/console/alerts").await);
+    let crossed = browser
+        .post_form(&step, &[("csrf", &other_csrf), ("step", "resolve")])
+        .await;
+    assert_eq!(crossed.status, 403);
+    assert_eq!(f.alerts().await[0].state, "open");
+
+    // A salesperson's sidebar session is not a console session.
+    let corp = crate::common::corp(CORP);
+    let user = crate::common::user(&f.staff[0]);
+    let (token, _) = scrm::auth::session::create(
+        &f.app.db,
+        &corp,
+        scrm::auth::session::SignIn::Staff(&user),
+        now_ms(),
+    )
+    .await
+    .unwrap();
+    let mut sales = Browser::new(&f.app.server.base_url);
+    sales.cookies.insert("scrm_console".to_owned(), token);
+    assert_eq!(sales.get("/console/alerts").await.status, 303);
+
+    // A disabled account cannot sign in, and its open session ends.
+    let mut officer = Browser::new(&f.app.server.base_url);
+    // (its name is throttled for a minute: sign in as the admin's colleague instead)
+    account::create(
+        &f.app.db,
+        &corp,
+        "qian.compliance",
+        PASSWORD,
+        Role::Compliance,
+        "test",
+        now_ms(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        sign_in(&mut officer, "qian.compliance", "/console")
+            .await
+            .status,
+        303
+    );
+    assert_eq!(officer.get("/console/alerts").await.status, 200);
+    account::disable(&f.app.db, "qian.compliance", "test", now_ms())
+        .await
+        .unwrap();
+    assert_eq!(officer.get("/console/alerts").await.status, 303);
+    assert_eq!(
+        sign_in(&mut officer, "qian.compliance", "/console")
+            .await
+            .status,
+        401
+    );
+
+    // Sales has no console account at all.
+    let refused = account::create(
+        &f.app.db,
+        &corp,
+        "sales.one",
+        PASSWORD,
+        Role::Sales,
+        "test",
+        now_ms(),
+    )
+    .await;
+    assert!(matches!(
+        refused,
+        Err(account::AccountError::Invalid { field: "role", .. })
+    ));
+    f.app.stop().await;
+}
+
+async fn an_admin_sees_health_exports_and_works_alerts_in_bulk(backend: Backend) {
+    let f = fixture(backend).await;
+    let first = f.deletion_alert(0, "周总").await;
+    let second = f.deletion_alert(1, "吴总").await;
+    let mut browser = Browser::new(&f.app.server.base_url);
+    assert_eq!(sign_in(&mut browser, ADMIN, "/console").await.status, 303);
+
+    let overview = browser.get("/console").await;
+    assert_eq!(overview.status, 200, "{}", overview.text);
+    for shown in [
+        "待处理回调",
+        "回调死信",
+        "发送死信",
+        "会话存档",
+        "未处理告警",
+        "最近 24 小时收到的回调",
+    ] {
+        assert!(overview.text.contains(shown), "{shown}: {}", overview.text);
+    }
+    assert!(overview.text.contains("<svg"), "the chart");
+    let csp = overview.headers["content-security-policy"]
+        .to_str()
+        .unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+
+    // The inbox filters; the CSV has the same rows, for Excel.
+    let list = browser
+        .get("/console/alerts?state=open&kind=staff_deleted_customer")
+        .await;
+    assert_eq!(list.status, 200);
+    assert!(list.text.contains(&format!("/console/alerts/{first}")));
+    assert!(list.text.contains(&format!("/console/alerts/{second}")));
+    let none = browser.get("/console/alerts?state=resolved").await;
+    assert!(none.text.contains("没有符合条件的告警"));
+    let csv = browser.get("/console/alerts.csv?state=open").await;
+    assert_eq!(csv.status, 200);
+    assert!(
+        csv.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    assert!(csv.text.starts_with('\u{feff}'), "a BOM for Excel");
+    assert_eq!(csv.text.lines().count(), 3, "{}", csv.text);
+    assert!(csv.text.contains("员工删除客户"));
+
+    // Both resolved in one go.
+    let csrf = csrf_of(&list);
+    let bulk = browser
+        .post_form(
+            "/console/alerts/bulk",
+            &[
+                ("csrf", &csrf),
+                ("step", "resolve"),
+                ("id", &first.to_string()),
+                ("id", &second.to_string()),
+                ("comment", "批量处理"),
+                ("back", "/console/alerts?state=open"),
+            ],
+        )
+        .await;
+    assert_eq!(bulk.status, 303, "{}", bulk.text);
+    let back = bulk.location.unwrap();
+    assert_eq!(back, "/console/alerts?state=open&done=2");
+    assert!(browser.get(&back).await.text.contains("已处理 2 条告警"));
+    assert!(f.alerts().await.iter().all(|a| a.state == "resolved"));
+
+    // The audit log, filtered and exported; a cell that looks like a formula is defused.
+    let audit = browser.get("/console/audit?action=alert.resolve").await;
+    assert_eq!(audit.status, 200);
+    assert_eq!(
+        audit.text.matches("<td>alert.resolve</td>").count(),
+        2,
+        "{}",
+        audit.text
+    );
+    let exported = browser.get("/console/audit.csv").await;
+    assert!(exported.text.contains("console.login") && exported.text.contains("alert.resolve"));
+    let mut tx = f.app.db.begin().await.unwrap();
+    scrm::auth::audit(
+        &mut tx,
+        CORP,
+        "=HYPERLINK(\"x\")",
+        "test",
+        "t",
+        &serde_json::json!({}),
+        now_ms(),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let exported = browser.get("/console/audit.csv").await;
+    assert!(
+        exported.text.contains("\"'=HYPERLINK(\"\"x\"\")\""),
+        "{}",
+        exported.text
+    );
+
+    // Compliance sees no more than its role: the overview yes (operations), nothing of admin's.
+    let mut officer = Browser::new(&f.app.server.base_url);
+    sign_in(&mut officer, OFFICER, "/console").await;
+    assert_eq!(officer.get("/console").await.status, 200);
+    f.app.stop().await;
+}
+
+/// Real Chromium: the officer opens the card's link, signs in on the page, acknowledges with a
+/// comment and resolves; the admin's overview, alerts and audit pages. Screenshots at 1280×800.
+async fn in_the_browser_an_alert_is_worked_to_a_close(backend: Backend) {
+    let f = fixture(backend).await;
+    let id = f.deletion_alert(0, "郑总").await;
+    f.deletion_alert(1, "冯总").await;
+    let base = f.app.server.base_url.clone();
+    let name = |view: &str| format!("console-{view}-{}", backend.name());
+    let browser = crate::webdriver::Browser::start(1280, 800).await;
+    browser.goto(&format!("{base}/console/alerts/{id}")).await;
+    browser
+        .wait_for("the sign-in page", "document.querySelector('main.login')")
+        .await;
+    browser.type_into("input[name='username']", OFFICER).await;
+    browser.type_into("input[name='password']", PASSWORD).await;
+    browser.screenshot(&name("login")).await;
+    browser.click("main.login button[type='submit']").await;
+    browser
+        .wait_for("the alert", "document.querySelector('form.steps')")
+        .await;
+    assert_eq!(
+        browser.eval("return location.pathname;").await,
+        serde_json::json!(format!("/console/alerts/{id}"))
+    );
+    browser.screenshot(&name("alert")).await;
+    browser
+        .type_into("form.steps textarea", "已与成员核实：客户为误加好友")
+        .await;
+    browser
+        .click("form.steps button[value='acknowledge']")
+        .await;
+    browser
+        .wait_for(
+            "acknowledged",
+            "document.querySelector('.alert-head .state').innerText === '处理中'",
+        )
+        .await;
+    browser.click("form.steps button[value='resolve']").await;
+    browser
+        .wait_for(
+            "resolved",
+            "document.querySelector('.alert-head .state').innerText === '已解决'",
+        )
+        .await;
+    browser.screenshot(&name("alert-resolved")).await;
+    let state = f
+        .alerts()
+        .await
+        .into_iter()
+        .find(|a| a.id == id)
+        .unwrap()
+        .state;
+    assert_eq!(state, "resolved");
+
+    browser.goto(&format!("{base}/console/alerts")).await;
+    browser
+        .wait_for("the inbox", "document.querySelector('table.list tbody tr')")
+        .await;
+    browser.screenshot(&name("alerts")).await;
+    browser.goto(&format!("{base}/console")).await;
+    browser
+        .wait_for("the overview", "document.querySelector('.tiles')")
+        .await;
+    browser.screenshot(&name("overview")).await;
+    browser.goto(&format!("{base}/console/audit")).await;
+    browser
+        .wait_for(
+            "the audit log",
+            "document.querySelector('table.list tbody tr')",
+        )
+        .await;
+    let text = browser.eval("return document.body.innerText;").await;
+    assert!(text.as_str().unwrap().contains("alert.resolve"), "{text}");
+    browser.screenshot(&name("audit")).await;
+    browser.quit().await;
+    f.app.stop().await;
+}
