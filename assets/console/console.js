@@ -32,7 +32,7 @@
       .then(function (r) { if (!r.ok) { throw new Error(String(r.status)); } return r.json(); })
       .then(function (p) {
         show(p);
-        if (p.state !== 'running') { location.reload(); return; }
+        if (p.state !== 'running') { location.replace(location.pathname); return; }
         setTimeout(poll, 2000);
       }, function () { setTimeout(poll, 5000); });
   }

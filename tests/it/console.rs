@@ -479,6 +479,39 @@ async fn an_admin_sees_health_exports_and_works_alerts_in_bulk(backend: Backend)
     let mut officer = Browser::new(&f.app.server.base_url);
     sign_in(&mut officer, OFFICER, "/console").await;
     assert_eq!(officer.get("/console").await.status, 200);
+    // Reassignment: compliance follows the jobs, only admins start one.
+    let transfers = officer.get("/console/transfers").await;
+    assert_eq!(transfers.status, 200);
+    assert!(
+        !transfers.text.contains("/console/transfers/new"),
+        "no wizard link"
+    );
+    let wizard = officer.get("/console/transfers/new").await;
+    assert_eq!(wizard.status, 403, "{}", wizard.text);
+    assert!(wizard.text.contains("不能使用这个页面"));
+    let csrf = csrf_of(&officer.get("/console/alerts").await);
+    let planned = officer
+        .post_form(
+            "/console/transfers/plan",
+            &[
+                ("csrf", &csrf),
+                ("handover", &f.staff[0]),
+                ("taker", &f.staff[1]),
+            ],
+        )
+        .await;
+    assert_eq!(planned.status, 403);
+    assert!(
+        scrm::domain::transfers::list_jobs(&f.app.db, &crate::common::corp(CORP), None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        browser.get("/console/transfers/new").await.status,
+        200,
+        "the admin may"
+    );
     f.app.stop().await;
 }
 

@@ -41,6 +41,7 @@ both_backends!(
     a_customer_moved_twice_in_90_days_is_flagged_and_not_sent,
 );
 both_backends!(a_server_killed_mid_job_resumes_without_sending_twice);
+both_backends!(in_the_console_an_admin_reassigns_a_departed_members_customers);
 
 struct Fixture {
     app: EmulatedApp,
@@ -110,6 +111,10 @@ fn big_corp(state: &EmulatorState) {
 
 fn small_corp(state: &EmulatorState) {
     corp(state, 250, 5);
+}
+
+fn console_corp(state: &EmulatorState) {
+    corp(state, 6, 2);
 }
 
 fn tiny_corp(state: &EmulatorState) {
@@ -1184,4 +1189,115 @@ async fn the_command_line_plans_previews_runs_and_reports(backend: Backend) {
     );
     app.db.close().await;
     app.test_db.drop_database().await;
+}
+
+/// The console's reassignment wizard in Chromium: the departed member is listed, the admin picks
+/// two takers and writes a handover note, previews the plan, runs it and watches the progress
+/// reach the end without reloading; the customers and chats are the takers' in WeCom.
+async fn in_the_console_an_admin_reassigns_a_departed_members_customers(backend: Backend) {
+    let f = Fixture::spawn(backend, console_corp).await;
+    assert!(f.app.wecom().depart_staff(CORP, HANDOVER));
+    f.settle().await;
+    let corp = crate::common::corp(CORP);
+    let password = "a long console password";
+    scrm::auth::account::create(
+        &f.app.db,
+        &corp,
+        "boss",
+        password,
+        scrm::auth::Role::Admin,
+        "test",
+        scrm::platform::db::now_ms(),
+    )
+    .await
+    .unwrap();
+    let base = f.app.server.base_url.clone();
+    let shot = |view: &str| format!("console-{view}-{}", backend.name());
+    let browser = crate::webdriver::Browser::start(1280, 800).await;
+    browser.goto(&format!("{base}/console/transfers")).await;
+    browser
+        .wait_for("the sign-in page", "document.querySelector('main.login')")
+        .await;
+    browser.type_into("input[name='username']", "boss").await;
+    browser.type_into("input[name='password']", password).await;
+    browser.click("main.login button[type='submit']").await;
+    browser
+        .wait_for(
+            "the departures",
+            &format!("document.body.innerText.includes('待交接的离职成员') && document.body.innerText.includes('{HANDOVER}')"),
+        )
+        .await;
+    browser.screenshot(&shot("transfers")).await;
+    browser
+        .click(&format!(
+            "a[href='/console/transfers/new?handover={HANDOVER}']"
+        ))
+        .await;
+    browser
+        .wait_for("the wizard", "document.querySelector('form.wizard')")
+        .await;
+    browser
+        .click(&format!("input[name='taker'][value='{TAKER_A}']"))
+        .await;
+    browser
+        .click(&format!("input[name='taker'][value='{TAKER_B}']"))
+        .await;
+    browser
+        .type_into("textarea[name='handover_note']", NOTE)
+        .await;
+    browser.screenshot(&shot("transfer-new")).await;
+    browser.click("form.wizard button[type='submit']").await;
+    browser
+        .wait_for(
+            "the preview",
+            "document.querySelector('[data-job-state]') && document.querySelector('[data-job-state]').innerText === '待确认'",
+        )
+        .await;
+    let rows = browser
+        .eval("return document.querySelectorAll('table.list tbody tr').length;")
+        .await;
+    assert_eq!(rows, json!(8), "6 customers and 2 chats");
+    let path = browser.eval("return location.pathname;").await;
+    let job: i64 = path
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    browser.click("form[action$='/start'] button").await;
+    browser
+        .wait_for(
+            "running",
+            "document.querySelector('[data-job-state]').innerText === '执行中'",
+        )
+        .await;
+    f.until_handed_over(job).await;
+    // WeCom takes the customers over after 24 hours; the page follows without a reload.
+    f.next_day(job).await;
+    browser
+        .wait_for(
+            "the job done, seen by the page itself",
+            "document.querySelector('[data-job-state]').innerText === '已完成'",
+        )
+        .await;
+    browser.screenshot(&shot("transfer-done")).await;
+    let progress = f.progress(job).await;
+    assert_eq!(
+        (progress.total(), progress.finished()),
+        (8, 8),
+        "{progress:?}"
+    );
+    assert_eq!(f.items(job, Some("done")).await.len(), 8);
+    for i in 0..6 {
+        let owners = f.app.wecom().followers(CORP, &ext(i));
+        assert!(
+            owners.iter().any(|o| o == TAKER_A || o == TAKER_B)
+                && !owners.iter().any(|o| o == HANDOVER),
+            "customer {i}: {owners:?}"
+        );
+    }
+    browser.quit().await;
+    f.stop().await;
 }

@@ -5,6 +5,7 @@
 //! carrying the session's CSRF token), the same sessions table and [`crate::auth::Principal`] as
 //! the sidebar and the API, so every rule of the policy applies unchanged.
 
+mod transfers;
 mod views;
 
 use std::collections::BTreeMap;
@@ -57,6 +58,12 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/console/alerts/bulk", post(bulk_step))
         .route("/console/alerts/{id}", get(alert_page))
         .route("/console/alerts/{id}/step", post(step))
+        .route("/console/transfers", get(transfers::list))
+        .route("/console/transfers/new", get(transfers::new))
+        .route("/console/transfers/plan", post(transfers::plan))
+        .route("/console/transfers/{id}", get(transfers::job))
+        .route("/console/transfers/{id}/progress", get(transfers::progress))
+        .route("/console/transfers/{id}/{action}", post(transfers::act))
         .route("/console/audit", get(audit_page))
         .route("/console/audit.csv", get(audit_csv))
         .route("/console/assets/{name}", get(asset))
@@ -146,7 +153,7 @@ fn html_headers() -> HeaderMap {
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self' data:; \
              form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
         ),
     );

@@ -25,9 +25,10 @@ pub(super) struct Chrome {
 }
 
 /// The pages of the console, with the action that lets a role see each.
-const PAGES: [(&str, &str, Action); 3] = [
+const PAGES: [(&str, &str, Action); 4] = [
     ("/console", "概览", Action::ReadOperations),
     ("/console/alerts", "告警", Action::ReadAlerts),
+    ("/console/transfers", "离职继承", Action::ReadOperations),
     ("/console/audit", "审计日志", Action::ReadOperations),
 ];
 
@@ -333,6 +334,86 @@ pub(super) struct Overview {
     pub(super) tiles: Vec<Tile>,
     pub(super) chart: Chart,
     pub(super) open_by_severity: Vec<(String, String, i64)>,
+}
+
+pub(super) struct DepartureRow {
+    pub(super) user_id: String,
+    pub(super) name: String,
+    pub(super) departed: String,
+    pub(super) customers: i64,
+    pub(super) group_chats: i64,
+    pub(super) unassigned_listed: i64,
+    pub(super) open_job: Option<i64>,
+}
+
+pub(super) struct JobRow {
+    pub(super) id: i64,
+    pub(super) handover: String,
+    pub(super) mode: &'static str,
+    pub(super) takers: String,
+    pub(super) state: String,
+    pub(super) state_label: String,
+    pub(super) created: String,
+}
+
+/// Departed members with customers left, and the latest jobs.
+#[derive(Template)]
+#[template(path = "console/transfers.html")]
+pub(super) struct Transfers {
+    pub(super) chrome: Chrome,
+    pub(super) may_manage: bool,
+    pub(super) departures: Vec<DepartureRow>,
+    pub(super) jobs: Vec<JobRow>,
+}
+
+pub(super) struct MemberOption {
+    pub(super) user_id: String,
+    pub(super) label: String,
+    pub(super) selected: bool,
+}
+
+/// The wizard's first step: who hands over, to whom, how.
+#[derive(Template)]
+#[template(path = "console/transfer_new.html")]
+pub(super) struct TransferNew {
+    pub(super) chrome: Chrome,
+    pub(super) handovers: Vec<MemberOption>,
+    pub(super) takers: Vec<MemberOption>,
+}
+
+pub(super) struct ItemRow {
+    pub(super) kind: &'static str,
+    pub(super) target: String,
+    pub(super) taker: String,
+    pub(super) state: String,
+    pub(super) state_label: String,
+    pub(super) reason: String,
+}
+
+/// A job: the preview before it runs, its progress while it runs.
+#[derive(Template)]
+#[template(path = "console/transfer.html")]
+pub(super) struct TransferPage {
+    pub(super) chrome: Chrome,
+    pub(super) may_manage: bool,
+    pub(super) id: i64,
+    pub(super) handover: String,
+    pub(super) mode: &'static str,
+    pub(super) takers: String,
+    pub(super) created: String,
+    pub(super) note: String,
+    pub(super) notice: String,
+    pub(super) state: String,
+    pub(super) state_label: String,
+    pub(super) total: i64,
+    pub(super) finished: i64,
+    pub(super) percent: i64,
+    pub(super) done: i64,
+    pub(super) refused: i64,
+    pub(super) failed: i64,
+    pub(super) waiting: i64,
+    pub(super) flagged: Vec<String>,
+    pub(super) items: Vec<ItemRow>,
 }
 
 #[cfg(test)]
