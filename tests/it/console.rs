@@ -20,6 +20,7 @@ both_backends!(
     wrong_passwords_forged_forms_and_other_sessions_get_nowhere,
     an_admin_sees_health_exports_and_works_alerts_in_bulk,
     in_the_browser_an_alert_is_worked_to_a_close,
+    customers_are_searched_and_shown_whole_and_archive_reads_are_logged,
 );
 
 const OFFICER: &str = "zhao.li";
@@ -521,6 +522,15 @@ async fn in_the_browser_an_alert_is_worked_to_a_close(backend: Backend) {
     let f = fixture(backend).await;
     let id = f.deletion_alert(0, "郑总").await;
     f.deletion_alert(1, "冯总").await;
+    f.app.wecom().add_customer(
+        CORP,
+        &f.staff[1],
+        NewCustomer {
+            name: "卫总".to_owned(),
+            ..NewCustomer::default()
+        },
+    );
+    f.app.settle().await;
     let base = f.app.server.base_url.clone();
     let name = |view: &str| format!("console-{view}-{}", backend.name());
     let browser = crate::webdriver::Browser::start(1280, 800).await;
@@ -589,6 +599,94 @@ async fn in_the_browser_an_alert_is_worked_to_a_close(backend: Backend) {
     let text = browser.eval("return document.body.innerText;").await;
     assert!(text.as_str().unwrap().contains("alert.resolve"), "{text}");
     browser.screenshot(&name("audit")).await;
+    browser.goto(&format!("{base}/console/customers")).await;
+    browser
+        .wait_for(
+            "the customers",
+            "document.querySelector('table.list tbody tr a')",
+        )
+        .await;
+    browser.screenshot(&name("customers")).await;
+    browser.click("table.list tbody tr a").await;
+    browser
+        .wait_for("a customer", "document.querySelector('.relation')")
+        .await;
+    browser.screenshot(&name("customer")).await;
     browser.quit().await;
+    f.app.stop().await;
+}
+
+async fn customers_are_searched_and_shown_whole_and_archive_reads_are_logged(backend: Backend) {
+    let f = fixture(backend).await;
+    let ext = f.app.wecom().add_customer(
+        CORP,
+        &f.staff[0],
+        NewCustomer {
+            name: "钱总".to_owned(),
+            ..NewCustomer::default()
+        },
+    );
+    let other = f.app.wecom().add_customer(
+        CORP,
+        &f.staff[1],
+        NewCustomer {
+            name: "孙姐".to_owned(),
+            ..NewCustomer::default()
+        },
+    );
+    f.app.settle().await;
+    let corp = crate::common::corp(CORP);
+    scrm::domain::followup::create_note(
+        &f.app.db,
+        &corp,
+        &crate::common::ext(&ext),
+        &f.staff[0],
+        "客户喜欢晚上沟通",
+        None,
+        now_ms(),
+    )
+    .await
+    .unwrap();
+    let mut officer = Browser::new(&f.app.server.base_url);
+    assert_eq!(sign_in(&mut officer, OFFICER, "/console").await.status, 303);
+
+    // Search by name; by follower.
+    let found = officer.get("/console/customers?q=%E9%92%B1").await;
+    assert_eq!(found.status, 200, "{}", found.text);
+    assert!(
+        found.text.contains("钱总") && !found.text.contains("孙姐"),
+        "{}",
+        found.text
+    );
+    let theirs = officer
+        .get(&format!("/console/customers?staff={}", f.staff[1]))
+        .await;
+    assert!(theirs.text.contains("孙姐") && !theirs.text.contains("钱总"));
+    assert!(theirs.text.contains(&format!("/console/customers/{other}")));
+
+    // One customer: the relation with its history, the note; the archive read is logged.
+    let before = scrm::domain::archive::read::reads(&f.app.db, CORP, 100)
+        .await
+        .unwrap()
+        .len();
+    let page = officer.get(&format!("/console/customers/{ext}")).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    for shown in ["钱总", "跟进中", "添加好友", "客户喜欢晚上沟通", "会话存档"]
+    {
+        assert!(page.text.contains(shown), "{shown}: {}", page.text);
+    }
+    let reads = scrm::domain::archive::read::reads(&f.app.db, CORP, 100)
+        .await
+        .unwrap();
+    assert_eq!(reads.len(), before + 1, "one logged read");
+    assert_eq!(reads[0].actor, format!("console:{OFFICER}"));
+    assert!(reads[0].target.contains(&ext), "{:?}", reads[0]);
+    assert_eq!(
+        officer
+            .get("/console/customers/wmNoSuchCustomer0000000001")
+            .await
+            .status,
+        404
+    );
     f.app.stop().await;
 }

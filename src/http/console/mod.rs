@@ -5,6 +5,7 @@
 //! carrying the session's CSRF token), the same sessions table and [`crate::auth::Principal`] as
 //! the sidebar and the API, so every rule of the policy applies unchanged.
 
+mod customer_pages;
 mod transfers;
 mod views;
 
@@ -58,6 +59,8 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/console/alerts/bulk", post(bulk_step))
         .route("/console/alerts/{id}", get(alert_page))
         .route("/console/alerts/{id}/step", post(step))
+        .route("/console/customers", get(customer_pages::list))
+        .route("/console/customers/{ext}", get(customer_pages::one))
         .route("/console/transfers", get(transfers::list))
         .route("/console/transfers/new", get(transfers::new))
         .route("/console/transfers/plan", post(transfers::plan))
@@ -1037,6 +1040,22 @@ async fn alert_page(
         return Err(Failure::NotFound(Box::new(s), "告警"));
     };
     let (evidence, history, deliveries) = alerts::details(&state.db, id).await?;
+    // Archived messages shown as evidence are a read of archived chat: logged like any other.
+    let archived = evidence
+        .iter()
+        .filter(|e| e.source_ref.starts_with("archive:"))
+        .count();
+    crate::domain::archive::read::evidence_shown(
+        &state.db,
+        &crate::domain::archive::read::Reader {
+            actor: s.principal.actor(),
+            role: s.principal.role.as_str(),
+            corp_id: corp.as_str(),
+        },
+        id,
+        i64::try_from(archived).unwrap_or(i64::MAX),
+    )
+    .await?;
     let evidence = evidence
         .into_iter()
         .map(|e| {

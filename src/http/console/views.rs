@@ -25,9 +25,10 @@ pub(super) struct Chrome {
 }
 
 /// The pages of the console, with the action that lets a role see each.
-const PAGES: [(&str, &str, Action); 4] = [
+const PAGES: [(&str, &str, Action); 5] = [
     ("/console", "概览", Action::ReadOperations),
     ("/console/alerts", "告警", Action::ReadAlerts),
+    ("/console/customers", "客户", Action::ReadCustomers),
     ("/console/transfers", "离职继承", Action::ReadOperations),
     ("/console/audit", "审计日志", Action::ReadOperations),
 ];
@@ -414,6 +415,73 @@ pub(super) struct TransferPage {
     pub(super) waiting: i64,
     pub(super) flagged: Vec<String>,
     pub(super) items: Vec<ItemRow>,
+}
+
+pub(super) struct CustomerRow {
+    /// URL-encoded external_userid.
+    pub(super) id: String,
+    pub(super) name: String,
+    pub(super) corp_name: String,
+    pub(super) followers: String,
+}
+
+/// The customer search.
+#[derive(Template)]
+#[template(path = "console/customers.html")]
+pub(super) struct Customers {
+    pub(super) chrome: Chrome,
+    pub(super) q: String,
+    pub(super) staff: Vec<MemberOption>,
+    pub(super) customers: Vec<CustomerRow>,
+    pub(super) next_page: Option<String>,
+}
+
+pub(super) struct RelationView {
+    pub(super) staff: String,
+    pub(super) status: &'static str,
+    pub(super) status_class: &'static str,
+    pub(super) remark: String,
+    pub(super) channel: String,
+    pub(super) added: String,
+    pub(super) tags: Vec<String>,
+    pub(super) history: Vec<RelationRow>,
+}
+
+pub(super) struct NoteRow {
+    pub(super) when: String,
+    pub(super) author: String,
+    pub(super) body: String,
+}
+
+pub(super) struct ReminderRow {
+    pub(super) title: String,
+    pub(super) assignee: String,
+    pub(super) due: String,
+    pub(super) state: &'static str,
+}
+
+pub(super) struct MessageView {
+    pub(super) when: String,
+    pub(super) kind: &'static str,
+    pub(super) sender: String,
+    pub(super) text: String,
+}
+
+/// One customer, everything the corp knows.
+#[derive(Template)]
+#[template(path = "console/customer.html")]
+pub(super) struct CustomerPage {
+    pub(super) chrome: Chrome,
+    pub(super) id: String,
+    pub(super) name: String,
+    pub(super) corp_name: String,
+    pub(super) stage: String,
+    pub(super) personal_tags: Vec<String>,
+    pub(super) relations: Vec<RelationView>,
+    pub(super) notes: Vec<NoteRow>,
+    pub(super) reminders: Vec<ReminderRow>,
+    pub(super) may_read_archive: bool,
+    pub(super) messages: Vec<MessageView>,
 }
 
 #[cfg(test)]
