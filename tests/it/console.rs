@@ -21,6 +21,7 @@ both_backends!(
     an_admin_sees_health_exports_and_works_alerts_in_bulk,
     in_the_browser_an_alert_is_worked_to_a_close,
     customers_are_searched_and_shown_whole_and_archive_reads_are_logged,
+    an_admin_keeps_the_quick_replies_and_compliance_only_reads_them,
 );
 
 const OFFICER: &str = "zhao.li";
@@ -687,6 +688,127 @@ async fn customers_are_searched_and_shown_whole_and_archive_reads_are_logged(bac
             .await
             .status,
         404
+    );
+    f.app.stop().await;
+}
+
+async fn an_admin_keeps_the_quick_replies_and_compliance_only_reads_them(backend: Backend) {
+    let f = fixture(backend).await;
+    let corp = crate::common::corp(CORP);
+    let mut admin = Browser::new(&f.app.server.base_url);
+    assert_eq!(sign_in(&mut admin, ADMIN, "/console").await.status, 303);
+    let page = admin.get("/console/replies").await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(page.text.contains("还没有话术"));
+    let csrf = csrf_of(&page);
+
+    let created = admin
+        .post_form(
+            "/console/replies/folders",
+            &[("csrf", &csrf), ("name", "报价")],
+        )
+        .await;
+    assert_eq!(created.status, 303, "{}", created.text);
+    let library = scrm::domain::quick_replies::library(&f.app.db, &corp, None)
+        .await
+        .unwrap();
+    let folder = library[0].folder.id.to_string();
+    let added = admin
+        .post_form(
+            "/console/replies/snippets",
+            &[
+                ("csrf", &csrf),
+                ("folder_id", &folder),
+                ("title", "标准版价格"),
+                ("body", "标准版每年 2,980 元。"),
+            ],
+        )
+        .await;
+    assert_eq!(added.status, 303, "{}", added.text);
+    let snippet = scrm::domain::quick_replies::library(&f.app.db, &corp, None)
+        .await
+        .unwrap()[0]
+        .snippets[0]
+        .id;
+    let edited = admin
+        .post_form(
+            &format!("/console/replies/snippets/{snippet}"),
+            &[
+                ("csrf", &csrf),
+                ("title", "标准版价格"),
+                ("body", "标准版每年 2,680 元（限时）。"),
+            ],
+        )
+        .await;
+    assert_eq!(edited.status, 303);
+    let shown = admin.get("/console/replies?done=saved").await;
+    assert!(
+        shown.text.contains("2,680") && shown.text.contains("已保存"),
+        "{}",
+        shown.text
+    );
+    // A duplicate title and an empty folder name are refused with the reason.
+    let duplicate = admin
+        .post_form(
+            "/console/replies/snippets",
+            &[
+                ("csrf", &csrf),
+                ("folder_id", &folder),
+                ("title", "标准版价格"),
+                ("body", "x"),
+            ],
+        )
+        .await;
+    assert_eq!(duplicate.status, 422);
+    assert!(
+        duplicate.text.contains("已有同样标题"),
+        "{}",
+        duplicate.text
+    );
+    let empty = admin
+        .post_form(
+            "/console/replies/folders",
+            &[("csrf", &csrf), ("name", " ")],
+        )
+        .await;
+    assert_eq!(empty.status, 422);
+
+    // Compliance reads the library and its use counts, changes nothing.
+    let mut officer = Browser::new(&f.app.server.base_url);
+    sign_in(&mut officer, OFFICER, "/console").await;
+    let read = officer.get("/console/replies").await;
+    assert_eq!(read.status, 200);
+    assert!(read.text.contains("2,680") && !read.text.contains("新建文件夹"));
+    let officer_csrf = csrf_of(&officer.get("/console/alerts").await);
+    let refused = officer
+        .post_form(
+            &format!("/console/replies/snippets/{snippet}/delete"),
+            &[("csrf", &officer_csrf)],
+        )
+        .await;
+    assert_eq!(refused.status, 403);
+
+    // A folder with snippets goes only when asked to take them along.
+    let kept = admin
+        .post_form(
+            &format!("/console/replies/folders/{folder}/delete"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(kept.status, 422);
+    assert!(kept.text.contains("还有 1 条话术"), "{}", kept.text);
+    let gone = admin
+        .post_form(
+            &format!("/console/replies/folders/{folder}/delete"),
+            &[("csrf", &csrf), ("cascade", "true")],
+        )
+        .await;
+    assert_eq!(gone.status, 303);
+    assert!(
+        scrm::domain::quick_replies::library(&f.app.db, &corp, None)
+            .await
+            .unwrap()
+            .is_empty()
     );
     f.app.stop().await;
 }

@@ -1283,6 +1283,39 @@ async fn in_the_console_an_admin_reassigns_a_departed_members_customers(backend:
         )
         .await;
     browser.screenshot(&shot("transfer-done")).await;
+    // The quick replies the salespeople send, as an admin keeps them.
+    let folder = scrm::domain::quick_replies::create_folder(
+        &f.app.db,
+        &corp,
+        "问候",
+        None,
+        "test",
+        scrm::platform::db::now_ms(),
+    )
+    .await
+    .unwrap();
+    scrm::domain::quick_replies::create_snippet(
+        &f.app.db,
+        &corp,
+        &scrm::domain::quick_replies::NewSnippet {
+            folder_id: folder.id,
+            title: "交接后的第一句",
+            body: "您好，我是您的新顾问，之前的同事已把您的情况交接给我，有任何问题随时找我。",
+            position: None,
+        },
+        "test",
+        scrm::platform::db::now_ms(),
+    )
+    .await
+    .unwrap();
+    browser.goto(&format!("{base}/console/replies")).await;
+    browser
+        .wait_for(
+            "the quick replies",
+            "document.querySelector('.snippet-edit')",
+        )
+        .await;
+    browser.screenshot(&shot("replies")).await;
     let progress = f.progress(job).await;
     assert_eq!(
         (progress.total(), progress.finished()),

@@ -6,6 +6,7 @@
 //! the sidebar and the API, so every rule of the policy applies unchanged.
 
 mod customer_pages;
+mod replies;
 mod transfers;
 mod views;
 
@@ -67,6 +68,21 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/console/transfers/{id}", get(transfers::job))
         .route("/console/transfers/{id}/progress", get(transfers::progress))
         .route("/console/transfers/{id}/{action}", post(transfers::act))
+        .route("/console/replies", get(replies::page))
+        .route("/console/replies/folders", post(replies::create_folder))
+        .route(
+            "/console/replies/folders/{id}/delete",
+            post(replies::delete_folder),
+        )
+        .route("/console/replies/snippets", post(replies::create_snippet))
+        .route(
+            "/console/replies/snippets/{id}",
+            post(replies::update_snippet),
+        )
+        .route(
+            "/console/replies/snippets/{id}/delete",
+            post(replies::delete_snippet),
+        )
         .route("/console/audit", get(audit_page))
         .route("/console/audit.csv", get(audit_csv))
         .route("/console/assets/{name}", get(asset))

@@ -25,11 +25,12 @@ pub(super) struct Chrome {
 }
 
 /// The pages of the console, with the action that lets a role see each.
-const PAGES: [(&str, &str, Action); 5] = [
+const PAGES: [(&str, &str, Action); 6] = [
     ("/console", "概览", Action::ReadOperations),
     ("/console/alerts", "告警", Action::ReadAlerts),
     ("/console/customers", "客户", Action::ReadCustomers),
     ("/console/transfers", "离职继承", Action::ReadOperations),
+    ("/console/replies", "话术库", Action::ReadCustomers),
     ("/console/audit", "审计日志", Action::ReadOperations),
 ];
 
@@ -482,6 +483,29 @@ pub(super) struct CustomerPage {
     pub(super) reminders: Vec<ReminderRow>,
     pub(super) may_read_archive: bool,
     pub(super) messages: Vec<MessageView>,
+}
+
+pub(super) struct ReplyView {
+    pub(super) id: i64,
+    pub(super) title: String,
+    pub(super) body: String,
+    pub(super) use_count: i64,
+    pub(super) last_used: String,
+}
+
+pub(super) struct ReplyFolderView {
+    pub(super) id: i64,
+    pub(super) name: String,
+    pub(super) snippets: Vec<ReplyView>,
+}
+
+/// The quick-reply library, editable by admins.
+#[derive(Template)]
+#[template(path = "console/replies.html")]
+pub(super) struct Replies {
+    pub(super) chrome: Chrome,
+    pub(super) may_manage: bool,
+    pub(super) folders: Vec<ReplyFolderView>,
 }
 
 #[cfg(test)]
