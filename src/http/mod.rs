@@ -6,6 +6,7 @@ mod console;
 pub(crate) mod ops;
 pub mod server;
 mod sidebar;
+mod web;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -11,7 +11,10 @@ use axum::response::Response;
 use wecom_sdk::ExternalUserId;
 
 use super::views::{self, Chrome};
-use super::{Failure, Signed, assets, change_label, html, query_map, refs, render, when};
+use super::{
+    Failure, Signed, assets, change_label, html, name_of, query_map, refs, render, staff_names,
+    when,
+};
 use crate::auth::{AccessError, Action, Denied};
 use crate::domain::archive::read::{self, MessageFilter, Reader};
 use crate::domain::customers::{self, RelationKey, RelationStatus};
@@ -165,24 +168,8 @@ pub(super) async fn one(
     if profile.is_none() && relations.is_empty() {
         return Err(Failure::NotFound(Box::new(s), "客户"));
     }
-    let names: HashMap<String, String> = staff::list(&state.db, corp.as_str())
-        .await?
-        .into_iter()
-        .map(|m| {
-            let name = if m.name.trim().is_empty() {
-                m.user_id.clone()
-            } else {
-                m.name
-            };
-            (m.user_id, name)
-        })
-        .collect();
-    let name_of = |actor: &str| {
-        names
-            .get(actor)
-            .cloned()
-            .unwrap_or_else(|| actor.to_owned())
-    };
+    let names = staff_names(&state, corp).await?;
+    let name_of = |actor: &str| name_of(&names, actor);
     let tag_names: HashMap<String, String> = tags::live_tags(&state.db, corp.as_str())
         .await?
         .into_iter()

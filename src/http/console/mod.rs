@@ -20,10 +20,9 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use sha2::{Digest as _, Sha256};
 use wecom_sdk::{CorpId, ExternalUserId, UserId};
 
-use super::AppState;
+use super::{AppState, web};
 use crate::auth::Action;
 use crate::auth::account;
 use crate::auth::audit::{self, AuditFilter};
@@ -92,31 +91,16 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
 // Assets
 // ---------------------------------------------------------------------------------------------
 
-struct Asset {
-    name: String,
-    body: &'static str,
-    content_type: &'static str,
-}
-
-fn asset_named(stem: &str, ext: &str, body: &'static str, content_type: &'static str) -> Asset {
-    let hash = hex::encode(Sha256::digest(body.as_bytes()));
-    Asset {
-        name: format!("{stem}.{}.{ext}", &hash[..12]),
-        body,
-        content_type,
-    }
-}
-
-static CSS: LazyLock<Asset> = LazyLock::new(|| {
-    asset_named(
+static CSS: LazyLock<web::Asset> = LazyLock::new(|| {
+    web::Asset::named(
         "console",
         "css",
         include_str!("../../../assets/console/console.css"),
         "text/css; charset=utf-8",
     )
 });
-static JS: LazyLock<Asset> = LazyLock::new(|| {
-    asset_named(
+static JS: LazyLock<web::Asset> = LazyLock::new(|| {
+    web::Asset::named(
         "console",
         "js",
         include_str!("../../../assets/console/console.js"),
@@ -133,19 +117,7 @@ fn assets() -> (String, String) {
 }
 
 async fn asset(Path(name): Path<String>) -> Response {
-    for a in [&*CSS, &*JS] {
-        if a.name == name {
-            return (
-                [
-                    (header::CONTENT_TYPE, a.content_type),
-                    (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
-                ],
-                a.body,
-            )
-                .into_response();
-        }
-    }
-    StatusCode::NOT_FOUND.into_response()
+    web::serve(&[&*CSS, &*JS], &name)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -289,17 +261,6 @@ fn encode(s: &str) -> String {
 // Sessions and forms
 // ---------------------------------------------------------------------------------------------
 
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
 const LIMITS: SessionLimits = SessionLimits {
     idle_ms: IDLE_MS,
     max_ms: MAX_MS,
@@ -332,7 +293,7 @@ impl FromRequestParts<Arc<AppState>> for Signed {
         } else {
             "/console".to_owned()
         };
-        let token = cookie(&parts.headers, COOKIE)
+        let token = web::cookie(&parts.headers, COOKIE)
             .ok_or_else(|| Failure::SignedOut { next: next.clone() })?;
         let session = session::lookup(&state.db, token, Surface::Console, LIMITS, now_ms())
             .await?
@@ -439,6 +400,29 @@ fn when(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string())
         .unwrap_or_default()
+}
+
+/// Names of staff members, looked up once (the userid when unknown).
+async fn staff_names(
+    state: &AppState,
+    corp: &wecom_sdk::CorpId,
+) -> Result<std::collections::HashMap<String, String>, Failure> {
+    Ok(crate::domain::staff::list(&state.db, corp.as_str())
+        .await?
+        .into_iter()
+        .map(|m| {
+            let name = if m.name.trim().is_empty() {
+                m.user_id.clone()
+            } else {
+                m.name
+            };
+            (m.user_id, name)
+        })
+        .collect())
+}
+
+fn name_of(names: &std::collections::HashMap<String, String>, user: &str) -> String {
+    names.get(user).cloned().unwrap_or_else(|| user.to_owned())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -609,7 +593,7 @@ async fn logout(
     if !form.carries(&s) {
         return Err(Failure::Csrf);
     }
-    if let Some(token) = cookie(&headers, COOKIE) {
+    if let Some(token) = web::cookie(&headers, COOKIE) {
         session::end(&state.db, token).await?;
     }
     record(

@@ -11,7 +11,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::views::{self, Chrome};
-use super::{Failure, Form, Signed, assets, html, query_map, refs, render, see_other, when};
+use super::{
+    Failure, Form, Signed, assets, html, name_of, query_map, refs, render, see_other, staff_names,
+    when,
+};
 use crate::app::transfers::departures;
 use crate::auth::Action;
 use crate::domain::staff;
@@ -67,36 +70,13 @@ fn flag_label(flag: &str) -> String {
     }
 }
 
-/// Names of staff members, looked up once (the userid when unknown).
-async fn names(
-    state: &AppState,
-    corp: &wecom_sdk::CorpId,
-) -> Result<std::collections::HashMap<String, String>, Failure> {
-    Ok(staff::list(&state.db, corp.as_str())
-        .await?
-        .into_iter()
-        .map(|m| {
-            let name = if m.name.trim().is_empty() {
-                m.user_id.clone()
-            } else {
-                m.name
-            };
-            (m.user_id, name)
-        })
-        .collect())
-}
-
-fn name_of(names: &std::collections::HashMap<String, String>, user: &str) -> String {
-    names.get(user).cloned().unwrap_or_else(|| user.to_owned())
-}
-
 pub(super) async fn list(
     State(state): State<Arc<AppState>>,
     signed: Signed,
 ) -> Result<Response, Failure> {
     let s = signed.may(Action::ReadOperations)?;
     let corp = s.principal.corp_id.clone();
-    let names = names(&state, &corp).await?;
+    let names = staff_names(&state, &corp).await?;
     let departures = departures::list_departures(&state.db, corp.as_str())
         .await?
         .into_iter()
@@ -287,7 +267,7 @@ pub(super) async fn job(
 ) -> Result<Response, Failure> {
     let s = signed.may(Action::ReadOperations)?;
     let (s, job) = job_of(&state, s, &id).await?;
-    let names = names(&state, &s.principal.corp_id).await?;
+    let names = staff_names(&state, &s.principal.corp_id).await?;
     let progress = Progress::of(&transfers::counts(&state.db, job.id).await?);
     let p = progress_json(&job.state, &progress);
     let items = transfers::items(

@@ -21,11 +21,10 @@ use axum::routing::{get, post};
 use rand::Rng as _;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use sha2::{Digest as _, Sha256};
 use wecom_sdk::api::{OAuthUser, TicketKind};
 use wecom_sdk::{ChatId, CorpId, ExternalUserId, UserId};
 
-use super::AppState;
+use super::{AppState, web};
 use crate::auth::session::{self, Session, SessionLimits, SignIn, Surface};
 use crate::auth::{AccessError, Action, Denied};
 use crate::domain::customers::record::{self, Author, RecordError};
@@ -70,31 +69,16 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
 // Assets: embedded, named by their content's hash (cached for a year).
 // ---------------------------------------------------------------------------------------------
 
-struct Asset {
-    name: String,
-    body: &'static str,
-    content_type: &'static str,
-}
-
-fn asset_named(stem: &str, ext: &str, body: &'static str, content_type: &'static str) -> Asset {
-    let hash = hex::encode(Sha256::digest(body.as_bytes()));
-    Asset {
-        name: format!("{stem}.{}.{ext}", &hash[..12]),
-        body,
-        content_type,
-    }
-}
-
-static JS: LazyLock<Asset> = LazyLock::new(|| {
-    asset_named(
+static JS: LazyLock<web::Asset> = LazyLock::new(|| {
+    web::Asset::named(
         "sidebar",
         "js",
         include_str!("../../../assets/sidebar/sidebar.js"),
         "application/javascript; charset=utf-8",
     )
 });
-static CSS: LazyLock<Asset> = LazyLock::new(|| {
-    asset_named(
+static CSS: LazyLock<web::Asset> = LazyLock::new(|| {
+    web::Asset::named(
         "sidebar",
         "css",
         include_str!("../../../assets/sidebar/sidebar.css"),
@@ -103,19 +87,7 @@ static CSS: LazyLock<Asset> = LazyLock::new(|| {
 });
 
 async fn asset(Path(name): Path<String>) -> Response {
-    for a in [&*JS, &*CSS] {
-        if a.name == name {
-            return (
-                [
-                    (header::CONTENT_TYPE, a.content_type),
-                    (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
-                ],
-                a.body,
-            )
-                .into_response();
-        }
-    }
-    StatusCode::NOT_FOUND.into_response()
+    web::serve(&[&*JS, &*CSS], &name)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -285,17 +257,6 @@ fn page(status: StatusCode, title: &str, detail: &str) -> Response {
 // Sessions
 // ---------------------------------------------------------------------------------------------
 
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
 fn limits(state: &AppState) -> SessionLimits {
     let ms = |secs: u64| i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     SessionLimits {
@@ -345,7 +306,7 @@ impl FromRequestParts<Arc<AppState>> for Signed {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let token = cookie(&parts.headers, SESSION_COOKIE).ok_or(Failure::SignedOut)?;
+        let token = web::cookie(&parts.headers, SESSION_COOKIE).ok_or(Failure::SignedOut)?;
         let session = session::lookup(&state.db, token, Surface::Sidebar, limits(state), now_ms())
             .await?
             .ok_or(Failure::SignedOut)?;
@@ -449,7 +410,7 @@ async fn entry(
             "侧边栏地址需要带上 ?corp=企业ID（配置了多个企业时）。",
         );
     };
-    if let Some(token) = cookie(&headers, SESSION_COOKIE) {
+    if let Some(token) = web::cookie(&headers, SESSION_COOKIE) {
         match session::lookup(&state.db, token, Surface::Sidebar, limits(&state), now_ms()).await {
             Ok(Some(s)) if s.principal.corp_id == corp => {
                 return shell(&state, &s, base, &uri).await;
@@ -521,7 +482,7 @@ async fn oauth_return(
     Query(q): Query<OAuthReturn>,
     headers: HeaderMap,
 ) -> Response {
-    let expected = cookie(&headers, STATE_COOKIE).and_then(|v| v.split_once('.'));
+    let expected = web::cookie(&headers, STATE_COOKIE).and_then(|v| v.split_once('.'));
     let (Some((want, corp)), Some(got)) = (expected, q.state.as_deref()) else {
         return page(
             StatusCode::BAD_REQUEST,
@@ -623,7 +584,7 @@ async fn logout(
     headers: HeaderMap,
     Write(_, Nothing {}): Write<Nothing>,
 ) -> Response {
-    if let Some(token) = cookie(&headers, SESSION_COOKIE)
+    if let Some(token) = web::cookie(&headers, SESSION_COOKIE)
         && let Err(e) = session::end(&state.db, token).await
     {
         return Failure::from(e).into_response();
