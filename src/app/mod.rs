@@ -1,11 +1,13 @@
 //! What reacts and runs: the inbox [`events`] handler, [`sync`] with WeCom, [`outbox_delivery`]
 //! (the only part that turns intents into WeCom calls), the chat-archive pull
-//! ([`archive_pull`]), alert [`rescan`]s and the reassignment engine ([`transfers`]).
+//! ([`archive_pull`]), alert [`rescan`]s, the reassignment engine ([`transfers`]) and the callback
+//! [`selftest`].
 
 pub mod archive_pull;
 pub mod events;
 pub mod outbox_delivery;
 pub mod rescan;
+pub mod selftest;
 pub mod sync;
 pub mod transfers;
 pub mod wecom_records;

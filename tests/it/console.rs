@@ -22,6 +22,7 @@ both_backends!(
     in_the_browser_an_alert_is_worked_to_a_close,
     customers_are_searched_and_shown_whole_and_archive_reads_are_logged,
     an_admin_keeps_the_quick_replies_and_compliance_only_reads_them,
+    the_settings_give_the_callback_urls_and_test_them_as_wecom_would,
 );
 
 const OFFICER: &str = "zhao.li";
@@ -34,10 +35,15 @@ struct Fixture {
 }
 
 async fn fixture(backend: Backend) -> Fixture {
+    fixture_at(backend, "https://scrm.example.com").await
+}
+
+/// The console reached at `console_url` (`@BASE_URL@`: the server's own address).
+async fn fixture_at(backend: Backend, console_url: &str) -> Fixture {
     let app = EmulatedApp::spawn_with(
         backend,
         Options {
-            extra_config: "[alerts]\nconsole_url = \"https://scrm.example.com\"\n".to_owned(),
+            extra_config: format!("[alerts]\nconsole_url = \"{console_url}\"\n"),
             ..Options::default()
         },
     )
@@ -613,6 +619,11 @@ async fn in_the_browser_an_alert_is_worked_to_a_close(backend: Backend) {
         .wait_for("a customer", "document.querySelector('.relation')")
         .await;
     browser.screenshot(&name("customer")).await;
+    browser.goto(&format!("{base}/console/settings")).await;
+    browser
+        .wait_for("the settings", "document.querySelector('code.url')")
+        .await;
+    browser.screenshot(&name("settings")).await;
     browser.quit().await;
     f.app.stop().await;
 }
@@ -810,5 +821,78 @@ async fn an_admin_keeps_the_quick_replies_and_compliance_only_reads_them(backend
             .unwrap()
             .is_empty()
     );
+    f.app.stop().await;
+}
+
+async fn the_settings_give_the_callback_urls_and_test_them_as_wecom_would(backend: Backend) {
+    let f = fixture_at(backend, "@BASE_URL@").await;
+    let base = f.app.server.base_url.clone();
+    let mut admin = Browser::new(&base);
+    assert_eq!(sign_in(&mut admin, ADMIN, "/console").await.status, 303);
+    let page = admin.get("/console/settings").await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    for app in ["contacts", "directory"] {
+        assert!(
+            page.text
+                .contains(&format!("{base}/wecom/callback/{CORP}/{app}")),
+            "{app}: {}",
+            page.text
+        );
+    }
+    assert!(page.text.contains("客户联系 → API → 接收事件服务器"));
+    let csrf = csrf_of(&page);
+    let inbox_before = scrm::pipeline::inbox::count(&f.app.db, Some(CORP))
+        .await
+        .unwrap();
+    let tested = admin
+        .post_form(
+            "/console/settings/selftest",
+            &[("csrf", &csrf), ("app", "contacts")],
+        )
+        .await;
+    assert_eq!(tested.status, 200, "{}", tested.text);
+    assert!(tested.text.contains("全部通过"), "{}", tested.text);
+    assert_eq!(
+        tested.text.matches("class=\"check-pass\"").count(),
+        3,
+        "{}",
+        tested.text
+    );
+    assert_eq!(
+        scrm::pipeline::inbox::count(&f.app.db, Some(CORP))
+            .await
+            .unwrap(),
+        inbox_before + 1,
+        "the signed test event was stored"
+    );
+    // Once per ten seconds per corp; an unknown app is named.
+    let again = admin
+        .post_form(
+            "/console/settings/selftest",
+            &[("csrf", &csrf), ("app", "contacts")],
+        )
+        .await;
+    assert_eq!(again.status, 429);
+    let unknown = admin
+        .post_form(
+            "/console/settings/selftest",
+            &[("csrf", &csrf), ("app", "nope")],
+        )
+        .await;
+    assert_eq!(unknown.status, 422);
+
+    // Compliance reads the addresses, runs nothing.
+    let mut officer = Browser::new(&base);
+    sign_in(&mut officer, OFFICER, "/console").await;
+    let read = officer.get("/console/settings").await;
+    assert_eq!(read.status, 200);
+    assert!(!read.text.contains("/console/settings/selftest"));
+    let refused = officer
+        .post_form(
+            "/console/settings/selftest",
+            &[("csrf", &csrf_of(&read)), ("app", "contacts")],
+        )
+        .await;
+    assert_eq!(refused.status, 403);
     f.app.stop().await;
 }

@@ -7,6 +7,7 @@
 
 mod customer_pages;
 mod replies;
+mod settings;
 mod transfers;
 mod views;
 
@@ -82,6 +83,8 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
             "/console/replies/snippets/{id}/delete",
             post(replies::delete_snippet),
         )
+        .route("/console/settings", get(settings::page))
+        .route("/console/settings/selftest", post(settings::run_selftest))
         .route("/console/audit", get(audit_page))
         .route("/console/audit.csv", get(audit_csv))
         .route("/console/assets/{name}", get(asset))

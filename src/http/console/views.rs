@@ -25,13 +25,14 @@ pub(super) struct Chrome {
 }
 
 /// The pages of the console, with the action that lets a role see each.
-const PAGES: [(&str, &str, Action); 6] = [
+const PAGES: [(&str, &str, Action); 7] = [
     ("/console", "概览", Action::ReadOperations),
     ("/console/alerts", "告警", Action::ReadAlerts),
     ("/console/customers", "客户", Action::ReadCustomers),
     ("/console/transfers", "离职继承", Action::ReadOperations),
     ("/console/replies", "话术库", Action::ReadCustomers),
     ("/console/audit", "审计日志", Action::ReadOperations),
+    ("/console/settings", "设置", Action::ReadOperations),
 ];
 
 pub(super) fn role_label(role: Role) -> &'static str {
@@ -506,6 +507,40 @@ pub(super) struct Replies {
     pub(super) chrome: Chrome,
     pub(super) may_manage: bool,
     pub(super) folders: Vec<ReplyFolderView>,
+}
+
+pub(super) struct AppRow {
+    pub(super) name: String,
+    pub(super) place: &'static str,
+    pub(super) url: String,
+    pub(super) sample: bool,
+}
+
+pub(super) struct CheckView {
+    pub(super) name: &'static str,
+    pub(super) kind: &'static str,
+    pub(super) mark: &'static str,
+    pub(super) detail: String,
+}
+
+pub(super) struct SelftestView {
+    pub(super) app: String,
+    pub(super) url: String,
+    pub(super) checks: Vec<CheckView>,
+    pub(super) passed: bool,
+    pub(super) summary: String,
+}
+
+/// The corp's callback configurations and their self-test.
+#[derive(Template)]
+#[template(path = "console/settings.html")]
+pub(super) struct Settings {
+    pub(super) chrome: Chrome,
+    pub(super) corp_id: String,
+    pub(super) base_known: bool,
+    pub(super) may_manage: bool,
+    pub(super) apps: Vec<AppRow>,
+    pub(super) test: Option<SelftestView>,
 }
 
 #[cfg(test)]

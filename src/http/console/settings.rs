@@ -1,0 +1,153 @@
+//! 设置 in the console: the corp's callback configurations with the exact URL to paste into
+//! WeCom's admin console and where, and a "检测" button that runs the callback self-test
+//! ([`crate::app::selftest`]) against that URL as WeCom would — through whatever proxies sit in
+//! front of this server.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+
+use super::views::{self, Chrome};
+use super::{Failure, Form, Signed, assets, html, refs, render};
+use crate::app::selftest::{self, Verdict};
+use crate::auth::Action;
+use crate::http::AppState;
+
+/// A self-test per corp at most this often (each stores a test event in the inbox).
+const SELFTEST_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Where in WeCom's admin console a configuration's URL goes, by its usual name.
+fn place(app: &str, agent: Option<i64>) -> &'static str {
+    match app {
+        "contacts" => "客户联系 → API → 接收事件服务器",
+        "directory" => "管理工具 → 通讯录同步 → 接收事件服务器",
+        "archive" => "管理工具 → 会话内容存档 → 接收事件服务器",
+        _ if agent.is_some() => "应用管理 → 自建应用 → 接收消息",
+        _ => "对应功能的“接收事件服务器”",
+    }
+}
+
+/// The server's public address: the console's, else the sidebar's.
+fn public_base(state: &AppState) -> Option<String> {
+    let console = state.config.alerts.console_url.trim_end_matches('/');
+    if console.starts_with("http") {
+        return Some(console.to_owned());
+    }
+    state.config.sidebar.base().map(str::to_owned)
+}
+
+async fn render_page(
+    state: &AppState,
+    s: &crate::auth::session::Session,
+    test: Option<views::SelftestView>,
+    status: StatusCode,
+) -> Response {
+    let corp = &s.principal.corp_id;
+    let base = public_base(state);
+    let apps = state
+        .config
+        .corps
+        .iter()
+        .filter(|c| c.corp_id == *corp)
+        .flat_map(|c| c.apps.iter())
+        .map(|a| views::AppRow {
+            url: selftest::callback_url(
+                base.as_deref().unwrap_or("https://你的域名"),
+                corp.as_str(),
+                &a.name,
+            ),
+            place: place(&a.name, a.agent_id),
+            sample: a.published_sample,
+            name: a.name.clone(),
+        })
+        .collect();
+    let page = views::Settings {
+        chrome: Chrome::new(
+            &s.principal,
+            &s.csrf_token,
+            "/console/settings",
+            refs(&assets()),
+            None,
+        ),
+        corp_id: corp.to_string(),
+        base_known: base.is_some(),
+        may_manage: s.principal.role.may(Action::ManageSettings),
+        apps,
+        test,
+    };
+    html(status, render(&page))
+}
+
+pub(super) async fn page(
+    State(state): State<Arc<AppState>>,
+    signed: Signed,
+) -> Result<Response, Failure> {
+    let s = signed.may(Action::ReadOperations)?;
+    Ok(render_page(&state, &s, None, StatusCode::OK).await)
+}
+
+pub(super) async fn run_selftest(
+    State(state): State<Arc<AppState>>,
+    signed: Signed,
+    form: Form,
+) -> Result<Response, Failure> {
+    let s = signed.may(Action::ManageSettings)?;
+    if !form.carries(&s) {
+        return Err(Failure::Csrf);
+    }
+    let corp = s.principal.corp_id.clone();
+    let name = form.get("app").unwrap_or("").to_owned();
+    let Some(app) = state.config.app(corp.as_str(), &name) else {
+        return Err(Failure::Invalid("该企业没有这个回调应用".to_owned()));
+    };
+    let Some(base) = public_base(&state) else {
+        return Err(Failure::Invalid(
+            "先在配置中设置服务器的公网地址（[alerts] console_url），才能像企业微信一样从外部检测"
+                .to_owned(),
+        ));
+    };
+    if let Ok(Some(wait)) = state
+        .coord
+        .acquire(&format!("scrm:console:selftest:{corp}"), 1, SELFTEST_EVERY)
+        .await
+    {
+        return Err(Failure::RateLimited(wait));
+    }
+    let url = selftest::callback_url(&base, corp.as_str(), &name);
+    let checks = selftest::check_all(&url, &app.crypto, corp.as_str())
+        .await
+        .map_err(|e| Failure::Invalid(format!("无法发起检测：{e}")))?;
+    let failed = checks
+        .iter()
+        .filter(|c| matches!(c.verdict, Verdict::Fail(_)))
+        .count();
+    let view = views::SelftestView {
+        app: name,
+        url,
+        passed: failed == 0,
+        summary: if failed == 0 {
+            "全部通过：可以在企业微信管理后台保存此回调地址。".to_owned()
+        } else {
+            format!("{failed} 项未通过，按提示修改后再检测。")
+        },
+        checks: checks
+            .into_iter()
+            .map(|c| {
+                let (kind, mark, detail) = match c.verdict {
+                    Verdict::Pass(d) => ("pass", "✔", d),
+                    Verdict::Warn(d) => ("warn", "!", d),
+                    Verdict::Fail(d) => ("fail", "✘", d),
+                };
+                views::CheckView {
+                    name: c.name,
+                    kind,
+                    mark,
+                    detail,
+                }
+            })
+            .collect(),
+    };
+    Ok(render_page(&state, &s, Some(view), StatusCode::OK).await)
+}
