@@ -236,6 +236,26 @@ pub async fn library(db: &Db, corp_id: &str) -> Result<Vec<GroupView>, StoreErro
         .collect())
 }
 
+/// WeCom's limit on tag and group names (characters).
+pub const MAX_NAME_CHARS: usize = 30;
+
+/// A tag or group name: trimmed, 1..=[`MAX_NAME_CHARS`] characters; the reason in Chinese
+/// otherwise.
+pub fn check_name(name: &str) -> Result<String, String> {
+    let name = name.trim();
+    let n = name.chars().count();
+    if n == 0 {
+        return Err("名称不能为空 / name is empty".to_owned());
+    }
+    if n > MAX_NAME_CHARS {
+        return Err(format!(
+            "名称最多 {MAX_NAME_CHARS} 个字（「{}…」）",
+            name.chars().take(8).collect::<String>()
+        ));
+    }
+    Ok(name.to_owned())
+}
+
 /// Whether `id` names a live group.
 pub async fn is_group(db: &Db, corp_id: &str, id: &str) -> Result<bool, StoreError> {
     const SQL: &str = "SELECT COUNT(*) FROM tag_group WHERE corp_id = $1 AND group_id = $2 \

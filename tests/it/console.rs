@@ -23,6 +23,7 @@ both_backends!(
     customers_are_searched_and_shown_whole_and_archive_reads_are_logged,
     an_admin_keeps_the_quick_replies_and_compliance_only_reads_them,
     the_settings_give_the_callback_urls_and_test_them_as_wecom_would,
+    an_admin_grows_the_tag_library_through_wecom,
 );
 
 const OFFICER: &str = "zhao.li";
@@ -894,5 +895,90 @@ async fn the_settings_give_the_callback_urls_and_test_them_as_wecom_would(backen
         )
         .await;
     assert_eq!(refused.status, 403);
+    f.app.stop().await;
+}
+
+async fn an_admin_grows_the_tag_library_through_wecom(backend: Backend) {
+    let f = fixture(backend).await;
+    let mut admin = Browser::new(&f.app.server.base_url);
+    assert_eq!(sign_in(&mut admin, ADMIN, "/console").await.status, 303);
+    let page = admin.get("/console/tags").await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    let csrf = csrf_of(&page);
+
+    let created = admin
+        .post_form(
+            "/console/tags/groups",
+            &[
+                ("csrf", &csrf),
+                ("group", "意向等级"),
+                ("tags", "高意向，中意向, 低意向"),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, 303, "{}", created.text);
+    let flashed = admin.get("/console/tags?done=1").await;
+    assert!(
+        flashed.text.contains("已提交给企业微信"),
+        "{}",
+        flashed.text
+    );
+    crate::emulated::wait_outbox_idle(&f.app.db).await;
+    let library = admin.get("/console/tags").await;
+    for name in ["意向等级", "高意向", "中意向", "低意向"] {
+        assert!(library.text.contains(name), "{name}: {}", library.text);
+    }
+    assert!(
+        !library.text.contains("同步中："),
+        "delivered: {}",
+        library.text
+    );
+    let in_wecom = scrm::domain::tags::library(&f.app.db, CORP).await.unwrap();
+    let group = in_wecom
+        .iter()
+        .find(|g| g.name == "意向等级")
+        .expect("the group");
+    assert_eq!(group.tags.len(), 3);
+
+    // One tag away, through WeCom again.
+    let low = group
+        .tags
+        .iter()
+        .find(|t| t.name == "低意向")
+        .unwrap()
+        .tag_id
+        .clone();
+    let deleted = admin
+        .post_form(&format!("/console/tags/{low}/delete"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(deleted.status, 303, "{}", deleted.text);
+    crate::emulated::wait_outbox_idle(&f.app.db).await;
+    let after = admin.get("/console/tags").await;
+    assert!(
+        !after.text.contains("低意向") && after.text.contains("高意向"),
+        "{}",
+        after.text
+    );
+
+    // A name too long is refused before anything is queued; compliance changes nothing.
+    let long = "一".repeat(31);
+    let refused = admin
+        .post_form(
+            &format!("/console/tags/groups/{}/tags", group.group_id),
+            &[("csrf", &csrf), ("tags", &long)],
+        )
+        .await;
+    assert_eq!(refused.status, 422, "{}", refused.text);
+    let mut officer = Browser::new(&f.app.server.base_url);
+    sign_in(&mut officer, OFFICER, "/console").await;
+    let read = officer.get("/console/tags").await;
+    assert!(read.text.contains("高意向") && !read.text.contains("新建标签组"));
+    let not_allowed = officer
+        .post_form(
+            "/console/tags/groups",
+            &[("csrf", &csrf_of(&read)), ("group", "x"), ("tags", "y")],
+        )
+        .await;
+    assert_eq!(not_allowed.status, 403);
     f.app.stop().await;
 }

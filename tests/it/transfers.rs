@@ -1316,6 +1316,11 @@ async fn in_the_console_an_admin_reassigns_a_departed_members_customers(backend:
         )
         .await;
     browser.screenshot(&shot("replies")).await;
+    browser.goto(&format!("{base}/console/tags")).await;
+    browser
+        .wait_for("the tag library", "document.querySelector('.badge.tag')")
+        .await;
+    browser.screenshot(&shot("tags")).await;
     let progress = f.progress(job).await;
     assert_eq!(
         (progress.total(), progress.finished()),

@@ -21,9 +21,6 @@ use crate::http::AppState;
 use crate::pipeline::outbox::{self, Intent, NewTag, OutboxFilter};
 use crate::platform::db::{StoreError, now_ms};
 
-/// WeCom's limit on tag and group names (characters).
-const MAX_NAME_CHARS: usize = 30;
-
 /// This module's endpoints.
 pub fn endpoints() -> Vec<Endpoint> {
     let tag = object(
@@ -315,14 +312,9 @@ async fn one_group(
 }
 
 fn check_name(field: &str, name: &str) -> Result<(), ApiFailure> {
-    let n = name.trim().chars().count();
-    if n == 0 {
-        return Err(invalid(field, "名称不能为空 / name is empty"));
-    }
-    if n > MAX_NAME_CHARS {
-        return Err(invalid(field, format!("名称最多 {MAX_NAME_CHARS} 个字")));
-    }
-    Ok(())
+    tags::check_name(name)
+        .map(|_| ())
+        .map_err(|reason| invalid(field, reason))
 }
 
 #[derive(Debug, Deserialize)]

@@ -8,6 +8,7 @@
 mod customer_pages;
 mod replies;
 mod settings;
+mod tag_pages;
 mod transfers;
 mod views;
 
@@ -62,6 +63,14 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/console/alerts/{id}/step", post(step))
         .route("/console/customers", get(customer_pages::list))
         .route("/console/customers/{ext}", get(customer_pages::one))
+        .route("/console/tags", get(tag_pages::page))
+        .route("/console/tags/groups", post(tag_pages::create_group))
+        .route("/console/tags/groups/{id}/tags", post(tag_pages::add_tags))
+        .route(
+            "/console/tags/groups/{id}/delete",
+            post(tag_pages::delete_group),
+        )
+        .route("/console/tags/{id}/delete", post(tag_pages::delete_tag))
         .route("/console/transfers", get(transfers::list))
         .route("/console/transfers/new", get(transfers::new))
         .route("/console/transfers/plan", post(transfers::plan))

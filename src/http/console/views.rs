@@ -25,10 +25,11 @@ pub(super) struct Chrome {
 }
 
 /// The pages of the console, with the action that lets a role see each.
-const PAGES: [(&str, &str, Action); 7] = [
+const PAGES: [(&str, &str, Action); 8] = [
     ("/console", "概览", Action::ReadOperations),
     ("/console/alerts", "告警", Action::ReadAlerts),
     ("/console/customers", "客户", Action::ReadCustomers),
+    ("/console/tags", "标签", Action::ReadCustomers),
     ("/console/transfers", "离职继承", Action::ReadOperations),
     ("/console/replies", "话术库", Action::ReadCustomers),
     ("/console/audit", "审计日志", Action::ReadOperations),
@@ -541,6 +542,28 @@ pub(super) struct Settings {
     pub(super) may_manage: bool,
     pub(super) apps: Vec<AppRow>,
     pub(super) test: Option<SelftestView>,
+}
+
+pub(super) struct TagRow {
+    pub(super) id: String,
+    pub(super) name: String,
+}
+
+pub(super) struct TagGroupRow {
+    pub(super) id: String,
+    pub(super) name: String,
+    pub(super) tags: Vec<TagRow>,
+}
+
+/// The corp tag library.
+#[derive(Template)]
+#[template(path = "console/tags.html")]
+pub(super) struct Tags {
+    pub(super) chrome: Chrome,
+    pub(super) may_manage: bool,
+    pub(super) groups: Vec<TagGroupRow>,
+    pub(super) pending: Vec<String>,
+    pub(super) dead: Vec<String>,
 }
 
 #[cfg(test)]

@@ -1,0 +1,258 @@
+//! 标签 in the console: the corp tag library as WeCom has it, what is still on its way to WeCom
+//! (pending `add_corp_tag`/`del_corp_tag` items) and what WeCom refused; admins create groups and
+//! tags and delete them — through the outbox, the same functions as `/api/v1/tags`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+
+use super::views::{self, Chrome};
+use super::{Failure, Form, Signed, assets, html, query_map, refs, render, see_other};
+use crate::auth::Action;
+use crate::domain::customers::record;
+use crate::domain::tags;
+use crate::http::AppState;
+use crate::pipeline::outbox::{self, Intent, NewTag, OutboxFilter};
+use crate::platform::db::now_ms;
+
+/// What an outbox item about the library says, for people.
+fn describe(intent: &Intent) -> Option<String> {
+    match intent {
+        Intent::AddCorpTag {
+            group_name, tags, ..
+        } => Some(format!(
+            "新建{}{}",
+            group_name
+                .as_deref()
+                .map(|g| format!("标签组「{g}」："))
+                .unwrap_or_default(),
+            tags.iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>()
+                .join("、")
+        )),
+        Intent::DelCorpTag { tag_ids, group_ids } => Some(format!(
+            "删除 {} 个标签、{} 个标签组",
+            tag_ids.len(),
+            group_ids.len()
+        )),
+        Intent::EditCorpTag { name, .. } => Some(format!(
+            "修改标签{}",
+            name.as_deref()
+                .map(|n| format!("为「{n}」"))
+                .unwrap_or_default()
+        )),
+        _ => None,
+    }
+}
+
+pub(super) async fn page(
+    State(state): State<Arc<AppState>>,
+    signed: Signed,
+    uri: axum::http::Uri,
+) -> Result<Response, Failure> {
+    let s = signed.may(Action::ReadCustomers)?;
+    let corp = s.principal.corp_id.as_str();
+    let groups = tags::library(&state.db, corp)
+        .await?
+        .into_iter()
+        .map(|g| views::TagGroupRow {
+            id: g.group_id,
+            name: g.name,
+            tags: g
+                .tags
+                .into_iter()
+                .map(|t| views::TagRow {
+                    id: t.tag_id,
+                    name: t.name,
+                })
+                .collect(),
+        })
+        .collect();
+    let mut pending = Vec::new();
+    let mut dead = Vec::new();
+    for kind in ["add_corp_tag", "del_corp_tag", "edit_corp_tag"] {
+        for state_name in ["pending", "dead"] {
+            let items = outbox::list(
+                &state.db,
+                &OutboxFilter {
+                    corp_id: Some(corp.to_owned()),
+                    kind: Some(kind.to_owned()),
+                    state: Some(state_name.to_owned()),
+                    limit: 20,
+                    ..OutboxFilter::default()
+                },
+            )
+            .await?;
+            for item in items {
+                let Some(what) = serde_json::from_str::<Intent>(&item.payload)
+                    .ok()
+                    .as_ref()
+                    .and_then(describe)
+                else {
+                    continue;
+                };
+                if state_name == "pending" {
+                    pending.push(what);
+                } else {
+                    dead.push(format!("{what}（{}）", item.last_error.unwrap_or_default()));
+                }
+            }
+        }
+    }
+    let flash = query_map(&uri)
+        .get("done")
+        .map(|_| "已提交给企业微信，稍后自动同步".to_owned());
+    let page = views::Tags {
+        chrome: Chrome::new(
+            &s.principal,
+            &s.csrf_token,
+            "/console/tags",
+            refs(&assets()),
+            flash,
+        ),
+        may_manage: s.principal.role.may(Action::ManageTags),
+        groups,
+        pending,
+        dead,
+    };
+    Ok(html(StatusCode::OK, render(&page)))
+}
+
+/// Tag names typed as one line, split on commas (either width) and 、, each checked.
+fn names_of(text: &str) -> Result<Vec<NewTag>, Failure> {
+    let names: Vec<NewTag> = text
+        .split([',', '，', '、'])
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            tags::check_name(n)
+                .map_err(Failure::Invalid)
+                .map(|name| NewTag { name, order: None })
+        })
+        .collect::<Result<_, _>>()?;
+    if names.is_empty() {
+        return Err(Failure::Invalid(
+            "至少一个标签（企业微信不允许空标签组）".to_owned(),
+        ));
+    }
+    if names.len() > 100 {
+        return Err(Failure::Invalid("一次最多 100 个标签".to_owned()));
+    }
+    Ok(names)
+}
+
+fn managed(signed: Signed, form: &Form) -> Result<crate::auth::session::Session, Failure> {
+    let s = signed.may(Action::ManageTags)?;
+    if form.carries(&s) {
+        Ok(s)
+    } else {
+        Err(Failure::Csrf)
+    }
+}
+
+pub(super) async fn create_group(
+    State(state): State<Arc<AppState>>,
+    signed: Signed,
+    form: Form,
+) -> Result<Response, Failure> {
+    let s = managed(signed, &form)?;
+    let group = tags::check_name(form.get("group").unwrap_or("")).map_err(Failure::Invalid)?;
+    let intent = Intent::AddCorpTag {
+        group_id: None,
+        group_name: Some(group),
+        group_order: None,
+        tags: names_of(form.get("tags").unwrap_or(""))?,
+    };
+    let who = &s.principal;
+    tags::request_create(
+        &state.db,
+        who.corp_id.as_str(),
+        &intent,
+        &who.actor(),
+        now_ms(),
+    )
+    .await?;
+    Ok(see_other("/console/tags?done=1"))
+}
+
+pub(super) async fn add_tags(
+    State(state): State<Arc<AppState>>,
+    signed: Signed,
+    Path(group_id): Path<String>,
+    form: Form,
+) -> Result<Response, Failure> {
+    let s = managed(signed, &form)?;
+    let who = &s.principal;
+    if !tags::is_group(&state.db, who.corp_id.as_str(), &group_id).await? {
+        return Err(Failure::Invalid(
+            "标签组不存在（可能已在企业微信中删除）".to_owned(),
+        ));
+    }
+    let intent = Intent::AddCorpTag {
+        group_id: Some(group_id),
+        group_name: None,
+        group_order: None,
+        tags: names_of(form.get("tags").unwrap_or(""))?,
+    };
+    tags::request_create(
+        &state.db,
+        who.corp_id.as_str(),
+        &intent,
+        &who.actor(),
+        now_ms(),
+    )
+    .await?;
+    Ok(see_other("/console/tags?done=1"))
+}
+
+pub(super) async fn delete_tag(
+    State(state): State<Arc<AppState>>,
+    signed: Signed,
+    Path(tag_id): Path<String>,
+    form: Form,
+) -> Result<Response, Failure> {
+    let s = managed(signed, &form)?;
+    let who = &s.principal;
+    if tags::get_tag(&state.db, who.corp_id.as_str(), &tag_id)
+        .await?
+        .is_none_or(|t| t.deleted_at_ms.is_some())
+    {
+        return Err(Failure::Invalid("标签不存在（可能已删除）".to_owned()));
+    }
+    record::delete_corp_tags(
+        &state.db,
+        who.corp_id.as_str(),
+        &[tag_id],
+        &[],
+        &who.actor(),
+        now_ms(),
+    )
+    .await?;
+    Ok(see_other("/console/tags?done=1"))
+}
+
+pub(super) async fn delete_group(
+    State(state): State<Arc<AppState>>,
+    signed: Signed,
+    Path(group_id): Path<String>,
+    form: Form,
+) -> Result<Response, Failure> {
+    let s = managed(signed, &form)?;
+    let who = &s.principal;
+    if !tags::is_group(&state.db, who.corp_id.as_str(), &group_id).await? {
+        return Err(Failure::Invalid("标签组不存在（可能已删除）".to_owned()));
+    }
+    record::delete_corp_tags(
+        &state.db,
+        who.corp_id.as_str(),
+        &[],
+        &[group_id],
+        &who.actor(),
+        now_ms(),
+    )
+    .await?;
+    Ok(see_other("/console/tags?done=1"))
+}
