@@ -342,6 +342,18 @@ impl Signed {
     }
 }
 
+impl Signed {
+    /// The session, for a write: the role may `action` and the form echoes the CSRF token.
+    fn may_write(self, action: Action, form: &Form) -> Result<Session, Failure> {
+        let s = self.may(action)?;
+        if form.carries(&s) {
+            Ok(s)
+        } else {
+            Err(Failure::Csrf)
+        }
+    }
+}
+
 /// A posted form (`application/x-www-form-urlencoded`, bounded in size and time), its fields in
 /// order (a field may repeat: `id=1&id=2`).
 struct Form(Vec<(String, String)>);
@@ -1196,10 +1208,7 @@ async fn step(
     Path(id): Path<i64>,
     form: Form,
 ) -> Result<Response, Failure> {
-    let s = signed.may(Action::HandleAlerts)?;
-    if !form.carries(&s) {
-        return Err(Failure::Csrf);
-    }
+    let s = signed.may_write(Action::HandleAlerts, &form)?;
     let Some(step) = form.get("step").and_then(transition_of) else {
         return Err(Failure::Invalid("未知的操作".to_owned()));
     };
@@ -1239,10 +1248,7 @@ async fn bulk_step(
     signed: Signed,
     form: Form,
 ) -> Result<Response, Failure> {
-    let s = signed.may(Action::HandleAlerts)?;
-    if !form.carries(&s) {
-        return Err(Failure::Csrf);
-    }
+    let s = signed.may_write(Action::HandleAlerts, &form)?;
     let Some(step) = form.get("step").and_then(transition_of) else {
         return Err(Failure::Invalid("未知的操作".to_owned()));
     };

@@ -83,16 +83,6 @@ fn refused(e: QuickReplyError) -> Failure {
     }
 }
 
-/// An admin's form with its CSRF token.
-fn managed(signed: Signed, form: &Form) -> Result<crate::auth::session::Session, Failure> {
-    let s = signed.may(Action::ManageQuickReplies)?;
-    if form.carries(&s) {
-        Ok(s)
-    } else {
-        Err(Failure::Csrf)
-    }
-}
-
 fn id_of(form: &Form, key: &str) -> Result<i64, Failure> {
     form.get(key)
         .and_then(|v| v.parse().ok())
@@ -104,7 +94,7 @@ pub(super) async fn create_folder(
     signed: Signed,
     form: Form,
 ) -> Result<Response, Failure> {
-    let s = managed(signed, &form)?;
+    let s = signed.may_write(Action::ManageQuickReplies, &form)?;
     let who = &s.principal;
     quick_replies::create_folder(
         &state.db,
@@ -125,7 +115,7 @@ pub(super) async fn delete_folder(
     Path(id): Path<i64>,
     form: Form,
 ) -> Result<Response, Failure> {
-    let s = managed(signed, &form)?;
+    let s = signed.may_write(Action::ManageQuickReplies, &form)?;
     let who = &s.principal;
     let deletion = if form.get("cascade") == Some("true") {
         FolderDeletion::WithSnippets
@@ -150,7 +140,7 @@ pub(super) async fn create_snippet(
     signed: Signed,
     form: Form,
 ) -> Result<Response, Failure> {
-    let s = managed(signed, &form)?;
+    let s = signed.may_write(Action::ManageQuickReplies, &form)?;
     let who = &s.principal;
     let new = NewSnippet {
         folder_id: id_of(&form, "folder_id")?,
@@ -170,7 +160,7 @@ pub(super) async fn update_snippet(
     Path(id): Path<i64>,
     form: Form,
 ) -> Result<Response, Failure> {
-    let s = managed(signed, &form)?;
+    let s = signed.may_write(Action::ManageQuickReplies, &form)?;
     let who = &s.principal;
     let change = SnippetChange {
         title: form.get("title").map(str::to_owned),
@@ -189,7 +179,7 @@ pub(super) async fn delete_snippet(
     Path(id): Path<i64>,
     form: Form,
 ) -> Result<Response, Failure> {
-    let s = managed(signed, &form)?;
+    let s = signed.may_write(Action::ManageQuickReplies, &form)?;
     let who = &s.principal;
     quick_replies::delete_snippet(&state.db, &who.corp_id, id, &who.actor(), now_ms())
         .await

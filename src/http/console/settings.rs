@@ -93,10 +93,7 @@ pub(super) async fn run_selftest(
     signed: Signed,
     form: Form,
 ) -> Result<Response, Failure> {
-    let s = signed.may(Action::ManageSettings)?;
-    if !form.carries(&s) {
-        return Err(Failure::Csrf);
-    }
+    let s = signed.may_write(Action::ManageSettings, &form)?;
     let corp = s.principal.corp_id.clone();
     let name = form.get("app").unwrap_or("").to_owned();
     let Some(app) = state.config.app(corp.as_str(), &name) else {

@@ -144,21 +144,12 @@ fn names_of(text: &str) -> Result<Vec<NewTag>, Failure> {
     Ok(names)
 }
 
-fn managed(signed: Signed, form: &Form) -> Result<crate::auth::session::Session, Failure> {
-    let s = signed.may(Action::ManageTags)?;
-    if form.carries(&s) {
-        Ok(s)
-    } else {
-        Err(Failure::Csrf)
-    }
-}
-
 pub(super) async fn create_group(
     State(state): State<Arc<AppState>>,
     signed: Signed,
     form: Form,
 ) -> Result<Response, Failure> {
-    let s = managed(signed, &form)?;
+    let s = signed.may_write(Action::ManageTags, &form)?;
     let group = tags::check_name(form.get("group").unwrap_or("")).map_err(Failure::Invalid)?;
     let intent = Intent::AddCorpTag {
         group_id: None,
@@ -184,7 +175,7 @@ pub(super) async fn add_tags(
     Path(group_id): Path<String>,
     form: Form,
 ) -> Result<Response, Failure> {
-    let s = managed(signed, &form)?;
+    let s = signed.may_write(Action::ManageTags, &form)?;
     let who = &s.principal;
     if !tags::is_group(&state.db, who.corp_id.as_str(), &group_id).await? {
         return Err(Failure::Invalid(
@@ -214,7 +205,7 @@ pub(super) async fn delete_tag(
     Path(tag_id): Path<String>,
     form: Form,
 ) -> Result<Response, Failure> {
-    let s = managed(signed, &form)?;
+    let s = signed.may_write(Action::ManageTags, &form)?;
     let who = &s.principal;
     if tags::get_tag(&state.db, who.corp_id.as_str(), &tag_id)
         .await?
@@ -240,7 +231,7 @@ pub(super) async fn delete_group(
     Path(group_id): Path<String>,
     form: Form,
 ) -> Result<Response, Failure> {
-    let s = managed(signed, &form)?;
+    let s = signed.may_write(Action::ManageTags, &form)?;
     let who = &s.principal;
     if !tags::is_group(&state.db, who.corp_id.as_str(), &group_id).await? {
         return Err(Failure::Invalid("标签组不存在（可能已删除）".to_owned()));

@@ -186,10 +186,7 @@ pub(super) async fn plan(
     signed: Signed,
     form: Form,
 ) -> Result<Response, Failure> {
-    let s = signed.may(Action::ManageTransfers)?;
-    if !form.carries(&s) {
-        return Err(Failure::Csrf);
-    }
+    let s = signed.may_write(Action::ManageTransfers, &form)?;
     let handover = form.get("handover").unwrap_or("").trim().to_owned();
     let takers: Vec<String> = form.all("taker").map(str::to_owned).take(100).collect();
     if handover.is_empty() || takers.is_empty() {
@@ -380,10 +377,7 @@ pub(super) async fn act(
     Path((id, what)): Path<(String, String)>,
     form: Form,
 ) -> Result<Response, Failure> {
-    let s = signed.may(Action::ManageTransfers)?;
-    if !form.carries(&s) {
-        return Err(Failure::Csrf);
-    }
+    let s = signed.may_write(Action::ManageTransfers, &form)?;
     let (s, job) = job_of(&state, s, &id).await?;
     let corp = s.principal.corp_id.clone();
     let actor = s.principal.actor();
