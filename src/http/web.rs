@@ -1,7 +1,10 @@
 //! What the two page surfaces (the sidebar and the console) share: embedded assets served under
-//! content-hashed names, and reading a cookie.
+//! content-hashed names, reading a cookie, the headers of every page, and the per-person rate
+//! limit.
 
-use axum::http::{HeaderMap, StatusCode, header};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest as _, Sha256};
 
@@ -56,4 +59,42 @@ pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> 
         .filter_map(|kv| kv.trim().split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
+}
+
+/// Headers of every page and fragment: HTML, never cached, no sniffing, no referrer to other
+/// sites. Each surface adds its own Content-Security-Policy.
+pub(crate) fn page_headers() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    h
+}
+
+/// Counts a request against `per_minute` in `bucket` (10-second windows shared by every
+/// instance): `Some(wait)` when over the limit. A coordinator that cannot answer lets the request
+/// through.
+pub(crate) async fn over_limit(
+    coord: &dyn wecom_sdk::Coordinator,
+    bucket: &str,
+    per_minute: u64,
+) -> Option<Duration> {
+    const WINDOW: Duration = Duration::from_secs(10);
+    match coord.acquire(bucket, per_minute.div_ceil(6), WINDOW).await {
+        Ok(wait) => wait,
+        Err(e) => {
+            tracing::warn!(error = %e, bucket, "rate limit unavailable; letting the request through");
+            None
+        }
+    }
 }

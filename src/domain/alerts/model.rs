@@ -40,18 +40,19 @@ impl Kind {
         matches!(self, Self::CustomerDeletedStaff)
     }
 
+    /// Every kind.
+    pub const ALL: [Self; 6] = [
+        Self::StaffDeletedCustomer,
+        Self::MassDeletion,
+        Self::CustomerDeletedStaff,
+        Self::RelationVanished,
+        Self::Content,
+        Self::ArchiveStalled,
+    ];
+
     /// Parses a stored name.
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::StaffDeletedCustomer,
-            Self::MassDeletion,
-            Self::CustomerDeletedStaff,
-            Self::RelationVanished,
-            Self::Content,
-            Self::ArchiveStalled,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
 }
 

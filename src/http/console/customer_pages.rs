@@ -11,10 +11,7 @@ use axum::response::Response;
 use wecom_sdk::ExternalUserId;
 
 use super::views::{self, Chrome};
-use super::{
-    Failure, Signed, assets, change_label, html, name_of, query_map, refs, render, staff_names,
-    when,
-};
+use super::{Failure, Signed, change_label, html, name_of, query_map, render, staff_names, when};
 use crate::auth::{AccessError, Action, Denied};
 use crate::domain::archive::read::{self, MessageFilter, Reader};
 use crate::domain::customers::{self, RelationKey, RelationStatus};
@@ -111,13 +108,7 @@ pub(super) async fn list(
     )
     .collect();
     let page = views::Customers {
-        chrome: Chrome::new(
-            &s.principal,
-            &s.csrf_token,
-            "/console/customers",
-            refs(&assets()),
-            None,
-        ),
+        chrome: Chrome::new(&s.principal, &s.csrf_token, "/console/customers", None),
         q: query.unwrap_or_default(),
         staff,
         customers,
@@ -270,13 +261,7 @@ pub(super) async fn one(
         Vec::new()
     };
     let page = views::CustomerPage {
-        chrome: Chrome::new(
-            &s.principal,
-            &s.csrf_token,
-            "/console/customers",
-            refs(&assets()),
-            None,
-        ),
+        chrome: Chrome::new(&s.principal, &s.csrf_token, "/console/customers", None),
         id: ext.to_string(),
         name: profile
             .as_ref()

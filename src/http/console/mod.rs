@@ -139,20 +139,7 @@ async fn asset(Path(name): Path<String>) -> Response {
 /// Headers of every console page: no caching, a strict CSP (our own script and styles only), no
 /// framing.
 fn html_headers() -> HeaderMap {
-    let mut h = HeaderMap::new();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("same-origin"),
-    );
+    let mut h = web::page_headers();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
@@ -221,15 +208,11 @@ fn bare_page(status: StatusCode, title: &str, detail: &str) -> Response {
 
 fn session_page(status: StatusCode, s: &Session, title: &str, detail: &str) -> Response {
     let page = views::Page {
-        chrome: Chrome::new(&s.principal, &s.csrf_token, "", refs(&assets()), None),
+        chrome: Chrome::new(&s.principal, &s.csrf_token, "", None),
         title,
         detail,
     };
     html(status, render(&page))
-}
-
-fn refs(a: &(String, String)) -> (&str, &str) {
-    (a.0.as_str(), a.1.as_str())
 }
 
 impl IntoResponse for Failure {
@@ -310,18 +293,11 @@ impl FromRequestParts<Arc<AppState>> for Signed {
         let session = session::lookup(&state.db, token, Surface::Console, LIMITS, now_ms())
             .await?
             .ok_or(Failure::SignedOut { next })?;
-        // Each signed-in person as many requests as an API key (10-second windows, shared by
-        // every instance); a coordinator that cannot answer lets the request through.
+        // Each signed-in person as many requests as an API key.
         let bucket = format!("scrm:console:{}", session.principal.actor());
-        let per_window = state.config.http.api_key_requests_per_minute.div_ceil(6);
-        match state
-            .coord
-            .acquire(&bucket, per_window, std::time::Duration::from_secs(10))
-            .await
-        {
-            Ok(Some(wait)) => return Err(Failure::RateLimited(wait)),
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "console rate limit unavailable"),
+        let per_minute = state.config.http.api_key_requests_per_minute;
+        if let Some(wait) = web::over_limit(state.coord.as_ref(), &bucket, per_minute).await {
+            return Err(Failure::RateLimited(wait));
         }
         Ok(Self(session))
     }
@@ -740,13 +716,7 @@ async fn overview(State(state): State<Arc<AppState>>, signed: Signed) -> Result<
         })
         .collect();
     let page = views::Overview {
-        chrome: Chrome::new(
-            &s.principal,
-            &s.csrf_token,
-            "/console",
-            refs(&assets()),
-            None,
-        ),
+        chrome: Chrome::new(&s.principal, &s.csrf_token, "/console", None),
         banners,
         tiles,
         chart,
@@ -879,13 +849,7 @@ async fn alerts_page(
     let get = |k: &str| q.get(k).cloned().unwrap_or_default();
     let flash = q.get("done").map(|n| format!("已处理 {n} 条告警"));
     let page = views::Alerts {
-        chrome: Chrome::new(
-            &s.principal,
-            &s.csrf_token,
-            "/console/alerts",
-            refs(&assets()),
-            flash,
-        ),
+        chrome: Chrome::new(&s.principal, &s.csrf_token, "/console/alerts", flash),
         states: views::options(&views::STATES, &get("state")),
         kinds: views::options(&views::KINDS, &get("kind")),
         severities: views::options(&views::SEVERITIES, &get("severity")),
@@ -1131,13 +1095,7 @@ async fn alert_page(
         .get("done")
         .map(|step| format!("已{}", history_label(step)));
     let page = views::AlertPage {
-        chrome: Chrome::new(
-            &s.principal,
-            &s.csrf_token,
-            "/console/alerts",
-            refs(&assets()),
-            flash,
-        ),
+        chrome: Chrome::new(&s.principal, &s.csrf_token, "/console/alerts", flash),
         id: a.id,
         steps: steps_from(&a.state),
         severity_label: label(&views::SEVERITIES, &a.severity),
@@ -1317,13 +1275,7 @@ async fn audit_page(
         .flatten();
     let get = |k: &str| q.get(k).cloned().unwrap_or_default();
     let page = views::Audit {
-        chrome: Chrome::new(
-            &s.principal,
-            &s.csrf_token,
-            "/console/audit",
-            refs(&assets()),
-            None,
-        ),
+        chrome: Chrome::new(&s.principal, &s.csrf_token, "/console/audit", None),
         filter: views::AuditFilterView {
             actor: get("actor"),
             action: get("action"),

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 
 use super::views::{self, Chrome};
-use super::{Failure, Form, Signed, assets, html, query_map, refs, render, see_other, when};
+use super::{Failure, Form, Signed, html, query_map, render, see_other, when};
 use crate::auth::Action;
 use crate::domain::quick_replies::{
     self, FolderDeletion, NewSnippet, QuickReplyConflict, QuickReplyError, SnippetChange,
@@ -48,13 +48,7 @@ pub(super) async fn page(
         _ => "已保存".to_owned(),
     });
     let page = views::Replies {
-        chrome: Chrome::new(
-            &s.principal,
-            &s.csrf_token,
-            "/console/replies",
-            refs(&assets()),
-            flash,
-        ),
+        chrome: Chrome::new(&s.principal, &s.csrf_token, "/console/replies", flash),
         may_manage: s.principal.role.may(Action::ManageQuickReplies),
         folders,
     };

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 
 use super::views::{self, Chrome};
-use super::{Failure, Form, Signed, assets, html, refs, render};
+use super::{Failure, Form, Signed, html, render};
 use crate::app::selftest::{self, Verdict};
 use crate::auth::Action;
 use crate::http::AppState;
@@ -64,13 +64,7 @@ async fn render_page(
         })
         .collect();
     let page = views::Settings {
-        chrome: Chrome::new(
-            &s.principal,
-            &s.csrf_token,
-            "/console/settings",
-            refs(&assets()),
-            None,
-        ),
+        chrome: Chrome::new(&s.principal, &s.csrf_token, "/console/settings", None),
         corp_id: corp.to_string(),
         base_known: base.is_some(),
         may_manage: s.principal.role.may(Action::ManageSettings),

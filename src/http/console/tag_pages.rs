@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 
 use super::views::{self, Chrome};
-use super::{Failure, Form, Signed, assets, html, query_map, refs, render, see_other};
+use super::{Failure, Form, Signed, html, query_map, render, see_other};
 use crate::auth::Action;
 use crate::domain::customers::record;
 use crate::domain::tags;
@@ -106,13 +106,7 @@ pub(super) async fn page(
         .get("done")
         .map(|_| "已提交给企业微信，稍后自动同步".to_owned());
     let page = views::Tags {
-        chrome: Chrome::new(
-            &s.principal,
-            &s.csrf_token,
-            "/console/tags",
-            refs(&assets()),
-            flash,
-        ),
+        chrome: Chrome::new(&s.principal, &s.csrf_token, "/console/tags", flash),
         may_manage: s.principal.role.may(Action::ManageTags),
         groups,
         pending,

@@ -12,8 +12,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::views::{self, Chrome};
 use super::{
-    Failure, Form, Signed, assets, html, name_of, query_map, refs, render, see_other, staff_names,
-    when,
+    Failure, Form, Signed, html, name_of, query_map, render, see_other, staff_names, when,
 };
 use crate::app::transfers::departures;
 use crate::auth::Action;
@@ -113,13 +112,7 @@ pub(super) async fn list(
         })
         .collect();
     let page = views::Transfers {
-        chrome: Chrome::new(
-            &s.principal,
-            &s.csrf_token,
-            "/console/transfers",
-            refs(&assets()),
-            None,
-        ),
+        chrome: Chrome::new(&s.principal, &s.csrf_token, "/console/transfers", None),
         may_manage: s.principal.role.may(Action::ManageTransfers),
         departures,
         jobs,
@@ -168,13 +161,7 @@ pub(super) async fn new(
         })
         .collect();
     let page = views::TransferNew {
-        chrome: Chrome::new(
-            &s.principal,
-            &s.csrf_token,
-            "/console/transfers",
-            refs(&assets()),
-            None,
-        ),
+        chrome: Chrome::new(&s.principal, &s.csrf_token, "/console/transfers", None),
         handovers,
         takers,
     };
@@ -222,23 +209,6 @@ pub(super) async fn plan(
     }
 }
 
-/// A job's progress as the page's script reads it.
-fn progress_json(job_state: &str, p: &Progress) -> serde_json::Value {
-    let n = |state: &str| -> i64 {
-        p.customers.get(state).copied().unwrap_or(0)
-            + p.group_chats.get(state).copied().unwrap_or(0)
-    };
-    serde_json::json!({
-        "state": job_state,
-        "total": p.total(),
-        "finished": p.finished(),
-        "done": n("done"),
-        "refused": n("refused"),
-        "failed": n("failed"),
-        "waiting": n("waiting"),
-    })
-}
-
 async fn job_of(
     state: &AppState,
     s: super::Session,
@@ -265,8 +235,10 @@ pub(super) async fn job(
     let s = signed.may(Action::ReadOperations)?;
     let (s, job) = job_of(&state, s, &id).await?;
     let names = staff_names(&state, &s.principal.corp_id).await?;
-    let progress = Progress::of(&transfers::counts(&state.db, job.id).await?);
-    let p = progress_json(&job.state, &progress);
+    let tally = views::Tally::of(
+        &job.state,
+        &Progress::of(&transfers::counts(&state.db, job.id).await?),
+    );
     let items = transfers::items(
         &state.db,
         job.id,
@@ -282,8 +254,6 @@ pub(super) async fn job(
             *flagged.entry(flag_label(&f)).or_default() += 1;
         }
     }
-    let total = progress.total();
-    let finished = progress.finished();
     let q = query_map(&uri);
     let flash = q.get("done").map(|what| match what.as_str() {
         "start" => "已开始执行，进度会自动更新".to_owned(),
@@ -291,13 +261,7 @@ pub(super) async fn job(
         n => format!("已重新安排 {n} 项"),
     });
     let page = views::TransferPage {
-        chrome: Chrome::new(
-            &s.principal,
-            &s.csrf_token,
-            "/console/transfers",
-            refs(&assets()),
-            flash,
-        ),
+        chrome: Chrome::new(&s.principal, &s.csrf_token, "/console/transfers", flash),
         may_manage: s.principal.role.may(Action::ManageTransfers),
         id: job.id,
         handover: name_of(&names, job.handover_user_id.as_str()),
@@ -313,17 +277,12 @@ pub(super) async fn job(
         notice: job.notice.clone(),
         state_label: job_state_label(&job.state),
         state: job.state.clone(),
-        total,
-        finished,
-        percent: if total == 0 {
+        percent: if tally.total == 0 {
             0
         } else {
-            finished * 100 / total
+            tally.finished * 100 / tally.total
         },
-        done: p["done"].as_i64().unwrap_or(0),
-        refused: p["refused"].as_i64().unwrap_or(0),
-        failed: p["failed"].as_i64().unwrap_or(0),
-        waiting: p["waiting"].as_i64().unwrap_or(0),
+        tally,
         flagged: flagged
             .into_iter()
             .map(|(f, n)| format!("{f}（{n} 项）"))
@@ -357,7 +316,7 @@ pub(super) async fn progress(
     let progress = Progress::of(&transfers::counts(&state.db, job.id).await?);
     Ok((
         [(axum::http::header::CACHE_CONTROL, "no-store")],
-        axum::Json(progress_json(&job.state, &progress)),
+        axum::Json(views::Tally::of(&job.state, &progress)),
     )
         .into_response())
 }

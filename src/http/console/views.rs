@@ -45,16 +45,11 @@ pub(super) fn role_label(role: Role) -> &'static str {
 }
 
 impl Chrome {
-    pub(super) fn new(
-        who: &Principal,
-        csrf: &str,
-        active: &str,
-        assets: (&str, &str),
-        flash: Option<String>,
-    ) -> Self {
+    pub(super) fn new(who: &Principal, csrf: &str, active: &str, flash: Option<String>) -> Self {
+        let (css, js) = super::assets();
         Self {
-            css: assets.0.to_owned(),
-            js: assets.1.to_owned(),
+            css,
+            js,
             csrf: csrf.to_owned(),
             who: who
                 .account
@@ -385,6 +380,37 @@ pub(super) struct TransferNew {
     pub(super) takers: Vec<MemberOption>,
 }
 
+/// A job's items counted as its page and the page's live progress read them.
+#[derive(serde::Serialize)]
+pub(super) struct Tally {
+    pub(super) state: String,
+    pub(super) total: i64,
+    pub(super) finished: i64,
+    pub(super) done: i64,
+    pub(super) refused: i64,
+    pub(super) failed: i64,
+    pub(super) waiting: i64,
+}
+
+impl Tally {
+    /// The counts of job in `state` with `p`.
+    pub(super) fn of(state: &str, p: &crate::domain::transfers::Progress) -> Self {
+        let n = |item_state: &str| -> i64 {
+            p.customers.get(item_state).copied().unwrap_or(0)
+                + p.group_chats.get(item_state).copied().unwrap_or(0)
+        };
+        Self {
+            state: state.to_owned(),
+            total: p.total(),
+            finished: p.finished(),
+            done: n("done"),
+            refused: n("refused"),
+            failed: n("failed"),
+            waiting: n("waiting"),
+        }
+    }
+}
+
 pub(super) struct ItemRow {
     pub(super) kind: &'static str,
     pub(super) target: String,
@@ -409,13 +435,8 @@ pub(super) struct TransferPage {
     pub(super) notice: String,
     pub(super) state: String,
     pub(super) state_label: String,
-    pub(super) total: i64,
-    pub(super) finished: i64,
+    pub(super) tally: Tally,
     pub(super) percent: i64,
-    pub(super) done: i64,
-    pub(super) refused: i64,
-    pub(super) failed: i64,
-    pub(super) waiting: i64,
     pub(super) flagged: Vec<String>,
     pub(super) items: Vec<ItemRow>,
 }

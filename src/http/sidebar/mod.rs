@@ -192,7 +192,7 @@ impl IntoResponse for Failure {
             detail: &detail,
             retry: None,
         };
-        (status, html_headers(), render(&body)).into_response()
+        (status, web::page_headers(), render(&body)).into_response()
     }
 }
 
@@ -203,26 +203,8 @@ fn render(t: &impl Template) -> String {
     })
 }
 
-/// Headers of every sidebar page and fragment: no caching, a strict CSP (our scripts and
-/// WeCom's JS-SDK only, no inline script), no framing by other sites.
-fn html_headers() -> HeaderMap {
-    let mut h = HeaderMap::new();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("same-origin"),
-    );
-    h
-}
-
+/// The page's Content-Security-Policy: our scripts and WeCom's JS-SDK only (no inline script),
+/// no framing by other sites.
 fn csp(state: &AppState) -> HeaderValue {
     let jssdk = origin_of(&state.config.sidebar.jssdk_script_url);
     let policy = format!(
@@ -250,7 +232,7 @@ fn page(status: StatusCode, title: &str, detail: &str) -> Response {
         detail,
         css: &format!("/sidebar/assets/{}", CSS.name),
     };
-    (status, html_headers(), render(&body)).into_response()
+    (status, web::page_headers(), render(&body)).into_response()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -275,21 +257,11 @@ fn cookie_attributes(state: &AppState) -> &'static str {
     }
 }
 
-/// Counts a request against `per_minute` in `bucket` (10-second windows shared by every
-/// instance). A coordinator that cannot answer lets the request through.
+/// Counts a request against `per_minute` in `bucket` ([`web::over_limit`]).
 async fn rate(state: &AppState, bucket: &str, per_minute: u64) -> Result<(), Failure> {
-    const WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
-    match state
-        .coord
-        .acquire(bucket, per_minute.div_ceil(6), WINDOW)
-        .await
-    {
-        Ok(None) => Ok(()),
-        Ok(Some(wait)) => Err(Failure::RateLimited(wait)),
-        Err(e) => {
-            tracing::warn!(error = %e, "sidebar rate limit unavailable; letting the request through");
-            Ok(())
-        }
+    match web::over_limit(state.coord.as_ref(), bucket, per_minute).await {
+        Some(wait) => Err(Failure::RateLimited(wait)),
+        None => Ok(()),
     }
 }
 
@@ -464,7 +436,7 @@ async fn shell(state: &AppState, s: &Session, base: &str, uri: &axum::http::Uri)
         jssdk: &state.config.sidebar.jssdk_script_url,
         signed: &signed,
     };
-    let mut headers = html_headers();
+    let mut headers = web::page_headers();
     headers.insert(header::CONTENT_SECURITY_POLICY, csp(state));
     (StatusCode::OK, headers, render(&body)).into_response()
 }
@@ -744,7 +716,7 @@ async fn view(
     me: &UserId,
 ) -> Result<Response, Failure> {
     let html = views::customer(&state.db, &s.principal.corp_id, me, ext).await?;
-    Ok((StatusCode::OK, html_headers(), html).into_response())
+    Ok((StatusCode::OK, web::page_headers(), html).into_response())
 }
 
 /// `GET /sidebar/home`: opened from the workbench, the salesperson's due reminders.
@@ -752,7 +724,7 @@ async fn home(State(state): State<Arc<AppState>>, Signed(s): Signed) -> Result<R
     let who = &s.principal;
     let me = who.staff_user_id.clone().ok_or(Failure::SignedOut)?;
     let html = views::home(&state.db, &who.corp_id, &me, now_ms()).await?;
-    Ok((StatusCode::OK, html_headers(), html).into_response())
+    Ok((StatusCode::OK, web::page_headers(), html).into_response())
 }
 
 /// `GET /sidebar/chat/{chat}`: opened in a customer group chat — for a salesperson who is in it.
@@ -783,7 +755,7 @@ async fn group_chat(
         Err(e) => return Err(e.into()),
     }
     let html = views::chat(&state.db, &who.corp_id, &me, &stored).await?;
-    Ok((StatusCode::OK, html_headers(), html).into_response())
+    Ok((StatusCode::OK, web::page_headers(), html).into_response())
 }
 
 #[derive(Deserialize)]
@@ -807,7 +779,7 @@ async fn replies(
         )));
     }
     let html = views::replies(&state.db, &s.principal.corp_id, &q.q).await?;
-    Ok((StatusCode::OK, html_headers(), html).into_response())
+    Ok((StatusCode::OK, web::page_headers(), html).into_response())
 }
 
 /// Longest quick-reply search.
@@ -902,7 +874,7 @@ async fn older_notes(
     let ext = parse_ext(&ext)?;
     checked(&state, &s, &ext, Action::ReadCustomers).await?;
     let html = views::older_notes(&state.db, &s.principal.corp_id, &ext, q.before).await?;
-    Ok((StatusCode::OK, html_headers(), html).into_response())
+    Ok((StatusCode::OK, web::page_headers(), html).into_response())
 }
 
 #[derive(Deserialize)]
