@@ -81,6 +81,25 @@ pub(crate) fn page_headers() -> HeaderMap {
     h
 }
 
+/// At most once per `every`, measured from the last time (not a window that may reopen a moment
+/// later): `None` when this call may go ahead (and starts the pause), `Some(every)` while the
+/// pause runs. A coordinator that cannot answer lets the call through.
+pub(crate) async fn cooldown(
+    coord: &dyn wecom_sdk::Coordinator,
+    key: &str,
+    every: Duration,
+) -> Option<Duration> {
+    let owner = format!("{:016x}", rand::random::<u64>());
+    match coord.try_lock(key, &owner, every).await {
+        Ok(true) => None,
+        Ok(false) => Some(every),
+        Err(e) => {
+            tracing::warn!(error = %e, key, "cooldown unavailable; letting the call through");
+            None
+        }
+    }
+}
+
 /// Counts a request against `per_minute` in `bucket` (10-second windows shared by every
 /// instance): `Some(wait)` when over the limit. A coordinator that cannot answer lets the request
 /// through.

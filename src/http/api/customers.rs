@@ -387,13 +387,13 @@ pub(super) async fn check_tags(
     // A tag created in WeCom a moment ago: fetch the library, then look again — at most once per
     // TAG_REFRESH per corp, whoever asks (a client looping on unknown ids cannot spend the corp's
     // WeCom quota).
-    let may_refresh = matches!(
-        state
-            .coord
-            .acquire(&format!("scrm:tag_refresh:{corp}"), 1, TAG_REFRESH)
-            .await,
-        Ok(None)
-    );
+    let may_refresh = crate::http::web::cooldown(
+        state.coord.as_ref(),
+        &format!("scrm:tag_refresh:{corp}"),
+        TAG_REFRESH,
+    )
+    .await
+    .is_none();
     if may_refresh && let Ok(creds) = state.wecom.credentials(corp, None) {
         match state.wecom.client.get_corp_tag_list(&creds, &[], &[]).await {
             Ok(groups) => {

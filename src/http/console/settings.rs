@@ -99,10 +99,12 @@ pub(super) async fn run_selftest(
                 .to_owned(),
         ));
     };
-    if let Ok(Some(wait)) = state
-        .coord
-        .acquire(&format!("scrm:console:selftest:{corp}"), 1, SELFTEST_EVERY)
-        .await
+    if let Some(wait) = crate::http::web::cooldown(
+        state.coord.as_ref(),
+        &format!("scrm:console:selftest:{corp}"),
+        SELFTEST_EVERY,
+    )
+    .await
     {
         return Err(Failure::RateLimited(wait));
     }
