@@ -157,10 +157,10 @@ pub async fn create(
 ) -> Result<Account, AccountError> {
     let username = check_username(username)?;
     check_password(password)?;
-    if role == Role::Sales {
+    if matches!(role, Role::Sales | Role::Manager) {
         return Err(invalid(
             "role",
-            "销售通过企业微信登录侧边栏，不需要控制台账号 / sales sign in through WeCom",
+            "销售和部门负责人通过企业微信登录，不需要控制台账号 / sales and managers sign in through WeCom",
         ));
     }
     let hash = hash_password(password.to_owned()).await?;

@@ -7,11 +7,15 @@
 //! - [`policy`]: roles, actions, principals, scope;
 //! - [`api_key`]: the keys API callers present;
 //! - [`audit`]: the audit log;
-//! - [`session`]: web sessions of people signed in through WeCom (the sidebar).
+//! - [`session`]: web sessions (the sidebar through WeCom, the console through an account or
+//!   WeCom's web login);
+//! - [`members`]: which members may use the console, as what;
+//! - [`account`]: the console's own accounts.
 
 pub mod account;
 pub mod api_key;
 pub mod audit;
+pub mod members;
 pub mod policy;
 pub mod session;
 

@@ -16,13 +16,17 @@ pub enum Role {
     Admin,
     /// Reads every customer, note and history; changes no customer record.
     Compliance,
+    /// Reads and edits the customers, and works the alerts, of the staff of the departments the
+    /// member leads (WeCom's `is_leader_in_dept`, sub-departments included) and of their direct
+    /// reports: [`Principal::team`]. A console role (WeCom login), never an API key's.
+    Manager,
     /// Reads and edits only its own staff member's customers.
     Sales,
 }
 
 impl Role {
     /// Every role, in the order documents list them.
-    pub const ALL: [Self; 3] = [Self::Admin, Self::Compliance, Self::Sales];
+    pub const ALL: [Self; 4] = [Self::Admin, Self::Compliance, Self::Manager, Self::Sales];
 
     /// The one table of what each role may do (data scope comes on top: a sales principal only
     /// reaches its own staff member's customers, [`Principal::check_customer`]).
@@ -34,13 +38,21 @@ impl Role {
                 action,
                 ReadCustomers | ReadOperations | ReadAlerts | HandleAlerts | ReadArchive
             ),
+            Self::Manager => matches!(
+                action,
+                ReadCustomers | EditCustomers | ReadAlerts | HandleAlerts
+            ),
             Self::Sales => matches!(action, ReadCustomers | EditCustomers),
         }
     }
 
-    /// The roles that may do `action`, as documents show them (`admin, compliance`).
+    /// The roles an API key can have (a manager's reach is worked out at console sign-in).
+    pub const API: [Self; 3] = [Self::Admin, Self::Compliance, Self::Sales];
+
+    /// The API key roles that may do `action`, as the API documents show them
+    /// (`admin, compliance`).
     pub fn who_may(action: Action) -> String {
-        Self::ALL
+        Self::API
             .iter()
             .filter(|r| r.may(action))
             .map(|r| r.as_str())
@@ -53,6 +65,7 @@ impl Role {
         match self {
             Self::Admin => "admin",
             Self::Compliance => "compliance",
+            Self::Manager => "manager",
             Self::Sales => "sales",
         }
     }
@@ -62,6 +75,7 @@ impl Role {
         match s {
             "admin" => Some(Self::Admin),
             "compliance" => Some(Self::Compliance),
+            "manager" => Some(Self::Manager),
             "sales" => Some(Self::Sales),
             _ => None,
         }
@@ -158,10 +172,33 @@ impl Principal {
     }
 
     /// The staff member whose customers this principal is limited to (`None`: all of the corp).
+    /// A manager's scope is a team, which this cannot say: it answers "nobody" (`Some("")`), so
+    /// code that only knows single-member scopes finds nothing rather than everything; the
+    /// console asks [`Principal::team`].
     pub fn staff_scope(&self) -> Option<&str> {
         match self.role {
             Role::Sales => Some(self.staff_user_id.as_ref().map_or("", UserId::as_str)),
+            Role::Manager => Some(""),
             Role::Admin | Role::Compliance => None,
+        }
+    }
+
+    /// The staff members whose customers and alerts this principal reaches: `None` for the whole
+    /// corp (admin, compliance), the member alone for sales, and for a manager themself, the
+    /// active members of the departments they lead (and of every department under those) and
+    /// their direct reports.
+    pub async fn team(&self, db: &Db) -> Result<Option<Vec<String>>, StoreError> {
+        let own = self
+            .staff_user_id
+            .as_ref()
+            .map_or_else(String::new, |u| u.as_str().to_owned());
+        match self.role {
+            Role::Admin | Role::Compliance => Ok(None),
+            Role::Sales => Ok(Some(if own.is_empty() { vec![] } else { vec![own] })),
+            Role::Manager if own.is_empty() => Ok(Some(vec![])),
+            Role::Manager => crate::domain::staff::team_of(db, &self.corp_id, &own)
+                .await
+                .map(Some),
         }
     }
 
@@ -174,6 +211,20 @@ impl Principal {
         external_user_id: &ExternalUserId,
     ) -> Result<(), AccessError> {
         self.require(action)?;
+        if self.role == Role::Manager {
+            let team = self.team(db).await?.unwrap_or_default();
+            let followers =
+                crate::domain::customers::active_followers(db, &self.corp_id, external_user_id)
+                    .await?;
+            return if followers.iter().any(|f| team.contains(f)) {
+                Ok(())
+            } else {
+                Err(Denied::Forbidden(
+                    "不是你的团队跟进的客户 / not a customer of your team".to_owned(),
+                )
+                .into())
+            };
+        }
         let Some(user) = self.staff_scope() else {
             return Ok(());
         };

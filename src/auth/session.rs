@@ -67,6 +67,9 @@ pub enum SignIn<'a> {
     Staff(&'a UserId),
     /// A console account.
     Account(&'a Account),
+    /// A member on the console through WeCom's web login, with the role worked out for them
+    /// ([`super::members::console_role`]).
+    Member(&'a UserId, Role),
 }
 
 /// Signs someone of `corp_id` in; returns the cookie's token (shown only now) and the session.
@@ -89,6 +92,7 @@ pub async fn create(
             a.role().unwrap_or(Role::Compliance),
             Some(a.username.as_str()),
         ),
+        SignIn::Member(user, role) => (Surface::Console, user.as_str(), role, None),
     };
     on_db!(db, |pool| sqlx::query(SQL)
         .bind(hash(&token))
@@ -216,4 +220,114 @@ pub async fn sweep(db: &Db, idle_ms: i64, now_ms: i64) -> Result<u64, StoreError
         .await
         .map(|r| r.rows_affected()))?;
     Ok(n)
+}
+
+/// Whose sessions: a console account's, or a member's (sidebar and console).
+#[derive(Debug, Clone, Copy)]
+pub enum Holder<'a> {
+    /// The console account of this name.
+    Account(&'a str),
+    /// The staff member of this userid.
+    Member(&'a str),
+}
+
+impl Holder<'_> {
+    /// As the principal of one of its sessions would be recorded.
+    pub fn of(p: &Principal) -> Option<Holder<'_>> {
+        match (&p.account, &p.staff_user_id) {
+            (Some(a), _) => Some(Holder::Account(a)),
+            (None, Some(u)) => Some(Holder::Member(u.as_str())),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Ends every session of `holder` in `corp_id` (sign out everywhere; an admin's revocation; a
+/// role change). Returns how many ended.
+pub async fn end_all(db: &Db, corp_id: &CorpId, holder: Holder<'_>) -> Result<u64, StoreError> {
+    const BY_ACCOUNT: &str = "DELETE FROM web_session WHERE corp_id = $1 AND account = $2";
+    const BY_MEMBER: &str = "DELETE FROM web_session WHERE corp_id = $1 AND user_id = $2";
+    let (sql, who) = match holder {
+        Holder::Account(a) => (BY_ACCOUNT, a),
+        Holder::Member(u) => (BY_MEMBER, u),
+    };
+    if who.is_empty() {
+        return Ok(0);
+    }
+    let n = on_db!(db, |pool| sqlx::query(sql)
+        .bind(corp_id.as_str())
+        .bind(who)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(n)
+}
+
+/// A live session as an admin sees it (never its token).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SessionInfo {
+    /// Its id: the SHA-256 of the token, which cannot be turned back into the token.
+    pub id: String,
+    /// The member (empty for an account).
+    pub user_id: String,
+    /// The console account, if any.
+    pub account: Option<String>,
+    /// `sidebar` or `console`.
+    pub surface: String,
+    /// Its role.
+    pub role: String,
+    /// Signed in at.
+    pub created_at_ms: i64,
+    /// Last request (to the minute).
+    pub last_seen_at_ms: i64,
+}
+
+/// The id [`SessionInfo`] gives the session of `token`.
+pub fn id_of(token: &str) -> String {
+    hash(token)
+}
+
+/// The sessions of `corp_id` still within the idle limit, most recently used first.
+pub async fn list(
+    db: &Db,
+    corp_id: &CorpId,
+    idle_ms: i64,
+    now_ms: i64,
+) -> Result<Vec<SessionInfo>, StoreError> {
+    const SQL: &str = "SELECT token_hash AS id, user_id, account, surface, role, created_at_ms, \
+        last_seen_at_ms FROM web_session WHERE corp_id = $1 AND last_seen_at_ms >= $2 \
+        ORDER BY last_seen_at_ms DESC LIMIT 500";
+    let rows = on_db!(db, |pool| sqlx::query_as(SQL)
+        .bind(corp_id.as_str())
+        .bind(now_ms - idle_ms)
+        .fetch_all(pool)
+        .await)?;
+    Ok(rows)
+}
+
+/// Ends the session of id `id` in `corp_id` (an admin's revocation); whose it was, if it existed.
+pub async fn end_by_id(
+    db: &Db,
+    corp_id: &CorpId,
+    id: &str,
+) -> Result<Option<SessionInfo>, StoreError> {
+    const FIND: &str = "SELECT token_hash AS id, user_id, account, surface, role, created_at_ms, \
+        last_seen_at_ms FROM web_session WHERE corp_id = $1 AND token_hash = $2";
+    const DELETE: &str = "DELETE FROM web_session WHERE corp_id = $1 AND token_hash = $2";
+    let mut tx = db.begin().await?;
+    let found: Option<SessionInfo> = crate::on_tx!(&mut tx, |conn| sqlx::query_as(FIND)
+        .bind(corp_id.as_str())
+        .bind(id)
+        .fetch_optional(conn)
+        .await)?;
+    if found.is_some() {
+        crate::on_tx!(&mut tx, |conn| sqlx::query(DELETE)
+            .bind(corp_id.as_str())
+            .bind(id)
+            .execute(conn)
+            .await
+            .map(|_| ()))?;
+    }
+    tx.commit().await?;
+    Ok(found)
 }

@@ -98,7 +98,9 @@ pub async fn run(config: &Config, command: AdminCommand) -> anyhow::Result<i32> 
             password_stdin,
         } => {
             let corp = corp_for(config, corp)?;
-            let Some(role) = Role::parse(&role).filter(|r| *r != Role::Sales) else {
+            let Some(role) =
+                Role::parse(&role).filter(|r| matches!(r, Role::Admin | Role::Compliance))
+            else {
                 bail!("--role {role:?}: must be admin or compliance");
             };
             let (password, generated) = password(password_stdin)?;

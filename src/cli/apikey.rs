@@ -60,7 +60,8 @@ pub async fn run(config: &Config, command: ApikeyCommand) -> anyhow::Result<i32>
             json,
         } => {
             let corp = corp_of(config, corp)?;
-            let Some(role) = Role::parse(&role) else {
+            // A manager's reach is a team the console works out at sign-in: no API key role.
+            let Some(role) = Role::parse(&role).filter(|r| *r != Role::Manager) else {
                 bail!("--role {role:?}: must be admin, compliance or sales");
             };
             let staff = staff

@@ -224,3 +224,82 @@ pub async fn departments(db: &Db, corp_id: &str) -> Result<Vec<Department>, Stor
         .await)?;
     Ok(rows)
 }
+
+/// Department `root` and every department under it (not deleted), from the stored tree.
+pub async fn departments_under(
+    db: &Db,
+    corp_id: &str,
+    roots: &[i64],
+) -> Result<Vec<i64>, StoreError> {
+    let all = departments(db, corp_id).await?;
+    let mut found: Vec<i64> = roots
+        .iter()
+        .copied()
+        .filter(|r| all.iter().any(|d| d.id == *r))
+        .collect();
+    // Breadth-first over the parent links; a cycle in bad data ends when nothing new is found.
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        for d in &all {
+            if d.parent_id == Some(parent) && !found.contains(&d.id) {
+                found.push(d.id);
+            }
+        }
+        i += 1;
+    }
+    Ok(found)
+}
+
+/// The members of any of `departments` (departed ones too: their customers and alerts still
+/// belong to the department).
+pub async fn members_of(
+    db: &Db,
+    corp_id: &str,
+    departments: &[i64],
+) -> Result<Vec<String>, StoreError> {
+    Ok(list(db, corp_id)
+        .await?
+        .into_iter()
+        .filter(|m| {
+            m.departments
+                .split(',')
+                .filter_map(|d| d.trim().parse::<i64>().ok())
+                .any(|d| departments.contains(&d))
+        })
+        .map(|m| m.user_id)
+        .collect())
+}
+
+/// A manager's team: themself, the members of the departments they lead (and of the departments
+/// under those), and their direct reports — sorted, without duplicates.
+pub async fn team_of(db: &Db, corp_id: &CorpId, user_id: &str) -> Result<Vec<String>, StoreError> {
+    const SQL: &str = "SELECT user_id, leads_departments, direct_leaders FROM staff \
+        WHERE corp_id = $1";
+    let rows: Vec<(String, String, String)> = on_db!(db, |pool| sqlx::query_as(SQL)
+        .bind(corp_id.as_str())
+        .fetch_all(pool)
+        .await)?;
+    let listed = |s: &str, who: &str| s.split(',').any(|x| x.trim() == who);
+    let led: Vec<i64> = rows
+        .iter()
+        .find(|(u, _, _)| u == user_id)
+        .map(|(_, leads, _)| {
+            leads
+                .split(',')
+                .filter_map(|d| d.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let under = departments_under(db, corp_id.as_str(), &led).await?;
+    let mut team = members_of(db, corp_id.as_str(), &under).await?;
+    team.push(user_id.to_owned());
+    team.extend(
+        rows.iter()
+            .filter(|(_, _, leaders)| listed(leaders, user_id))
+            .map(|(u, _, _)| u.clone()),
+    );
+    team.sort();
+    team.dedup();
+    Ok(team)
+}

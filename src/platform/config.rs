@@ -97,6 +97,8 @@ struct RawConfig {
     #[serde(default)]
     sidebar: SidebarSettings,
     #[serde(default)]
+    console: ConsoleSettings,
+    #[serde(default)]
     corps: Vec<RawCorp>,
 }
 
@@ -589,6 +591,46 @@ impl Default for TransferSettings {
     }
 }
 
+/// The console's sign-in through WeCom (`[console]`): members scan a QR code with the WeCom app
+/// on WeCom's login page (§6.6), which sends them back to `{alerts.console_url}/console/login/wecom/return`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleSettings {
+    /// WeCom's QR login page: the newer `…/wwlogin/sso/login` (the default), or the older
+    /// `…/wwopen/sso/qrConnect`, which takes no `login_type`.
+    pub sso_login_url: String,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        Self {
+            sso_login_url: "https://login.work.weixin.qq.com/wwlogin/sso/login".to_owned(),
+        }
+    }
+}
+
+impl ConsoleSettings {
+    /// The URL is http(s) without query or fragment.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = &self.sso_login_url;
+        if !(url.starts_with("https://") || url.starts_with("http://"))
+            || url.contains('#')
+            || url.contains('?')
+        {
+            return Err(invalid(
+                "console.sso_login_url",
+                "must be an http(s) URL without query or #fragment",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the page is the older `qrConnect` (no `login_type`).
+    pub fn legacy_qr_connect(&self) -> bool {
+        self.sso_login_url.contains("/qrConnect")
+    }
+}
+
 /// The salesperson's sidebar (`/sidebar`, WeCom's chat toolbar). Deserialized as it is written
 /// (each key has its default here) and checked by [`SidebarSettings::validate`]: the pattern a
 /// section follows when it has nothing to derive.
@@ -714,6 +756,8 @@ pub struct Config {
     pub metrics: MetricsSettings,
     /// The salesperson's sidebar.
     pub sidebar: SidebarSettings,
+    /// The console's WeCom login.
+    pub console: ConsoleSettings,
 }
 
 impl std::fmt::Debug for Config {
@@ -742,6 +786,7 @@ impl std::fmt::Debug for Config {
             .field("http", &self.http)
             .field("metrics", &self.metrics)
             .field("sidebar", &self.sidebar)
+            .field("console", &self.console)
             .finish()
     }
 }
@@ -981,8 +1026,10 @@ impl Config {
         let corps = check_corps(raw.corps)?;
         let archive = archive_settings(raw.archive, &corps)?;
         raw.sidebar.validate()?;
+        raw.console.validate()?;
         Ok(Self {
             sidebar: raw.sidebar,
+            console: raw.console,
             archive,
             transfers,
             http,

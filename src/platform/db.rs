@@ -314,6 +314,26 @@ pub fn like_contains(text: &str) -> String {
     pattern
 }
 
+/// A subquery listing the strings of a JSON array bound at `$n` (`IN (…)` over a list of any
+/// length with one bind, on both backends): bind [`json_list`]'s text there; `NULL` lists nothing.
+pub fn in_json_list(db: &Db, n: usize) -> String {
+    match db {
+        Db::Postgres(_) => format!("(SELECT jsonb_array_elements_text(${n}::jsonb))"),
+        Db::Sqlite(_) => format!("(SELECT value FROM json_each(${n}))"),
+    }
+}
+
+/// `items` as the JSON array [`in_json_list`] reads.
+pub fn json_list<S: AsRef<str>>(items: &[S]) -> String {
+    serde_json::Value::Array(
+        items
+            .iter()
+            .map(|s| serde_json::Value::String(s.as_ref().to_owned()))
+            .collect(),
+    )
+    .to_string()
+}
+
 /// Milliseconds since the Unix epoch, the unit every `_ms` column uses.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()

@@ -337,6 +337,7 @@ async fn searches_match_percent_and_underscore_literally_and_ignore_case(backend
                 &db,
                 &crate::common::corp(common::CORP),
                 staff,
+                None,
                 Some(q),
                 None,
                 50,

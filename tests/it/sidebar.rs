@@ -80,6 +80,7 @@ fn open_chat(app: &EmulatedApp, user: Option<&str>, ext: &str) {
         entry: "single_chat_tools".to_owned(),
         external_userid: Some(ext.to_owned()),
         chat_id: None,
+        ..Default::default()
     }));
 }
 

@@ -84,6 +84,8 @@ pub struct AlertFilter {
     pub severity: Option<String>,
     /// Only about this staff member.
     pub staff_user_id: Option<String>,
+    /// Only about one of these staff members (a department, a manager's team).
+    pub staff_in: Option<Vec<String>>,
     /// Only raised at or after this, epoch ms.
     pub since_ms: Option<i64>,
     /// Ids below this (paging).
@@ -99,8 +101,11 @@ pub async fn list(db: &Db, corp: &str, f: &AlertFilter) -> Result<Vec<Alert>, St
          AND ($3 IS NULL OR kind = $3) AND ($4 IS NULL OR category = $4) \
          AND ($5 IS NULL OR severity = $5) AND ($6 IS NULL OR staff_user_id = $6) \
          AND ($7 IS NULL OR created_at_ms >= $7) AND ($8 IS NULL OR id < $8) \
-         ORDER BY id DESC LIMIT $9"
+         AND ($10 IS NULL OR staff_user_id IN {staff_in}) \
+         ORDER BY id DESC LIMIT $9",
+        staff_in = crate::platform::db::in_json_list(db, 10),
     );
+    let staff_in = f.staff_in.as_deref().map(crate::platform::db::json_list);
     let rows = on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
         .bind(corp)
         .bind(f.state.as_deref())
@@ -111,6 +116,7 @@ pub async fn list(db: &Db, corp: &str, f: &AlertFilter) -> Result<Vec<Alert>, St
         .bind(f.since_ms)
         .bind(f.before_id)
         .bind(f.limit.clamp(1, 500))
+        .bind(staff_in.as_deref())
         .fetch_all(pool)
         .await)?;
     Ok(rows)

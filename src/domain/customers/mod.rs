@@ -388,6 +388,22 @@ pub async fn relations_of_customer(
     Ok(rows)
 }
 
+/// The staff members following customer `external_user_id` now.
+pub async fn active_followers(
+    db: &Db,
+    corp_id: &CorpId,
+    external_user_id: &ExternalUserId,
+) -> Result<Vec<String>, StoreError> {
+    const SQL: &str = "SELECT user_id FROM follow_relation WHERE corp_id = $1 \
+        AND external_user_id = $2 AND status = 'active' ORDER BY user_id";
+    let rows = on_db!(db, |pool| sqlx::query_scalar(SQL)
+        .bind(corp_id.as_str())
+        .bind(external_user_id.as_str())
+        .fetch_all(pool)
+        .await)?;
+    Ok(rows)
+}
+
 /// The active relations of every customer who is a member of group chat `chat_id` now (any
 /// staff member's), ordered by customer then staff member.
 pub async fn active_relations_in_chat(
@@ -821,11 +837,17 @@ pub struct CustomerSummary {
 }
 
 /// Customers with an active relation, ordered by id after `after` (paging): of one staff member
-/// when `staff` is given; `query` matches the name, a remark or the id.
+/// when `staff` is given, of one of `team` when that is given; `query` matches the name, a
+/// remark or the id.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "each is one optional filter of the search"
+)]
 pub async fn list_customers(
     db: &Db,
     corp_id: &CorpId,
     staff: Option<&str>,
+    team: Option<&[String]>,
     query: Option<&str>,
     after: Option<&str>,
     limit: i64,
@@ -846,9 +868,14 @@ pub async fn list_customers(
            AND m.external_user_id = c.external_user_id AND m.status = 'active' \
            AND ($2 IS NULL OR m.user_id = $2) AND LOWER(m.remark) LIKE $3 ESCAPE '\\')) \
          AND ($5 IS NULL OR c.external_user_id > $5) \
-         GROUP BY c.external_user_id, c.name, c.corp_name ORDER BY c.external_user_id LIMIT $6"
+         AND ($7 IS NULL OR EXISTS (SELECT 1 FROM follow_relation t WHERE t.corp_id = c.corp_id \
+           AND t.external_user_id = c.external_user_id AND t.status = 'active' \
+           AND t.user_id IN {team_ids})) \
+         GROUP BY c.external_user_id, c.name, c.corp_name ORDER BY c.external_user_id LIMIT $6",
+        team_ids = crate::platform::db::in_json_list(db, 7),
     );
     let like = query.map(crate::platform::db::like_contains);
+    let team = team.map(crate::platform::db::json_list);
     let rows = on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
         .bind(corp_id)
         .bind(staff)
@@ -856,6 +883,7 @@ pub async fn list_customers(
         .bind(query)
         .bind(after)
         .bind(limit.clamp(1, 500))
+        .bind(team.as_deref())
         .fetch_all(pool)
         .await)?;
     Ok(rows)

@@ -231,6 +231,7 @@ async fn list(
         category: q.category,
         severity: q.severity,
         staff_user_id: q.staff_user_id,
+        staff_in: None,
         since_ms: q.since_ms,
         before_id: q.before_id,
         limit: q.limit.unwrap_or(50),

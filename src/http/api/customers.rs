@@ -249,6 +249,7 @@ async fn list(
         &state.db,
         &who.corp_id,
         staff,
+        None,
         q.q.as_deref().filter(|s| !s.is_empty()),
         q.after.as_deref(),
         limit,

@@ -34,9 +34,11 @@ pub(super) async fn list(
     let query = q.get("q").map(|v| v.chars().take(64).collect::<String>());
     let members = staff::list(&state.db, corp.as_str()).await?;
     // Any well-formed member id (one not synced yet still has customers).
+    let team = super::reach(&state, &s).await?;
     let chosen = q
         .get("staff")
         .filter(|u| wecom_sdk::UserId::try_from(u.as_str()).is_ok())
+        .filter(|u| team.as_ref().is_none_or(|t| t.contains(u)))
         .cloned();
     let names: HashMap<String, String> = members
         .iter()
@@ -55,6 +57,7 @@ pub(super) async fn list(
         &state.db,
         &corp,
         chosen.as_deref(),
+        team.as_deref(),
         query.as_deref(),
         q.get("after").map(String::as_str),
         PAGE,
@@ -100,6 +103,7 @@ pub(super) async fn list(
         members
             .iter()
             .filter(|m| m.departed_at_ms.is_none())
+            .filter(|m| team.as_ref().is_none_or(|t| t.contains(&m.user_id)))
             .map(|m| views::MemberOption {
                 user_id: m.user_id.clone(),
                 label: names.get(&m.user_id).cloned().unwrap_or_default(),

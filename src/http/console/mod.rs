@@ -6,11 +6,13 @@
 //! the sidebar and the API, so every rule of the policy applies unchanged.
 
 mod customer_pages;
+mod members;
 mod replies;
 mod settings;
 mod tag_pages;
 mod transfers;
 mod views;
+mod wecom_login;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
@@ -56,6 +58,9 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/console", get(overview))
         .route("/console/login", get(login_page).post(login))
         .route("/console/logout", post(logout))
+        .route("/console/logout/everywhere", post(logout_everywhere))
+        .route("/console/login/wecom", get(wecom_login::start))
+        .route("/console/login/wecom/return", get(wecom_login::finish))
         .route("/console/alerts", get(alerts_page))
         .route("/console/alerts.csv", get(alerts_csv))
         .route("/console/alerts/bulk", post(bulk_step))
@@ -92,6 +97,13 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
             "/console/replies/snippets/{id}/delete",
             post(replies::delete_snippet),
         )
+        .route("/console/members", get(members::page))
+        .route("/console/members/{user}/role", post(members::set_role))
+        .route(
+            "/console/members/{user}/sessions/end",
+            post(members::end_member_sessions),
+        )
+        .route("/console/sessions/{id}/end", post(members::end_session))
         .route("/console/settings", get(settings::page))
         .route("/console/settings/selftest", post(settings::run_selftest))
         .route("/console/audit", get(audit_page))
@@ -439,20 +451,41 @@ fn safe_next(next: Option<&str>) -> String {
     }
 }
 
-fn login_form(status: StatusCode, next: &str, username: &str, error: Option<&str>) -> Response {
+fn login_form(
+    state: &AppState,
+    status: StatusCode,
+    next: &str,
+    username: &str,
+    error: Option<&str>,
+) -> Response {
     let css = css_path();
+    let corps = wecom_login::corps(state);
+    let several = corps.len() > 1;
+    let wecom = corps
+        .iter()
+        .map(|c| views::WecomLogin {
+            href: format!("/console/login/wecom?corp={c}&next={}", encode(next)),
+            label: if several {
+                format!("企业微信扫码登录（{c}）")
+            } else {
+                "企业微信扫码登录".to_owned()
+            },
+        })
+        .collect();
     let page = views::Login {
         css: &css,
         next,
         username,
         error,
+        wecom,
     };
     html(status, render(&page))
 }
 
-async fn login_page(uri: axum::http::Uri) -> Response {
+async fn login_page(State(state): State<Arc<AppState>>, uri: axum::http::Uri) -> Response {
     let q = query_map(&uri);
     login_form(
+        &state,
         StatusCode::OK,
         &safe_next(q.get("next").map(String::as_str)),
         "",
@@ -486,6 +519,7 @@ async fn login(State(state): State<Arc<AppState>>, form: Form) -> Response {
     let password = form.get("password").unwrap_or("");
     if username.is_empty() || username.len() > 64 || password.is_empty() {
         return login_form(
+            &state,
             StatusCode::UNPROCESSABLE_ENTITY,
             &next,
             &username,
@@ -494,6 +528,7 @@ async fn login(State(state): State<Arc<AppState>>, form: Form) -> Response {
     }
     if let Err(wait) = throttle(&state, &username).await {
         return login_form(
+            &state,
             StatusCode::TOO_MANY_REQUESTS,
             &next,
             &username,
@@ -522,6 +557,7 @@ async fn login(State(state): State<Arc<AppState>>, form: Form) -> Response {
         }
         tracing::info!(username = %username, "console: sign-in refused");
         return login_form(
+            &state,
             StatusCode::UNAUTHORIZED,
             &next,
             &username,
@@ -612,6 +648,41 @@ async fn logout(
     Ok(r)
 }
 
+/// "退出所有设备": every session of the signed-in person ends (this one too).
+async fn logout_everywhere(
+    State(state): State<Arc<AppState>>,
+    signed: Signed,
+    form: Form,
+) -> Result<Response, Failure> {
+    let s = signed.0;
+    if !form.carries(&s) {
+        return Err(Failure::Csrf);
+    }
+    let who = &s.principal;
+    let ended = match session::Holder::of(who) {
+        Some(holder) => session::end_all(&state.db, &who.corp_id, holder).await?,
+        None => 0,
+    };
+    let mut tx = state.db.begin().await?;
+    audit::audit(
+        &mut tx,
+        who.corp_id.as_str(),
+        &who.actor(),
+        "console.logout_everywhere",
+        "console",
+        &serde_json::json!({ "sessions": ended }),
+        now_ms(),
+    )
+    .await?;
+    tx.commit().await?;
+    let mut r = see_other("/console/login");
+    let c = format!("{COOKIE}=; Max-Age=0; {}", cookie_attributes(&state));
+    if let Ok(v) = HeaderValue::from_str(&c) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(r)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Overview
 // ---------------------------------------------------------------------------------------------
@@ -622,6 +693,10 @@ const CHART_HOURS: i64 = 24;
 const ARCHIVE_LAG_WARN_MS: i64 = 3 * 86_400_000;
 
 async fn overview(State(state): State<Arc<AppState>>, signed: Signed) -> Result<Response, Failure> {
+    if !signed.0.principal.role.may(Action::ReadOperations) {
+        // Managers and salespeople start where their work is.
+        return Ok(see_other(views::home_of(signed.0.principal.role)));
+    }
     let s = signed.may(Action::ReadOperations)?;
     let corp = s.principal.corp_id.clone();
     let now = now_ms();
@@ -790,6 +865,47 @@ fn chart(rows: &[(i64, String, i64)], now: i64) -> views::Chart {
 // Alerts
 // ---------------------------------------------------------------------------------------------
 
+/// The staff whose customers and alerts the session reaches (`None`: the whole corp).
+async fn reach(state: &AppState, s: &Session) -> Result<Option<Vec<String>>, Failure> {
+    Ok(s.principal.team(&state.db).await?)
+}
+
+/// Refuses an alert about someone outside the session's reach.
+fn within_reach(s: Session, reach: Option<&[String]>, staff: &str) -> Result<Session, Failure> {
+    match reach {
+        Some(team) if !team.iter().any(|u| u == staff) => Err(Failure::Forbidden(
+            Box::new(s),
+            "这条告警涉及的成员不在你负责的部门。".to_owned(),
+        )),
+        _ => Ok(s),
+    }
+}
+
+/// [`alert_filter`] for this session: a department (`dept`, with the departments under it)
+/// narrows to its members, and a manager only ever sees their team.
+async fn scoped_alert_filter(
+    state: &AppState,
+    s: &Session,
+    q: &BTreeMap<String, String>,
+    limit: i64,
+) -> Result<AlertFilter, Failure> {
+    let mut filter = alert_filter(q, limit);
+    let corp = s.principal.corp_id.as_str();
+    let department = match q.get("dept").and_then(|d| d.parse::<i64>().ok()) {
+        Some(d) => {
+            let under = crate::domain::staff::departments_under(&state.db, corp, &[d]).await?;
+            Some(crate::domain::staff::members_of(&state.db, corp, &under).await?)
+        }
+        None => None,
+    };
+    filter.staff_in = match (department, reach(state, s).await?) {
+        (Some(d), Some(team)) => Some(d.into_iter().filter(|u| team.contains(u)).collect()),
+        (Some(only), None) | (None, Some(only)) => Some(only),
+        (None, None) => None,
+    };
+    Ok(filter)
+}
+
 /// The alerts filter of a query string, checked against the known names.
 fn alert_filter(q: &BTreeMap<String, String>, limit: i64) -> AlertFilter {
     let known = |key: &str, table: &[(&str, &str)]| {
@@ -803,6 +919,7 @@ fn alert_filter(q: &BTreeMap<String, String>, limit: i64) -> AlertFilter {
         severity: known("severity", &views::SEVERITIES),
         category: q.get("category").cloned(),
         staff_user_id: q.get("staff").cloned(),
+        staff_in: None,
         since_ms: q.get("since").and_then(|d| day_start_ms(d)),
         before_id: q.get("before").and_then(|b| b.parse().ok()),
         limit,
@@ -825,8 +942,10 @@ async fn alerts_page(
 ) -> Result<Response, Failure> {
     let s = signed.may(Action::ReadAlerts)?;
     let q = query_map(&uri);
-    let filter = alert_filter(&q, PAGE_ROWS);
+    let filter = scoped_alert_filter(&state, &s, &q, PAGE_ROWS).await?;
     let rows = alerts::list(&state.db, s.principal.corp_id.as_str(), &filter).await?;
+    let departments =
+        crate::domain::staff::departments(&state.db, s.principal.corp_id.as_str()).await?;
     let query = filter_query(&q);
     let next_page = (i64::try_from(rows.len()).unwrap_or(0) == PAGE_ROWS)
         .then(|| rows.last().map(|a| format!("{query}&before={}", a.id)))
@@ -854,6 +973,7 @@ async fn alerts_page(
         kinds: views::options(&views::KINDS, &get("kind")),
         severities: views::options(&views::SEVERITIES, &get("severity")),
         filter: views::AlertFilterView {
+            departments: views::department_choices(&departments, &get("dept")),
             category: get("category"),
             staff: get("staff"),
             since: get("since"),
@@ -917,12 +1037,8 @@ async fn alerts_csv(
 ) -> Result<Response, Failure> {
     let s = signed.may(Action::ReadAlerts)?;
     let q = query_map(&uri);
-    let rows = alerts::list(
-        &state.db,
-        s.principal.corp_id.as_str(),
-        &alert_filter(&q, CSV_ROWS),
-    )
-    .await?;
+    let filter = scoped_alert_filter(&state, &s, &q, CSV_ROWS).await?;
+    let rows = alerts::list(&state.db, s.principal.corp_id.as_str(), &filter).await?;
     Ok(csv(
         "alerts.csv",
         &[
@@ -1027,6 +1143,8 @@ async fn alert_page(
     let Some(a) = alerts::get(&state.db, corp.as_str(), id).await? else {
         return Err(Failure::NotFound(Box::new(s), "告警"));
     };
+    let team = reach(&state, &s).await?;
+    let s = within_reach(s, team.as_deref(), &a.staff_user_id)?;
     let (evidence, history, deliveries) = alerts::details(&state.db, id).await?;
     // Archived messages shown as evidence are a read of archived chat: logged like any other.
     let archived = evidence
@@ -1171,6 +1289,32 @@ async fn step(
         return Err(Failure::Invalid("未知的操作".to_owned()));
     };
     let comment = comment_of(&form)?;
+    let team = reach(&state, &s).await?;
+    if team.is_some() {
+        let Some(a) = alerts::get(&state.db, s.principal.corp_id.as_str(), id).await? else {
+            return Err(Failure::NotFound(Box::new(s), "告警"));
+        };
+        let staff = a.staff_user_id;
+        return step_within(
+            &state,
+            within_reach(s, team.as_deref(), &staff)?,
+            id,
+            step,
+            &comment,
+        )
+        .await;
+    }
+    step_within(&state, s, id, step, &comment).await
+}
+
+/// One step on alert `id`, which the session reaches.
+async fn step_within(
+    state: &AppState,
+    s: Session,
+    id: i64,
+    step: Transition,
+    comment: &str,
+) -> Result<Response, Failure> {
     let who = &s.principal;
     match alerts::transition(
         &state.db,
@@ -1178,7 +1322,7 @@ async fn step(
         id,
         step,
         &who.actor(),
-        &comment,
+        comment,
         now_ms(),
     )
     .await
@@ -1217,8 +1361,16 @@ async fn bulk_step(
         .take(500)
         .collect();
     let who = &s.principal;
+    let team = reach(&state, &s).await?;
     let mut done = 0;
     for id in &ids {
+        if let Some(team) = &team {
+            // Outside the team: skipped like one another hand changed first.
+            match alerts::get(&state.db, who.corp_id.as_str(), *id).await? {
+                Some(a) if team.contains(&a.staff_user_id) => {}
+                _ => continue,
+            }
+        }
         match alerts::transition(
             &state.db,
             who.corp_id.as_str(),

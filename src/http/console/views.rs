@@ -25,7 +25,7 @@ pub(super) struct Chrome {
 }
 
 /// The pages of the console, with the action that lets a role see each.
-const PAGES: [(&str, &str, Action); 8] = [
+const PAGES: [(&str, &str, Action); 9] = [
     ("/console", "概览", Action::ReadOperations),
     ("/console/alerts", "告警", Action::ReadAlerts),
     ("/console/customers", "客户", Action::ReadCustomers),
@@ -33,13 +33,23 @@ const PAGES: [(&str, &str, Action); 8] = [
     ("/console/transfers", "离职继承", Action::ReadOperations),
     ("/console/replies", "话术库", Action::ReadCustomers),
     ("/console/audit", "审计日志", Action::ReadOperations),
+    ("/console/members", "成员与权限", Action::ManageSettings),
     ("/console/settings", "设置", Action::ReadOperations),
 ];
+
+/// The first page `role` may open (where `/console` sends those who may not see the overview).
+pub(super) fn home_of(role: Role) -> &'static str {
+    PAGES
+        .iter()
+        .find(|(_, _, action)| role.may(*action))
+        .map_or("/console/customers", |(href, _, _)| href)
+}
 
 pub(super) fn role_label(role: Role) -> &'static str {
     match role {
         Role::Admin => "管理员",
         Role::Compliance => "合规",
+        Role::Manager => "部门负责人",
         Role::Sales => "销售",
     }
 }
@@ -79,6 +89,13 @@ pub(super) struct Login<'a> {
     pub(super) next: &'a str,
     pub(super) username: &'a str,
     pub(super) error: Option<&'a str>,
+    pub(super) wecom: Vec<WecomLogin>,
+}
+
+/// A "sign in through WeCom" button of the sign-in page.
+pub(super) struct WecomLogin {
+    pub(super) href: String,
+    pub(super) label: String,
 }
 
 /// A page with one message (refusals, missing things).
@@ -98,6 +115,54 @@ pub(super) struct Opt {
 }
 
 /// Choices with "全部" first, `current` selected.
+/// An option of a list read from the database.
+pub(super) struct Choice {
+    pub(super) value: String,
+    pub(super) label: String,
+    pub(super) selected: bool,
+}
+
+/// The departments as options (indented under their parents), "全部" first.
+pub(super) fn department_choices(
+    all: &[crate::domain::staff::Department],
+    current: &str,
+) -> Vec<Choice> {
+    fn walk(
+        all: &[crate::domain::staff::Department],
+        parent: Option<i64>,
+        depth: usize,
+        current: &str,
+        out: &mut Vec<Choice>,
+    ) {
+        for d in all.iter().filter(|d| {
+            d.parent_id == parent
+                || (parent.is_none() && !all.iter().any(|p| Some(p.id) == d.parent_id))
+        }) {
+            if out.iter().any(|c| c.value == d.id.to_string()) || depth > 16 {
+                continue;
+            }
+            let value = d.id.to_string();
+            out.push(Choice {
+                selected: value == current,
+                label: format!(
+                    "{}{}",
+                    "　".repeat(depth),
+                    if d.name.is_empty() { &value } else { &d.name }
+                ),
+                value,
+            });
+            walk(all, Some(d.id), depth + 1, current, out);
+        }
+    }
+    let mut out = vec![Choice {
+        value: String::new(),
+        label: "全部".to_owned(),
+        selected: current.is_empty(),
+    }];
+    walk(all, None, 0, current, &mut out);
+    out
+}
+
 pub(super) fn options(all: &[(&'static str, &'static str)], current: &str) -> Vec<Opt> {
     std::iter::once(("", "全部"))
         .chain(all.iter().copied())
@@ -141,6 +206,7 @@ pub(super) fn label(table: &[(&'static str, &'static str)], value: &str) -> Stri
 /// The filter as typed back into the form.
 #[derive(Default)]
 pub(super) struct AlertFilterView {
+    pub(super) departments: Vec<Choice>,
     pub(super) category: String,
     pub(super) staff: String,
     pub(super) since: String,
@@ -606,4 +672,33 @@ mod tests {
         );
         assert!(highlight("", &[(0, 3)]).is_empty());
     }
+}
+
+/// A member on 成员与权限.
+pub(super) struct MemberRow {
+    pub(super) user_id: String,
+    pub(super) name: String,
+    pub(super) role: String,
+    pub(super) granted: bool,
+    pub(super) choices: Vec<Choice>,
+    pub(super) sessions: usize,
+}
+
+/// A live session on 成员与权限.
+pub(super) struct SessionRow {
+    pub(super) id: String,
+    pub(super) who: String,
+    pub(super) surface: &'static str,
+    pub(super) role: &'static str,
+    pub(super) since: String,
+    pub(super) seen: String,
+}
+
+/// 成员与权限: console roles and live sessions.
+#[derive(Template)]
+#[template(path = "console/members.html")]
+pub(super) struct Members {
+    pub(super) chrome: Chrome,
+    pub(super) members: Vec<MemberRow>,
+    pub(super) sessions: Vec<SessionRow>,
 }

@@ -1,5 +1,6 @@
 //! What a person's WeCom client does in front of a web page of ours (§6): the OAuth authorize
-//! page that hands our server a code for whoever is logged in, `auth/getuserinfo` that turns the
+//! page that hands our server a code for whoever is logged in (and the desktop browser's QR login
+//! page, §6.6, for the console), `auth/getuserinfo` that turns the
 //! code into a userid once, and a stand-in for WeCom's JS-SDK script (`/jweixin.js`) with the
 //! same API (`wx.config`, `wx.ready`, `wx.error`, `wx.agentConfig`, `wx.invoke`). The script checks
 //! both signatures here exactly as WeCom does — the corp ticket for `config`, the app's
@@ -47,6 +48,10 @@ pub struct ClientContext {
     /// The customer group chat that is open.
     #[serde(default)]
     pub chat_id: Option<String>,
+    /// On a QR login page (§6.6), the person taps 拒绝 instead of confirming: WeCom sends only
+    /// `state` back.
+    #[serde(default)]
+    pub refuses_login: bool,
 }
 
 /// An issued OAuth code.
@@ -61,6 +66,8 @@ pub(crate) struct OAuthCode {
 pub(crate) fn routes() -> Router<Arc<EmulatorState>> {
     Router::new()
         .route("/connect/oauth2/authorize", get(authorize))
+        .route("/wwlogin/sso/login", get(sso_login))
+        .route("/wwopen/sso/qrConnect", get(sso_login))
         .route("/jweixin.js", get(script))
 }
 
@@ -140,6 +147,68 @@ async fn authorize(
     };
     let sep = if redirect.contains('?') { '&' } else { '?' };
     let location = format!("{redirect}{sep}code={code}&state={st}");
+    (StatusCode::FOUND, [(header::LOCATION, location)]).into_response()
+}
+
+/// The desktop browser's QR login (§6.6): `GET /wwlogin/sso/login?login_type=CorpApp&appid=CORPID&
+/// agentid=AGENTID&redirect_uri=…&state=…` (and the older `/wwopen/sso/qrConnect`, the same without
+/// `login_type`). With nobody arranged to scan, the page shows its QR code and waits; when the
+/// client a test arranged (its member of that corp) scans and confirms, the browser goes back to
+/// `redirect_uri` with a fresh code — the same kind of code `auth/getuserinfo` takes from the
+/// OAuth page — and `state`; a refusal sends `state` alone.
+async fn sso_login(
+    State(state): State<Arc<EmulatorState>>,
+    uri: axum::http::Uri,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let param = |k: &str| q.get(k).map(String::as_str).unwrap_or("");
+    let (appid, redirect, st) = (param("appid"), param("redirect_uri"), param("state"));
+    if uri.path().starts_with("/wwlogin/") && param("login_type") != "CorpApp" {
+        return page(StatusCode::BAD_REQUEST, "login_type 参数错误");
+    }
+    if !(redirect.starts_with("http://") || redirect.starts_with("https://")) {
+        return page(StatusCode::BAD_REQUEST, "redirect_uri 参数错误");
+    }
+    if st.len() > 128 || !st.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return page(StatusCode::BAD_REQUEST, "state 参数错误");
+    }
+    let Ok(agent) = param("agentid").parse::<i64>() else {
+        return page(StatusCode::BAD_REQUEST, "agentid 参数错误");
+    };
+    let now = state.now();
+    let sep = if redirect.contains('?') { '&' } else { '?' };
+    let location = {
+        let mut inner = state.lock();
+        let Some(corp) = inner.corps.get(appid) else {
+            return page(StatusCode::BAD_REQUEST, "appid 参数错误");
+        };
+        if !corp.apps.iter().any(|a| a.agent_id == Some(agent)) {
+            return page(StatusCode::BAD_REQUEST, "agentid 参数错误");
+        }
+        let Some(client) = inner.client.clone().filter(|c| c.corp_id == appid) else {
+            return page(StatusCode::OK, "请使用企业微信扫描二维码登录");
+        };
+        if client.refuses_login {
+            format!("{redirect}{sep}state={st}")
+        } else if client.outsider || client.userid.is_none() {
+            return page(StatusCode::FORBIDDEN, "你不是该企业的成员，无法登录");
+        } else {
+            let code = random_id("", 32);
+            inner
+                .oauth_codes
+                .retain(|_, c| now - c.issued_at <= CODE_TTL_SECS);
+            inner.oauth_codes.insert(
+                code.clone(),
+                OAuthCode {
+                    corp_id: client.corp_id,
+                    userid: client.userid,
+                    issued_at: now,
+                    used: false,
+                },
+            );
+            format!("{redirect}{sep}code={code}&state={st}")
+        }
+    };
     (StatusCode::FOUND, [(header::LOCATION, location)]).into_response()
 }
 

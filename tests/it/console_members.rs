@@ -1,0 +1,537 @@
+//! The console through WeCom's web login (扫码登录, §6.6) against the emulated WeCom: a
+//! department leader signs in as a manager and reaches only their departments' alerts and
+//! customers; a salesperson only their own customers; a member without a role, a cancelled scan,
+//! a reused code and a forged `state` get nowhere. An admin grants and withdraws roles on 成员与权限
+//! (each change audited, the member's sessions ended), ends sessions one by one, and filters the
+//! alerts by department; "退出所有设备" ends every session of the person.
+
+use scrm::auth::Role;
+use scrm::auth::account;
+use scrm::domain::alerts::{self, AlertFilter};
+use scrm::domain::staff::{self, StaffUpdate};
+use scrm::platform::db::now_ms;
+use wecom_sdk::testkit::{ClientContext, NewCustomer, NewStaff};
+
+use crate::common::{Backend, CORP};
+use crate::emulated::{EmulatedApp, Options};
+use crate::web_client::{Answer, Browser};
+
+both_backends!(members_sign_in_with_wecom_and_reach_what_their_role_allows);
+
+const ADMIN: &str = "admin";
+const PASSWORD: &str = "correct horse battery staple";
+/// Leads 华东销售部 (2), which has 上海组 (3) under it.
+const MANAGER: &str = "wang.mgr";
+/// In 上海组 (3).
+const SHANGHAI: &str = "li.sh";
+/// In 华南销售部 (4).
+const SOUTH: &str = "chen.hn";
+/// No 客户联系, leads nothing: no console role until an admin grants one.
+const CLERK: &str = "zhou.cmp";
+
+struct Fixture {
+    app: EmulatedApp,
+}
+
+async fn fixture(backend: Backend) -> Fixture {
+    let app = EmulatedApp::spawn_with(
+        backend,
+        Options {
+            extra_config: "[alerts]\nconsole_url = \"@BASE_URL@\"\n\
+                 [console]\nsso_login_url = \"http://{EMULATOR_ADDR}/wwlogin/sso/login\"\n"
+                .to_owned(),
+            ..Options::default()
+        },
+    )
+    .await;
+    for (user, name, dept) in [
+        (MANAGER, "王经理", 2),
+        (SHANGHAI, "李上海", 3),
+        (SOUTH, "陈华南", 4),
+        (CLERK, "周合规", 1),
+    ] {
+        assert!(app.wecom().add_staff(
+            CORP,
+            NewStaff {
+                userid: user.to_owned(),
+                name: name.to_owned(),
+                department: vec![dept],
+            },
+        ));
+    }
+    app.settle().await;
+    // The directory as the reconciliation stores it: the tree, who leads what, who has 客户联系.
+    let now = now_ms();
+    for (id, name, parent) in [
+        (1, "总公司", None),
+        (2, "华东销售部", Some(1)),
+        (3, "上海组", Some(2)),
+        (4, "华南销售部", Some(1)),
+    ] {
+        staff::upsert_department(&app.db, CORP, id, Some(name), parent, None, now)
+            .await
+            .unwrap();
+    }
+    for (user, dept, leads, contact) in [
+        (MANAGER, 2, vec![2], true),
+        (SHANGHAI, 3, vec![], true),
+        (SOUTH, 4, vec![], true),
+        (CLERK, 1, vec![], false),
+    ] {
+        staff::upsert(
+            &app.db,
+            CORP,
+            &StaffUpdate {
+                user_id: user.to_owned(),
+                departments: Some(vec![dept]),
+                main_department: Some(dept),
+                status: Some(1),
+                has_customer_contact: Some(contact),
+                leads_departments: Some(leads),
+                ..StaffUpdate::default()
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    }
+    account::create(
+        &app.db,
+        &crate::common::corp(CORP),
+        ADMIN,
+        PASSWORD,
+        Role::Admin,
+        "test",
+        now,
+    )
+    .await
+    .unwrap();
+    Fixture { app }
+}
+
+impl Fixture {
+    fn customer(&self, user: &str, name: &str) -> String {
+        self.app.wecom().add_customer(
+            CORP,
+            user,
+            NewCustomer {
+                name: name.to_owned(),
+                ..NewCustomer::default()
+            },
+        )
+    }
+
+    /// `user` deletes a new customer: an alert about them. Returns its id.
+    async fn deletion_alert(&self, user: &str, name: &str) -> i64 {
+        let ext = self.customer(user, name);
+        self.app.settle().await;
+        assert!(self.app.wecom().staff_deletes_customer(CORP, user, &ext));
+        self.app.settle().await;
+        self.alerts()
+            .await
+            .into_iter()
+            .find(|a| a.staff_user_id == user)
+            .expect("an alert about the member")
+            .id
+    }
+
+    async fn alerts(&self) -> Vec<alerts::Alert> {
+        alerts::list(
+            &self.app.db,
+            CORP,
+            &AlertFilter {
+                limit: 100,
+                ..AlertFilter::default()
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn audit(&self) -> Vec<(String, String, String)> {
+        scrm::auth::audit::search(
+            &self.app.db,
+            CORP,
+            &scrm::auth::audit::AuditFilter {
+                limit: 1000,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.actor, e.action, e.target))
+        .collect()
+    }
+
+    fn scan_with(&self, user: Option<&str>, refuses: bool) {
+        self.app.wecom().set_client(Some(ClientContext {
+            corp_id: CORP.to_owned(),
+            userid: user.map(str::to_owned),
+            outsider: user.is_none(),
+            refuses_login: refuses,
+            ..ClientContext::default()
+        }));
+    }
+
+    /// Starts the WeCom sign-in for `next` and lets `user` scan: WeCom's answer (its redirect
+    /// back to us, or its own page).
+    async fn scan(&self, browser: &mut Browser, user: Option<&str>, next: &str) -> Answer {
+        self.scan_with(user, false);
+        let start = browser
+            .get(&format!(
+                "/console/login/wecom?next={}",
+                url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()
+            ))
+            .await;
+        assert_eq!(start.status, 302, "{}", start.text);
+        let to_wecom = start.location.unwrap();
+        let emulator = format!("http://{}/wwlogin/sso/login?", self.app.emulator.addr());
+        assert!(to_wecom.starts_with(&emulator), "{to_wecom}");
+        for part in [
+            "login_type=CorpApp",
+            &format!("appid={CORP}"),
+            "agentid=",
+            "redirect_uri=http",
+        ] {
+            assert!(to_wecom.contains(part), "{part} in {to_wecom}");
+        }
+        browser.get(&to_wecom).await
+    }
+
+    /// Signs `user` in through WeCom: the console's page after the return.
+    async fn sign_in(&self, browser: &mut Browser, user: &str, next: &str) -> Answer {
+        let wecom = self.scan(browser, Some(user), next).await;
+        assert_eq!(wecom.status, 302, "{}", wecom.text);
+        browser.get(&wecom.location.unwrap()).await
+    }
+}
+
+fn csrf_of(page: &Answer) -> String {
+    page.text
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("a form with the CSRF token")
+        .to_owned()
+}
+
+async fn members_sign_in_with_wecom_and_reach_what_their_role_allows(backend: Backend) {
+    let f = fixture(backend).await;
+    let base = f.app.server.base_url.clone();
+    let east_alert = f.deletion_alert(SHANGHAI, "孙总").await;
+    let south_alert = f.deletion_alert(SOUTH, "吴总").await;
+    let east_customer = f.customer(SHANGHAI, "上海客户");
+    let south_customer = f.customer(SOUTH, "华南客户");
+    f.app.settle().await;
+
+    // The login page offers WeCom; nobody scanning yet: WeCom's page shows its QR code.
+    let mut manager = Browser::new(&base);
+    let login = manager.get("/console/login?next=/console/alerts").await;
+    assert!(login.text.contains("企业微信扫码登录"), "{}", login.text);
+    f.app.wecom().set_client(None);
+    let start = manager.get("/console/login/wecom").await;
+    let qr = manager.get(&start.location.unwrap()).await;
+    assert_eq!(qr.status, 200);
+    assert!(qr.text.contains("扫描二维码"));
+
+    // The department leader scans: a manager, sent on by a page of ours (the session cookie is
+    // SameSite=Strict), the overview not theirs so the alerts first.
+    let signed = f.sign_in(&mut manager, MANAGER, "/console").await;
+    assert_eq!(signed.status, 200, "{}", signed.text);
+    assert!(signed.text.contains("url=/console"), "{}", signed.text);
+    assert!(manager.cookies.contains_key("scrm_console"));
+    assert!(!manager.cookies.contains_key("scrm_console_sso"));
+    let home = manager.get("/console").await;
+    assert_eq!(home.status, 303);
+    assert_eq!(home.location.as_deref(), Some("/console/alerts"));
+    let inbox = manager.get("/console/alerts").await;
+    assert_eq!(inbox.status, 200);
+    assert!(inbox.text.contains("部门负责人"), "the role is shown");
+    assert!(
+        inbox
+            .text
+            .contains(&format!("/console/alerts/{east_alert}")),
+        "{}",
+        inbox.text
+    );
+    assert!(
+        !inbox
+            .text
+            .contains(&format!("/console/alerts/{south_alert}"))
+    );
+    assert!(
+        !inbox.text.contains("成员与权限"),
+        "no admin pages in the menu"
+    );
+    assert_eq!(
+        manager
+            .get(&format!("/console/alerts/{east_alert}"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        manager
+            .get(&format!("/console/alerts/{south_alert}"))
+            .await
+            .status,
+        403
+    );
+    let csrf = csrf_of(&inbox);
+    let foreign = manager
+        .post_form(
+            &format!("/console/alerts/{south_alert}/step"),
+            &[("csrf", &csrf), ("step", "resolve")],
+        )
+        .await;
+    assert_eq!(foreign.status, 403);
+    let bulk = manager
+        .post_form(
+            "/console/alerts/bulk",
+            &[
+                ("csrf", &csrf),
+                ("step", "acknowledge"),
+                ("id", &east_alert.to_string()),
+                ("id", &south_alert.to_string()),
+                ("back", "/console/alerts"),
+            ],
+        )
+        .await;
+    assert_eq!(bulk.location.as_deref(), Some("/console/alerts?done=1"));
+    let states: Vec<(i64, String)> = f
+        .alerts()
+        .await
+        .into_iter()
+        .map(|a| (a.id, a.state))
+        .collect();
+    assert!(states.contains(&(east_alert, "acknowledged".to_owned())));
+    assert!(states.contains(&(south_alert, "open".to_owned())));
+    let customers = manager.get("/console/customers").await;
+    assert!(customers.text.contains("上海客户"), "{}", customers.text);
+    assert!(!customers.text.contains("华南客户"));
+    assert_eq!(
+        manager
+            .get(&format!("/console/customers/{east_customer}"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        manager
+            .get(&format!("/console/customers/{south_customer}"))
+            .await
+            .status,
+        403
+    );
+    for page in ["/console/members", "/console/audit", "/console/settings"] {
+        assert_eq!(manager.get(page).await.status, 403, "{page}");
+    }
+
+    // A salesperson: their own customers, no alerts.
+    let mut sales = Browser::new(&base);
+    assert_eq!(f.sign_in(&mut sales, SOUTH, "/console").await.status, 200);
+    let own = sales.get("/console").await;
+    assert_eq!(own.location.as_deref(), Some("/console/customers"));
+    let own = sales.get("/console/customers").await;
+    assert!(own.text.contains("华南客户"), "{}", own.text);
+    assert!(!own.text.contains("上海客户"));
+    assert_eq!(sales.get("/console/alerts").await.status, 403);
+
+    // No role, a cancelled scan, a reused code, a forged state: no session.
+    let mut clerk = Browser::new(&base);
+    let none = f.sign_in(&mut clerk, CLERK, "/console").await;
+    assert_eq!(none.status, 403);
+    assert!(none.text.contains("没有控制台权限"), "{}", none.text);
+    assert!(!clerk.cookies.contains_key("scrm_console"));
+    f.scan_with(Some(CLERK), true);
+    let start = clerk.get("/console/login/wecom").await;
+    let back = clerk.get(&start.location.unwrap()).await;
+    assert!(!back.location.as_deref().unwrap().contains("code="));
+    let cancelled = clerk.get(&back.location.unwrap()).await;
+    assert_eq!(cancelled.status, 403);
+    assert!(cancelled.text.contains("登录已取消"));
+    let mut replay = Browser::new(&base);
+    let wecom = f.scan(&mut replay, Some(MANAGER), "/console").await;
+    let used = wecom.location.unwrap();
+    assert_eq!(replay.get(&used).await.status, 200);
+    let again = f.scan(&mut replay, Some(MANAGER), "/console").await;
+    let fresh_state = again.location.unwrap();
+    let fresh_state = fresh_state.split("state=").nth(1).unwrap();
+    let reused = format!(
+        "{}state={fresh_state}",
+        used.split("state=").next().unwrap()
+    );
+    let refused = replay.get(&reused).await;
+    assert_eq!(refused.status, 400);
+    assert!(refused.text.contains("登录码已失效"), "{}", refused.text);
+    let mut forger = Browser::new(&base);
+    let wecom = f.scan(&mut forger, Some(MANAGER), "/console").await;
+    let forged = wecom.location.unwrap().replace("state=", "state=X");
+    assert_eq!(forger.get(&forged).await.status, 400);
+    assert!(!forger.cookies.contains_key("scrm_console"));
+
+    // The admin: departments filter the alerts (sub-departments included).
+    let mut admin = Browser::new(&base);
+    let signed = admin
+        .post_form(
+            "/console/login",
+            &[
+                ("username", ADMIN),
+                ("password", PASSWORD),
+                ("next", "/console"),
+            ],
+        )
+        .await;
+    assert_eq!(signed.status, 303);
+    let east = admin.get("/console/alerts?dept=2").await;
+    assert!(east.text.contains("华东销售部"));
+    assert!(east.text.contains(&format!("/console/alerts/{east_alert}")));
+    assert!(
+        !east
+            .text
+            .contains(&format!("/console/alerts/{south_alert}"))
+    );
+    let south = admin.get("/console/alerts?dept=4").await;
+    assert!(
+        !south
+            .text
+            .contains(&format!("/console/alerts/{east_alert}"))
+    );
+    assert!(
+        south
+            .text
+            .contains(&format!("/console/alerts/{south_alert}"))
+    );
+
+    // 成员与权限: the roles as signing in gives them, and the live sessions.
+    let members = admin.get("/console/members").await;
+    assert_eq!(members.status, 200, "{}", members.text);
+    assert!(members.text.contains("王经理"));
+    assert!(members.text.contains("不能登录（无权限）"), "the clerk");
+    let csrf = csrf_of(&members);
+    // Granting compliance to the clerk: audited; they sign in and see every alert.
+    let granted = admin
+        .post_form(
+            &format!("/console/members/{CLERK}/role"),
+            &[("csrf", &csrf), ("role", "compliance")],
+        )
+        .await;
+    assert_eq!(granted.status, 303, "{}", granted.text);
+    assert!(f.audit().await.contains(&(
+        format!("console:{ADMIN}"),
+        "console.role".to_owned(),
+        CLERK.to_owned()
+    )));
+    let mut officer = Browser::new(&base);
+    assert_eq!(
+        f.sign_in(&mut officer, CLERK, "/console/alerts")
+            .await
+            .status,
+        200
+    );
+    let all = officer.get("/console/alerts").await;
+    assert!(all.text.contains(&format!("/console/alerts/{south_alert}")));
+    assert!(all.text.contains("合规"));
+    // A forged form (no token) changes no role.
+    let forged = admin
+        .post_form(
+            &format!("/console/members/{SOUTH}/role"),
+            &[("role", "admin")],
+        )
+        .await;
+    assert_eq!(forged.status, 403);
+    assert_eq!(
+        scrm::auth::members::granted(&f.app.db, &crate::common::corp(CORP), SOUTH)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Withdrawing the manager's access ends their session at once and keeps them out.
+    let withdrawn = admin
+        .post_form(
+            &format!("/console/members/{MANAGER}/role"),
+            &[("csrf", &csrf), ("role", "none")],
+        )
+        .await;
+    assert_eq!(withdrawn.status, 303);
+    assert_eq!(manager.get("/console/alerts").await.status, 303);
+    let kept_out = f.sign_in(&mut manager, MANAGER, "/console").await;
+    assert_eq!(kept_out.status, 403);
+    assert!(kept_out.text.contains("管理员已关闭"));
+
+    // The admin ends the salesperson's session from the list.
+    let members = admin.get("/console/members").await;
+    let id = members
+        .text
+        .split("action=\"/console/sessions/")
+        .skip(1)
+        .map(|r| r.split('/').next().unwrap().to_owned())
+        .collect::<Vec<_>>();
+    assert!(!id.is_empty(), "{}", members.text);
+    let before = sales.get("/console/customers").await.status;
+    assert_eq!(before, 200);
+    for id in &id {
+        // Every listed session but the admin's own.
+        let row_owner = members
+            .text
+            .split(&format!("/console/sessions/{id}/end"))
+            .next()
+            .unwrap()
+            .rsplit("<tr>")
+            .next()
+            .unwrap()
+            .to_owned();
+        if row_owner.contains(SOUTH) || row_owner.contains("陈华南") {
+            let ended = admin
+                .post_form(&format!("/console/sessions/{id}/end"), &[("csrf", &csrf)])
+                .await;
+            assert_eq!(ended.status, 303);
+        }
+    }
+    assert_eq!(sales.get("/console/customers").await.status, 303);
+    assert!(f.audit().await.contains(&(
+        format!("console:{ADMIN}"),
+        "console.sessions_revoked".to_owned(),
+        SOUTH.to_owned()
+    )));
+
+    // 退出所有设备: the officer on two browsers; signing out everywhere from one ends both.
+    let mut second = Browser::new(&base);
+    assert_eq!(
+        f.sign_in(&mut second, CLERK, "/console/alerts")
+            .await
+            .status,
+        200
+    );
+    let page = officer.get("/console/alerts").await;
+    let out = officer
+        .post_form("/console/logout/everywhere", &[("csrf", &csrf_of(&page))])
+        .await;
+    assert_eq!(out.status, 303);
+    assert_eq!(second.get("/console/alerts").await.status, 303);
+    assert_eq!(officer.get("/console/alerts").await.status, 303);
+    let audit = f.audit().await;
+    assert!(audit.contains(&(
+        CLERK.to_owned(),
+        "console.logout_everywhere".to_owned(),
+        "console".to_owned()
+    )));
+    for who in [MANAGER, SOUTH, CLERK] {
+        assert!(
+            audit.contains(&(
+                who.to_owned(),
+                "console.login".to_owned(),
+                "console".to_owned()
+            )),
+            "{who}: {audit:?}"
+        );
+    }
+    assert!(audit.contains(&(
+        MANAGER.to_owned(),
+        "console.login_refused".to_owned(),
+        "console".to_owned()
+    )));
+    f.app.stop().await;
+}
