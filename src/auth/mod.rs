@@ -47,6 +47,7 @@ mod tests {
             Action::ReadOperations,
             Action::RetryOutbox,
             Action::ManageQuickReplies,
+            Action::ManageRules,
         ] {
             assert!(admin.require(a).is_ok(), "{a:?}");
         }
@@ -64,6 +65,10 @@ mod tests {
         assert!(compliance.require(Action::ManageQuickReplies).is_err());
         assert!(sales.require(Action::ManageQuickReplies).is_err());
         assert_eq!(Role::who_may(Action::ManageQuickReplies), "admin");
+        // The content rules are compliance's to keep, with the admins; never a salesperson's.
+        assert!(compliance.require(Action::ManageRules).is_ok());
+        assert!(sales.require(Action::ManageRules).is_err());
+        assert_eq!(Role::who_may(Action::ManageRules), "admin, compliance");
     }
 
     #[test]

@@ -32,7 +32,12 @@ impl Role {
             Self::Admin => true,
             Self::Compliance => matches!(
                 action,
-                ReadCustomers | ReadOperations | ReadAlerts | HandleAlerts | ReadArchive
+                ReadCustomers
+                    | ReadOperations
+                    | ReadAlerts
+                    | HandleAlerts
+                    | ReadArchive
+                    | ManageRules
             ),
             Self::Sales => matches!(action, ReadCustomers | EditCustomers),
         }
@@ -94,6 +99,9 @@ pub enum Action {
     ManageTransfers,
     /// Create, rename, reorder and delete quick-reply folders and snippets (话术库).
     ManageQuickReplies,
+    /// Edit the corp's content-rule library, revert it, start a retroactive scan with it, and set
+    /// who is told of each category's alerts (规则).
+    ManageRules,
 }
 
 /// Who is calling: from an API key now, from a WeCom-login session later.
