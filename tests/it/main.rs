@@ -22,6 +22,7 @@ mod callback;
 mod cli;
 mod cli_record;
 mod console;
+mod console_rules;
 mod contacts;
 mod coord;
 mod durability;
