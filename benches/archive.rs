@@ -89,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
     db.migrate().await?;
     let wecom = Wecom::new(&config, Arc::new(MemoryCoordinator::new()))?;
     let rules = Arc::new(scrm::domain::scan::RuleLibrary::default_library());
+    let rules = scrm::domain::rule_book::RuleBook::new(db.clone(), rules);
     let archive = Archive::new(&config, db.clone(), wecom, rules).expect("archive configured");
     let mut sup = archive.supervisor(CORP).expect("corp");
     // Start the worker, then sample its memory from another thread while it works.

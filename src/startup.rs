@@ -60,7 +60,8 @@ pub async fn serve(
     }
     let db = open_database(&config).await?;
     let (rules, rules_source) = load_rules_with_source(&config)?;
-    let rules = Arc::new(rules);
+    // Each corp's library saved in the console, else this instance's.
+    let rules = crate::domain::rule_book::RuleBook::new(db.clone(), Arc::new(rules));
     if config.corps.is_empty() {
         tracing::warn!(
             "no corp configured: callbacks will answer 404. Add a [[corps]] section with its [[corps.apps]] to scrm.toml (see deploy/scrm.example.toml)"
@@ -249,7 +250,7 @@ fn load_rules_with_source(
 async fn rescan_on_rule_change(
     db: &Db,
     wecom: &Wecom,
-    rules: &Arc<crate::domain::scan::RuleLibrary>,
+    rules: &crate::domain::rule_book::RuleBook,
     source: &str,
     days: u32,
 ) -> anyhow::Result<()> {
@@ -263,11 +264,15 @@ async fn rescan_on_rule_change(
             continue;
         }
         let now = crate::platform::db::now_ms();
-        if old.is_some() && days > 0 {
+        // A corp with a library of its own (规则 page) does not scan with the instance's.
+        let own = crate::domain::rule_book::newest_version(db, &corp)
+            .await?
+            .is_some();
+        if old.is_some() && days > 0 && !own {
             let since = now.saturating_sub(i64::from(days) * 86_400_000);
             let job = crate::app::rescan::start(db, &corp, since).await?;
             tracing::info!(corp_id = %corp, job_id = job, days, "rule library changed: scanning stored messages again");
-            let (db, wecom, rules) = (db.clone(), wecom.clone(), Arc::clone(rules));
+            let (db, wecom, rules) = (db.clone(), wecom.clone(), rules.clone());
             let owner = format!("start:{}", crate::pipeline::worker::instance_owner());
             tokio::spawn(async move {
                 if let Err(e) = crate::app::rescan::run(&db, &wecom, &rules, job, &owner).await {

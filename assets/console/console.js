@@ -38,3 +38,29 @@
   }
   setTimeout(poll, 1000);
 })();
+
+// 规则: a retroactive scan's progress, followed while it runs.
+(function () {
+  'use strict';
+  var job = document.querySelector('[data-rescan]');
+  if (!job || job.getAttribute('data-running') !== 'true') { return; }
+  var url = job.getAttribute('data-rescan');
+  function set(name, value) {
+    var el = job.querySelector('[data-rescan-' + name + ']');
+    if (el) { el.textContent = value; }
+  }
+  function poll() {
+    fetch(url, { credentials: 'same-origin', headers: { Accept: 'application/json' } })
+      .then(function (r) { if (!r.ok) { throw new Error(String(r.status)); } return r.json(); })
+      .then(function (p) {
+        set('state', p.label);
+        set('done', p.done);
+        set('total', p.total);
+        set('outcome', p.outcome);
+        var state = job.querySelector('[data-rescan-state]');
+        if (state) { state.className = 'state st-' + p.state; }
+        if (p.state === 'queued' || p.state === 'running') { setTimeout(poll, 2000); }
+      }, function () { setTimeout(poll, 5000); });
+  }
+  setTimeout(poll, 1000);
+})();

@@ -19,6 +19,7 @@ use crate::domain::customers::{
     self, EndReason, RelationChange, RelationKey, RelationStatus, Source,
 };
 use crate::domain::group_chats::ChatSnapshot;
+use crate::domain::rule_book::RuleBook;
 use crate::domain::scan::RuleLibrary;
 use crate::domain::{group_chats, staff};
 use crate::pipeline::inbox::ClaimedEvent;
@@ -33,7 +34,7 @@ pub struct EventProcessor {
     db: Db,
     wecom: Wecom,
     reminders: ReminderSettings,
-    rules: Arc<RuleLibrary>,
+    rules: RuleBook,
     archive: Option<Arc<crate::app::archive_pull::Archive>>,
 }
 
@@ -42,10 +43,10 @@ impl EventProcessor {
     /// reminders of `[reminders]`.
     pub fn new(db: Db, wecom: Wecom) -> Self {
         Self {
+            rules: RuleBook::new(db.clone(), Arc::new(RuleLibrary::default_library())),
             db,
             wecom,
             reminders: ReminderSettings::default(),
-            rules: Arc::new(RuleLibrary::default_library()),
             archive: None,
         }
     }
@@ -56,8 +57,9 @@ impl EventProcessor {
         self
     }
 
-    /// The same, scanning app messages with `rules` instead of the bundled library.
-    pub fn with_rules(mut self, rules: Arc<RuleLibrary>) -> Self {
+    /// The same, scanning app messages with each corp's library of `rules` instead of the
+    /// bundled one.
+    pub fn with_rules(mut self, rules: RuleBook) -> Self {
         self.rules = rules;
         self
     }
@@ -441,7 +443,8 @@ impl Ctx<'_> {
             self.source_label(),
             self.event_ms,
         );
-        crate::domain::alerts::scan_message(self.db(), alerts, &self.p.rules, &message, now_ms())
+        let library = self.p.rules.lookup(self.corp.as_str()).await?;
+        crate::domain::alerts::scan_message(self.db(), alerts, &library, &message, now_ms())
             .await?;
         Ok(())
     }

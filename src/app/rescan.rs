@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use wecom_sdk::event::{AppMessage, CallbackEvent};
 
 use crate::domain::alerts::{Scanned, scan_message};
-use crate::domain::scan::RuleLibrary;
+use crate::domain::rule_book::RuleBook;
 use crate::on_db;
 use crate::pipeline::jobs;
 use crate::platform::db::{Db, StoreError};
@@ -34,7 +34,7 @@ struct Cursor {
 }
 
 /// What a finished scan did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RescanSummary {
     /// Messages scanned.
     pub messages: i64,
@@ -78,12 +78,51 @@ pub async fn start(db: &Db, corp: &str, since_ms: i64) -> Result<i64, StoreError
     Ok(id)
 }
 
-/// Works job `id` to the end as `owner`, resuming from its checkpoint.
+/// [`start`], recorded in the audit log as `action` by `actor` (the console's 规则 page).
+pub async fn start_audited(
+    db: &Db,
+    corp: &str,
+    since_ms: i64,
+    actor: &str,
+    action: &str,
+    now_ms: i64,
+) -> Result<i64, StoreError> {
+    let id = start(db, corp, since_ms).await?;
+    let mut tx = db.begin().await?;
+    crate::auth::audit(
+        &mut tx,
+        corp,
+        actor,
+        action,
+        &format!("job:{id}"),
+        &serde_json::json!({ "since_ms": since_ms }),
+        now_ms,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// Works job `id` in the background as `owner`, logging how it ended (the API's and the
+/// console's rescans: the request answers at once, the job's progress is in `jobs`).
+pub fn spawn(db: Db, wecom: Wecom, rules: RuleBook, id: i64, owner: String) {
+    tokio::spawn(async move {
+        match run(&db, &wecom, &rules, id, &owner).await {
+            Ok(summary) => tracing::info!(job_id = id, ?summary, "retroactive scan done"),
+            Err(e) => {
+                tracing::warn!(job_id = id, error = %e, "retroactive scan stopped; it resumes when started again")
+            }
+        }
+    });
+}
+
+/// Works job `id` to the end as `owner`, resuming from its checkpoint, with the library in force
+/// for the job's corp when it starts.
 #[tracing::instrument(name = "rescan", skip_all, fields(job_id = id))]
 pub async fn run(
     db: &Db,
     wecom: &Wecom,
-    library: &RuleLibrary,
+    rules: &RuleBook,
     id: i64,
     owner: &str,
 ) -> Result<RescanSummary, RescanError> {
@@ -98,6 +137,8 @@ pub async fn run(
     if !jobs::claim(db, id, owner, LEASE_MS).await? {
         return Err(RescanError::Busy(id));
     }
+    let library = rules.lookup(&corp).await?;
+    let library = &*library;
     let mut cursor: Cursor = serde_json::from_str(&job.cursor).unwrap_or_default();
     let total: i64 = on_db!(db, |pool| sqlx::query_scalar(TOTAL)
         .bind(&corp)

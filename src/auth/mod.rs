@@ -51,6 +51,7 @@ mod tests {
             Action::ReadOperations,
             Action::RetryOutbox,
             Action::ManageQuickReplies,
+            Action::ManageRules,
         ] {
             assert!(admin.require(a).is_ok(), "{a:?}");
         }
@@ -68,6 +69,10 @@ mod tests {
         assert!(compliance.require(Action::ManageQuickReplies).is_err());
         assert!(sales.require(Action::ManageQuickReplies).is_err());
         assert_eq!(Role::who_may(Action::ManageQuickReplies), "admin");
+        // The content rules are compliance's to keep, with the admins; never a salesperson's.
+        assert!(compliance.require(Action::ManageRules).is_ok());
+        assert!(sales.require(Action::ManageRules).is_err());
+        assert_eq!(Role::who_may(Action::ManageRules), "admin, compliance");
     }
 
     #[test]

@@ -36,7 +36,12 @@ impl Role {
             Self::Admin => true,
             Self::Compliance => matches!(
                 action,
-                ReadCustomers | ReadOperations | ReadAlerts | HandleAlerts | ReadArchive
+                ReadCustomers
+                    | ReadOperations
+                    | ReadAlerts
+                    | HandleAlerts
+                    | ReadArchive
+                    | ManageRules
             ),
             Self::Manager => matches!(
                 action,
@@ -108,6 +113,9 @@ pub enum Action {
     ManageTransfers,
     /// Create, rename, reorder and delete quick-reply folders and snippets (话术库).
     ManageQuickReplies,
+    /// Edit the corp's content-rule library, revert it, start a retroactive scan with it, and set
+    /// who is told of each category's alerts (规则).
+    ManageRules,
 }
 
 /// Who is calling: from an API key now, from a WeCom-login session later.

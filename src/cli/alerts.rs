@@ -85,7 +85,10 @@ pub async fn run(config: &Config, command: AlertsCommand) -> anyhow::Result<i32>
             if !(1..=365).contains(&days) {
                 anyhow::bail!("--days must be between 1 and 365");
             }
-            let rules = startup::load_rules(config)?;
+            let rules = crate::domain::rule_book::RuleBook::new(
+                db.clone(),
+                std::sync::Arc::new(startup::load_rules(config)?),
+            );
             let coord = coord::connect(config.redis_url.as_deref())
                 .await
                 .context("cannot reach the coordination store (SCRM_REDIS_URL)")?;

@@ -169,7 +169,8 @@ async fn open(
 ) -> anyhow::Result<(Archive, archive_pull::supervisor::Supervisor)> {
     let coord = coord::connect(config.redis_url.as_deref()).await?;
     let wecom = Wecom::new(config, coord).context("cannot build the WeCom API client")?;
-    let rules = Arc::new(startup::load_rules(config)?);
+    let rules =
+        crate::domain::rule_book::RuleBook::new(db.clone(), Arc::new(startup::load_rules(config)?));
     let archive = Archive::new(config, db.clone(), wecom, rules).context(
         "the chat archive is not configured: set [archive] library and the corp's [corps.archive]",
     )?;

@@ -7,6 +7,7 @@ pub mod customers;
 pub mod followup;
 pub mod group_chats;
 pub mod quick_replies;
+pub mod rule_book;
 pub mod scan;
 pub mod settings;
 pub mod staff;

@@ -39,8 +39,8 @@ pub struct AppState {
     pub wecom: Wecom,
     /// The configuration in force.
     pub config: Arc<Config>,
-    /// The content rules (retroactive scans started through the API use them).
-    pub rules: Arc<crate::domain::scan::RuleLibrary>,
+    /// Each corp's content rules (retroactive scans and the console's 规则 page use them).
+    pub rules: crate::domain::rule_book::RuleBook,
     /// Shared buckets (per-key request rates, the tag-library refresh), across instances.
     pub coord: Arc<dyn wecom_sdk::Coordinator>,
 }

@@ -705,6 +705,8 @@ async fn a_retroactive_scan_finds_old_messages_once(backend: Backend) {
         std::sync::Arc::new(wecom_sdk::MemoryCoordinator::new()),
     )
     .unwrap();
+    let library =
+        scrm::domain::rule_book::RuleBook::new(f.app.db.clone(), std::sync::Arc::new(library));
     let job = scrm::app::rescan::start(&f.app.db, CORP, 0).await.unwrap();
     let summary = scrm::app::rescan::run(&f.app.db, &wecom, &library, job, "t1")
         .await

@@ -23,6 +23,7 @@ mod cli;
 mod cli_record;
 mod console;
 mod console_members;
+mod console_rules;
 mod contacts;
 mod coord;
 mod durability;

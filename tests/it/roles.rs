@@ -278,6 +278,8 @@ async fn fingerprint(db: &Db) -> BTreeMap<&'static str, i64> {
             "SELECT COUNT(*) FROM quick_reply_folder",
         ),
         ("quick_reply", "SELECT COUNT(*) FROM quick_reply"),
+        ("rule_library", "SELECT COUNT(*) FROM rule_library"),
+        ("rule_recipient", "SELECT COUNT(*) FROM rule_recipient"),
         (
             "quick_reply uses",
             "SELECT CAST(COALESCE(SUM(use_count), 0) AS BIGINT) FROM quick_reply",

@@ -29,6 +29,7 @@ use tokio::sync::Notify;
 
 use crate::domain::archive::proto::{Reply, Request};
 use crate::domain::archive::store;
+use crate::domain::rule_book::RuleBook;
 use crate::domain::scan::RuleLibrary;
 use crate::platform::config::{ArchiveSettings, Config, CorpArchive};
 use crate::platform::coord::LeaderLock;
@@ -40,7 +41,7 @@ use supervisor::{CallError, Supervisor, WorkerSpec};
 pub struct Archive {
     db: Db,
     wecom: Wecom,
-    rules: Arc<RuleLibrary>,
+    rules: RuleBook,
     settings: ArchiveSettings,
     corps: Vec<(String, CorpArchive)>,
     wakers: HashMap<String, Arc<Notify>>,
@@ -97,8 +98,9 @@ pub struct PullReport {
 }
 
 impl Archive {
-    /// The archive for `config`: `None` when no library is configured or no corp uses it.
-    pub fn new(config: &Config, db: Db, wecom: Wecom, rules: Arc<RuleLibrary>) -> Option<Self> {
+    /// The archive for `config`, scanning with each corp's library of `rules`: `None` when no
+    /// library is configured or no corp uses it.
+    pub fn new(config: &Config, db: Db, wecom: Wecom, rules: RuleBook) -> Option<Self> {
         config.archive.library.as_ref()?;
         let corps: Vec<(String, CorpArchive)> = config
             .corps
@@ -278,7 +280,8 @@ impl Archive {
 
     /// Scans stored messages not scanned yet (new ones, and any left by a crash).
     pub async fn scan_pending(&self, corp_id: &str) -> Result<u64, StoreError> {
-        scan_pending(&self.db, &self.wecom, &self.rules, corp_id).await
+        let library = self.rules.lookup(corp_id).await?;
+        scan_pending(&self.db, &self.wecom, &library, corp_id).await
     }
 
     /// Tries the recorded undecryptable records again with the worker's keys.

@@ -272,7 +272,14 @@ pub async fn raise(
             customer.as_deref(),
         );
         let reason = "created";
-        let mut to = recipients(&mut tx, ctx, s.kind, evidence.staff_user_id).await?;
+        let mut to = recipients(
+            &mut tx,
+            ctx,
+            s.kind,
+            s.category.as_deref(),
+            evidence.staff_user_id,
+        )
+        .await?;
         if let Trigger::Content { recipients, .. } | Trigger::ArchiveStalled { recipients, .. } =
             trigger
         {

@@ -3,12 +3,14 @@
 
 use super::*;
 
-/// Who hears of an alert of `kind` about `staff`: the corp's compliance recipients and the staff
-/// member's manager; for a customer loss, the staff member themself.
+/// Who hears of an alert of `kind` about `staff`: the corp's compliance recipients, for a content
+/// alert the recipients the corp set for its `category` (规则 page), and the staff member's
+/// manager; for a customer loss, the staff member themself.
 pub(super) async fn recipients(
     tx: &mut Tx,
     ctx: Ctx<'_>,
     kind: Kind,
+    category: Option<&str>,
     staff: &str,
 ) -> Result<Vec<String>, StoreError> {
     let mut to: Vec<String> = Vec::new();
@@ -19,6 +21,18 @@ pub(super) async fn recipients(
         return Ok(to);
     }
     to.extend(ctx.corp.alert_recipients.iter().cloned());
+    if kind == Kind::Content
+        && let Some(category) = category
+    {
+        to.extend(
+            crate::domain::rule_book::category_recipients_in(
+                tx,
+                ctx.corp.corp_id.as_str(),
+                category,
+            )
+            .await?,
+        );
+    }
     if ctx.settings.notify_manager {
         to.extend(managers(tx, &ctx.corp.corp_id, staff).await?);
     }
@@ -184,7 +198,7 @@ pub(super) async fn escalate(
         &description,
         format!("{}/console/alerts/{alert_id}", ctx.settings.console_url),
     );
-    let to = recipients(tx, ctx, Kind::MassDeletion, evidence.staff_user_id).await?;
+    let to = recipients(tx, ctx, Kind::MassDeletion, None, evidence.staff_user_id).await?;
     notify(
         tx,
         evidence.corp_id,

@@ -219,6 +219,8 @@ pub struct RuleLibrary {
 
 #[derive(Debug, Default)]
 struct Compiled {
+    /// The TOML it was compiled from.
+    source: String,
     rules: Vec<Rule>,
     sender_mask: Vec<u8>,
     automaton: Option<AhoCorasick>,
@@ -582,7 +584,13 @@ impl RuleLibrary {
             c.entries.extend(list);
             c.ranges.push((start, to_u32(c.entries.len())));
         }
+        c.source = text.to_owned();
         Ok(Self { inner: Arc::new(c) })
+    }
+
+    /// The TOML text the library was compiled from (empty for the empty default).
+    pub fn source(&self) -> &str {
+        &self.inner.source
     }
 
     /// The TOML text of the bundled default library.

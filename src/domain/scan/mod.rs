@@ -14,7 +14,12 @@
 //!
 //! A phrase split across the previous message and this one matches too (`prev` is scanned
 //! joined to `text`; hits only in `prev` are not reported again).
+//!
+//! [`check`] explains one decision and [`eval`] measures a library on the labeled set: both are
+//! shared by `scrm rules check|eval` and the console's 规则 page.
 
+pub mod check;
+pub mod eval;
 pub mod library;
 pub mod normalize;
 pub mod patterns;

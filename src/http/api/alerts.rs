@@ -298,16 +298,13 @@ async fn rescan(
     }
     let since = now_ms().saturating_sub(days.saturating_mul(86_400_000));
     let job_id = crate::app::rescan::start(&state.db, who.corp_id.as_str(), since).await?;
-    let (db, wecom, rules) = (state.db.clone(), state.wecom.clone(), state.rules.clone());
-    let owner = format!("api:{}", crate::pipeline::worker::instance_owner());
-    tokio::spawn(async move {
-        match crate::app::rescan::run(&db, &wecom, &rules, job_id, &owner).await {
-            Ok(summary) => tracing::info!(job_id, ?summary, "retroactive scan done"),
-            Err(e) => {
-                tracing::warn!(job_id, error = %e, "retroactive scan stopped; it resumes when started again")
-            }
-        }
-    });
+    crate::app::rescan::spawn(
+        state.db.clone(),
+        state.wecom.clone(),
+        state.rules.clone(),
+        job_id,
+        format!("api:{}", crate::pipeline::worker::instance_owner()),
+    );
     super::accepted(json!({"job_id": job_id}))
 }
 

@@ -8,6 +8,7 @@
 mod customer_pages;
 mod members;
 mod replies;
+mod rules;
 mod settings;
 mod tag_pages;
 mod transfers;
@@ -82,6 +83,20 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/console/transfers/{id}", get(transfers::job))
         .route("/console/transfers/{id}/progress", get(transfers::progress))
         .route("/console/transfers/{id}/{action}", post(transfers::act))
+        .route("/console/rules", get(rules::page))
+        .route("/console/rules/try", post(rules::try_it))
+        .route("/console/rules/save", post(rules::save))
+        .route(
+            "/console/rules/versions/{version}",
+            get(rules::version_page),
+        )
+        .route(
+            "/console/rules/versions/{version}/revert",
+            post(rules::revert),
+        )
+        .route("/console/rules/rescan", post(rules::rescan))
+        .route("/console/rules/rescan/{id}", get(rules::rescan_status))
+        .route("/console/rules/recipients", post(rules::recipients))
         .route("/console/replies", get(replies::page))
         .route("/console/replies/folders", post(replies::create_folder))
         .route(

@@ -25,11 +25,12 @@ pub(super) struct Chrome {
 }
 
 /// The pages of the console, with the action that lets a role see each.
-const PAGES: [(&str, &str, Action); 9] = [
+const PAGES: [(&str, &str, Action); 10] = [
     ("/console", "概览", Action::ReadOperations),
     ("/console/alerts", "告警", Action::ReadAlerts),
     ("/console/customers", "客户", Action::ReadCustomers),
     ("/console/tags", "标签", Action::ReadCustomers),
+    ("/console/rules", "规则", Action::ManageRules),
     ("/console/transfers", "离职继承", Action::ReadOperations),
     ("/console/replies", "话术库", Action::ReadCustomers),
     ("/console/audit", "审计日志", Action::ReadOperations),
