@@ -10,6 +10,7 @@
 //! - [`session`]: web sessions (the sidebar through WeCom, the console through an account or
 //!   WeCom's web login);
 //! - [`members`]: which members may use the console, as what;
+//! - [`team`]: a manager's team, from the directory;
 //! - [`account`]: the console's own accounts.
 
 pub mod account;
@@ -18,6 +19,7 @@ pub mod audit;
 pub mod members;
 pub mod policy;
 pub mod session;
+pub mod team;
 
 pub use api_key::{ApiKeyInfo, authenticate, create_key, list_keys, revoke_key};
 pub use audit::{AuditEntry, audit, audit_entries, note_request_key, with_request_key};

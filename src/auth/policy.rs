@@ -204,7 +204,7 @@ impl Principal {
             Role::Admin | Role::Compliance => Ok(None),
             Role::Sales => Ok(Some(if own.is_empty() { vec![] } else { vec![own] })),
             Role::Manager if own.is_empty() => Ok(Some(vec![])),
-            Role::Manager => crate::domain::staff::team_of(db, &self.corp_id, &own)
+            Role::Manager => super::team::team_of(db, &self.corp_id, &own)
                 .await
                 .map(Some),
         }
@@ -221,9 +221,14 @@ impl Principal {
         self.require(action)?;
         if self.role == Role::Manager {
             let team = self.team(db).await?.unwrap_or_default();
-            let followers =
-                crate::domain::customers::active_followers(db, &self.corp_id, external_user_id)
-                    .await?;
+            const FOLLOWERS: &str = "SELECT user_id FROM follow_relation WHERE corp_id = $1 \
+                AND external_user_id = $2 AND status = 'active'";
+            let followers: Vec<String> = on_db!(db, |pool| sqlx::query_scalar(FOLLOWERS)
+                .bind(self.corp_id.as_str())
+                .bind(external_user_id.as_str())
+                .fetch_all(pool)
+                .await)
+            .map_err(StoreError::from)?;
             return if followers.iter().any(|f| team.contains(f)) {
                 Ok(())
             } else {

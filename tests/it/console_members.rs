@@ -5,8 +5,8 @@
 //! (each change audited, the member's sessions ended), ends sessions one by one, and filters the
 //! alerts by department; "退出所有设备" ends every session of the person.
 
-use scrm::auth::Role;
 use scrm::auth::account;
+use scrm::auth::{Action, Role};
 use scrm::domain::alerts::{self, AlertFilter};
 use scrm::domain::staff::{self, StaffUpdate};
 use scrm::platform::db::now_ms;
@@ -533,5 +533,255 @@ async fn members_sign_in_with_wecom_and_reach_what_their_role_allows(backend: Ba
         "console.login_refused".to_owned(),
         "console".to_owned()
     )));
+    f.app.stop().await;
+}
+
+both_backends!(every_console_route_refuses_the_roles_that_may_not);
+
+/// Routes anyone may reach (signing in and out, the assets).
+const PUBLIC: [&str; 6] = [
+    "/console/login",
+    "/console/login/wecom",
+    "/console/login/wecom/return",
+    "/console/logout",
+    "/console/logout/everywhere",
+    "/console/assets/{name}",
+];
+
+/// Every console route with the action its role must allow, as the router in
+/// `src/http/console/mod.rs` lists them (the test reads it, so a new route without a line here
+/// fails).
+const MATRIX: [(&str, &str, Action); 41] = [
+    ("GET", "/console", Action::ReadOperations),
+    ("GET", "/console/alerts", Action::ReadAlerts),
+    ("GET", "/console/alerts.csv", Action::ReadAlerts),
+    ("POST", "/console/alerts/bulk", Action::HandleAlerts),
+    ("GET", "/console/alerts/{id}", Action::ReadAlerts),
+    ("POST", "/console/alerts/{id}/step", Action::HandleAlerts),
+    ("GET", "/console/customers", Action::ReadCustomers),
+    ("GET", "/console/customers/{ext}", Action::ReadCustomers),
+    ("GET", "/console/tags", Action::ReadCustomers),
+    ("POST", "/console/tags/groups", Action::ManageTags),
+    ("POST", "/console/tags/groups/{id}/tags", Action::ManageTags),
+    (
+        "POST",
+        "/console/tags/groups/{id}/delete",
+        Action::ManageTags,
+    ),
+    ("POST", "/console/tags/{id}/delete", Action::ManageTags),
+    ("GET", "/console/rules", Action::ManageRules),
+    ("POST", "/console/rules/try", Action::ManageRules),
+    ("POST", "/console/rules/save", Action::ManageRules),
+    (
+        "GET",
+        "/console/rules/versions/{version}",
+        Action::ManageRules,
+    ),
+    (
+        "POST",
+        "/console/rules/versions/{version}/revert",
+        Action::ManageRules,
+    ),
+    ("POST", "/console/rules/rescan", Action::ManageRules),
+    ("GET", "/console/rules/rescan/{id}", Action::ManageRules),
+    ("POST", "/console/rules/recipients", Action::ManageRules),
+    ("GET", "/console/transfers", Action::ReadOperations),
+    ("GET", "/console/transfers/new", Action::ManageTransfers),
+    ("POST", "/console/transfers/plan", Action::ManageTransfers),
+    ("GET", "/console/transfers/{id}", Action::ReadOperations),
+    (
+        "GET",
+        "/console/transfers/{id}/progress",
+        Action::ReadOperations,
+    ),
+    (
+        "POST",
+        "/console/transfers/{id}/{action}",
+        Action::ManageTransfers,
+    ),
+    ("GET", "/console/replies", Action::ReadCustomers),
+    (
+        "POST",
+        "/console/replies/folders",
+        Action::ManageQuickReplies,
+    ),
+    (
+        "POST",
+        "/console/replies/folders/{id}/delete",
+        Action::ManageQuickReplies,
+    ),
+    (
+        "POST",
+        "/console/replies/snippets",
+        Action::ManageQuickReplies,
+    ),
+    (
+        "POST",
+        "/console/replies/snippets/{id}",
+        Action::ManageQuickReplies,
+    ),
+    (
+        "POST",
+        "/console/replies/snippets/{id}/delete",
+        Action::ManageQuickReplies,
+    ),
+    ("GET", "/console/members", Action::ManageSettings),
+    (
+        "POST",
+        "/console/members/{user}/role",
+        Action::ManageSettings,
+    ),
+    (
+        "POST",
+        "/console/members/{user}/sessions/end",
+        Action::ManageSettings,
+    ),
+    ("POST", "/console/sessions/{id}/end", Action::ManageSettings),
+    ("GET", "/console/settings", Action::ReadOperations),
+    ("POST", "/console/settings/selftest", Action::ManageSettings),
+    ("GET", "/console/audit", Action::ReadOperations),
+    ("GET", "/console/audit.csv", Action::ReadOperations),
+];
+
+/// `(method, path)` of every route `router()` in the console's source registers.
+fn routes_in_source() -> Vec<(String, String)> {
+    let src = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/http/console/mod.rs"
+    ))
+    .unwrap();
+    let body = src
+        .split("pub(crate) fn router()")
+        .nth(1)
+        .unwrap()
+        .split("\n}\n")
+        .next()
+        .unwrap();
+    let mut out = Vec::new();
+    for piece in body.split(".route(").skip(1) {
+        let path = piece.split('"').nth(1).unwrap().to_owned();
+        let handlers = piece.split_once(',').unwrap().1;
+        let handlers = handlers.split(")\n").next().unwrap();
+        for (method, call) in [("GET", "get("), ("POST", "post(")] {
+            if handlers.contains(call) {
+                out.push((method.to_owned(), path.clone()));
+            }
+        }
+    }
+    out
+}
+
+fn filled(path: &str) -> String {
+    path.replace("{id}", "999999")
+        .replace("{ext}", "wmNOBODY")
+        .replace("{user}", "nobody")
+        .replace("{version}", "999")
+        .replace("{action}", "start")
+}
+
+async fn every_console_route_refuses_the_roles_that_may_not(backend: Backend) {
+    let f = fixture(backend).await;
+    let base = f.app.server.base_url.clone();
+    let corp = crate::common::corp(CORP);
+
+    let listed: Vec<(String, String)> = MATRIX
+        .iter()
+        .map(|(m, p, _)| ((*m).to_owned(), (*p).to_owned()))
+        .collect();
+    let in_source = routes_in_source();
+    assert!(in_source.len() > 40, "{in_source:?}");
+    for route in &in_source {
+        assert!(
+            listed.contains(route) || PUBLIC.contains(&route.1.as_str()),
+            "{route:?} is not in the console's role matrix"
+        );
+    }
+
+    // One session per role: accounts for admin and compliance, members for manager and sales.
+    account::create(
+        &f.app.db,
+        &corp,
+        "officer",
+        PASSWORD,
+        Role::Compliance,
+        "test",
+        now_ms(),
+    )
+    .await
+    .unwrap();
+    let mut sessions = Vec::new();
+    for role in Role::ALL {
+        let created = match role {
+            Role::Admin | Role::Compliance => {
+                let name = if role == Role::Admin {
+                    ADMIN
+                } else {
+                    "officer"
+                };
+                let a = account::get(&f.app.db, name).await.unwrap().unwrap();
+                scrm::auth::session::create(
+                    &f.app.db,
+                    &corp,
+                    scrm::auth::session::SignIn::Account(&a),
+                    now_ms(),
+                )
+                .await
+            }
+            Role::Manager | Role::Sales => {
+                let user = wecom_sdk::UserId::try_from(if role == Role::Manager {
+                    MANAGER
+                } else {
+                    SOUTH
+                })
+                .unwrap();
+                scrm::auth::session::create(
+                    &f.app.db,
+                    &corp,
+                    scrm::auth::session::SignIn::Member(&user, role),
+                    now_ms(),
+                )
+                .await
+            }
+        };
+        let (token, session) = created.unwrap();
+        assert_eq!(session.principal.role, role);
+        let mut browser = Browser::new(&base);
+        browser.cookies.insert("scrm_console".to_owned(), token);
+        sessions.push((role, browser, session.csrf_token));
+    }
+
+    let mut checked = 0;
+    for (method, path, action) in MATRIX {
+        for (role, browser, csrf) in &mut sessions {
+            let url = filled(path);
+            let answer = if method == "GET" {
+                browser.get(&url).await
+            } else {
+                browser.post_form(&url, &[("csrf", csrf.as_str())]).await
+            };
+            // Refused for the role (a refusal for the data scope, a customer not of the team, is not this).
+            let refused = answer.status == 403 && answer.text.contains("不能使用这个页面");
+            if role.may(action) {
+                assert!(
+                    !refused && answer.status < 500,
+                    "{method} {path} as {role:?}: {} {}",
+                    answer.status,
+                    answer.text
+                );
+            } else if path == "/console" {
+                // Who may not see the overview starts on a page of their own instead.
+                assert_eq!(answer.status, 303, "{method} {path} as {role:?}");
+                assert_ne!(answer.location.as_deref(), Some("/console"));
+            } else {
+                assert!(
+                    refused,
+                    "{method} {path} as {role:?} must be refused: {} {}",
+                    answer.status, answer.text
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, MATRIX.len() * Role::ALL.len());
     f.app.stop().await;
 }

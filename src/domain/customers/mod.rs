@@ -388,22 +388,6 @@ pub async fn relations_of_customer(
     Ok(rows)
 }
 
-/// The staff members following customer `external_user_id` now.
-pub async fn active_followers(
-    db: &Db,
-    corp_id: &CorpId,
-    external_user_id: &ExternalUserId,
-) -> Result<Vec<String>, StoreError> {
-    const SQL: &str = "SELECT user_id FROM follow_relation WHERE corp_id = $1 \
-        AND external_user_id = $2 AND status = 'active' ORDER BY user_id";
-    let rows = on_db!(db, |pool| sqlx::query_scalar(SQL)
-        .bind(corp_id.as_str())
-        .bind(external_user_id.as_str())
-        .fetch_all(pool)
-        .await)?;
-    Ok(rows)
-}
-
 /// The active relations of every customer who is a member of group chat `chat_id` now (any
 /// staff member's), ordered by customer then staff member.
 pub async fn active_relations_in_chat(

@@ -907,10 +907,7 @@ async fn scoped_alert_filter(
     let mut filter = alert_filter(q, limit);
     let corp = s.principal.corp_id.as_str();
     let department = match q.get("dept").and_then(|d| d.parse::<i64>().ok()) {
-        Some(d) => {
-            let under = crate::domain::staff::departments_under(&state.db, corp, &[d]).await?;
-            Some(crate::domain::staff::members_of(&state.db, corp, &under).await?)
-        }
+        Some(d) => Some(crate::auth::team::members_under(&state.db, corp, &[d]).await?),
         None => None,
     };
     filter.staff_in = match (department, reach(state, s).await?) {
