@@ -32,6 +32,7 @@ both_backends!(
 both_backends!(a_crashing_library_is_replaced_and_no_message_is_skipped);
 both_backends!(a_batch_stored_by_another_puller_changes_nothing);
 both_backends!(a_deletion_alert_links_the_last_archived_messages);
+both_backends!(the_console_shows_the_conversation_around_archived_evidence);
 
 fn fixture(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -955,5 +956,105 @@ async fn a_deletion_alert_links_the_last_archived_messages(backend: Backend) {
             .unwrap()
             .contains(&format!("external_userid={ext}"))
     );
+    app.stop().await;
+}
+
+/// An alert raised by an archived message: on its console page, compliance sees the messages
+/// before and after it in the same chat (not the room's), the hit among them, and the read is in
+/// the archive read log; a salesperson's console session reaches no alert page at all.
+async fn the_console_shows_the_conversation_around_archived_evidence(backend: Backend) {
+    let (app, _media) = spawn(backend, Settings::default()).await;
+    let w = app.wecom();
+    w.archive_text(CORP, STAFF, &[CUSTOMER], "", "您好，这是我们的报价单");
+    w.archive_text(
+        CORP,
+        STAFF,
+        &[CUSTOMER, "lisi"],
+        "wrRoomAAAAAAAAAAAAAAAAAAAAAA01",
+        "群里的另一件事",
+    );
+    w.archive_text(CORP, CUSTOMER, &[STAFF], "", "价格能再低一点吗");
+    let (_, risky) = w.archive_text(
+        CORP,
+        STAFF,
+        &[CUSTOMER],
+        "",
+        "你私 下 转账给我，比走公司便宜",
+    );
+    let (last, _) = w.archive_text(CORP, CUSTOMER, &[STAFF], "", "好的，发我账号");
+    wait_seq(&app, last).await;
+    let db = app.db.clone();
+    let source = format!("archive:{risky}");
+    eventually("the message is evidence of an alert", || {
+        let (db, source) = (db.clone(), source.clone());
+        async move {
+            count(
+                &db,
+                &format!(
+                    "SELECT COUNT(*) FROM alert_evidence WHERE corp_id = $1 AND source_ref = '{source}'"
+                ),
+            )
+            .await
+                == 1
+        }
+    })
+    .await;
+    let alert: i64 = scrm::on_db!(&app.db, |pool| sqlx::query_scalar(
+        "SELECT alert_id FROM alert_evidence WHERE corp_id = $1 AND source_ref = $2"
+    )
+    .bind(CORP)
+    .bind(&source)
+    .fetch_one(pool)
+    .await)
+    .unwrap();
+    let corp = crate::common::corp(CORP);
+    scrm::auth::account::create(
+        &app.db,
+        &corp,
+        "officer",
+        "correct horse battery staple",
+        scrm::auth::Role::Compliance,
+        "test",
+        scrm::platform::db::now_ms(),
+    )
+    .await
+    .unwrap();
+    let mut officer = crate::web_client::Browser::new(&app.server.base_url);
+    let signed = officer
+        .post_form(
+            "/console/login",
+            &[
+                ("username", "officer"),
+                ("password", "correct horse battery staple"),
+                ("next", "/console"),
+            ],
+        )
+        .await;
+    assert_eq!(signed.status, 303, "{}", signed.text);
+    let page = officer.get(&format!("/console/alerts/{alert}")).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    let context = page
+        .text
+        .split("<details class=\"context\">")
+        .nth(1)
+        .expect("the conversation around the evidence")
+        .split("</details>")
+        .next()
+        .unwrap();
+    let before = context.find("价格能再低一点吗").expect("the message before");
+    let hit = context.find("li class=\"from-staff this\"").expect("the hit, marked");
+    let after = context.find("好的，发我账号").expect("the message after");
+    assert!(before < hit && hit < after, "in order: {context}");
+    assert!(context.contains("您好，这是我们的报价单"));
+    assert!(!context.contains("群里的另一件事"), "not the room's");
+    let logged = count(
+        &app.db,
+        &format!(
+            "SELECT COUNT(*) FROM archive_read WHERE corp_id = $1 AND what = 'alert_context' \
+             AND target = '{risky}' AND actor = 'console:officer' AND items = 4"
+        ),
+    )
+    .await;
+    assert_eq!(logged, 1, "the read of the conversation is logged");
     app.stop().await;
 }

@@ -168,6 +168,62 @@ pub async fn messages(
     Ok(rows)
 }
 
+/// The conversation around message `msgid`: up to `around` messages before it and after it in
+/// the same chat (the room, or the staff member's 1:1 chat with the customer), oldest first,
+/// the message itself among them. Logged (`what` = `alert_context`, target = the msgid); empty
+/// when the message is not archived.
+pub async fn around(
+    db: &Db,
+    who: &Reader<'_>,
+    msgid: &str,
+    around: i64,
+) -> Result<Vec<MessageRow>, StoreError> {
+    let find = format!("SELECT {COLUMNS} FROM archive_message WHERE corp_id = $1 AND msgid = $2");
+    let Some(m): Option<MessageRow> =
+        on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(find.as_str()))
+            .bind(who.corp_id)
+            .bind(msgid)
+            .fetch_optional(pool)
+            .await)?
+    else {
+        return Ok(Vec::new());
+    };
+    // The same chat: the room, else the pair (either side may be the sender).
+    let chat = "AND (($3 IS NOT NULL AND room_id = $3) OR ($3 IS NULL AND room_id IS NULL         AND staff_id = $4 AND external_userid = $5))";
+    let side = |cmp: &str, order: &str| {
+        format!(
+            "SELECT {COLUMNS} FROM archive_message WHERE corp_id = $1 {chat}              AND (msg_time_ms {cmp} $2 OR (msg_time_ms = $2 AND id {cmp} $6))              ORDER BY msg_time_ms {order}, id {order} LIMIT $7"
+        )
+    };
+    let mut rows = Vec::new();
+    for (cmp, order) in [("<", "DESC"), (">", "ASC")] {
+        let sql = side(cmp, order);
+        let part: Vec<MessageRow> =
+            on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+                .bind(who.corp_id)
+                .bind(m.msg_time_ms)
+                .bind(m.room_id.as_deref())
+                .bind(m.staff_id.as_deref())
+                .bind(m.external_userid.as_deref())
+                .bind(m.id)
+                .bind(around.clamp(0, 50))
+                .fetch_all(pool)
+                .await)?;
+        rows.extend(part);
+    }
+    rows.push(m);
+    rows.sort_by_key(|r| (r.msg_time_ms, r.id));
+    log(
+        db,
+        who,
+        "alert_context",
+        msgid,
+        i64::try_from(rows.len()).unwrap_or(0),
+    )
+    .await?;
+    Ok(rows)
+}
+
 /// One message by row id (of the reader's corp); logged.
 pub async fn message(db: &Db, who: &Reader<'_>, id: i64) -> Result<Option<MessageRow>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM archive_message WHERE corp_id = $1 AND id = $2");

@@ -702,6 +702,11 @@ async fn logout_everywhere(
 // Overview
 // ---------------------------------------------------------------------------------------------
 
+/// An alert's page shows the conversation around this many archived evidences…
+const CONTEXT_EVIDENCE: usize = 10;
+/// …this many messages before and after each.
+const CONTEXT_MESSAGES: i64 = 3;
+
 /// How many hours the overview's chart covers.
 const CHART_HOURS: i64 = 24;
 /// WeCom keeps archived messages about five days; past this lag the banner turns red.
@@ -1163,17 +1168,50 @@ async fn alert_page(
         .iter()
         .filter(|e| e.source_ref.starts_with("archive:"))
         .count();
+    let reader = crate::domain::archive::read::Reader {
+        actor: s.principal.actor(),
+        role: s.principal.role.as_str(),
+        corp_id: corp.as_str(),
+    };
     crate::domain::archive::read::evidence_shown(
         &state.db,
-        &crate::domain::archive::read::Reader {
-            actor: s.principal.actor(),
-            role: s.principal.role.as_str(),
-            corp_id: corp.as_str(),
-        },
+        &reader,
         id,
         i64::try_from(archived).unwrap_or(i64::MAX),
     )
     .await?;
+    // The conversation around the first archived evidences, for who may read archived chat.
+    let mut contexts = std::collections::HashMap::new();
+    if s.principal.role.may(Action::ReadArchive) {
+        let names = staff_names(&state, &corp).await?;
+        for msgid in evidence
+            .iter()
+            .filter_map(|e| e.source_ref.strip_prefix("archive:"))
+            .take(CONTEXT_EVIDENCE)
+        {
+            let lines = crate::domain::archive::read::around(
+                &state.db,
+                &reader,
+                msgid,
+                CONTEXT_MESSAGES,
+            )
+            .await?
+            .into_iter()
+            .map(|m| views::ContextLine {
+                when: when(m.msg_time_ms),
+                sender: name_of(&names, &m.sender),
+                staff: m.sender_kind == "staff",
+                text: if m.revoked_at_ms.is_some() {
+                    format!("（已撤回）{}", m.text.unwrap_or_default())
+                } else {
+                    m.text.unwrap_or_else(|| format!("[{}]", m.msgtype))
+                },
+                this: m.msgid == msgid,
+            })
+            .collect::<Vec<_>>();
+            contexts.insert(format!("archive:{msgid}"), lines);
+        }
+    }
     let evidence = evidence
         .into_iter()
         .map(|e| {
@@ -1183,6 +1221,7 @@ async fn alert_page(
                 .map(|[a, b]| (a, b))
                 .collect();
             views::EvidenceView {
+                context: contexts.remove(&e.source_ref).unwrap_or_default(),
                 when: when(e.at_ms),
                 source: e.source_ref,
                 customer: e.external_user_id.unwrap_or_default(),

@@ -252,6 +252,17 @@ pub(super) struct EvidenceView {
     pub(super) customer: String,
     pub(super) parts: Vec<Part>,
     pub(super) detail: String,
+    /// The archived messages around it (for roles that may read archived chat).
+    pub(super) context: Vec<ContextLine>,
+}
+
+/// One message of the conversation around an evidence.
+pub(super) struct ContextLine {
+    pub(super) when: String,
+    pub(super) sender: String,
+    pub(super) staff: bool,
+    pub(super) text: String,
+    pub(super) this: bool,
 }
 
 pub(super) struct RelationRow {
