@@ -1041,8 +1041,12 @@ async fn the_console_shows_the_conversation_around_archived_evidence(backend: Ba
         .split("</details>")
         .next()
         .unwrap();
-    let before = context.find("价格能再低一点吗").expect("the message before");
-    let hit = context.find("li class=\"from-staff this\"").expect("the hit, marked");
+    let before = context
+        .find("价格能再低一点吗")
+        .expect("the message before");
+    let hit = context
+        .find("li class=\"from-staff this\"")
+        .expect("the hit, marked");
     let after = context.find("好的，发我账号").expect("the message after");
     assert!(before < hit && hit < after, "in order: {context}");
     assert!(context.contains("您好，这是我们的报价单"));
@@ -1056,5 +1060,10 @@ async fn the_console_shows_the_conversation_around_archived_evidence(backend: Ba
     )
     .await;
     assert_eq!(logged, 1, "the read of the conversation is logged");
+    // The settings show the corp's archive key versions.
+    let settings = officer.get("/console/settings").await;
+    assert_eq!(settings.status, 200);
+    assert!(settings.text.contains("会话存档私钥"));
+    assert!(settings.text.contains("已配置"), "{}", settings.text);
     app.stop().await;
 }

@@ -848,6 +848,15 @@ async fn the_settings_give_the_callback_urls_and_test_them_as_wecom_would(backen
         );
     }
     assert!(page.text.contains("客户联系 → API → 接收事件服务器"));
+    // The values in force, each with the key that changes it; no archive for this corp.
+    for shown in [
+        "提醒与告警",
+        "[alerts] mass_deletion_count",
+        "[reminders] after_add_days",
+        "未启用会话内容存档",
+    ] {
+        assert!(page.text.contains(shown), "{shown}: {}", page.text);
+    }
     let csrf = csrf_of(&page);
     let inbox_before = scrm::pipeline::inbox::count(&f.app.db, Some(CORP))
         .await

@@ -179,12 +179,13 @@ pub async fn around(
     around: i64,
 ) -> Result<Vec<MessageRow>, StoreError> {
     let find = format!("SELECT {COLUMNS} FROM archive_message WHERE corp_id = $1 AND msgid = $2");
-    let Some(m): Option<MessageRow> =
-        on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(find.as_str()))
-            .bind(who.corp_id)
-            .bind(msgid)
-            .fetch_optional(pool)
-            .await)?
+    let Some(m): Option<MessageRow> = on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(
+        find.as_str()
+    ))
+    .bind(who.corp_id)
+    .bind(msgid)
+    .fetch_optional(pool)
+    .await)?
     else {
         return Ok(Vec::new());
     };

@@ -599,6 +599,16 @@ pub async fn count_undecryptable_open(db: &Db, corp_id: &str) -> Result<i64, Sto
         .await)?)
 }
 
+/// Undecryptable records still open, by the `publickey_ver` they were encrypted for.
+pub async fn undecryptable_by_key(db: &Db, corp_id: &str) -> Result<Vec<(i64, i64)>, StoreError> {
+    const SQL: &str = "SELECT publickey_ver, COUNT(*) FROM archive_undecryptable \
+        WHERE corp_id = $1 AND resolved_at_ms IS NULL GROUP BY publickey_ver ORDER BY publickey_ver";
+    Ok(on_db!(db, |pool| sqlx::query_as(SQL)
+        .bind(corp_id)
+        .fetch_all(pool)
+        .await)?)
+}
+
 /// The counts of one corp.
 pub async fn counts(db: &Db, corp_id: &str) -> Result<Counts, StoreError> {
     const SQL: &str = "SELECT \

@@ -1189,26 +1189,22 @@ async fn alert_page(
             .filter_map(|e| e.source_ref.strip_prefix("archive:"))
             .take(CONTEXT_EVIDENCE)
         {
-            let lines = crate::domain::archive::read::around(
-                &state.db,
-                &reader,
-                msgid,
-                CONTEXT_MESSAGES,
-            )
-            .await?
-            .into_iter()
-            .map(|m| views::ContextLine {
-                when: when(m.msg_time_ms),
-                sender: name_of(&names, &m.sender),
-                staff: m.sender_kind == "staff",
-                text: if m.revoked_at_ms.is_some() {
-                    format!("（已撤回）{}", m.text.unwrap_or_default())
-                } else {
-                    m.text.unwrap_or_else(|| format!("[{}]", m.msgtype))
-                },
-                this: m.msgid == msgid,
-            })
-            .collect::<Vec<_>>();
+            let lines =
+                crate::domain::archive::read::around(&state.db, &reader, msgid, CONTEXT_MESSAGES)
+                    .await?
+                    .into_iter()
+                    .map(|m| views::ContextLine {
+                        when: when(m.msg_time_ms),
+                        sender: name_of(&names, &m.sender),
+                        staff: m.sender_kind == "staff",
+                        text: if m.revoked_at_ms.is_some() {
+                            format!("（已撤回）{}", m.text.unwrap_or_default())
+                        } else {
+                            m.text.unwrap_or_else(|| format!("[{}]", m.msgtype))
+                        },
+                        this: m.msgid == msgid,
+                    })
+                    .collect::<Vec<_>>();
             contexts.insert(format!("archive:{msgid}"), lines);
         }
     }

@@ -43,7 +43,7 @@ async fn render_page(
     s: &crate::auth::session::Session,
     test: Option<views::SelftestView>,
     status: StatusCode,
-) -> Response {
+) -> Result<Response, Failure> {
     let corp = &s.principal.corp_id;
     let base = public_base(state);
     let apps = state
@@ -63,7 +63,38 @@ async fn render_page(
             name: a.name.clone(),
         })
         .collect();
+    let keys = match state.config.corps.iter().find(|c| c.corp_id == *corp) {
+        Some(c) => match &c.archive {
+            Some(archive) => {
+                let open =
+                    crate::domain::archive::store::undecryptable_by_key(&state.db, corp.as_str())
+                        .await?;
+                let mut versions: Vec<i64> =
+                    archive.keys.iter().map(|(v, _)| i64::from(*v)).collect();
+                versions.extend(open.iter().map(|(v, _)| *v));
+                versions.sort_unstable();
+                versions.dedup();
+                Some(
+                    versions
+                        .into_iter()
+                        .map(|v| views::KeyRow {
+                            version: v,
+                            configured: archive.keys.iter().any(|(k, _)| i64::from(*k) == v),
+                            undecryptable: open
+                                .iter()
+                                .find(|(k, _)| *k == v)
+                                .map_or(0, |(_, n)| *n),
+                        })
+                        .collect(),
+                )
+            }
+            None => None,
+        },
+        None => None,
+    };
     let page = views::Settings {
+        keys,
+        values: values(state, corp),
         chrome: Chrome::new(&s.principal, &s.csrf_token, "/console/settings", None),
         corp_id: corp.to_string(),
         base_known: base.is_some(),
@@ -71,7 +102,103 @@ async fn render_page(
         apps,
         test,
     };
-    html(status, render(&page))
+    Ok(html(status, render(&page)))
+}
+
+/// The reminder defaults and alert thresholds in force (from scrm.toml), with their keys.
+fn values(state: &AppState, corp: &wecom_sdk::CorpId) -> Vec<views::SettingRow> {
+    let r = &state.config.reminders;
+    let a = &state.config.alerts;
+    let yes = |b: bool| if b { "是" } else { "否" }.to_owned();
+    let minutes = |secs: u64| format!("{} 分钟", secs / 60);
+    let recipients = state
+        .config
+        .corps
+        .iter()
+        .find(|c| c.corp_id == *corp)
+        .map(|c| c.alert_recipients.join("、"))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "（未设置）".to_owned());
+    let row = |group, label, value, key| views::SettingRow {
+        group,
+        label,
+        value,
+        key,
+    };
+    vec![
+        row(
+            "跟进提醒",
+            "添加客户后自动提醒",
+            if r.after_add_days.is_empty() {
+                "不提醒".to_owned()
+            } else {
+                r.after_add_days
+                    .iter()
+                    .map(|d| format!("第 {d} 天"))
+                    .collect::<Vec<_>>()
+                    .join("、")
+            },
+            "[reminders] after_add_days",
+        ),
+        row(
+            "跟进提醒",
+            "每企业每小时最多新建",
+            format!("{} 条", r.max_new_per_corp_per_hour),
+            "[reminders] max_new_per_corp_per_hour",
+        ),
+        row(
+            "告警",
+            "批量删除客户：数量",
+            format!("超过 {} 个", a.mass_deletion_count),
+            "[alerts] mass_deletion_count",
+        ),
+        row(
+            "告警",
+            "批量删除客户：时间窗口",
+            minutes(a.mass_deletion_window_secs),
+            "[alerts] mass_deletion_window_secs",
+        ),
+        row(
+            "告警",
+            "同一成员的新证据并入未处理告警",
+            minutes(a.burst_window_secs),
+            "[alerts] burst_window_secs",
+        ),
+        row(
+            "告警",
+            "拆成两条发送的敏感词也识别（间隔）",
+            format!("{} 秒", a.message_window_secs),
+            "[alerts] message_window_secs",
+        ),
+        row(
+            "告警",
+            "通知成员的上级",
+            yes(a.notify_manager),
+            "[alerts] notify_manager",
+        ),
+        row(
+            "告警",
+            "客户删除成员时提醒成员（流失提醒）",
+            yes(a.notify_customer_loss),
+            "[alerts] notify_customer_loss",
+        ),
+        row(
+            "告警",
+            "合规接收人",
+            recipients,
+            "[[corps]] alert_recipients",
+        ),
+        row(
+            "告警",
+            "规则变更后自动重扫",
+            if a.rescan_days == 0 {
+                "不自动重扫".to_owned()
+            } else {
+                format!("最近 {} 天", a.rescan_days)
+            },
+            "[alerts] rescan_days",
+        ),
+    ]
 }
 
 pub(super) async fn page(
@@ -79,7 +206,7 @@ pub(super) async fn page(
     signed: Signed,
 ) -> Result<Response, Failure> {
     let s = signed.may(Action::ReadOperations)?;
-    Ok(render_page(&state, &s, None, StatusCode::OK).await)
+    render_page(&state, &s, None, StatusCode::OK).await
 }
 
 pub(super) async fn run_selftest(
@@ -142,5 +269,5 @@ pub(super) async fn run_selftest(
             })
             .collect(),
     };
-    Ok(render_page(&state, &s, Some(view), StatusCode::OK).await)
+    render_page(&state, &s, Some(view), StatusCode::OK).await
 }

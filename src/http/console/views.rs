@@ -641,6 +641,24 @@ pub(super) struct Settings {
     pub(super) may_manage: bool,
     pub(super) apps: Vec<AppRow>,
     pub(super) test: Option<SelftestView>,
+    /// `None`: the corp does not use the chat archive.
+    pub(super) keys: Option<Vec<KeyRow>>,
+    pub(super) values: Vec<SettingRow>,
+}
+
+/// A chat-archive private key version and its state.
+pub(super) struct KeyRow {
+    pub(super) version: i64,
+    pub(super) configured: bool,
+    pub(super) undecryptable: i64,
+}
+
+/// One configured value as the settings page lists it.
+pub(super) struct SettingRow {
+    pub(super) group: &'static str,
+    pub(super) label: &'static str,
+    pub(super) value: String,
+    pub(super) key: &'static str,
 }
 
 pub(super) struct TagRow {
