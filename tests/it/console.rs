@@ -976,6 +976,36 @@ async fn an_admin_grows_the_tag_library_through_wecom(backend: Backend) {
         after.text
     );
 
+    // A rename: here at once, and WeCom gets the new name through the outbox.
+    let mid = group
+        .tags
+        .iter()
+        .find(|t| t.name == "中意向")
+        .unwrap()
+        .tag_id
+        .clone();
+    let renamed = admin
+        .post_form(
+            "/console/tags/rename",
+            &[("csrf", &csrf), ("id", &mid), ("name", "一般意向")],
+        )
+        .await;
+    assert_eq!(renamed.status, 303, "{}", renamed.text);
+    crate::emulated::wait_outbox_idle(&f.app.db).await;
+    let edits = f.app.wecom().writes_for("externalcontact/edit_corp_tag");
+    assert_eq!(edits.len(), 1, "{edits:?}");
+    assert_eq!(edits[0].body["id"], mid.as_str());
+    assert_eq!(edits[0].body["name"], "一般意向");
+    let after = admin.get("/console/tags").await;
+    assert!(after.text.contains("一般意向") && !after.text.contains("中意向"));
+    let unknown = admin
+        .post_form(
+            "/console/tags/rename",
+            &[("csrf", &csrf), ("id", "etNoSuchTag"), ("name", "x")],
+        )
+        .await;
+    assert_eq!(unknown.status, 422);
+
     // A name too long is refused before anything is queued; compliance changes nothing.
     let long = "一".repeat(31);
     let refused = admin

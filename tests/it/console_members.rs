@@ -551,7 +551,7 @@ const PUBLIC: [&str; 6] = [
 /// Every console route with the action its role must allow, as the router in
 /// `src/http/console/mod.rs` lists them (the test reads it, so a new route without a line here
 /// fails).
-const MATRIX: [(&str, &str, Action); 41] = [
+const MATRIX: [(&str, &str, Action); 42] = [
     ("GET", "/console", Action::ReadOperations),
     ("GET", "/console/alerts", Action::ReadAlerts),
     ("GET", "/console/alerts.csv", Action::ReadAlerts),
@@ -569,6 +569,7 @@ const MATRIX: [(&str, &str, Action); 41] = [
         Action::ManageTags,
     ),
     ("POST", "/console/tags/{id}/delete", Action::ManageTags),
+    ("POST", "/console/tags/rename", Action::ManageTags),
     ("GET", "/console/rules", Action::ManageRules),
     ("POST", "/console/rules/try", Action::ManageRules),
     ("POST", "/console/rules/save", Action::ManageRules),

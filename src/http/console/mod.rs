@@ -77,6 +77,7 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
             post(tag_pages::delete_group),
         )
         .route("/console/tags/{id}/delete", post(tag_pages::delete_tag))
+        .route("/console/tags/rename", post(tag_pages::rename))
         .route("/console/transfers", get(transfers::list))
         .route("/console/transfers/new", get(transfers::new))
         .route("/console/transfers/plan", post(transfers::plan))

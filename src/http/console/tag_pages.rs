@@ -193,6 +193,44 @@ pub(super) async fn add_tags(
     Ok(see_other("/console/tags?done=1"))
 }
 
+/// `POST /console/tags/rename`: a tag or a group gets a new name, here at once and in WeCom
+/// through the outbox (pending until WeCom has it).
+pub(super) async fn rename(
+    State(state): State<Arc<AppState>>,
+    signed: Signed,
+    form: Form,
+) -> Result<Response, Failure> {
+    let s = signed.may_write(Action::ManageTags, &form)?;
+    let who = &s.principal;
+    let id = form.get("id").unwrap_or("").trim().to_owned();
+    let name = tags::check_name(form.get("name").unwrap_or("")).map_err(Failure::Invalid)?;
+    let corp = who.corp_id.as_str();
+    let known = tags::is_group(&state.db, corp, &id).await?
+        || tags::get_tag(&state.db, corp, &id)
+            .await?
+            .is_some_and(|t| t.deleted_at_ms.is_none());
+    if id.is_empty() || !known {
+        return Err(Failure::Invalid("标签不存在（可能已删除）".to_owned()));
+    }
+    match tags::edit(
+        &state.db,
+        corp,
+        &id,
+        Some(&name),
+        None,
+        &who.actor(),
+        now_ms(),
+    )
+    .await
+    {
+        Ok(_) => Ok(see_other("/console/tags?done=1")),
+        Err(crate::platform::db::StoreError::NotFound) => {
+            Err(Failure::Invalid("标签不存在（可能已删除）".to_owned()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 pub(super) async fn delete_tag(
     State(state): State<Arc<AppState>>,
     signed: Signed,
