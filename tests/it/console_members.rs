@@ -16,7 +16,10 @@ use crate::common::{Backend, CORP};
 use crate::emulated::{EmulatedApp, Options};
 use crate::web_client::{Answer, Browser};
 
-both_backends!(members_sign_in_with_wecom_and_reach_what_their_role_allows);
+both_backends!(
+    members_sign_in_with_wecom_and_reach_what_their_role_allows,
+    in_the_browser_a_manager_scans_in_and_an_admin_sets_roles,
+);
 
 const ADMIN: &str = "admin";
 const PASSWORD: &str = "correct horse battery staple";
@@ -784,5 +787,59 @@ async fn every_console_route_refuses_the_roles_that_may_not(backend: Backend) {
         }
     }
     assert_eq!(checked, MATRIX.len() * Role::ALL.len());
+    f.app.stop().await;
+}
+
+/// Real Chromium: the department leader clicks 企业微信扫码登录, WeCom (the emulator, with the
+/// leader's phone arranged to confirm) sends the browser back, and the console opens on their
+/// department's alerts; the admin's 成员与权限. Screenshots at 1280×800.
+async fn in_the_browser_a_manager_scans_in_and_an_admin_sets_roles(backend: Backend) {
+    let f = fixture(backend).await;
+    f.deletion_alert(SHANGHAI, "孙总").await;
+    f.deletion_alert(SOUTH, "吴总").await;
+    let base = f.app.server.base_url.clone();
+    let name = |view: &str| format!("console-{view}-{}", backend.name());
+    let browser = crate::webdriver::Browser::start(1280, 800).await;
+    browser.goto(&format!("{base}/console/alerts")).await;
+    browser
+        .wait_for("the sign-in page", "document.querySelector('.sso a')")
+        .await;
+    browser.screenshot(&name("login-wecom")).await;
+    f.scan_with(Some(MANAGER), false);
+    browser.click(".sso a").await;
+    browser
+        .wait_for(
+            "the manager's alerts",
+            "location.pathname === '/console/alerts' && !!document.querySelector('table.list')",
+        )
+        .await;
+    let text = browser.eval("return document.body.innerText;").await;
+    let text = text.as_str().unwrap().to_owned();
+    assert!(text.contains("部门负责人"), "{text}");
+    assert!(text.contains(SHANGHAI) && !text.contains(SOUTH), "{text}");
+    browser.screenshot(&name("manager-alerts")).await;
+    browser
+        .click("button[formaction='/console/logout/everywhere']")
+        .await;
+    browser
+        .wait_for("signed out", "!!document.querySelector('main.login')")
+        .await;
+    browser.type_into("input[name='username']", ADMIN).await;
+    browser.type_into("input[name='password']", PASSWORD).await;
+    browser.click("main.login form button[type='submit']").await;
+    browser
+        .wait_for("the overview", "!!document.querySelector('.tiles')")
+        .await;
+    browser.goto(&format!("{base}/console/members")).await;
+    browser
+        .wait_for(
+            "the members",
+            "!!document.querySelector('table.list select')",
+        )
+        .await;
+    let text = browser.eval("return document.body.innerText;").await;
+    assert!(text.as_str().unwrap().contains("王经理"), "{text}");
+    browser.screenshot(&name("members")).await;
+    browser.quit().await;
     f.app.stop().await;
 }
