@@ -1006,6 +1006,88 @@ async fn an_admin_grows_the_tag_library_through_wecom(backend: Backend) {
         .await;
     assert_eq!(unknown.status, 422);
 
+    // An auto-tagging rule: customers added through the expo's 联系我 get 高意向 in WeCom.
+    let high = group
+        .tags
+        .iter()
+        .find(|t| t.name == "高意向")
+        .unwrap()
+        .tag_id
+        .clone();
+    assert!(after.text.contains("还没有自动打标签规则"));
+    let ruled = admin
+        .post_form(
+            "/console/tags/rules",
+            &[
+                ("csrf", &csrf),
+                ("name", "展会渠道"),
+                ("trigger", "channel"),
+                ("patterns", "expo*"),
+                ("tag", &high),
+            ],
+        )
+        .await;
+    assert_eq!(ruled.status, 303, "{}", ruled.text);
+    let ext = f.app.wecom().add_customer(
+        CORP,
+        &f.staff[0],
+        NewCustomer {
+            name: "展会客户".to_owned(),
+            state: Some("expo2026".to_owned()),
+            ..NewCustomer::default()
+        },
+    );
+    f.app.settle().await;
+    crate::emulated::wait_outbox_idle(&f.app.db).await;
+    let relation = f
+        .app
+        .wecom()
+        .relation(CORP, &f.staff[0], &ext)
+        .expect("the relation in WeCom");
+    assert!(relation.tag_ids.contains(&high), "{relation:?}");
+    let listed = admin.get("/console/tags").await;
+    assert!(listed.text.contains("展会渠道") && listed.text.contains("expo*"));
+    let no_tag = admin
+        .post_form(
+            "/console/tags/rules",
+            &[
+                ("csrf", &csrf),
+                ("name", "空规则"),
+                ("trigger", "keyword"),
+                ("patterns", "报价"),
+            ],
+        )
+        .await;
+    assert_eq!(no_tag.status, 422, "a rule sets at least one tag");
+    let rule_id = scrm::domain::customers::record::rules(&f.app.db, CORP, None)
+        .await
+        .unwrap()[0]
+        .id;
+    let removed = admin
+        .post_form(
+            &format!("/console/tags/rules/{rule_id}/delete"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(removed.status, 303);
+    assert!(
+        scrm::domain::customers::record::rules(&f.app.db, CORP, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let actions = f.audit_actions().await;
+    for action in [
+        "auto_tag_rule.create",
+        "auto_tag_rule.delete",
+        "tag_library.edit",
+    ] {
+        assert!(
+            actions.contains(&(format!("console:{ADMIN}"), action.to_owned())),
+            "{action}: {actions:?}"
+        );
+    }
+
     // A name too long is refused before anything is queued; compliance changes nothing.
     let long = "一".repeat(31);
     let refused = admin

@@ -554,7 +554,7 @@ const PUBLIC: [&str; 6] = [
 /// Every console route with the action its role must allow, as the router in
 /// `src/http/console/mod.rs` lists them (the test reads it, so a new route without a line here
 /// fails).
-const MATRIX: [(&str, &str, Action); 42] = [
+const MATRIX: [(&str, &str, Action); 44] = [
     ("GET", "/console", Action::ReadOperations),
     ("GET", "/console/alerts", Action::ReadAlerts),
     ("GET", "/console/alerts.csv", Action::ReadAlerts),
@@ -573,6 +573,12 @@ const MATRIX: [(&str, &str, Action); 42] = [
     ),
     ("POST", "/console/tags/{id}/delete", Action::ManageTags),
     ("POST", "/console/tags/rename", Action::ManageTags),
+    ("POST", "/console/tags/rules", Action::ManageSettings),
+    (
+        "POST",
+        "/console/tags/rules/{id}/delete",
+        Action::ManageSettings,
+    ),
     ("GET", "/console/rules", Action::ManageRules),
     ("POST", "/console/rules/try", Action::ManageRules),
     ("POST", "/console/rules/save", Action::ManageRules),

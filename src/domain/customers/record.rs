@@ -707,6 +707,43 @@ pub struct NewRule {
     pub personal_tag_ids: Vec<i64>,
 }
 
+impl NewRule {
+    /// What is wrong with the rule as written, as `(field, reason)`: patterns present, bounded
+    /// and long enough for keywords, at least one tag and not too many. Whether the tags exist
+    /// is the caller's to check.
+    pub fn check(&self) -> Result<(), (String, &'static str)> {
+        let bad = |field: &str, why| Err((field.to_owned(), why));
+        if self.patterns.is_empty() || self.patterns.iter().any(|p| p.trim().is_empty()) {
+            return bad(
+                "patterns",
+                "至少一个非空的匹配内容 / at least one non-empty pattern",
+            );
+        }
+        if self.patterns.len() > 200 {
+            return bad("patterns", "最多 200 个");
+        }
+        if let Some(i) = self.patterns.iter().position(|p| p.chars().count() > 100) {
+            return Err((format!("patterns[{i}]"), "最多 100 个字"));
+        }
+        if self.corp_tag_ids.len() > 100 || self.personal_tag_ids.len() > 100 {
+            return bad("corp_tag_ids", "每条规则最多打 100 个标签");
+        }
+        if self.corp_tag_ids.is_empty() && self.personal_tag_ids.is_empty() {
+            return bad(
+                "corp_tag_ids",
+                "规则至少要打一个标签 / a rule must set at least one tag",
+            );
+        }
+        if self.trigger == Trigger::Keyword && self.patterns.iter().any(|p| p.chars().count() < 2) {
+            return bad(
+                "patterns",
+                "关键词至少 2 个字，避免误打 / keywords need at least 2 characters",
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Creates a rule.
 pub async fn create_rule(
     db: &Db,

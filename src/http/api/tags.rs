@@ -15,7 +15,7 @@ use super::{
     ApiFailure, ApiResult, Auth, Body, Endpoint, PathParams, accepted, created, invalid, ok,
 };
 use crate::auth::Action;
-use crate::domain::customers::record::{self, NewRule, RecordError, Trigger};
+use crate::domain::customers::record::{self, NewRule, RecordError};
 use crate::domain::tags;
 use crate::http::AppState;
 use crate::pipeline::outbox::{self, Intent, NewTag, OutboxFilter};
@@ -564,27 +564,7 @@ async fn create_rule(
     Body(body): Body<NewRule>,
 ) -> ApiResult<Response> {
     check_name("name", &body.name)?;
-    if body.patterns.is_empty() || body.patterns.iter().any(|p| p.trim().is_empty()) {
-        return Err(invalid(
-            "patterns",
-            "至少一个非空的匹配内容 / at least one non-empty pattern",
-        ));
-    }
-    if body.patterns.len() > 200 {
-        return Err(invalid("patterns", "最多 200 个"));
-    }
-    if let Some(i) = body.patterns.iter().position(|p| p.chars().count() > 100) {
-        return Err(invalid(format!("patterns[{i}]"), "最多 100 个字"));
-    }
-    if body.corp_tag_ids.len() > 100 || body.personal_tag_ids.len() > 100 {
-        return Err(invalid("corp_tag_ids", "每条规则最多打 100 个标签"));
-    }
-    if body.corp_tag_ids.is_empty() && body.personal_tag_ids.is_empty() {
-        return Err(invalid(
-            "corp_tag_ids",
-            "规则至少要打一个标签 / a rule must set at least one tag",
-        ));
-    }
+    body.check().map_err(|(field, why)| invalid(field, why))?;
     super::customers::check_tags(
         &state,
         who.corp_id.as_str(),
@@ -600,12 +580,6 @@ async fn create_rule(
         return Err(invalid(
             format!("personal_tag_ids[{i}]"),
             "个人标签不存在 / unknown personal tag",
-        ));
-    }
-    if body.trigger == Trigger::Keyword && body.patterns.iter().any(|p| p.chars().count() < 2) {
-        return Err(invalid(
-            "patterns",
-            "关键词至少 2 个字，避免误打 / keywords need at least 2 characters",
         ));
     }
     let id = record::create_rule(

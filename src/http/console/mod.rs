@@ -78,6 +78,11 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         )
         .route("/console/tags/{id}/delete", post(tag_pages::delete_tag))
         .route("/console/tags/rename", post(tag_pages::rename))
+        .route("/console/tags/rules", post(tag_pages::create_rule))
+        .route(
+            "/console/tags/rules/{id}/delete",
+            post(tag_pages::delete_rule),
+        )
         .route("/console/transfers", get(transfers::list))
         .route("/console/transfers/new", get(transfers::new))
         .route("/console/transfers/plan", post(transfers::plan))

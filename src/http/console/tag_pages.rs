@@ -11,7 +11,7 @@ use axum::response::Response;
 use super::views::{self, Chrome};
 use super::{Failure, Form, Signed, html, query_map, render, see_other};
 use crate::auth::Action;
-use crate::domain::customers::record;
+use crate::domain::customers::record::{self, Trigger};
 use crate::domain::tags;
 use crate::http::AppState;
 use crate::pipeline::outbox::{self, Intent, NewTag, OutboxFilter};
@@ -102,10 +102,42 @@ pub(super) async fn page(
             }
         }
     }
-    let flash = query_map(&uri)
-        .get("done")
-        .map(|_| "已提交给企业微信，稍后自动同步".to_owned());
+    let q = query_map(&uri);
+    let flash = if q.contains_key("rule") {
+        Some("已保存自动打标签规则".to_owned())
+    } else {
+        q.get("done")
+            .map(|_| "已提交给企业微信，稍后自动同步".to_owned())
+    };
+    let names: std::collections::HashMap<String, String> = tags::live_tags(&state.db, corp)
+        .await?
+        .into_iter()
+        .map(|t| (t.tag_id, t.name))
+        .collect();
+    let rules = record::rules(&state.db, corp, None)
+        .await?
+        .into_iter()
+        .map(|r| views::AutoTagRow {
+            id: r.id,
+            name: r.name,
+            trigger: trigger_label(r.trigger),
+            patterns: r.patterns.join("、"),
+            tags: r
+                .corp_tag_ids
+                .iter()
+                .map(|t| {
+                    names
+                        .get(t)
+                        .cloned()
+                        .unwrap_or_else(|| format!("{t}（已删除）"))
+                })
+                .collect::<Vec<_>>()
+                .join("、"),
+        })
+        .collect();
     let page = views::Tags {
+        may_manage_rules: s.principal.role.may(Action::ManageSettings),
+        rules,
         chrome: Chrome::new(&s.principal, &s.csrf_token, "/console/tags", flash),
         may_manage: s.principal.role.may(Action::ManageTags),
         groups,
@@ -278,4 +310,74 @@ pub(super) async fn delete_group(
     )
     .await?;
     Ok(see_other("/console/tags?done=1"))
+}
+
+fn trigger_label(t: Trigger) -> &'static str {
+    match t {
+        Trigger::Channel => "渠道活码（state）",
+        Trigger::GroupJoin => "加入客户群",
+        Trigger::Keyword => "客户消息关键词",
+    }
+}
+
+/// `POST /console/tags/rules`: an auto-tagging rule — a name, what starts it, what it matches
+/// (one per line or comma-separated), the corp tags it sets (`tag`, repeated).
+pub(super) async fn create_rule(
+    State(state): State<Arc<AppState>>,
+    signed: Signed,
+    form: Form,
+) -> Result<Response, Failure> {
+    let s = signed.may_write(Action::ManageSettings, &form)?;
+    let who = &s.principal;
+    let corp = who.corp_id.as_str();
+    let name = tags::check_name(form.get("name").unwrap_or("")).map_err(Failure::Invalid)?;
+    let trigger = match form.get("trigger").unwrap_or("") {
+        "channel" => Trigger::Channel,
+        "group_join" => Trigger::GroupJoin,
+        "keyword" => Trigger::Keyword,
+        _ => return Err(Failure::Invalid("请选择触发方式".to_owned())),
+    };
+    let rule = record::NewRule {
+        name,
+        trigger,
+        patterns: form
+            .get("patterns")
+            .unwrap_or("")
+            .split(['\n', ',', '，', '、'])
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        corp_tag_ids: form.all("tag").map(str::to_owned).collect(),
+        personal_tag_ids: Vec::new(),
+    };
+    rule.check()
+        .map_err(|(_, why)| Failure::Invalid(why.to_owned()))?;
+    for id in &rule.corp_tag_ids {
+        if tags::get_tag(&state.db, corp, id)
+            .await?
+            .is_none_or(|t| t.deleted_at_ms.is_some())
+        {
+            return Err(Failure::Invalid(format!("标签 {id} 不存在（可能已删除）")));
+        }
+    }
+    record::create_rule(&state.db, corp, &rule, &who.actor(), now_ms()).await?;
+    Ok(see_other("/console/tags?rule=1"))
+}
+
+/// `POST /console/tags/rules/{id}/delete`: the rule stops (tags it set stay).
+pub(super) async fn delete_rule(
+    State(state): State<Arc<AppState>>,
+    signed: Signed,
+    Path(id): Path<i64>,
+    form: Form,
+) -> Result<Response, Failure> {
+    let s = signed.may_write(Action::ManageSettings, &form)?;
+    let who = &s.principal;
+    match record::delete_rule(&state.db, who.corp_id.as_str(), id, &who.actor(), now_ms()).await {
+        Ok(()) => Ok(see_other("/console/tags?rule=1")),
+        Err(record::RecordError::NotFound) => Err(Failure::NotFound(Box::new(s), "规则")),
+        Err(record::RecordError::Store(e)) => Err(e.into()),
+        Err(e) => Err(Failure::Invalid(e.to_string())),
+    }
 }

@@ -681,6 +681,17 @@ pub(super) struct Tags {
     pub(super) groups: Vec<TagGroupRow>,
     pub(super) pending: Vec<String>,
     pub(super) dead: Vec<String>,
+    pub(super) may_manage_rules: bool,
+    pub(super) rules: Vec<AutoTagRow>,
+}
+
+/// An auto-tagging rule on 标签.
+pub(super) struct AutoTagRow {
+    pub(super) id: i64,
+    pub(super) name: String,
+    pub(super) trigger: &'static str,
+    pub(super) patterns: String,
+    pub(super) tags: String,
 }
 
 #[cfg(test)]
