@@ -81,6 +81,17 @@ pub(crate) fn page_headers() -> HeaderMap {
     h
 }
 
+/// A random token of 24 letters and digits: an OAuth `state` (WeCom allows `a-zA-Z0-9`, ≤ 128),
+/// a JS-SDK nonce, a lock owner.
+pub(crate) fn random_state() -> String {
+    use rand::Rng as _;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..24)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect()
+}
+
 /// At most once per `every`, measured from the last time (not a window that may reopen a moment
 /// later): `None` when this call may go ahead (and starts the pause), `Some(every)` while the
 /// pause runs. A coordinator that cannot answer lets the call through.
@@ -89,7 +100,7 @@ pub(crate) async fn cooldown(
     key: &str,
     every: Duration,
 ) -> Option<Duration> {
-    let owner = format!("{:016x}", rand::random::<u64>());
+    let owner = random_state();
     match coord.try_lock(key, &owner, every).await {
         Ok(true) => None,
         Ok(false) => Some(every),

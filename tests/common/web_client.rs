@@ -19,6 +19,19 @@ pub struct Answer {
     pub text: String,
 }
 
+impl Answer {
+    /// The value of the first hidden field `name` of the page's forms (`csrf`: the session's
+    /// token every form carries).
+    pub fn field(&self, name: &str) -> String {
+        self.text
+            .split(&format!("name=\"{name}\" value=\""))
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_else(|| panic!("a form with the field {name}: {}", self.text))
+            .to_owned()
+    }
+}
+
 impl Browser {
     pub fn new(base: &str) -> Self {
         Self {

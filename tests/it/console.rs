@@ -127,16 +127,6 @@ impl Fixture {
     }
 }
 
-/// The CSRF token the page's forms carry.
-fn csrf_of(page: &Answer) -> String {
-    page.text
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .expect("a form with the CSRF token")
-        .to_owned()
-}
-
 async fn sign_in(browser: &mut Browser, username: &str, next: &str) -> Answer {
     browser
         .post_form(
@@ -190,7 +180,7 @@ async fn a_compliance_officer_follows_the_alert_link_and_works_it_to_resolved(ba
         "the relation's history: {}",
         page.text
     );
-    let csrf = csrf_of(&page);
+    let csrf = page.field("csrf");
 
     let step = format!("/console/alerts/{id}/step");
     let ack = browser
@@ -318,7 +308,7 @@ async fn wrong_passwords_forged_forms_and_other_sessions_get_nowhere(backend: Ba
     assert!(forged.text.contains("页面已过期"));
     let mut other = Browser::new(&f.app.server.base_url);
     sign_in(&mut other, "admin", "/console").await;
-    let other_csrf = csrf_of(&other.get("/console/alerts").await);
+    let other_csrf = other.get("/console/alerts").await.field("csrf");
     let crossed = browser
         .post_form(&step, &[("csrf", &other_csrf), ("step", "resolve")])
         .await;
@@ -440,7 +430,7 @@ async fn an_admin_sees_health_exports_and_works_alerts_in_bulk(backend: Backend)
     assert!(csv.text.contains("员工删除客户"));
 
     // Both resolved in one go.
-    let csrf = csrf_of(&list);
+    let csrf = list.field("csrf");
     let bulk = browser
         .post_form(
             "/console/alerts/bulk",
@@ -505,7 +495,7 @@ async fn an_admin_sees_health_exports_and_works_alerts_in_bulk(backend: Backend)
     let wizard = officer.get("/console/transfers/new").await;
     assert_eq!(wizard.status, 403, "{}", wizard.text);
     assert!(wizard.text.contains("不能使用这个页面"));
-    let csrf = csrf_of(&officer.get("/console/alerts").await);
+    let csrf = officer.get("/console/alerts").await.field("csrf");
     let planned = officer
         .post_form(
             "/console/transfers/plan",
@@ -719,7 +709,7 @@ async fn an_admin_keeps_the_quick_replies_and_compliance_only_reads_them(backend
     let page = admin.get("/console/replies").await;
     assert_eq!(page.status, 200, "{}", page.text);
     assert!(page.text.contains("还没有话术"));
-    let csrf = csrf_of(&page);
+    let csrf = page.field("csrf");
 
     let created = admin
         .post_form(
@@ -798,7 +788,7 @@ async fn an_admin_keeps_the_quick_replies_and_compliance_only_reads_them(backend
     let read = officer.get("/console/replies").await;
     assert_eq!(read.status, 200);
     assert!(read.text.contains("2,680") && !read.text.contains("新建文件夹"));
-    let officer_csrf = csrf_of(&officer.get("/console/alerts").await);
+    let officer_csrf = officer.get("/console/alerts").await.field("csrf");
     let refused = officer
         .post_form(
             &format!("/console/replies/snippets/{snippet}/delete"),
@@ -857,7 +847,7 @@ async fn the_settings_give_the_callback_urls_and_test_them_as_wecom_would(backen
     ] {
         assert!(page.text.contains(shown), "{shown}: {}", page.text);
     }
-    let csrf = csrf_of(&page);
+    let csrf = page.field("csrf");
     let inbox_before = scrm::pipeline::inbox::count(&f.app.db, Some(CORP))
         .await
         .unwrap();
@@ -907,7 +897,7 @@ async fn the_settings_give_the_callback_urls_and_test_them_as_wecom_would(backen
     let refused = officer
         .post_form(
             "/console/settings/selftest",
-            &[("csrf", &csrf_of(&read)), ("app", "contacts")],
+            &[("csrf", &read.field("csrf")), ("app", "contacts")],
         )
         .await;
     assert_eq!(refused.status, 403);
@@ -920,7 +910,7 @@ async fn an_admin_grows_the_tag_library_through_wecom(backend: Backend) {
     assert_eq!(sign_in(&mut admin, ADMIN, "/console").await.status, 303);
     let page = admin.get("/console/tags").await;
     assert_eq!(page.status, 200, "{}", page.text);
-    let csrf = csrf_of(&page);
+    let csrf = page.field("csrf");
 
     let created = admin
         .post_form(
@@ -1104,7 +1094,7 @@ async fn an_admin_grows_the_tag_library_through_wecom(backend: Backend) {
     let not_allowed = officer
         .post_form(
             "/console/tags/groups",
-            &[("csrf", &csrf_of(&read)), ("group", "x"), ("tags", "y")],
+            &[("csrf", &read.field("csrf")), ("group", "x"), ("tags", "y")],
         )
         .await;
     assert_eq!(not_allowed.status, 403);

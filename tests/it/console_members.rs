@@ -210,15 +210,6 @@ impl Fixture {
     }
 }
 
-fn csrf_of(page: &Answer) -> String {
-    page.text
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .expect("a form with the CSRF token")
-        .to_owned()
-}
-
 async fn members_sign_in_with_wecom_and_reach_what_their_role_allows(backend: Backend) {
     let f = fixture(backend).await;
     let base = f.app.server.base_url.clone();
@@ -281,7 +272,7 @@ async fn members_sign_in_with_wecom_and_reach_what_their_role_allows(backend: Ba
             .status,
         403
     );
-    let csrf = csrf_of(&inbox);
+    let csrf = inbox.field("csrf");
     let foreign = manager
         .post_form(
             &format!("/console/alerts/{south_alert}/step"),
@@ -412,7 +403,7 @@ async fn members_sign_in_with_wecom_and_reach_what_their_role_allows(backend: Ba
     assert_eq!(members.status, 200, "{}", members.text);
     assert!(members.text.contains("王经理"));
     assert!(members.text.contains("不能登录（无权限）"), "the clerk");
-    let csrf = csrf_of(&members);
+    let csrf = members.field("csrf");
     // Granting compliance to the clerk: audited; they sign in and see every alert.
     let granted = admin
         .post_form(
@@ -510,7 +501,10 @@ async fn members_sign_in_with_wecom_and_reach_what_their_role_allows(backend: Ba
     );
     let page = officer.get("/console/alerts").await;
     let out = officer
-        .post_form("/console/logout/everywhere", &[("csrf", &csrf_of(&page))])
+        .post_form(
+            "/console/logout/everywhere",
+            &[("csrf", &page.field("csrf"))],
+        )
         .await;
     assert_eq!(out.status, 303);
     assert_eq!(second.get("/console/alerts").await.status, 303);

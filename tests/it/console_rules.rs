@@ -196,26 +196,6 @@ impl Fixture {
     }
 }
 
-/// The CSRF token the page's forms carry.
-fn csrf_of(page: &Answer) -> String {
-    page.text
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .expect("a form with the CSRF token")
-        .to_owned()
-}
-
-/// The value of the editor's hidden `base` field.
-fn base_of(page: &Answer) -> String {
-    page.text
-        .split("name=\"base\" value=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .expect("the editor's base version")
-        .to_owned()
-}
-
 /// The page's TOML (the textarea, unescaped as a browser would).
 fn source_of(page: &Answer) -> String {
     let inner = page
@@ -260,7 +240,7 @@ async fn an_added_keyword_is_in_force_for_the_next_message(backend: Backend) {
     assert!(page.text.contains("实例默认规则"), "{}", page.text);
     assert!(page.text.contains("private_transfer"), "the rules summary");
     assert_eq!(source_of(&page), RuleLibrary::default_source());
-    assert_eq!(base_of(&page), "");
+    assert_eq!(page.field("base"), "");
 
     // Before the save: the default library lets the message through.
     f.message(COUPON_TEXT).await;
@@ -270,7 +250,7 @@ async fn an_added_keyword_is_in_force_for_the_next_message(backend: Backend) {
     let saved = post_editor(
         &mut admin,
         "save",
-        &csrf_of(&page),
+        &page.field("csrf"),
         &[
             ("base", ""),
             ("source", &source),
@@ -304,7 +284,7 @@ async fn an_added_keyword_is_in_force_for_the_next_message(backend: Backend) {
         "the retroactive scan is offered"
     );
     assert_eq!(source_of(&page), source);
-    assert_eq!(base_of(&page), "1");
+    assert_eq!(page.field("base"), "1");
     let versions = f.versions().await;
     assert_eq!(versions.len(), 1);
     assert_eq!(
@@ -326,7 +306,7 @@ async fn an_added_keyword_is_in_force_for_the_next_message(backend: Backend) {
 async fn an_invalid_library_is_refused_with_the_reason_and_changes_nothing(backend: Backend) {
     let f = fixture(backend).await;
     let mut admin = f.signed_in(ADMIN).await;
-    let csrf = csrf_of(&admin.get("/console/rules").await);
+    let csrf = admin.get("/console/rules").await.field("csrf");
     let broken = "[[rule]]\nid = \"x\"\nname = \"x\"\ncategory = \"x\"\nkeywords = [\"a\"\n";
     let refused = post_editor(
         &mut admin,
@@ -376,7 +356,7 @@ async fn the_try_box_marks_the_spans_of_the_edited_text(backend: Backend) {
     let f = fixture(backend).await;
     let mut officer = f.signed_in(OFFICER).await;
     let page = officer.get("/console/rules").await;
-    let csrf = csrf_of(&page);
+    let csrf = page.field("csrf");
 
     // The library in force, unchanged in the editor.
     let tried = post_editor(
@@ -459,7 +439,7 @@ async fn the_try_box_marks_the_spans_of_the_edited_text(backend: Backend) {
 async fn a_worse_library_is_saved_only_once_confirmed(backend: Backend) {
     let f = fixture(backend).await;
     let mut admin = f.signed_in(ADMIN).await;
-    let csrf = csrf_of(&admin.get("/console/rules").await);
+    let csrf = admin.get("/console/rules").await.field("csrf");
     let only_coupons = COUPON_RULE.trim_start();
     let fields = [
         ("base", ""),
@@ -511,7 +491,7 @@ async fn reverts_rescans_and_recipients_are_audited(backend: Backend) {
     f.message(COUPON_TEXT).await;
     assert!(f.alerts().await.is_empty());
     let mut admin = f.signed_in(ADMIN).await;
-    let csrf = csrf_of(&admin.get("/console/rules").await);
+    let csrf = admin.get("/console/rules").await.field("csrf");
     let v1 = with_coupon_rule();
     assert_eq!(
         post_editor(
@@ -687,7 +667,7 @@ async fn category_recipients_receive_the_alert_message(backend: Backend) {
         page.text.contains("私下收款"),
         "categories by their Chinese names"
     );
-    let csrf = csrf_of(&page);
+    let csrf = page.field("csrf");
     // Unknown ids are named, and nothing is stored.
     let refused = admin
         .post_form(
@@ -871,7 +851,7 @@ async fn a_salesperson_is_refused_and_nothing_changes(backend: Backend) {
     );
     // Compliance may: the same save goes through for the officer.
     let mut officer = f.signed_in(OFFICER).await;
-    let csrf = csrf_of(&officer.get("/console/rules").await);
+    let csrf = officer.get("/console/rules").await.field("csrf");
     let saved = post_editor(
         &mut officer,
         "save",

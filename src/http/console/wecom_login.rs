@@ -10,7 +10,6 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use rand::Rng as _;
 use serde::Deserialize;
 use wecom_sdk::CorpId;
 use wecom_sdk::api::OAuthUser;
@@ -48,14 +47,6 @@ pub(super) struct Start {
     next: Option<String>,
 }
 
-fn random_state() -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    (0..24)
-        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
-        .collect()
-}
-
 fn refused(state: &AppState, status: StatusCode, next: &str, why: &str) -> Response {
     login_form(state, status, next, "", Some(why))
 }
@@ -90,7 +81,7 @@ pub(super) async fn start(
         );
     };
     let agent = creds.agent_id.unwrap_or_default();
-    let st = random_state();
+    let st = web::random_state();
     let redirect = encode(&format!(
         "{}/console/login/wecom/return",
         state.config.alerts.console_url.trim_end_matches('/')

@@ -18,7 +18,6 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use rand::Rng as _;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use wecom_sdk::api::{OAuthUser, TicketKind};
@@ -349,14 +348,6 @@ fn pick_corp(state: &AppState, asked: Option<&str>) -> Option<CorpId> {
     }
 }
 
-fn random_state() -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    (0..24)
-        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
-        .collect()
-}
-
 fn encode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
@@ -398,7 +389,7 @@ async fn entry(
             "管理员请为该企业配置一个带 agent_id 和 secret 的自建应用。",
         );
     };
-    let st = random_state();
+    let st = web::random_state();
     let mut url = format!(
         "{}?appid={}&redirect_uri={}&response_type=code&scope=snsapi_base&state={st}",
         state.config.sidebar.oauth_authorize_url,
@@ -631,7 +622,7 @@ async fn signatures(
         let key = format!("scrm:sidebar:ticket_refresh:{corp}");
         match state
             .coord
-            .try_lock(&key, &random_state(), TICKET_REFRESH_EVERY)
+            .try_lock(&key, &web::random_state(), TICKET_REFRESH_EVERY)
             .await
         {
             Ok(true) => {
@@ -655,7 +646,7 @@ async fn signatures(
         unavailable(&format!("获取 JS-SDK 票据失败：{e}"))
     })?;
     let sign = |ticket: &str| {
-        let nonce = random_state();
+        let nonce = web::random_state();
         let timestamp = now_ms() / 1000;
         let signature = wecom_sdk::jssdk::signature(ticket, &nonce, timestamp, url);
         serde_json::json!({ "timestamp": timestamp, "nonceStr": nonce, "signature": signature })
