@@ -70,7 +70,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         routes = routes.route("/metrics", get(ops::metrics));
     }
     routes
-        .merge(api::router())
+        .merge(api::router(&state.config.http))
         .merge(sidebar::router())
         .merge(console::router())
         .with_state(state)

@@ -17,6 +17,7 @@ mod web_client;
 mod webdriver;
 
 mod alerts;
+mod api_docs;
 mod archive;
 mod callback;
 mod cli;

@@ -1,8 +1,9 @@
-//! The JSON API under `/api/v1`, and its OpenAPI document at `/api/openapi.json`.
+//! The JSON API under `/api/v1`, its OpenAPI document at `/api/openapi.json` and the page for
+//! people at `/api/docs` ([`docs`]).
 //!
 //! Every endpoint is declared once as an [`Endpoint`] (method, path, summary, who may call it,
-//! request and response schemas, the handler): the router and the OpenAPI document are both built
-//! from that one list, so the document cannot miss an endpoint.
+//! request and response schemas, the handler): the router, the OpenAPI document and the docs page
+//! are all built from that one list, so neither document can miss an endpoint.
 //!
 //! Every handler starts with the [`Auth`] extractor (401 without valid credentials) and asks
 //! [`crate::auth`] before it reads or changes anything (403 outside its role or scope).
@@ -11,6 +12,7 @@
 mod alerts;
 mod archive;
 mod customers;
+mod docs;
 mod errors;
 mod followup;
 mod jobs;
@@ -34,6 +36,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use crate::auth::{self, Action, Principal};
+use crate::platform::config::HttpSettings;
 use crate::platform::db::now_ms;
 
 /// Why a request failed, as the client sees it.
@@ -484,10 +487,11 @@ fn operation_id(method: &Method, path: &str) -> String {
     id
 }
 
-/// `/api/v1/…` and `/api/openapi.json`.
-pub fn router() -> Router<Arc<AppState>> {
+/// `/api/v1/…`, `/api/openapi.json` and `/api/docs` (which quotes the `[http]` limits).
+pub fn router(http: &HttpSettings) -> Router<Arc<AppState>> {
     let endpoints = endpoints();
     let document = Arc::new(openapi(&endpoints));
+    let docs = docs::router(&endpoints, http);
     let mut v1: Router<Arc<AppState>> = Router::new();
     for e in endpoints {
         let route = match e.action {
@@ -523,6 +527,7 @@ pub fn router() -> Router<Arc<AppState>> {
                 async move { Json((*document).clone()) }
             }),
         )
+        .merge(docs)
 }
 
 #[cfg(test)]
