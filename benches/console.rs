@@ -14,7 +14,7 @@
 //! undecryptable, 38 still open), 10,000 alerts over half a year with their evidence and history,
 //! 7 days of callbacks (420,000 inbox rows, a few dead and in flight), 60,000 outbox items.
 //! Seeding takes a few minutes, so the seeded database is kept: a SQLite file under
-//! `target/bench-console/` and a PostgreSQL database `scrm_bench_console_<key>` (on
+//! `target/bench-console/` and a PostgreSQL database `scrm_console_seed_<key>` (on
 //! `SCRM_TEST_PG_URL`, default the local server), keyed by the seed's version and the migrations
 //! it was seeded with (`0001`–`0012`; later ones are applied to each run's copy and timed, so a
 //! new index is measured on the same data). `--reseed` seeds again; a new key drops the old seed.
@@ -501,8 +501,9 @@ impl Store {
         }
     }
 
+    /// Not `scrm_bench_…`: scripts/test.sh drops those as left behind by crashed runs.
     fn seed_name(key: &str) -> String {
-        format!("scrm_bench_console_{key}")
+        format!("scrm_console_seed_{key}")
     }
 
     fn seed_url(&self, name: &str) -> String {
@@ -546,7 +547,7 @@ impl Store {
                     let path = e?.path();
                     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
                     let stem = name.split(".db").next().unwrap_or("");
-                    if name.starts_with("scrm_bench_console_") && stem != keep {
+                    if name.starts_with("scrm_console_seed_") && stem != keep {
                         std::fs::remove_file(&path)?;
                     }
                 }
@@ -554,7 +555,8 @@ impl Store {
             Self::Postgres(_) => {
                 let pool = self.admin().await?;
                 let names: Vec<String> = sqlx::query_scalar(
-                    "SELECT datname FROM pg_database WHERE datname LIKE 'scrm\\_bench\\_console\\_%'",
+                    "SELECT datname FROM pg_database WHERE datname LIKE 'scrm\\_console\\_seed\\_%' \
+                     OR datname LIKE 'scrm\\_bench\\_console\\_run\\_%'",
                 )
                 .fetch_all(&pool)
                 .await?;
