@@ -25,7 +25,8 @@
 //! (1: every request alone, the service time as a user sees it), the variants interleaved, after
 //! two warm-up requests each. Prints per variant the rows on the page (and a digest of them, to
 //! compare two builds' answers) and p50 / p95 / p99 as the client sees them over loopback, then
-//! per page all its variants together; with `--repeat N`, the median of the N runs' figures.
+//! per page all its variants together; with `--repeat N`, the median of the N runs' figures. Also
+//! times `archive::store::counts` (no page calls it yet) from the generator's process.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -1075,6 +1076,15 @@ fn main() -> anyhow::Result<()> {
         db.migrate().await?;
         let migrated = t.elapsed();
         let sample = sample(&db).await?;
+        // Not on a page (the archive's status and its gauges after every pull call it): timed on
+        // its own, from this process.
+        let mut counts = Vec::with_capacity(21);
+        for _ in 0..21 {
+            let t = Instant::now();
+            scrm::domain::archive::store::counts(&db, CORP).await?;
+            counts.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        counts.sort_by(f64::total_cmp);
         db.close().await;
         println!(
             "console: backend {}, {CUSTOMERS} customers, {STAFF} salespeople, {MESSAGES} archived messages, \
@@ -1087,6 +1097,11 @@ fn main() -> anyhow::Result<()> {
             migrated.as_secs_f64(),
             o.server_core,
             o.client_core
+        );
+        println!(
+            "archive::store::counts, 21 calls from the generator's core: p50 {:.1} ms, max {:.1} ms",
+            common::quantile(&counts, 0.5),
+            counts[counts.len() - 1]
         );
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let config = format!(
