@@ -404,11 +404,11 @@ fn seed_statements(t0: i64) -> Vec<(&'static str, String)> {
         ),
         (
             "alert evidence",
-            format!(
-                "INSERT INTO alert_evidence (alert_id, corp_id, source_ref, trigger_key, external_user_id, text, spans, \
-                 detail, at_ms) SELECT id, corp_id, 'archive:msg' || CAST(id AS TEXT), 'content:' || COALESCE(rule_id, 'deletion'), \
-                 external_user_id, '老板，私下转我微信就行，便宜点', '[[6,8]]', '{{}}', created_at_ms FROM alert"
-            ),
+            "INSERT INTO alert_evidence (alert_id, corp_id, source_ref, trigger_key, external_user_id, text, \
+             spans, detail, at_ms) SELECT id, corp_id, 'archive:msg' || CAST(id AS TEXT), \
+             'content:' || COALESCE(rule_id, 'deletion'), external_user_id, '老板，私下转我微信就行，便宜点', \
+             '[[6,8]]', '{}', created_at_ms FROM alert"
+                .to_owned(),
         ),
         (
             "alert history",
