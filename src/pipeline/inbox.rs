@@ -207,18 +207,21 @@ pub async fn count(db: &Db, corp_id: Option<&str>) -> Result<i64, StoreError> {
     Ok(n)
 }
 
-/// Callbacks of `corp_id` received since `since_ms`, counted per hour (epoch hour index) and
-/// state: what the console's overview draws.
+/// Callbacks of `corp_id` received from the start of the hour of `since_ms` on, counted per hour
+/// (epoch hour index) and state: what the console's overview draws.
 pub async fn hourly(
     db: &Db,
     corp_id: &str,
     since_ms: i64,
 ) -> Result<Vec<(i64, String, i64)>, StoreError> {
+    // Whole hours, in the expression `inbox_corp_hour` is keyed by: one index range read in group
+    // order.
     const SQL: &str = "SELECT received_at_ms / 3600000 AS hour, state, COUNT(*) FROM inbox \
-        WHERE corp_id = $1 AND received_at_ms >= $2 GROUP BY received_at_ms / 3600000, state";
+        WHERE corp_id = $1 AND received_at_ms / 3600000 >= $2 \
+        GROUP BY received_at_ms / 3600000, state";
     let rows = on_db!(db, |pool| sqlx::query_as(SQL)
         .bind(corp_id)
-        .bind(since_ms)
+        .bind(since_ms.div_euclid(3_600_000))
         .fetch_all(pool)
         .await)?;
     Ok(rows)

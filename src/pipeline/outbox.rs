@@ -462,6 +462,42 @@ pub async fn stats(db: &Db, corp_id: Option<&str>, now_ms: i64) -> Result<Outbox
     Ok(s)
 }
 
+/// What waits for WeCom or failed for good, as the console's overview shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct OutboxBacklog {
+    /// Waiting for delivery (or being delivered).
+    pub pending: i64,
+    /// Dead letters.
+    pub dead: i64,
+    /// Oldest pending item's age, ms (0 when none).
+    pub oldest_pending_age_ms: i64,
+}
+
+/// [`OutboxBacklog`] now: the pending and dead items only, through `outbox_state_id`, so it costs
+/// the same however many items were delivered ([`stats`] counts those too).
+pub async fn backlog(
+    db: &Db,
+    corp_id: Option<&str>,
+    now_ms: i64,
+) -> Result<OutboxBacklog, StoreError> {
+    const SQL: &str = "SELECT state, COUNT(*), MIN(created_at_ms) FROM outbox \
+        WHERE state IN ('pending', 'dead') AND ($1 IS NULL OR corp_id = $1) GROUP BY state";
+    let rows: Vec<(String, i64, Option<i64>)> = on_db!(db, |pool| sqlx::query_as(SQL)
+        .bind(corp_id)
+        .fetch_all(pool)
+        .await)?;
+    let mut b = OutboxBacklog::default();
+    for (state, n, oldest) in rows {
+        if state == "pending" {
+            b.pending = n;
+            b.oldest_pending_age_ms = oldest.map_or(0, |t| (now_ms - t).max(0));
+        } else {
+            b.dead = n;
+        }
+    }
+    Ok(b)
+}
+
 /// A claimed outbox item.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct OutboxItem {

@@ -368,6 +368,86 @@ async fn searches_match_percent_and_underscore_literally_and_ignore_case(backend
     test_db.drop_database().await;
 }
 
+both_backends!(searches_follow_renames_remark_edits_and_ended_relations);
+
+/// A search sees a customer's new name and a remark written later, forgets the remark of a
+/// relation that ended and a customer nobody follows any more, and never matches across a name and
+/// a remark.
+async fn searches_follow_renames_remark_edits_and_ended_relations(backend: Backend) {
+    let test_db = common::TestDb::create(backend).await;
+    let db = test_db.connect().await;
+    for (ext, name, user, remark) in [
+        ("wmA", "张三", "lisi", "老客户"),
+        ("wmA", "张三", "wangwu", "展会"),
+        ("wmB", "李四", "lisi", ""),
+    ] {
+        common::seed_relation(&db, ext, name, user, remark).await;
+    }
+    let search = |q: &'static str| {
+        let db = db.clone();
+        async move {
+            scrm::domain::customers::list_customers(
+                &db,
+                &crate::common::corp(common::CORP),
+                None,
+                None,
+                Some(q),
+                None,
+                50,
+            )
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.external_user_id, c.followers))
+            .collect::<Vec<_>>()
+        }
+    };
+    let found = |ids: &[&str], followers: &[&str]| {
+        ids.iter()
+            .zip(followers)
+            .map(|(i, f)| ((*i).to_owned(), (*f).to_owned()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(search("展会").await, found(&["wmA"], &["lisi,wangwu"]));
+    assert_eq!(
+        search("三\n老").await,
+        [],
+        "name and remark are searched apart"
+    );
+
+    common::seed_relation(&db, "wmB", "李四光", "lisi", "VIP").await;
+    assert_eq!(search("四光").await, found(&["wmB"], &["lisi"]), "renamed");
+    assert_eq!(
+        search("vip").await,
+        found(&["wmB"], &["lisi"]),
+        "remark edited"
+    );
+
+    let now = scrm::platform::db::now_ms() + 1;
+    let (corp, a) = (common::corp(common::CORP), common::ext("wmA"));
+    for user in ["wangwu", "lisi"] {
+        let user = common::user(user);
+        let key = scrm::domain::customers::RelationKey {
+            corp_id: &corp,
+            user_id: &user,
+            external_user_id: &a,
+        };
+        let reason = scrm::domain::customers::EndReason::DeletedByCustomer;
+        assert!(
+            scrm::domain::customers::end_relation(&db, key, reason, now, now)
+                .await
+                .unwrap()
+        );
+        if user.as_str() == "wangwu" {
+            assert_eq!(search("展会").await, [], "an ended relation's remark");
+            assert_eq!(search("张三").await, found(&["wmA"], &["lisi"]));
+        }
+    }
+    assert_eq!(search("张三").await, [], "nobody follows 张三 any more");
+    db.close().await;
+    test_db.drop_database().await;
+}
+
 /// The SQLite database (and its WAL) is readable by its user only.
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -96,29 +96,54 @@ pub struct AlertFilter {
 
 /// Alerts of `corp` matching `f`.
 pub async fn list(db: &Db, corp: &str, f: &AlertFilter) -> Result<Vec<Alert>, StoreError> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM alert WHERE corp_id = $1 AND ($2 IS NULL OR state = $2) \
-         AND ($3 IS NULL OR kind = $3) AND ($4 IS NULL OR category = $4) \
-         AND ($5 IS NULL OR severity = $5) AND ($6 IS NULL OR staff_user_id = $6) \
-         AND ($7 IS NULL OR created_at_ms >= $7) AND ($8 IS NULL OR id < $8) \
-         AND ($10 IS NULL OR staff_user_id IN {staff_in}) \
-         ORDER BY id DESC LIMIT $9",
-        staff_in = crate::platform::db::in_json_list(db, 10),
-    );
+    // Only the filters given go into the statement, so that each combination is planned for what it
+    // asks: newest first along `alert_corp_id` (or the state's or staff member's index), stopping
+    // when the page is full. (`$n IS NULL OR …` for every filter made SQLite read and sort every
+    // alert of the corp.)
+    let filters: [(&str, Option<&str>); 5] = [
+        ("state", f.state.as_deref()),
+        ("kind", f.kind.as_deref()),
+        ("category", f.category.as_deref()),
+        ("severity", f.severity.as_deref()),
+        ("staff_user_id", f.staff_user_id.as_deref()),
+    ];
+    let mut sql = format!("SELECT {COLUMNS} FROM alert WHERE corp_id = $1");
+    let mut n = 1;
+    for (column, _) in filters.iter().filter(|(_, v)| v.is_some()) {
+        n += 1;
+        sql.push_str(&format!(" AND {column} = ${n}"));
+    }
+    for (column, value) in [("created_at_ms >=", f.since_ms), ("id <", f.before_id)] {
+        if value.is_some() {
+            n += 1;
+            sql.push_str(&format!(" AND {column} ${n}"));
+        }
+    }
     let staff_in = f.staff_in.as_deref().map(crate::platform::db::json_list);
-    let rows = on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
-        .bind(corp)
-        .bind(f.state.as_deref())
-        .bind(f.kind.as_deref())
-        .bind(f.category.as_deref())
-        .bind(f.severity.as_deref())
-        .bind(f.staff_user_id.as_deref())
-        .bind(f.since_ms)
-        .bind(f.before_id)
-        .bind(f.limit.clamp(1, 500))
-        .bind(staff_in.as_deref())
-        .fetch_all(pool)
-        .await)?;
+    if staff_in.is_some() {
+        n += 1;
+        sql.push_str(&format!(
+            " AND staff_user_id IN {}",
+            crate::platform::db::in_json_list(db, n)
+        ));
+    }
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", n + 1));
+    let values = filters.iter().filter_map(|(_, v)| *v);
+    let numbers = [f.since_ms, f.before_id].into_iter().flatten();
+    let limit = f.limit.clamp(1, 500);
+    let rows = on_db!(db, |pool| {
+        let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str())).bind(corp);
+        for v in values {
+            q = q.bind(v);
+        }
+        for v in numbers {
+            q = q.bind(v);
+        }
+        if let Some(list) = staff_in.as_deref() {
+            q = q.bind(list);
+        }
+        q.bind(limit).fetch_all(pool).await
+    })?;
     Ok(rows)
 }
 

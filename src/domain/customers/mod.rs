@@ -836,40 +836,104 @@ pub async fn list_customers(
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<CustomerSummary>, StoreError> {
-    let corp_id = corp_id.as_str();
-    let agg = match db {
+    let followers = match db {
         Db::Postgres(_) => "STRING_AGG(r.user_id, ',' ORDER BY r.user_id)",
-        Db::Sqlite(_) => "GROUP_CONCAT(r.user_id, ',')",
+        Db::Sqlite(_) => "GROUP_CONCAT(r.user_id, ',' ORDER BY r.user_id)",
     };
-    let sql = format!(
-        "SELECT c.external_user_id, c.name, c.corp_name, {agg} AS followers FROM customer c \
-         JOIN follow_relation r ON r.corp_id = c.corp_id AND r.external_user_id = c.external_user_id \
-         AND r.status = 'active' WHERE c.corp_id = $1 \
-         AND ($2 IS NULL OR EXISTS (SELECT 1 FROM follow_relation o WHERE o.corp_id = c.corp_id \
-         AND o.external_user_id = c.external_user_id AND o.user_id = $2 AND o.status = 'active')) \
-         AND ($3 IS NULL OR LOWER(c.name) LIKE $3 ESCAPE '\\' OR c.external_user_id = $4 \
-           OR EXISTS (SELECT 1 FROM follow_relation m WHERE m.corp_id = c.corp_id \
-           AND m.external_user_id = c.external_user_id AND m.status = 'active' \
-           AND ($2 IS NULL OR m.user_id = $2) AND LOWER(m.remark) LIKE $3 ESCAPE '\\')) \
-         AND ($5 IS NULL OR c.external_user_id > $5) \
-         AND ($7 IS NULL OR EXISTS (SELECT 1 FROM follow_relation t WHERE t.corp_id = c.corp_id \
-           AND t.external_user_id = c.external_user_id AND t.status = 'active' \
-           AND t.user_id IN {team_ids})) \
-         GROUP BY c.external_user_id, c.name, c.corp_name ORDER BY c.external_user_id LIMIT $6",
-        team_ids = crate::platform::db::in_json_list(db, 7),
-    );
     let like = query.map(crate::platform::db::like_contains);
     let team = team.map(crate::platform::db::json_list);
-    let rows = on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
-        .bind(corp_id)
-        .bind(staff)
-        .bind(like.as_deref())
-        .bind(query)
-        .bind(after)
-        .bind(limit.clamp(1, 500))
-        .bind(team.as_deref())
-        .fetch_all(pool)
-        .await)?;
+    // Each statement walks customers in external_userid order and stops when the page is full; a
+    // page's followers are read for its rows only. Only what is asked goes into it, so that each
+    // shape is planned for itself. CROSS JOIN keeps SQLite's join order as written (PostgreSQL
+    // plans it as any join).
+    let mut sql = format!(
+        "SELECT c.external_user_id, c.name, c.corp_name, (SELECT {followers} FROM follow_relation r \
+         WHERE r.corp_id = c.corp_id AND r.external_user_id = c.external_user_id \
+         AND r.status = 'active') AS followers "
+    );
+    /// `value` bound next: its placeholder.
+    fn next<'a>(binds: &mut Vec<&'a str>, value: &'a str) -> String {
+        binds.push(value);
+        format!("${}", binds.len())
+    }
+    let mut binds: Vec<&str> = vec![corp_id.as_str()];
+    let key = match (staff, query, like.as_deref()) {
+        (Some(staff), query, like) => {
+            // One member's customers: their active relations in key order, a few hundred at most.
+            // The remark searched is the member's own (one relation per member and customer).
+            let user = next(&mut binds, staff);
+            sql.push_str(&format!(
+                "FROM follow_relation o CROSS JOIN customer c WHERE o.corp_id = $1 \
+                 AND o.user_id = {user} AND o.status = 'active' AND c.corp_id = o.corp_id \
+                 AND c.external_user_id = o.external_user_id"
+            ));
+            if let (Some(query), Some(like)) = (query, like) {
+                let (like, id) = (next(&mut binds, like), next(&mut binds, query));
+                sql.push_str(&format!(
+                    " AND (LOWER(c.name) LIKE {like} ESCAPE '\\' OR c.external_user_id = {id} \
+                     OR LOWER(o.remark) LIKE {like} ESCAPE '\\')"
+                ));
+            }
+            "o.external_user_id"
+        }
+        (None, Some(query), Some(like)) => {
+            // Every customer: `customer_search` holds each one's lower-cased name and active
+            // remarks, one per line (migration 0015), so a query is one narrow scan instead of a
+            // lookup of every customer's relations. A query with a line break could match across
+            // two of them: that one is compared with each on its own.
+            let (like, id) = (next(&mut binds, like), next(&mut binds, query));
+            sql.push_str(
+                "FROM customer_search s CROSS JOIN customer c WHERE s.corp_id = $1 \
+                 AND c.corp_id = s.corp_id AND c.external_user_id = s.external_user_id",
+            );
+            if query.contains('\n') {
+                sql.push_str(&format!(
+                    " AND (LOWER(c.name) LIKE {like} ESCAPE '\\' OR c.external_user_id = {id} \
+                     OR EXISTS (SELECT 1 FROM follow_relation m WHERE m.corp_id = c.corp_id \
+                     AND m.external_user_id = c.external_user_id AND m.status = 'active' \
+                     AND LOWER(m.remark) LIKE {like} ESCAPE '\\'))"
+                ));
+            } else {
+                sql.push_str(&format!(
+                    " AND (s.text LIKE {like} ESCAPE '\\' OR s.external_user_id = {id})"
+                ));
+            }
+            "s.external_user_id"
+        }
+        (None, _, _) => {
+            sql.push_str("FROM customer c WHERE c.corp_id = $1");
+            "c.external_user_id"
+        }
+    };
+    if staff.is_none() {
+        sql.push_str(
+            " AND EXISTS (SELECT 1 FROM follow_relation a WHERE a.corp_id = c.corp_id \
+             AND a.external_user_id = c.external_user_id AND a.status = 'active')",
+        );
+    }
+    if let Some(team) = team.as_deref() {
+        // A manager's team: customers one of them follows now.
+        next(&mut binds, team);
+        sql.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM follow_relation t WHERE t.corp_id = c.corp_id \
+             AND t.external_user_id = c.external_user_id AND t.status = 'active' \
+             AND t.user_id IN {})",
+            crate::platform::db::in_json_list(db, binds.len())
+        ));
+    }
+    if let Some(after) = after {
+        let after = next(&mut binds, after);
+        sql.push_str(&format!(" AND {key} > {after}"));
+    }
+    sql.push_str(&format!(" ORDER BY {key} LIMIT ${}", binds.len() + 1));
+    let limit = limit.clamp(1, 500);
+    let rows = on_db!(db, |pool| {
+        let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()));
+        for value in &binds {
+            q = q.bind(*value);
+        }
+        q.bind(limit).fetch_all(pool).await
+    })?;
     Ok(rows)
 }
 

@@ -727,7 +727,7 @@ async fn overview(State(state): State<Arc<AppState>>, signed: Signed) -> Result<
     let corp = s.principal.corp_id.clone();
     let now = now_ms();
     let backlog = worker::backlog(&state.db, Some(corp.as_str()), now).await?;
-    let out = outbox::stats(&state.db, Some(corp.as_str()), now).await?;
+    let out = outbox::backlog(&state.db, Some(corp.as_str()), now).await?;
     let open = alerts::open_by_severity(&state.db, &corp).await?;
     let cursor = crate::domain::archive::store::find_cursor(&state.db, corp.as_str()).await?;
     let undecryptable =
@@ -805,8 +805,14 @@ async fn overview(State(state): State<Arc<AppState>>, signed: Signed) -> Result<
             bad: open.iter().any(|(sev, n)| sev == "critical" && *n > 0),
         },
     ];
+    // From the chart's first hour on, 23 hours before the current one.
     let chart = chart(
-        &inbox::hourly(&state.db, corp.as_str(), now - CHART_HOURS * 3_600_000).await?,
+        &inbox::hourly(
+            &state.db,
+            corp.as_str(),
+            now - (CHART_HOURS - 1) * 3_600_000,
+        )
+        .await?,
         now,
     );
     let open_by_severity = views::SEVERITIES
