@@ -729,8 +729,16 @@ async fn a_stalled_archive_alerts_operators_once() {
     let w = app.wecom();
     let (seq, _) = w.archive_text(CORP, STAFF, &[CUSTOMER], "", "在吗");
     wait_seq(&app, seq).await;
-    // WeCom unreachable from now on, and the last success three hours ago.
+    // WeCom unreachable from now on, and the last success three hours ago — set once a pull has
+    // failed, so that a round already under way when WeCom went down cannot record a success after
+    // it (rounds run one after another).
     w.set_down(true);
+    let db = app.db.clone();
+    eventually("a failed pull", || {
+        let db = db.clone();
+        async move { cursor(&db).await.last_error.is_some() }
+    })
+    .await;
     let three_hours_ago = scrm::platform::db::now_ms() - 3 * 3_600_000;
     scrm::on_db!(&app.db, |pool| sqlx::query(
         "UPDATE archive_cursor SET last_success_at_ms = $2 WHERE corp_id = $1"
