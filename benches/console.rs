@@ -1,12 +1,12 @@
 //! The console's three busiest pages at scale: the alerts inbox (`/console/alerts`, with and
-//! without filters), the customer search (`/console/customers?q=…`, by name, remark, phone, id
-//! and follower) and the overview (`/console`), against the release `scrm serve` pinned to one
+//! without filters), the customer search (`/console/customers?q=…`, by name, remark, id and
+//! follower, and the filters by phone, tag, stage, channel, dates added and ended) and the overview (`/console`), against the release `scrm serve` pinned to one
 //! core (the generator on another), over TCP to the database, signed in with a console account
 //! through `POST /console/login` as a browser is.
 //!
 //! ```text
 //! cargo bench --bench console -- --backend sqlite   [--repeat 3] [--requests 40] [--clients 1]
-//! cargo bench --bench console -- --backend postgres [--reseed]
+//! cargo bench --bench console -- --backend postgres [--reseed] [--only customers]
 //! ```
 //!
 //! The data: 100,000 customers followed by 200 salespeople (120,000 relations: remarks, phone
@@ -78,6 +78,8 @@ struct Options {
     server_core: usize,
     client_core: usize,
     reseed: bool,
+    /// Only the variants of this page (`overview`, `alerts`, `customers`).
+    only: Option<String>,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -89,6 +91,7 @@ fn options() -> anyhow::Result<Options> {
         server_core: 1,
         client_core: 0,
         reseed: false,
+        only: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -101,6 +104,7 @@ fn options() -> anyhow::Result<Options> {
             "--server-core" => o.server_core = value()?.parse()?,
             "--client-core" => o.client_core = value()?.parse()?,
             "--reseed" => o.reseed = true,
+            "--only" => o.only = Some(value()?),
             "--bench" => {}
             other => bail!("unknown option {other}"),
         }
@@ -894,6 +898,52 @@ fn variants(seeded_at: i64, sample: &Sample) -> Vec<Variant> {
         ),
         v(
             "customers",
+            "phone= (one number)",
+            format!("/console/customers?phone={}", sample.phone),
+        ),
+        v(
+            "customers",
+            "tag= (1 % of relations)",
+            "/console/customers?tag=ettag150".to_owned(),
+        ),
+        v(
+            "customers",
+            "stage=成交",
+            format!("/console/customers?stage={}", encode("成交")),
+        ),
+        v(
+            "customers",
+            "stage=未设置",
+            "/console/customers?stage=-".to_owned(),
+        ),
+        v(
+            "customers",
+            "channel=expo*",
+            "/console/customers?channel=expo*".to_owned(),
+        ),
+        v(
+            "customers",
+            "added one week",
+            format!(
+                "/console/customers?added_from={}&added_to={}",
+                sample.added_day, sample.added_day_end
+            ),
+        ),
+        v(
+            "customers",
+            "ended last 7 days",
+            format!("/console/customers?ended_from={since}"),
+        ),
+        v(
+            "customers",
+            "tag+stage+staff",
+            format!(
+                "/console/customers?staff={staff}&tag=ettag150&stage={}",
+                encode("成交")
+            ),
+        ),
+        v(
+            "customers",
             "page 2 (after=)",
             format!(
                 "/console/customers?q={}&after={}",
@@ -911,6 +961,9 @@ struct Sample {
     phone: String,
     ext: String,
     after: String,
+    /// A week of dates added (`yyyy-mm-dd`, first and last day).
+    added_day: String,
+    added_day_end: String,
 }
 
 async fn sample(db: &Db) -> anyhow::Result<Sample> {
@@ -925,6 +978,12 @@ async fn sample(db: &Db) -> anyhow::Result<Sample> {
          AND remark_mobiles <> '[]'",
     )
     .await?;
+    let added = scalar(
+        db,
+        "SELECT added_at_ms FROM follow_relation WHERE external_user_id = 'wmbench1050000' \
+         ORDER BY user_id LIMIT 1",
+    )
+    .await?;
     Ok(Sample {
         mid_alert: scalar(db, "SELECT MAX(id) / 2 FROM alert").await?,
         name: text("SELECT name FROM customer WHERE external_user_id = 'wmbench1012345'").await?,
@@ -937,6 +996,8 @@ async fn sample(db: &Db) -> anyhow::Result<Sample> {
             .collect(),
         ext: "wmbench1054321".to_owned(),
         after: "wmbench1050000".to_owned(),
+        added_day: day(added - 6 * DAY_MS),
+        added_day_end: day(added),
     })
 }
 
@@ -1137,7 +1198,10 @@ fn main() -> anyhow::Result<()> {
             bail!("server did not start");
         }
         let cookie = sign_in(port).await?;
-        let variants = variants(seeded_at, &sample);
+        let mut variants = variants(seeded_at, &sample);
+        if let Some(page) = &o.only {
+            variants.retain(|v| v.page == page);
+        }
         // Warm-up, and what each variant answers.
         let http = reqwest::Client::new();
         let mut answers = Vec::with_capacity(variants.len());

@@ -16,9 +16,10 @@ pub enum Role {
     Admin,
     /// Reads every customer, note and history; changes no customer record.
     Compliance,
-    /// Reads and edits the customers, and works the alerts, of the staff of the departments the
-    /// member leads (WeCom's `is_leader_in_dept`, sub-departments included) and of their direct
-    /// reports: [`Principal::team`]. A console role (WeCom login), never an API key's.
+    /// Reads and edits the customers, works the alerts, and reassigns the customers (from one
+    /// member of the team to others of it), of the staff of the departments the member leads
+    /// (WeCom's `is_leader_in_dept`, sub-departments included) and of their direct reports:
+    /// [`Principal::team`]. A console role (WeCom login), never an API key's.
     Manager,
     /// Reads and edits only its own staff member's customers.
     Sales,
@@ -38,6 +39,7 @@ impl Role {
                 action,
                 ReadCustomers
                     | ReadOperations
+                    | ReadTransfers
                     | ReadAlerts
                     | HandleAlerts
                     | ReadArchive
@@ -45,7 +47,12 @@ impl Role {
             ),
             Self::Manager => matches!(
                 action,
-                ReadCustomers | EditCustomers | ReadAlerts | HandleAlerts
+                ReadCustomers
+                    | EditCustomers
+                    | ReadAlerts
+                    | HandleAlerts
+                    | ReadTransfers
+                    | ManageTransfers
             ),
             Self::Sales => matches!(action, ReadCustomers | EditCustomers),
         }
@@ -109,7 +116,10 @@ pub enum Action {
     HandleAlerts,
     /// Read archived chat content (every read is logged) and the archive's health.
     ReadArchive,
-    /// Plan, run and retry reassignments of a member's customers and group chats.
+    /// Read the departed members and the reassignments (a manager: their team's).
+    ReadTransfers,
+    /// Plan, run and retry reassignments of a member's customers and group chats (a manager:
+    /// from and to members of their team).
     ManageTransfers,
     /// Create, rename, reorder and delete quick-reply folders and snippets (话术库).
     ManageQuickReplies,

@@ -81,6 +81,32 @@ pub(crate) fn page_headers() -> HeaderMap {
     h
 }
 
+/// `yyyy-mm-dd` as midnight China Standard Time, epoch ms (the console's and the API's dates).
+pub(crate) fn china_day_start_ms(day: &str) -> Option<i64> {
+    let date = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()?;
+    let tz = chrono::FixedOffset::east_opt(8 * 3600)?;
+    let t = date.and_hms_opt(0, 0, 0)?.and_local_timezone(tz).single()?;
+    Some(t.timestamp_millis())
+}
+
+/// The days `from` to `to` (inclusive, `yyyy-mm-dd`, China Standard Time) as a span; `Err` names
+/// the end that is not a date.
+pub(crate) fn day_span(
+    from: Option<&str>,
+    to: Option<&str>,
+) -> Result<crate::domain::customers::Span, &'static str> {
+    const DAY_MS: i64 = 86_400_000;
+    let day = |d: Option<&str>, which: &'static str| {
+        d.filter(|d| !d.is_empty())
+            .map(|d| china_day_start_ms(d).ok_or(which))
+            .transpose()
+    };
+    Ok(crate::domain::customers::Span {
+        from_ms: day(from, "from")?,
+        to_ms: day(to, "to")?.map(|t| t + DAY_MS),
+    })
+}
+
 /// A random token of 24 letters and digits: an OAuth `state` (WeCom allows `a-zA-Z0-9`, ≤ 128),
 /// a JS-SDK nonce, a lock owner.
 pub(crate) fn random_state() -> String {

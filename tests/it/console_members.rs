@@ -18,6 +18,7 @@ use crate::web_client::{Answer, Browser};
 
 both_backends!(
     members_sign_in_with_wecom_and_reach_what_their_role_allows,
+    a_manager_reassigns_customers_only_within_their_team,
     in_the_browser_a_manager_scans_in_and_an_admin_sets_roles,
 );
 
@@ -589,14 +590,14 @@ const MATRIX: [(&str, &str, Action); 44] = [
     ("POST", "/console/rules/rescan", Action::ManageRules),
     ("GET", "/console/rules/rescan/{id}", Action::ManageRules),
     ("POST", "/console/rules/recipients", Action::ManageRules),
-    ("GET", "/console/transfers", Action::ReadOperations),
+    ("GET", "/console/transfers", Action::ReadTransfers),
     ("GET", "/console/transfers/new", Action::ManageTransfers),
     ("POST", "/console/transfers/plan", Action::ManageTransfers),
-    ("GET", "/console/transfers/{id}", Action::ReadOperations),
+    ("GET", "/console/transfers/{id}", Action::ReadTransfers),
     (
         "GET",
         "/console/transfers/{id}/progress",
-        Action::ReadOperations,
+        Action::ReadTransfers,
     ),
     (
         "POST",
@@ -793,6 +794,174 @@ async fn every_console_route_refuses_the_roles_that_may_not(backend: Backend) {
 /// Real Chromium: the department leader clicks 企业微信扫码登录, WeCom (the emulator, with the
 /// leader's phone arranged to confirm) sends the browser back, and the console opens on their
 /// department's alerts; the admin's 成员与权限. Screenshots at 1280×800.
+/// 离职继承 as a department leader: the page lists only their team's members and reassignments;
+/// a plan from or to someone outside the team is refused and nothing is planned; one inside it is
+/// planned and started, audited under the manager's name; another team's job is not theirs to
+/// read or start.
+async fn a_manager_reassigns_customers_only_within_their_team(backend: Backend) {
+    let f = fixture(backend).await;
+    let base = f.app.server.base_url.clone();
+    f.customer(SHANGHAI, "上海客户");
+    f.customer(SOUTH, "华南客户");
+    f.app.settle().await;
+    let jobs = |db: scrm::platform::db::Db| async move {
+        scrm::domain::transfers::list_jobs(&db, &crate::common::corp(CORP), None, 50)
+            .await
+            .unwrap()
+    };
+    // The admin's reassignment in 华南: not the manager's.
+    let mut admin = Browser::new(&base);
+    admin
+        .post_form(
+            "/console/login",
+            &[
+                ("username", ADMIN),
+                ("password", PASSWORD),
+                ("next", "/console"),
+            ],
+        )
+        .await;
+    let form = admin.get("/console/transfers/new").await;
+    assert!(form.text.contains("陈华南"), "{}", form.text);
+    let south_plan = admin
+        .post_form(
+            "/console/transfers/plan",
+            &[
+                ("csrf", &form.field("csrf")),
+                ("handover", SOUTH),
+                ("taker", CLERK),
+            ],
+        )
+        .await;
+    assert_eq!(south_plan.status, 303, "{}", south_plan.text);
+    let south_job = south_plan.location.unwrap();
+
+    // The customer search's filters, through the page (their logic: tests/it/hardening.rs).
+    let search = admin.get("/console/customers").await;
+    for control in [
+        "name=\"phone\"",
+        "name=\"tag\"",
+        "name=\"stage\"",
+        "name=\"channel\"",
+        "name=\"added_from\"",
+        "name=\"ended_to\"",
+    ] {
+        assert!(search.text.contains(control), "{control}");
+    }
+    assert!(search.text.contains("上海客户") && search.text.contains("华南客户"));
+    let unset = admin
+        .get("/console/customers?stage=-&added_from=2020-01-01")
+        .await;
+    assert!(unset.text.contains("上海客户"), "{}", unset.text);
+    let none = admin.get("/console/customers?channel=nowhere").await;
+    assert!(none.text.contains("没有符合条件的客户"), "{}", none.text);
+    let bad = admin.get("/console/customers?added_from=2026-13-45").await;
+    assert!(
+        bad.status >= 400 && bad.text.contains("日期格式"),
+        "{} {}",
+        bad.status,
+        bad.text
+    );
+
+    let mut manager = Browser::new(&base);
+    assert_eq!(
+        f.sign_in(&mut manager, MANAGER, "/console").await.status,
+        200
+    );
+    let list = manager.get("/console/transfers").await;
+    assert_eq!(list.status, 200, "{}", list.text);
+    assert!(list.text.contains("离职继承"), "in the menu");
+    assert!(
+        !list.text.contains(&format!("href=\"{south_job}\"")),
+        "{}",
+        list.text
+    );
+    let form = manager.get("/console/transfers/new").await;
+    assert_eq!(form.status, 200, "{}", form.text);
+    assert!(form.text.contains("李上海") && form.text.contains("王经理"));
+    assert!(
+        !form.text.contains("陈华南") && !form.text.contains("周合规"),
+        "{}",
+        form.text
+    );
+    let csrf = form.field("csrf");
+    for (handover, taker) in [(SHANGHAI, SOUTH), (SOUTH, SHANGHAI)] {
+        let refused = manager
+            .post_form(
+                "/console/transfers/plan",
+                &[("csrf", &csrf), ("handover", handover), ("taker", taker)],
+            )
+            .await;
+        assert_eq!(
+            refused.status, 403,
+            "{handover} → {taker}: {}",
+            refused.text
+        );
+        assert!(
+            refused.text.contains("只能在自己的团队内交接"),
+            "{}",
+            refused.text
+        );
+    }
+    assert_eq!(jobs(f.app.db.clone()).await.len(), 1, "nothing planned");
+    for path in [south_job.clone(), format!("{south_job}/progress")] {
+        assert_eq!(manager.get(&path).await.status, 403, "{path}");
+    }
+    let foreign = manager
+        .post_form(&format!("{south_job}/start"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(foreign.status, 403, "{}", foreign.text);
+
+    // Within the team: planned, shown, started.
+    let planned = manager
+        .post_form(
+            "/console/transfers/plan",
+            &[
+                ("csrf", &csrf),
+                ("handover", SHANGHAI),
+                ("taker", MANAGER),
+                ("handover_note", "李上海调岗，客户由王经理接手"),
+            ],
+        )
+        .await;
+    assert_eq!(planned.status, 303, "{}", planned.text);
+    let own_job = planned.location.unwrap();
+    let page = manager.get(&own_job).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(page.text.contains("李上海调岗"), "{}", page.text);
+    let started = manager
+        .post_form(&format!("{own_job}/start"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(started.status, 303, "{}", started.text);
+    assert_eq!(
+        started.location.as_deref(),
+        Some(format!("{own_job}?done=start").as_str())
+    );
+    let all = jobs(f.app.db.clone()).await;
+    assert_eq!(all.len(), 2);
+    let own = all
+        .iter()
+        .find(|j| j.handover_user_id.as_str() == SHANGHAI)
+        .unwrap();
+    assert_eq!(own.state, "running");
+    assert_eq!(own.taker_list(), [MANAGER]);
+    assert!(
+        manager
+            .get("/console/transfers")
+            .await
+            .text
+            .contains(&own_job),
+        "the team's job is listed"
+    );
+    let audit = f.audit().await;
+    let by_manager: Vec<_> = audit
+        .iter()
+        .filter(|(actor, action, _)| actor.contains(MANAGER) && action.starts_with("transfer"))
+        .collect();
+    assert!(by_manager.len() >= 2, "plan and start audited: {audit:?}");
+    f.app.stop().await;
+}
+
 async fn in_the_browser_a_manager_scans_in_and_an_admin_sets_roles(backend: Backend) {
     let f = fixture(backend).await;
     f.deletion_alert(SHANGHAI, "孙总").await;

@@ -336,10 +336,11 @@ async fn searches_match_percent_and_underscore_literally_and_ignore_case(backend
             scrm::domain::customers::list_customers(
                 &db,
                 &crate::common::corp(common::CORP),
-                staff,
-                None,
-                Some(q),
-                None,
+                &scrm::domain::customers::CustomerSearch {
+                    staff,
+                    query: Some(q),
+                    ..Default::default()
+                },
                 50,
             )
             .await
@@ -389,10 +390,10 @@ async fn searches_follow_renames_remark_edits_and_ended_relations(backend: Backe
             scrm::domain::customers::list_customers(
                 &db,
                 &crate::common::corp(common::CORP),
-                None,
-                None,
-                Some(q),
-                None,
+                &scrm::domain::customers::CustomerSearch {
+                    query: Some(q),
+                    ..Default::default()
+                },
                 50,
             )
             .await
@@ -496,6 +497,250 @@ async fn published_sample_keys_and_plain_http_are_refused_off_loopback() {
     let out = common::scrm(dir.path(), &["migrate"]).await;
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("wecom.api_base_url"), "{}", out.stderr);
+}
+
+both_backends!(customer_search_filters_by_phone_tag_stage_channel_and_dates);
+
+/// Each filter of the customer search narrows it to what it names, the filters combine on one
+/// relation, and a search of ended relations finds customers nobody follows any more (both
+/// backends: the tag test reads JSON differently on each).
+async fn customer_search_filters_by_phone_tag_stage_channel_and_dates(backend: Backend) {
+    use scrm::domain::customers::{
+        self, CustomerSearch, EndReason, RelationKey, RelationSnapshot, Span, StageFilter,
+    };
+    let test_db = common::TestDb::create(backend).await;
+    let db = test_db.connect().await;
+    const DAY: i64 = 86_400_000;
+    let t0 = 1_767_225_600_000_i64; // 2026-01-01 08:00 China time
+    /// A relation to seed: customer, staff, mobiles, tags, channel, day added.
+    type Seed<'a> = (
+        &'a str,
+        &'a str,
+        &'a [&'a str],
+        &'a [&'a str],
+        Option<&'a str>,
+        i64,
+    );
+    let rows: [Seed<'_>; 5] = [
+        (
+            "wmA",
+            "lisi",
+            &["13800001111"],
+            &["etVIP"],
+            Some("expo2026"),
+            0,
+        ),
+        ("wmB", "lisi", &[], &["etvip", "etNew"], Some("web"), 10),
+        (
+            "wmC",
+            "wangwu",
+            &["+86 139-0000-2222"],
+            &[],
+            Some("expo2025"),
+            20,
+        ),
+        ("wmD", "wangwu", &[], &["etVIP"], None, 30),
+        ("wmD", "lisi", &["13800001111"], &[], None, 31),
+    ];
+    for (ext, user, mobiles, tags, channel, day) in rows {
+        customers::upsert_customer(
+            &db,
+            common::CORP,
+            &customers::CustomerProfile {
+                external_user_id: common::ext(ext),
+                name: ext.to_owned(),
+                customer_type: 1,
+                gender: 0,
+                avatar: String::new(),
+                corp_name: String::new(),
+                corp_full_name: String::new(),
+                position: String::new(),
+                unionid: None,
+            },
+            t0,
+        )
+        .await
+        .unwrap();
+        customers::apply_relation(
+            &db,
+            &common::corp(common::CORP),
+            &RelationSnapshot {
+                user_id: common::user(user),
+                external_user_id: common::ext(ext),
+                remark: String::new(),
+                description: String::new(),
+                remark_corp_name: String::new(),
+                remark_mobiles: mobiles.iter().map(|m| (*m).to_owned()).collect(),
+                tag_ids: tags.iter().map(|t| (*t).to_owned()).collect(),
+                add_way: 1,
+                state: channel.map(str::to_owned),
+                oper_user_id: None,
+                added_at_ms: Some(t0 + day * DAY),
+            },
+            t0 + 40 * DAY,
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    // wmC was deleted by wangwu on day 35: nobody follows them now.
+    let (corp, wangwu, wm_c) = (
+        common::corp(common::CORP),
+        common::user("wangwu"),
+        common::ext("wmC"),
+    );
+    customers::end_relation(
+        &db,
+        RelationKey {
+            corp_id: &corp,
+            user_id: &wangwu,
+            external_user_id: &wm_c,
+        },
+        EndReason::DeletedByStaff,
+        t0 + 35 * DAY,
+        t0 + 41 * DAY,
+    )
+    .await
+    .unwrap();
+    scrm::domain::followup::set_customer_stage(&db, &corp, &common::ext("wmB"), "成交", "lisi", t0)
+        .await
+        .unwrap();
+    let find = |search: CustomerSearch<'static>| {
+        let db = db.clone();
+        async move {
+            customers::list_customers(&db, &common::corp(common::CORP), &search, 50)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|c| (c.external_user_id, c.followers))
+                .collect::<Vec<_>>()
+        }
+    };
+    let ids = |found: Vec<(String, String)>| found.into_iter().map(|(e, _)| e).collect::<Vec<_>>();
+    let all = CustomerSearch::default();
+    assert_eq!(ids(find(all).await), ["wmA", "wmB", "wmD"], "active only");
+    let phone = |p: &'static str| CustomerSearch {
+        phone: Some(p),
+        ..all
+    };
+    assert_eq!(ids(find(phone("0000111")).await), ["wmA", "wmD"]);
+    assert_eq!(
+        ids(find(phone("2222")).await),
+        Vec::<String>::new(),
+        "wmC ended"
+    );
+    let tag = |t: &'static str| CustomerSearch {
+        tag_id: Some(t),
+        ..all
+    };
+    assert_eq!(ids(find(tag("etVIP")).await), ["wmA", "wmD"], "case kept");
+    assert_eq!(ids(find(tag("etvip")).await), ["wmB"]);
+    assert_eq!(
+        ids(find(tag("etV")).await),
+        Vec::<String>::new(),
+        "whole ids"
+    );
+    let stage = |s| CustomerSearch {
+        stage: Some(s),
+        ..all
+    };
+    assert_eq!(ids(find(stage(StageFilter::Named("成交"))).await), ["wmB"]);
+    assert_eq!(ids(find(stage(StageFilter::Unset)).await), ["wmA", "wmD"]);
+    let channel = |c: &'static str| CustomerSearch {
+        channel: Some(c),
+        ..all
+    };
+    assert_eq!(ids(find(channel("expo2026")).await), ["wmA"]);
+    assert_eq!(ids(find(channel("expo")).await), Vec::<String>::new());
+    assert_eq!(ids(find(channel("expo*")).await), ["wmA"], "wmC ended");
+    let added = |from: i64, to: i64| CustomerSearch {
+        added: Span {
+            from_ms: Some(t0 + from * DAY),
+            to_ms: Some(t0 + to * DAY),
+        },
+        ..all
+    };
+    assert_eq!(ids(find(added(5, 31)).await), ["wmB", "wmD"]);
+    assert_eq!(ids(find(added(31, 32)).await), ["wmD"]);
+    // Filters combine on one relation: lisi's relation with wmD has the phone, wangwu's the tag.
+    assert_eq!(
+        ids(find(CustomerSearch {
+            phone: Some("13800001111"),
+            tag_id: Some("etVIP"),
+            ..all
+        })
+        .await),
+        ["wmA"]
+    );
+    // One member's customers, filtered on their own relation.
+    assert_eq!(
+        ids(find(CustomerSearch {
+            staff: Some("wangwu"),
+            tag_id: Some("etVIP"),
+            ..all
+        })
+        .await),
+        ["wmD"]
+    );
+    assert_eq!(
+        ids(find(CustomerSearch {
+            staff: Some("lisi"),
+            tag_id: Some("etVIP"),
+            ..all
+        })
+        .await),
+        ["wmA"]
+    );
+    // Ended relations: who was lost, when; the followers column is who follows now.
+    let ended = |from: i64, to: i64| CustomerSearch {
+        ended: Span {
+            from_ms: Some(t0 + from * DAY),
+            to_ms: Some(t0 + to * DAY),
+        },
+        ..all
+    };
+    assert_eq!(
+        find(ended(30, 40)).await,
+        [("wmC".to_owned(), String::new())]
+    );
+    assert_eq!(ids(find(ended(36, 40)).await), Vec::<String>::new());
+    assert_eq!(
+        ids(find(CustomerSearch {
+            staff: Some("wangwu"),
+            ..ended(0, 40)
+        })
+        .await),
+        ["wmC"]
+    );
+    assert_eq!(
+        ids(find(CustomerSearch {
+            staff: Some("lisi"),
+            ..ended(0, 40)
+        })
+        .await),
+        Vec::<String>::new()
+    );
+    // A manager's team: lisi's team sees wmD (lisi follows) but not through wangwu's tag.
+    let team: &'static [String] = Box::leak(Box::new(["lisi".to_owned()]));
+    assert_eq!(
+        ids(find(CustomerSearch {
+            team: Some(team),
+            ..all
+        })
+        .await),
+        ["wmA", "wmB", "wmD"]
+    );
+    assert_eq!(
+        ids(find(CustomerSearch {
+            team: Some(team),
+            tag_id: Some("etVIP"),
+            ..all
+        })
+        .await),
+        ["wmA"]
+    );
+    db.close().await;
+    test_db.drop_database().await;
 }
 
 both_backends!(a_salesperson_sees_only_their_own_relation_and_reminders);

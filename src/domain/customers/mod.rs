@@ -820,83 +820,232 @@ pub struct CustomerSummary {
     pub followers: String,
 }
 
-/// Customers with an active relation, ordered by id after `after` (paging): of one staff member
-/// when `staff` is given, of one of `team` when that is given; `query` matches the name, a
-/// remark or the id.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "each is one optional filter of the search"
-)]
+/// What a customer search asks. Every field given narrows it; [`Default`] lists every customer
+/// someone follows now.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CustomerSearch<'a> {
+    /// Followed by this staff member (their relation is the one the other filters read).
+    pub staff: Option<&'a str>,
+    /// Followed by one of these (a manager's team).
+    pub team: Option<&'a [String]>,
+    /// Anywhere in the name or a remark (case ignored), or exactly the `external_userid`.
+    pub query: Option<&'a str>,
+    /// Digits found in a relation's remark mobiles (备注手机号).
+    pub phone: Option<&'a str>,
+    /// A relation carries this corp tag.
+    pub tag_id: Option<&'a str>,
+    /// The customer's lifecycle stage.
+    pub stage: Option<StageFilter<'a>>,
+    /// The relation came through this channel (联系我 `state`); a trailing `*` matches a prefix.
+    pub channel: Option<&'a str>,
+    /// The relation was added in this span.
+    pub added: Span,
+    /// A relation ended in this span. Then the relation read is an ended one and the customer
+    /// need not be followed by anyone any more (who was lost, when).
+    pub ended: Span,
+    /// After this `external_userid` (paging).
+    pub after: Option<&'a str>,
+}
+
+/// A stage to search for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageFilter<'a> {
+    /// Customers at this stage.
+    Named(&'a str),
+    /// Customers nobody has given a stage (the sidebar's 未设置).
+    Unset,
+}
+
+/// A half-open span of time, epoch ms: `from <= t < to`; either end may be open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Span {
+    /// From this instant on.
+    pub from_ms: Option<i64>,
+    /// Before this instant.
+    pub to_ms: Option<i64>,
+}
+
+impl Span {
+    /// Whether either end is given.
+    pub fn is_set(&self) -> bool {
+        self.from_ms.is_some() || self.to_ms.is_some()
+    }
+}
+
+/// A value bound to a search statement.
+enum Bind<'a> {
+    Text(&'a str),
+    Owned(String),
+    Int(i64),
+}
+
+/// The binds of a statement built as it goes: each value pushed answers its placeholder.
+#[derive(Default)]
+struct Binds<'a>(Vec<Bind<'a>>);
+
+impl<'a> Binds<'a> {
+    fn push(&mut self, value: Bind<'a>) -> String {
+        self.0.push(value);
+        format!("${}", self.0.len())
+    }
+    fn text(&mut self, value: &'a str) -> String {
+        self.push(Bind::Text(value))
+    }
+    fn owned(&mut self, value: String) -> String {
+        self.push(Bind::Owned(value))
+    }
+    fn int(&mut self, value: i64) -> String {
+        self.push(Bind::Int(value))
+    }
+}
+
+/// The conditions `search` asks of one relation (aliased `r`), ANDed: the status (active, or ended
+/// in the span asked), then phone, tag, channel and date added.
+fn relation_conditions<'a>(
+    db: &Db,
+    r: &str,
+    search: &CustomerSearch<'a>,
+    binds: &mut Binds<'a>,
+) -> String {
+    let mut sql = String::new();
+    if search.ended.is_set() {
+        sql.push_str(&format!(
+            " AND {r}.status <> 'active' AND {r}.ended_at_ms IS NOT NULL"
+        ));
+        if let Some(from) = search.ended.from_ms {
+            sql.push_str(&format!(" AND {r}.ended_at_ms >= {}", binds.int(from)));
+        }
+        if let Some(to) = search.ended.to_ms {
+            sql.push_str(&format!(" AND {r}.ended_at_ms < {}", binds.int(to)));
+        }
+    } else {
+        sql.push_str(&format!(" AND {r}.status = 'active'"));
+    }
+    if let Some(from) = search.added.from_ms {
+        sql.push_str(&format!(" AND {r}.added_at_ms >= {}", binds.int(from)));
+    }
+    if let Some(to) = search.added.to_ms {
+        sql.push_str(&format!(" AND {r}.added_at_ms < {}", binds.int(to)));
+    }
+    if let Some(phone) = search.phone {
+        // Stored as a JSON array of strings; the digits asked anywhere in one of them.
+        let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
+        sql.push_str(&format!(
+            " AND {r}.remark_mobiles LIKE {}",
+            binds.owned(format!("%{digits}%"))
+        ));
+    }
+    if let Some(tag) = search.tag_id {
+        let tag = binds.text(tag);
+        sql.push_str(&match db {
+            Db::Postgres(_) => format!(" AND {r}.tag_ids::jsonb @> jsonb_build_array({tag}::text)"),
+            Db::Sqlite(_) => {
+                format!(" AND EXISTS (SELECT 1 FROM json_each({r}.tag_ids) WHERE value = {tag})")
+            }
+        });
+    }
+    if let Some(channel) = search.channel {
+        match channel.strip_suffix('*') {
+            Some(prefix) => {
+                let n = prefix.chars().count();
+                sql.push_str(&format!(
+                    " AND SUBSTR({r}.state, 1, {n}) = {}",
+                    binds.text(prefix)
+                ));
+            }
+            None => sql.push_str(&format!(" AND {r}.state = {}", binds.text(channel))),
+        }
+    }
+    sql
+}
+
+/// Customers matching `search`, ordered by id after `search.after` (paging), at most `limit`.
 pub async fn list_customers(
     db: &Db,
     corp_id: &CorpId,
-    staff: Option<&str>,
-    team: Option<&[String]>,
-    query: Option<&str>,
-    after: Option<&str>,
+    search: &CustomerSearch<'_>,
     limit: i64,
 ) -> Result<Vec<CustomerSummary>, StoreError> {
     let followers = match db {
         Db::Postgres(_) => "STRING_AGG(r.user_id, ',' ORDER BY r.user_id)",
         Db::Sqlite(_) => "GROUP_CONCAT(r.user_id, ',' ORDER BY r.user_id)",
     };
+    let query = search.query;
     let like = query.map(crate::platform::db::like_contains);
-    let team = team.map(crate::platform::db::json_list);
+    let team = search.team.map(crate::platform::db::json_list);
     // Each statement walks customers in external_userid order and stops when the page is full; a
     // page's followers are read for its rows only. Only what is asked goes into it, so that each
     // shape is planned for itself. CROSS JOIN keeps SQLite's join order as written (PostgreSQL
     // plans it as any join).
     let mut sql = format!(
-        "SELECT c.external_user_id, c.name, c.corp_name, (SELECT {followers} FROM follow_relation r \
-         WHERE r.corp_id = c.corp_id AND r.external_user_id = c.external_user_id \
-         AND r.status = 'active') AS followers "
+        "SELECT c.external_user_id, c.name, c.corp_name, COALESCE((SELECT {followers} FROM \
+         follow_relation r WHERE r.corp_id = c.corp_id AND r.external_user_id = c.external_user_id \
+         AND r.status = 'active'), '') AS followers "
     );
-    /// `value` bound next: its placeholder.
-    fn next<'a>(binds: &mut Vec<&'a str>, value: &'a str) -> String {
-        binds.push(value);
-        format!("${}", binds.len())
-    }
-    let mut binds: Vec<&str> = vec![corp_id.as_str()];
-    let key = match (staff, query, like.as_deref()) {
+    let mut binds = Binds::default();
+    binds.text(corp_id.as_str());
+    // A phone number is searched in `customer_search` first (it holds the remark mobiles), then
+    // checked on the relation.
+    let phone = search
+        .phone
+        .map(|p| p.chars().filter(char::is_ascii_digit).collect::<String>());
+    let key = match (search.staff, query, like.as_deref()) {
         (Some(staff), query, like) => {
-            // One member's customers: their active relations in key order, a few hundred at most.
-            // The remark searched is the member's own (one relation per member and customer).
-            let user = next(&mut binds, staff);
+            // One member's customers: their relations in key order, a few hundred at most. The
+            // remark searched is the member's own (one relation per member and customer).
+            let user = binds.text(staff);
             sql.push_str(&format!(
                 "FROM follow_relation o CROSS JOIN customer c WHERE o.corp_id = $1 \
-                 AND o.user_id = {user} AND o.status = 'active' AND c.corp_id = o.corp_id \
+                 AND o.user_id = {user} AND c.corp_id = o.corp_id \
                  AND c.external_user_id = o.external_user_id"
             ));
+            sql.push_str(&relation_conditions(db, "o", search, &mut binds));
+            if let Some(team) = team.clone() {
+                binds.owned(team);
+                sql.push_str(&format!(
+                    " AND o.user_id IN {}",
+                    crate::platform::db::in_json_list(db, binds.0.len())
+                ));
+            }
             if let (Some(query), Some(like)) = (query, like) {
-                let (like, id) = (next(&mut binds, like), next(&mut binds, query));
+                let (like, id) = (binds.text(like), binds.text(query));
                 sql.push_str(&format!(
                     " AND (LOWER(c.name) LIKE {like} ESCAPE '\\' OR c.external_user_id = {id} \
-                     OR LOWER(o.remark) LIKE {like} ESCAPE '\\')"
+                     OR LOWER(o.remark) LIKE {like} ESCAPE '\\' OR o.remark_mobiles LIKE {like} \
+                     ESCAPE '\\')"
                 ));
             }
             "o.external_user_id"
         }
-        (None, Some(query), Some(like)) => {
-            // Every customer: `customer_search` holds each one's lower-cased name and active
-            // remarks, one per line (migration 0015), so a query is one narrow scan instead of a
-            // lookup of every customer's relations. A query with a line break could match across
-            // two of them: that one is compared with each on its own.
-            let (like, id) = (next(&mut binds, like), next(&mut binds, query));
+        (None, query, like) if query.is_some() || phone.is_some() => {
+            // Every customer: `customer_search` holds each one's lower-cased name and, for each
+            // active relation, its remark and remark mobiles, one per line (migrations 0015,
+            // 0016), so a query is one narrow scan instead of a lookup of every customer's
+            // relations. A query with a line break could match across two of them: that one is
+            // compared with each on its own.
             sql.push_str(
                 "FROM customer_search s CROSS JOIN customer c WHERE s.corp_id = $1 \
                  AND c.corp_id = s.corp_id AND c.external_user_id = s.external_user_id",
             );
-            if query.contains('\n') {
-                sql.push_str(&format!(
-                    " AND (LOWER(c.name) LIKE {like} ESCAPE '\\' OR c.external_user_id = {id} \
-                     OR EXISTS (SELECT 1 FROM follow_relation m WHERE m.corp_id = c.corp_id \
-                     AND m.external_user_id = c.external_user_id AND m.status = 'active' \
-                     AND LOWER(m.remark) LIKE {like} ESCAPE '\\'))"
-                ));
-            } else {
-                sql.push_str(&format!(
-                    " AND (s.text LIKE {like} ESCAPE '\\' OR s.external_user_id = {id})"
-                ));
+            if let (Some(query), Some(like)) = (query, like) {
+                let (like, id) = (binds.text(like), binds.text(query));
+                if query.contains('\n') {
+                    sql.push_str(&format!(
+                        " AND (LOWER(c.name) LIKE {like} ESCAPE '\\' OR c.external_user_id = {id} \
+                         OR EXISTS (SELECT 1 FROM follow_relation m WHERE m.corp_id = c.corp_id \
+                         AND m.external_user_id = c.external_user_id AND m.status = 'active' \
+                         AND LOWER(m.remark) LIKE {like} ESCAPE '\\'))"
+                    ));
+                } else {
+                    sql.push_str(&format!(
+                        " AND (s.text LIKE {like} ESCAPE '\\' OR s.external_user_id = {id})"
+                    ));
+                }
+            }
+            if let Some(digits) = phone.as_ref().filter(|_| !search.ended.is_set()) {
+                // (The mobiles of ended relations are not in customer_search.)
+                let digits = binds.owned(format!("%{digits}%"));
+                sql.push_str(&format!(" AND s.text LIKE {digits}"));
             }
             "s.external_user_id"
         }
@@ -905,34 +1054,64 @@ pub async fn list_customers(
             "c.external_user_id"
         }
     };
-    if staff.is_none() {
-        sql.push_str(
-            " AND EXISTS (SELECT 1 FROM follow_relation a WHERE a.corp_id = c.corp_id \
-             AND a.external_user_id = c.external_user_id AND a.status = 'active')",
-        );
+    if search.staff.is_none() {
+        // One relation that answers every relation filter (and, for a manager, is a team
+        // member's): by default, anyone's active relation. With a date span, the relations in
+        // it are read along their time index and the customers found among them; otherwise each
+        // customer in key order is checked until the page is full.
+        let mut relation = String::from("follow_relation a WHERE a.corp_id = c.corp_id");
+        let by_time = search.added.is_set() || search.ended.is_set();
+        if by_time {
+            relation = String::from("follow_relation a WHERE a.corp_id = $1");
+        }
+        relation.push_str(&relation_conditions(db, "a", search, &mut binds));
+        if let Some(team) = team {
+            binds.owned(team);
+            relation.push_str(&format!(
+                " AND a.user_id IN {}",
+                crate::platform::db::in_json_list(db, binds.0.len())
+            ));
+        }
+        if by_time {
+            sql.push_str(&format!(
+                " AND c.external_user_id IN (SELECT a.external_user_id FROM {relation})"
+            ));
+        } else {
+            sql.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM {relation} AND a.external_user_id = c.external_user_id)"
+            ));
+        }
     }
-    if let Some(team) = team.as_deref() {
-        // A manager's team: customers one of them follows now.
-        next(&mut binds, team);
-        sql.push_str(&format!(
-            " AND EXISTS (SELECT 1 FROM follow_relation t WHERE t.corp_id = c.corp_id \
-             AND t.external_user_id = c.external_user_id AND t.status = 'active' \
-             AND t.user_id IN {})",
-            crate::platform::db::in_json_list(db, binds.len())
-        ));
+    match search.stage {
+        Some(StageFilter::Named(stage)) => {
+            sql.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM customer_stage g WHERE g.corp_id = c.corp_id \
+                 AND g.external_user_id = c.external_user_id AND g.stage = {})",
+                binds.text(stage)
+            ));
+        }
+        Some(StageFilter::Unset) => sql.push_str(
+            " AND NOT EXISTS (SELECT 1 FROM customer_stage g WHERE g.corp_id = c.corp_id \
+             AND g.external_user_id = c.external_user_id)",
+        ),
+        None => {}
     }
-    if let Some(after) = after {
-        let after = next(&mut binds, after);
+    if let Some(after) = search.after {
+        let after = binds.text(after);
         sql.push_str(&format!(" AND {key} > {after}"));
     }
-    sql.push_str(&format!(" ORDER BY {key} LIMIT ${}", binds.len() + 1));
-    let limit = limit.clamp(1, 500);
+    let limit = binds.int(limit.clamp(1, 500));
+    sql.push_str(&format!(" ORDER BY {key} LIMIT {limit}"));
     let rows = on_db!(db, |pool| {
         let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()));
-        for value in &binds {
-            q = q.bind(*value);
+        for value in &binds.0 {
+            q = match value {
+                Bind::Text(v) => q.bind(*v),
+                Bind::Owned(v) => q.bind(v.as_str()),
+                Bind::Int(v) => q.bind(*v),
+            };
         }
-        q.bind(limit).fetch_all(pool).await
+        q.fetch_all(pool).await
     })?;
     Ok(rows)
 }

@@ -172,6 +172,16 @@ pub async fn job_by_id(db: &Db, id: i64) -> Result<TransferJob, StoreError> {
     job.ok_or(StoreError::NotFound)
 }
 
+/// How many of a corp's reassignments are running now (the console's overview).
+pub async fn running_count(db: &Db, corp_id: &CorpId) -> Result<i64, StoreError> {
+    const SQL: &str = "SELECT COUNT(*) FROM transfer_job WHERE corp_id = $1 AND state = 'running'";
+    let n = on_db!(db, |pool| sqlx::query_scalar(SQL)
+        .bind(corp_id.as_str())
+        .fetch_one(pool)
+        .await)?;
+    Ok(n)
+}
+
 /// The newest jobs of a corp (of one handover member, when given).
 pub async fn list_jobs(
     db: &Db,

@@ -128,6 +128,26 @@ pub fn endpoints() -> Vec<Endpoint> {
         .scope("sales: 自己跟进的")
         .query("staff", string("只看该成员跟进的客户"), "成员 userid")
         .query("q", string("按名称、备注或 id 搜索"), "搜索")
+        .query("phone", string("备注手机号包含这些数字"), "手机号")
+        .query("tag", string("带有该企业标签（tag_id）"), "标签")
+        .query("stage", string("处于该阶段；- 表示未设置阶段"), "阶段")
+        .query(
+            "channel",
+            string("渠道（联系我 state），末尾 * 按前缀匹配"),
+            "渠道",
+        )
+        .query(
+            "added_from",
+            string("添加日期起（YYYY-MM-DD，北京时间）"),
+            "添加起",
+        )
+        .query("added_to", string("添加日期止（含当天）"), "添加止")
+        .query(
+            "ended_from",
+            string("关系结束日期起：只列出在此期间被删除或转出的关系"),
+            "结束起",
+        )
+        .query("ended_to", string("关系结束日期止（含当天）"), "结束止")
         .query(
             "after",
             string("分页：上一页最后一个 external_user_id"),
@@ -226,8 +246,21 @@ pub fn endpoints() -> Vec<Endpoint> {
 pub(super) struct ListQuery {
     staff: Option<String>,
     q: Option<String>,
+    phone: Option<String>,
+    tag: Option<String>,
+    stage: Option<String>,
+    channel: Option<String>,
+    added_from: Option<String>,
+    added_to: Option<String>,
+    ended_from: Option<String>,
+    ended_to: Option<String>,
     after: Option<String>,
     limit: Option<i64>,
+}
+
+/// A filter of the list that is not empty.
+fn given(value: &Option<String>) -> Option<&str> {
+    value.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
 
 async fn list(
@@ -244,17 +277,36 @@ async fn list(
         (Some(own), _) => Some(own),
         (None, asked) => asked,
     };
-    let limit = q.limit.unwrap_or(50).clamp(1, 500);
-    let rows = contacts::list_customers(
-        &state.db,
-        &who.corp_id,
+    let span = |from: &Option<String>, to: &Option<String>, name: &str| {
+        crate::http::web::day_span(given(from), given(to)).map_err(|end| {
+            invalid(
+                format!("{name}_{end}"),
+                "日期格式应为 YYYY-MM-DD / expected YYYY-MM-DD",
+            )
+        })
+    };
+    if let Some(phone) = given(&q.phone)
+        && !phone.chars().any(|c| c.is_ascii_digit())
+    {
+        return Err(invalid("phone", "手机号应包含数字 / expected digits"));
+    }
+    let search = contacts::CustomerSearch {
         staff,
-        None,
-        q.q.as_deref().filter(|s| !s.is_empty()),
-        q.after.as_deref(),
-        limit,
-    )
-    .await?;
+        team: None,
+        query: given(&q.q),
+        phone: given(&q.phone),
+        tag_id: given(&q.tag),
+        stage: given(&q.stage).map(|s| match s {
+            "-" => contacts::StageFilter::Unset,
+            named => contacts::StageFilter::Named(named),
+        }),
+        channel: given(&q.channel),
+        added: span(&q.added_from, &q.added_to, "added")?,
+        ended: span(&q.ended_from, &q.ended_to, "ended")?,
+        after: q.after.as_deref(),
+    };
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let rows = contacts::list_customers(&state.db, &who.corp_id, &search, limit).await?;
     let next = (i64::try_from(rows.len()).unwrap_or(0) == limit)
         .then(|| rows.last().map(|r| r.external_user_id.clone()))
         .flatten();

@@ -122,7 +122,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             get(list_departures),
         )
         .tag("transfers")
-        .requires(Action::ReadOperations)
+        .requires(Action::ReadTransfers)
         .response(
             200,
             object(&[("departures", array(departure))], &["departures"]),
@@ -193,7 +193,7 @@ pub fn endpoints() -> Vec<Endpoint> {
         ),
         Endpoint::new(Method::GET, "/transfers", "转交任务（最新在前）", get(list))
             .tag("transfers")
-            .requires(Action::ReadOperations)
+            .requires(Action::ReadTransfers)
             .query("handover_user_id", string("原跟进成员"), "按成员过滤")
             .query("limit", int("1–500，默认 50"), "条数")
             .response(
@@ -207,7 +207,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             get(get_one),
         )
         .tag("transfers")
-        .requires(Action::ReadOperations)
+        .requires(Action::ReadTransfers)
         .response(
             200,
             object(
@@ -227,7 +227,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             get(items),
         )
         .tag("transfers")
-        .requires(Action::ReadOperations)
+        .requires(Action::ReadTransfers)
         .query("state", one_of(&ITEM_STATES, "状态"), "按状态过滤")
         .query("kind", one_of(&KINDS, "客户或客户群"), "按类别过滤")
         .query("takeover_user_id", string("接替成员"), "按接替成员过滤")

@@ -1,4 +1,5 @@
-//! 客户 in the console: search the corp's customers (name, remark, id; one follower), and one
+//! 客户 in the console: search the corp's customers (name, remark, id, phone, tag, stage, follower,
+//! channel, dates added and ended), and one
 //! customer with every relation and its history, tags, notes, reminders, stage — and, for roles
 //! that may read it, the latest archived messages (a read written to `archive_read`).
 
@@ -53,16 +54,68 @@ pub(super) async fn list(
             )
         })
         .collect();
-    let rows = customers::list_customers(
-        &state.db,
-        &corp,
-        chosen.as_deref(),
-        team.as_deref(),
-        query.as_deref(),
-        q.get("after").map(String::as_str),
-        PAGE,
-    )
-    .await?;
+    let text = |name: &str| q.get(name).map(|v| v.chars().take(64).collect::<String>());
+    let (phone, tag, stage, channel) = (text("phone"), text("tag"), text("stage"), text("channel"));
+    let dates = |from: &str, to: &str| {
+        crate::http::web::day_span(
+            q.get(from).map(String::as_str),
+            q.get(to).map(String::as_str),
+        )
+    };
+    let (Ok(added), Ok(ended)) = (
+        dates("added_from", "added_to"),
+        dates("ended_from", "ended_to"),
+    ) else {
+        return Err(Failure::Invalid("日期格式应为 YYYY-MM-DD。".to_owned()));
+    };
+    let search = customers::CustomerSearch {
+        staff: chosen.as_deref(),
+        team: team.as_deref(),
+        query: query.as_deref(),
+        phone: phone
+            .as_deref()
+            .filter(|p| p.chars().any(|c| c.is_ascii_digit())),
+        tag_id: tag.as_deref(),
+        stage: stage.as_deref().map(|s| match s {
+            "-" => customers::StageFilter::Unset,
+            named => customers::StageFilter::Named(named),
+        }),
+        channel: channel.as_deref(),
+        added,
+        ended,
+        after: q.get("after").map(String::as_str),
+    };
+    let rows = customers::list_customers(&state.db, &corp, &search, PAGE).await?;
+    let ended = search.ended.is_set();
+    let library = tags::library(&state.db, corp.as_str()).await?;
+    let tag_choices = std::iter::once(views::Choice {
+        value: String::new(),
+        label: "全部".to_owned(),
+        selected: tag.is_none(),
+    })
+    .chain(library.iter().flat_map(|g| {
+        g.tags.iter().map(|t| views::Choice {
+            value: t.tag_id.clone(),
+            label: format!("{} · {}", g.name, t.name),
+            selected: tag.as_deref() == Some(t.tag_id.as_str()),
+        })
+    }))
+    .collect();
+    let stage_choices = std::iter::once(("", "全部"))
+        .chain(std::iter::once(("-", "未设置")))
+        .map(|(v, l)| (v.to_owned(), l.to_owned()))
+        .chain(
+            followup::stages(&state.db, corp.as_str())
+                .await?
+                .into_iter()
+                .map(|s| (s.clone(), s)),
+        )
+        .map(|(value, label)| views::Choice {
+            selected: stage.as_deref().unwrap_or("") == value,
+            value,
+            label,
+        })
+        .collect();
     let next_page = (i64::try_from(rows.len()).unwrap_or(0) == PAGE)
         .then(|| {
             rows.last().map(|c| {
@@ -113,7 +166,16 @@ pub(super) async fn list(
     .collect();
     let page = views::Customers {
         chrome: Chrome::new(&s.principal, &s.csrf_token, "/console/customers", None),
-        q: query.unwrap_or_default(),
+        q: query.clone().unwrap_or_default(),
+        phone: phone.clone().unwrap_or_default(),
+        channel: channel.clone().unwrap_or_default(),
+        tags: tag_choices,
+        stages: stage_choices,
+        added_from: q.get("added_from").cloned().unwrap_or_default(),
+        added_to: q.get("added_to").cloned().unwrap_or_default(),
+        ended_from: q.get("ended_from").cloned().unwrap_or_default(),
+        ended_to: q.get("ended_to").cloned().unwrap_or_default(),
+        ended,
         staff,
         customers,
         next_page,

@@ -417,14 +417,6 @@ fn query_map(uri: &axum::http::Uri) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// `yyyy-mm-dd` as midnight China Standard Time, epoch ms.
-fn day_start_ms(day: &str) -> Option<i64> {
-    let date = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()?;
-    let tz = chrono::FixedOffset::east_opt(8 * 3600)?;
-    let t = date.and_hms_opt(0, 0, 0)?.and_local_timezone(tz).single()?;
-    Some(t.timestamp_millis())
-}
-
 /// `YYYY-MM-DD HH:mm` in China Standard Time.
 fn when(ms: i64) -> String {
     let Some(tz) = chrono::FixedOffset::east_opt(8 * 3600) else {
@@ -717,6 +709,18 @@ const CONTEXT_MESSAGES: i64 = 3;
 const CHART_HOURS: i64 = 24;
 /// WeCom keeps archived messages about five days; past this lag the banner turns red.
 const ARCHIVE_LAG_WARN_MS: i64 = 3 * 86_400_000;
+/// The full sync runs nightly: the overview marks one older than this.
+const SYNC_STALE_MS: i64 = 2 * 86_400_000;
+
+/// A duration as a person says how long ago something was: 刚刚, 5 分钟前, 3 小时前, 2 天前.
+fn ago(ms: i64) -> String {
+    match ms.max(0) / 60_000 {
+        0 => "刚刚".to_owned(),
+        m @ 1..60 => format!("{m} 分钟前"),
+        m @ 60..2880 => format!("{} 小时前", m / 60),
+        m => format!("{} 天前", m / 1440),
+    }
+}
 
 async fn overview(State(state): State<Arc<AppState>>, signed: Signed) -> Result<Response, Failure> {
     if !signed.0.principal.role.may(Action::ReadOperations) {
@@ -757,6 +761,14 @@ async fn overview(State(state): State<Arc<AppState>>, signed: Signed) -> Result<
             lag / 3_600_000
         ));
     }
+    let reassigning = crate::domain::transfers::running_count(&state.db, &corp).await?;
+    let last_sync = crate::pipeline::jobs::last_finished_ms(
+        &state.db,
+        corp.as_str(),
+        crate::app::sync::JOB_KIND,
+    )
+    .await?;
+    let sync_stale = last_sync.is_none_or(|t| now - t > SYNC_STALE_MS);
     let open_total: i64 = open.iter().map(|(_, n)| n).sum();
     let tiles = vec![
         views::Tile {
@@ -789,13 +801,27 @@ async fn overview(State(state): State<Arc<AppState>>, signed: Signed) -> Result<
         },
         views::Tile {
             label: "会话存档",
-            value: archive_lag.map_or_else(
-                || "未启用".to_owned(),
-                |lag| format!("{} 分钟前", lag / 60_000),
-            ),
+            value: archive_lag.map_or_else(|| "未启用".to_owned(), ago),
             note: format!("无法解密 {undecryptable} 条"),
             href: "/console",
             bad: archive_lag.is_some_and(|lag| lag > ARCHIVE_LAG_WARN_MS) || undecryptable > 0,
+        },
+        views::Tile {
+            label: "进行中的继承",
+            value: reassigning.to_string(),
+            note: "离职继承与在职继承".to_owned(),
+            href: "/console/transfers",
+            bad: false,
+        },
+        views::Tile {
+            label: "上次全量同步",
+            value: last_sync.map_or_else(|| "从未".to_owned(), |t| ago(now - t)),
+            note: last_sync.map_or_else(
+                || "请运行 scrm sync 或等待夜间同步".to_owned(),
+                |t| format!("完成于 {}", when(t)),
+            ),
+            href: "/console/settings",
+            bad: sync_stale,
         },
         views::Tile {
             label: "未处理告警",
@@ -949,7 +975,9 @@ fn alert_filter(q: &BTreeMap<String, String>, limit: i64) -> AlertFilter {
         category: q.get("category").cloned(),
         staff_user_id: q.get("staff").cloned(),
         staff_in: None,
-        since_ms: q.get("since").and_then(|d| day_start_ms(d)),
+        since_ms: q
+            .get("since")
+            .and_then(|d| crate::http::web::china_day_start_ms(d)),
         before_id: q.get("before").and_then(|b| b.parse().ok()),
         limit,
     }
@@ -1461,7 +1489,9 @@ fn audit_filter(q: &BTreeMap<String, String>, limit: i64) -> AuditFilter {
         actor: q.get("actor").cloned(),
         action: q.get("action").cloned(),
         target: q.get("target").cloned(),
-        since_ms: q.get("since").and_then(|d| day_start_ms(d)),
+        since_ms: q
+            .get("since")
+            .and_then(|d| crate::http::web::china_day_start_ms(d)),
         before_id: q.get("before").and_then(|b| b.parse().ok()),
         limit,
     }

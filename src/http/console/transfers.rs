@@ -2,7 +2,8 @@
 //! takers, strategy, group chats, a handover note → a plan whose preview flags what WeCom will
 //! refuse), and a job's page (start, cancel, retry the failed items, progress followed live).
 //! The same domain functions as the API (`transfers::plan`, `start`, `cancel`, `retry_failed`),
-//! so the engine, the outbox and the audit log see no difference.
+//! so the engine, the outbox and the audit log see no difference. A manager sees and runs only
+//! their team's: from a member of it, to members of it.
 
 use std::sync::Arc;
 
@@ -73,12 +74,15 @@ pub(super) async fn list(
     State(state): State<Arc<AppState>>,
     signed: Signed,
 ) -> Result<Response, Failure> {
-    let s = signed.may(Action::ReadOperations)?;
+    let s = signed.may(Action::ReadTransfers)?;
     let corp = s.principal.corp_id.clone();
     let names = staff_names(&state, &corp).await?;
+    let team = super::reach(&state, &s).await?;
+    let in_team = |user: &str| team.as_ref().is_none_or(|t| t.iter().any(|u| u == user));
     let departures = departures::list_departures(&state.db, corp.as_str())
         .await?
         .into_iter()
+        .filter(|d| in_team(&d.user_id))
         .map(|d| views::DepartureRow {
             departed: d.departed_at_ms.map(when).unwrap_or_default(),
             name: if d.name.trim().is_empty() {
@@ -96,6 +100,7 @@ pub(super) async fn list(
     let jobs = transfers::list_jobs(&state.db, &corp, None, 50)
         .await?
         .into_iter()
+        .filter(|j| in_team(j.handover_user_id.as_str()))
         .map(|j| views::JobRow {
             id: j.id,
             handover: name_of(&names, j.handover_user_id.as_str()),
@@ -128,7 +133,12 @@ pub(super) async fn new(
     let s = signed.may(Action::ManageTransfers)?;
     let q = query_map(&uri);
     let chosen = q.get("handover").cloned().unwrap_or_default();
-    let members = staff::list(&state.db, s.principal.corp_id.as_str()).await?;
+    let team = super::reach(&state, &s).await?;
+    let members: Vec<_> = staff::list(&state.db, s.principal.corp_id.as_str())
+        .await?
+        .into_iter()
+        .filter(|m| team.as_ref().is_none_or(|t| t.contains(&m.user_id)))
+        .collect();
     let label = |m: &staff::StaffMember| {
         let name = if m.name.trim().is_empty() {
             m.user_id.clone()
@@ -181,6 +191,14 @@ pub(super) async fn plan(
             "请选择原跟进成员和至少一位接替成员".to_owned(),
         ));
     }
+    if let Some(team) = super::reach(&state, &s).await?
+        && let Some(outside) = std::iter::once(&handover)
+            .chain(&takers)
+            .find(|u| !team.contains(u))
+    {
+        let why = format!("{outside} 不在你负责的部门：只能在自己的团队内交接客户。");
+        return Err(Failure::Forbidden(Box::new(s), why));
+    }
     let note = form.get("handover_note").unwrap_or("").trim().to_owned();
     let request = PlanRequest {
         handover_user_id: handover,
@@ -218,7 +236,13 @@ async fn job_of(
         return Err(Failure::NotFound(Box::new(s), "交接任务"));
     };
     match transfers::get_job(&state.db, s.principal.corp_id.as_str(), id).await {
-        Ok(job) => Ok((s, job)),
+        Ok(job) => match super::reach(state, &s).await? {
+            // A manager's: only a reassignment from a member of their team.
+            Some(team) if !team.iter().any(|u| u == job.handover_user_id.as_str()) => Err(
+                Failure::Forbidden(Box::new(s), "这项交接不属于你负责的部门。".to_owned()),
+            ),
+            _ => Ok((s, job)),
+        },
         Err(crate::platform::db::StoreError::NotFound) => {
             Err(Failure::NotFound(Box::new(s), "交接任务"))
         }
@@ -232,7 +256,7 @@ pub(super) async fn job(
     Path(id): Path<String>,
     uri: axum::http::Uri,
 ) -> Result<Response, Failure> {
-    let s = signed.may(Action::ReadOperations)?;
+    let s = signed.may(Action::ReadTransfers)?;
     let (s, job) = job_of(&state, s, &id).await?;
     let names = staff_names(&state, &s.principal.corp_id).await?;
     let tally = views::Tally::of(
@@ -311,7 +335,7 @@ pub(super) async fn progress(
     signed: Signed,
     Path(id): Path<String>,
 ) -> Result<Response, Failure> {
-    let s = signed.may(Action::ReadOperations)?;
+    let s = signed.may(Action::ReadTransfers)?;
     let (_, job) = job_of(&state, s, &id).await?;
     let progress = Progress::of(&transfers::counts(&state.db, job.id).await?);
     Ok((
