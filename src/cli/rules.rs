@@ -1,5 +1,5 @@
-//! `scrm rules test|check|eval`: the content scanner on a file, on one message, and on the
-//! labeled set.
+//! `scrm rules test|check|eval|train`: the content scanner (both stages: rules and model) on a
+//! file, on one message, on the labeled set and the corpus; and the model's training.
 //!
 //! None of these touch the database or the configuration: they run the scanner
 //! ([`crate::domain::scan`]) on text. Exit codes are part of the interface other tools script against:
@@ -15,8 +15,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::domain::scan::check::Check;
-use crate::domain::scan::eval::{self, evaluate, parse_labeled_set, write_eval};
-use crate::domain::scan::{RuleLibrary, ScanInput, Sender};
+use crate::domain::scan::eval::{self, evaluate, evaluate_detector, parse_labeled_set, write_eval};
+use crate::domain::scan::model::{self, TrainOptions};
+use crate::domain::scan::{Detector, RuleLibrary, ScanInput, Sender};
 
 /// Longer input lines are reported as errors instead of being held in memory.
 const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
@@ -70,6 +71,29 @@ pub enum RulesCommand {
         /// One JSON object instead of tables.
         #[arg(long)]
         json: bool,
+        /// Both stages (rules and the model) on the held-out part of the corpus
+        /// (`fixtures/corpus`, authors the model never saw), checked per family and author.
+        #[arg(long, conflicts_with = "set")]
+        corpus: bool,
+        /// Both stages on `--set` (default: the rules alone, as the console's gate runs them).
+        #[arg(long)]
+        detector: bool,
+    },
+    /// Train the model (the second stage) on the corpus's training authors and the bundled
+    /// labeled set, and write the model file.
+    Train {
+        /// Where to write it.
+        #[arg(long, default_value = "fixtures/rules/model.tsv")]
+        out: String,
+        /// Passes over the examples.
+        #[arg(long, default_value_t = 20)]
+        epochs: usize,
+        /// The alert's score threshold.
+        #[arg(long, default_value_t = 0.7)]
+        threshold: f32,
+        /// L2 strength.
+        #[arg(long, default_value_t = 3e-4)]
+        l2: f32,
     },
 }
 
@@ -107,10 +131,23 @@ pub async fn run(command: RulesCommand) -> anyhow::Result<i32> {
             };
             let mut out = io::stdout().lock();
             Check::run(&library, input).write(&mut out)?;
+            write_model_check(&mut out, &Detector::bundled(&library), &input)?;
             out.flush()?;
             Ok(EXIT_OK)
         }
-        RulesCommand::Eval { set, rules, json } => {
+        RulesCommand::Train {
+            out,
+            epochs,
+            threshold,
+            l2,
+        } => train(&out, epochs, threshold, l2),
+        RulesCommand::Eval {
+            set,
+            rules,
+            json,
+            corpus,
+            detector,
+        } => {
             let Some(library) = load_library(rules.as_deref()) else {
                 return Ok(EXIT_UNUSABLE);
             };
@@ -136,7 +173,22 @@ pub async fn run(command: RulesCommand) -> anyhow::Result<i32> {
                     return Ok(EXIT_UNUSABLE);
                 }
             };
-            let report = evaluate(&library, &cases, name);
+            let both = Detector::bundled(&library);
+            let report = if corpus {
+                evaluate_detector(
+                    &both,
+                    &eval::held_out_cases(),
+                    format!(
+                        "fixtures/corpus, held-out authors {}",
+                        eval::HELD_OUT_AUTHORS.join(", ")
+                    ),
+                    eval::MIN_CORPUS_GROUP_CASES,
+                )
+            } else if detector {
+                evaluate_detector(&both, &cases, name, eval::MIN_GROUP_CASES)
+            } else {
+                evaluate(&library, &cases, name)
+            };
             let mut out = io::stdout().lock();
             if json {
                 serde_json::to_writer_pretty(&mut out, &report)?;
@@ -176,6 +228,67 @@ fn load_library(path: Option<&str>) -> Option<RuleLibrary> {
             None
         }
     }
+}
+
+/// The model's part of `scrm rules check`: its score, the decision of both stages, and the
+/// features that drove it.
+fn write_model_check<W: Write>(
+    out: &mut W,
+    detector: &Detector<'_>,
+    input: &ScanInput<'_>,
+) -> io::Result<()> {
+    let decision = detector.decide(input);
+    writeln!(out)?;
+    writeln!(
+        out,
+        "模型 (model): 得分 (score) {:.1}% / 阈值 (threshold) {:.1}% → {}，类别 (category) {}",
+        decision.verdict.score * 100.0,
+        detector.model.threshold * 100.0,
+        if decision.verdict.alert {
+            "告警 (alert)"
+        } else {
+            "不告警 (no alert)"
+        },
+        decision.verdict.category
+    )?;
+    for d in detector.drivers(input, 8) {
+        writeln!(out, "  {:+.2}  {}", d.weight, d.feature)?;
+    }
+    let verdict = match (decision.rule_hits, decision.result.alert()) {
+        (0, None) => "不告警 (no alert)".to_owned(),
+        (_, None) => "规则命中被模型否决 (the model overrules the rules: a warning, refusal or training text)".to_owned(),
+        (0, Some(hit)) => format!("告警：仅模型发现 (alert, found by the model only): {}", hit.category),
+        (_, Some(hit)) => format!("告警 (alert): {} ({})", hit.category, hit.rule_id),
+    };
+    writeln!(out, "两级结论 (both stages): {verdict}")
+}
+
+/// `scrm rules train`: fits the model on the corpus's training authors and the bundled labeled
+/// set, writes it, and prints its figures on the held-out authors.
+fn train(out: &str, epochs: usize, threshold: f32, l2: f32) -> anyhow::Result<i32> {
+    let library = RuleLibrary::default_library();
+    let options = TrainOptions {
+        epochs,
+        l2,
+        ..TrainOptions::default()
+    };
+    let (text, examples, weights) = model::train_file(&library, options, threshold);
+    std::fs::write(out, &text).with_context(|| format!("writing {out}"))?;
+    let trained = model::Model::parse(&text)?;
+    let detector = Detector {
+        rules: &library,
+        model: &trained,
+    };
+    let report = evaluate_detector(
+        &detector,
+        &eval::held_out_cases(),
+        "held-out authors".to_owned(),
+        eval::MIN_CORPUS_GROUP_CASES,
+    );
+    println!("写入 (wrote) {out}: {weights} 个特征 (features) from {examples} examples");
+    let mut stdout = io::stdout().lock();
+    write_eval(&mut stdout, &report)?;
+    Ok(EXIT_OK)
 }
 
 fn parse_sender(s: &str) -> Option<Sender> {
@@ -320,7 +433,7 @@ fn decide_line<W: Write>(
     let value: Value =
         serde_json::from_str(line).map_err(|e| malformed(Value::Null, json_reason(&e)))?;
     let input = parse_input(&value).map_err(|reason| malformed(id_field(&value), reason))?;
-    let result = library.scan(&ScanInput {
+    let result = Detector::bundled(library).scan(&ScanInput {
         text: input.text,
         prev: input.prev,
         sender: input.sender,

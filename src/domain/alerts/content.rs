@@ -147,7 +147,7 @@ pub fn scan_text(
         msg_type: m.msg_type,
     };
     metrics::counter!("scrm_scan_messages_total").increment(1);
-    library.scan(&input)
+    crate::domain::scan::Detector::bundled(library).scan(&input)
 }
 
 /// What of `m` the window remembers (its last characters); `None` for a message without text.
@@ -201,13 +201,34 @@ pub async fn raise_hits(
 ) -> Result<Vec<Raised>, StoreError> {
     let mut raised = Vec::new();
     for hit in &result.hits {
-        let Some(rule) = library.rule(&hit.rule_id) else {
+        // A hit only the model found takes the scope and recipients of the library's first rule
+        // of its category: a library without one (a corp that watches other things) raises none.
+        let rule = library.rule(&hit.rule_id).or_else(|| {
+            (hit.rule_id == crate::domain::scan::detector::MODEL_RULE)
+                .then(|| library.rules().iter().find(|r| r.category == hit.category))
+                .flatten()
+        });
+        let Some(rule) = rule else {
             continue;
         };
         if !in_scope(db, rule, m).await? {
             continue;
         }
         metrics::counter!("scrm_scan_hits_total", "category" => hit.category.clone()).increment(1);
+        // Why, in the model's words: its score and the features that drove it.
+        let detector = crate::domain::scan::Detector::bundled(library);
+        let input = crate::domain::scan::ScanInput {
+            text: m.text,
+            prev,
+            sender: m.sender,
+            msg_type: m.msg_type,
+        };
+        let model = detector.decide(&input).verdict;
+        let drivers: Vec<String> = detector
+            .drivers(&input, 6)
+            .into_iter()
+            .map(|d| format!("{} {:+.2}", d.feature, d.weight))
+            .collect();
         let evidence = Evidence {
             corp_id: m.corp_id,
             staff_user_id: m.staff_user_id,
@@ -221,6 +242,7 @@ pub async fn raise_hits(
                 "matched": hit.matched,
                 "across_messages": hit.across_messages,
                 "prev": if hit.across_messages { prev } else { None },
+                "model": {"score": model.score, "features": drivers},
             }),
         };
         let trigger = Trigger::Content {

@@ -8,6 +8,7 @@ use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
 
+use super::detector::Detector;
 use super::{RuleLibrary, ScanInput, Sender};
 
 /// The project's labeled set, bundled so the gate works from any directory.
@@ -21,6 +22,33 @@ pub const TARGET_RECALL: f64 = 0.95;
 pub const TARGET_FPR: f64 = 0.03;
 /// See [`TARGET_RECALL`].
 pub const MIN_GROUP_CASES: usize = 5;
+/// The corpus gate (issue 22) checks each family and author with at least this many cases.
+pub const MIN_CORPUS_GROUP_CASES: usize = 15;
+/// The corpus's authors the model is never trained on: its figures on them are the honest ones.
+pub const HELD_OUT_AUTHORS: [&str; 2] = ["dai", "eli"];
+/// The corpus, by author (`fixtures/corpus/`, see its README).
+pub const CORPUS: [(&str, &str); 5] = [
+    ("ana", include_str!("../../../fixtures/corpus/ana.jsonl")),
+    ("bo", include_str!("../../../fixtures/corpus/bo.jsonl")),
+    ("chen", include_str!("../../../fixtures/corpus/chen.jsonl")),
+    ("dai", include_str!("../../../fixtures/corpus/dai.jsonl")),
+    ("eli", include_str!("../../../fixtures/corpus/eli.jsonl")),
+];
+
+/// The corpus's cases of the authors `keep` accepts.
+pub fn corpus_cases(keep: impl Fn(&str) -> bool) -> Vec<LabeledCase> {
+    CORPUS
+        .iter()
+        .filter(|(author, _)| keep(author))
+        .flat_map(|(_, text)| parse_labeled_set(text).unwrap_or_default())
+        .collect()
+}
+
+/// The held-out part of the corpus ([`HELD_OUT_AUTHORS`]).
+pub fn held_out_cases() -> Vec<LabeledCase> {
+    corpus_cases(|a| HELD_OUT_AUTHORS.contains(&a))
+}
+
 /// Misses and false positives listed under the `eval` table (`--json` lists all).
 const LISTED_CASES: usize = 40;
 
@@ -57,6 +85,19 @@ pub struct LabeledCase {
     pub category: Option<String>,
     /// The evasion technique (or the kind of innocent look-alike) the case tests.
     pub technique: String,
+    /// Who wrote it (the corpus: each author wrote without the rules or the others' cases).
+    #[serde(default)]
+    pub author: Option<String>,
+    /// How it is phrased (`direct`, `indirect`, `euphemism`, …; for clean cases `refusal`,
+    /// `warning`, `system_number`, …).
+    #[serde(default)]
+    pub family: Option<String>,
+    /// The trade it comes from.
+    #[serde(default)]
+    pub industry: Option<String>,
+    /// Who wrote `prev` (the corpus: a customer's request answered by the salesperson).
+    #[serde(default)]
+    pub prev_sender: Option<Sender>,
 }
 
 fn default_sender() -> Sender {
@@ -147,6 +188,10 @@ pub struct FilterReport {
     pub overall: Score,
     pub per_category: BTreeMap<String, Score>,
     pub per_technique: BTreeMap<String, Score>,
+    /// Per phrasing family (corpus cases).
+    pub per_family: BTreeMap<String, Score>,
+    /// Per author (corpus cases).
+    pub per_author: BTreeMap<String, Score>,
     /// Alert cases it did not flag.
     pub misses: Vec<String>,
     /// Clean cases it flagged.
@@ -158,6 +203,8 @@ struct FilterTally {
     overall: Tally,
     per_category: BTreeMap<String, Tally>,
     per_technique: BTreeMap<String, Tally>,
+    per_family: BTreeMap<String, Tally>,
+    per_author: BTreeMap<String, Tally>,
     misses: Vec<String>,
     false_positive_ids: Vec<String>,
 }
@@ -174,6 +221,18 @@ impl FilterTally {
             .entry(case.technique.clone())
             .or_default()
             .add(case, flagged);
+        if let Some(family) = &case.family {
+            self.per_family
+                .entry(family.clone())
+                .or_default()
+                .add(case, flagged);
+        }
+        if let Some(author) = &case.author {
+            self.per_author
+                .entry(author.clone())
+                .or_default()
+                .add(case, flagged);
+        }
         match (case.alert, flagged.is_some()) {
             (true, false) => self.misses.push(case.id.clone()),
             (false, true) => self.false_positive_ids.push(case.id.clone()),
@@ -188,6 +247,8 @@ impl FilterTally {
             overall: self.overall.score(),
             per_category: scores(self.per_category),
             per_technique: scores(self.per_technique),
+            per_family: scores(self.per_family),
+            per_author: scores(self.per_author),
             misses: self.misses,
             false_positive_ids: self.false_positive_ids,
         }
@@ -231,6 +292,30 @@ pub struct Targets {
 
 /// Runs `library` (and the plain substring filter of its keywords) over `cases`.
 pub fn evaluate(library: &RuleLibrary, cases: &[LabeledCase], set: String) -> EvalReport {
+    evaluate_with(library, cases, set, MIN_GROUP_CASES, |input| {
+        library.scan(input)
+    })
+}
+
+/// Runs both stages ([`Detector`]) over `cases`, checked per group of at least `min_group`.
+pub fn evaluate_detector(
+    detector: &Detector<'_>,
+    cases: &[LabeledCase],
+    set: String,
+    min_group: usize,
+) -> EvalReport {
+    evaluate_with(detector.rules, cases, set, min_group, |input| {
+        detector.scan(input)
+    })
+}
+
+fn evaluate_with(
+    library: &RuleLibrary,
+    cases: &[LabeledCase],
+    set: String,
+    min_group: usize,
+    scan: impl Fn(&ScanInput<'_>) -> super::ScanResult,
+) -> EvalReport {
     let keywords: Vec<(&str, &str)> = library
         .keywords()
         .into_iter()
@@ -240,7 +325,7 @@ pub fn evaluate(library: &RuleLibrary, cases: &[LabeledCase], set: String) -> Ev
     let mut engine = FilterTally::default();
     let mut baseline = FilterTally::default();
     for case in cases {
-        let result = library.scan(&ScanInput {
+        let result = scan(&ScanInput {
             text: &case.text,
             prev: case.prev.as_deref(),
             sender: case.sender,
@@ -255,7 +340,7 @@ pub fn evaluate(library: &RuleLibrary, cases: &[LabeledCase], set: String) -> Ev
         baseline.add(case, substring);
     }
     let engine = engine.report();
-    let failures = failures(&engine);
+    let failures = failures(&engine, min_group);
     EvalReport {
         set,
         cases: cases.len(),
@@ -266,7 +351,7 @@ pub fn evaluate(library: &RuleLibrary, cases: &[LabeledCase], set: String) -> Ev
         targets: Targets {
             recall: TARGET_RECALL,
             fpr: TARGET_FPR,
-            min_group_cases: MIN_GROUP_CASES,
+            min_group_cases: min_group,
         },
         passed: failures.is_empty(),
         failures,
@@ -277,7 +362,7 @@ pub fn evaluate(library: &RuleLibrary, cases: &[LabeledCase], set: String) -> Ev
 
 /// Every target missed: overall (whatever its size), then each category and technique with
 /// enough cases.
-fn failures(report: &FilterReport) -> Vec<String> {
+fn failures(report: &FilterReport, min_group: usize) -> Vec<String> {
     let mut failures = Vec::new();
     let mut check = |name: &str, score: &Score, min: usize| {
         if score.alert_cases >= min
@@ -302,11 +387,16 @@ fn failures(report: &FilterReport) -> Vec<String> {
         }
     };
     check("overall", &report.overall, 1);
-    for (category, score) in &report.per_category {
-        check(&format!("category {category}"), score, MIN_GROUP_CASES);
-    }
-    for (technique, score) in &report.per_technique {
-        check(&format!("technique {technique}"), score, MIN_GROUP_CASES);
+    let groups = [
+        ("category", &report.per_category),
+        ("technique", &report.per_technique),
+        ("family", &report.per_family),
+        ("author", &report.per_author),
+    ];
+    for (kind, scores) in groups {
+        for (name, score) in scores {
+            check(&format!("{kind} {name}"), score, min_group);
+        }
     }
     failures
 }
@@ -333,8 +423,8 @@ pub fn write_eval<W: Write>(out: &mut W, report: &EvalReport) -> io::Result<()> 
         "目标 (targets): 召回率 (recall) ≥ {}, 误报率 (false-positive rate) ≤ {}, 每组 ≥ {} 条时逐组检查 (per group of ≥ {} cases)",
         percent(Some(TARGET_RECALL)),
         percent(Some(TARGET_FPR)),
-        MIN_GROUP_CASES,
-        MIN_GROUP_CASES
+        report.targets.min_group_cases,
+        report.targets.min_group_cases
     )?;
     writeln!(out)?;
     writeln!(
@@ -388,6 +478,18 @@ pub fn write_eval<W: Write>(out: &mut W, report: &EvalReport) -> io::Result<()> 
             score,
             report.baseline.per_technique.get(name),
         )?;
+    }
+    for (title, groups) in [
+        ("按表达方式 (per family)", &report.engine.per_family),
+        ("按作者 (per author)", &report.engine.per_author),
+    ] {
+        if groups.is_empty() {
+            continue;
+        }
+        writeln!(out, "{title}")?;
+        for (name, score) in groups {
+            row(out, &format!("  {name}"), score, None)?;
+        }
     }
     write_ids(out, "漏报 (missed alert cases)", &report.engine.misses)?;
     write_ids(

@@ -19,12 +19,16 @@
 //! shared by `scrm rules check|eval` and the console's 规则 page.
 
 pub mod check;
+pub mod detector;
 pub mod eval;
 pub mod library;
+pub mod model;
 pub mod normalize;
 pub mod patterns;
 
+pub use detector::Detector;
 pub use library::{Explanation, LibraryError, Rule, RuleLibrary};
+pub use model::Model;
 pub use patterns::PatternKind;
 
 /// Who wrote a message.

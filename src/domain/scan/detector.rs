@@ -1,0 +1,134 @@
+//! The two stages together: the rules (fast, explainable, exact spans) and the model (phrasing the
+//! rules never listed; warnings and refusals that only name the misconduct). What both the live
+//! scan, the archive scan and the retroactive scan call.
+//!
+//! - The model alerts and a rule fired: the rule's hits (their spans and severity).
+//! - The model alerts and no rule fired: one hit of the model's category (`rule_id` `model`),
+//!   the whole message as its span.
+//! - No rule fired and the model does not alert: nothing.
+//! - A rule of the bundled library fired but the model is sure it is innocent (score under
+//!   [`VETO`]: a warning, a refusal, training material naming the word): nothing. A corp's own
+//!   rules (ids the bundled library does not have) always stand: the model never saw their hits.
+//!
+//! A message the customer sent is a lower-severity `low` signal about the staff member in the
+//! conversation (the alert layer attributes it to them and it joins their burst).
+
+use super::model::{Driver, Model, Verdict};
+use super::{Hit, RuleLibrary, ScanInput, ScanResult, Sender, Severity};
+
+/// Under this score a rule's hit is taken back.
+pub const VETO: f32 = 0.1;
+/// Texts longer than this (bytes) are left to the rules: the model learned from chat messages.
+pub const MODEL_MAX_BYTES: usize = 2_000;
+/// The `rule_id` of a hit only the model found.
+pub const MODEL_RULE: &str = "model";
+
+/// Rules and model.
+#[derive(Debug, Clone, Copy)]
+pub struct Detector<'a> {
+    /// The first stage.
+    pub rules: &'a RuleLibrary,
+    /// The second stage.
+    pub model: &'a Model,
+}
+
+/// A decision with its reasons (for `scrm rules check` and the alert's evidence).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Decision {
+    /// What is raised.
+    pub result: ScanResult,
+    /// The rules' own hits, before the model's word.
+    pub rule_hits: usize,
+    /// The model's verdict.
+    pub verdict: Verdict,
+}
+
+impl<'a> Detector<'a> {
+    /// `rules` with the bundled model.
+    pub fn bundled(rules: &'a RuleLibrary) -> Self {
+        Self {
+            rules,
+            model: Model::bundled(),
+        }
+    }
+
+    /// Scans one message.
+    pub fn scan(&self, input: &ScanInput<'_>) -> ScanResult {
+        self.decide(input).result
+    }
+
+    /// Scans one message and keeps the model's verdict.
+    pub fn decide(&self, input: &ScanInput<'_>) -> Decision {
+        let rules = self.rules.scan(input);
+        let rule_hits = rules.hits.len();
+        if input.text.len() > MODEL_MAX_BYTES {
+            // Longer than any chat message the model learned from (a document pasted, a file's
+            // text): the rules alone.
+            return Decision {
+                result: rules,
+                rule_hits,
+                verdict: Verdict {
+                    score: 0.0,
+                    alert: false,
+                    category: "",
+                },
+            };
+        }
+        let verdict = self
+            .model
+            .judge(input.text, input.prev, input.sender, &rules);
+        // The model speaks only for categories the library watches (a corp's own library may
+        // leave some out).
+        let watched = self
+            .rules
+            .rules()
+            .iter()
+            .any(|r| r.category == verdict.category);
+        let mut result = if !rules.hits.is_empty() {
+            if verdict.score < VETO {
+                // Only the hits of the bundled rules, whose hits the model learned to weigh: a
+                // corp's own rule (an id the default library does not have) always stands.
+                let known = RuleLibrary::default_library();
+                ScanResult {
+                    hits: rules
+                        .hits
+                        .into_iter()
+                        .filter(|h| known.rule(&h.rule_id).is_none())
+                        .collect(),
+                }
+            } else {
+                rules
+            }
+        } else if verdict.alert && watched {
+            ScanResult {
+                hits: vec![Hit {
+                    rule_id: MODEL_RULE.to_owned(),
+                    category: verdict.category.to_owned(),
+                    severity: Severity::Medium,
+                    spans: vec![(0, input.text.chars().count())],
+                    matched: format!("模型 {:.0}%", verdict.score * 100.0),
+                    across_messages: input.prev.is_some_and(|p| !p.is_empty()),
+                }],
+            }
+        } else {
+            ScanResult::default()
+        };
+        if input.sender == Sender::Customer {
+            for hit in &mut result.hits {
+                hit.severity = Severity::Low;
+            }
+        }
+        Decision {
+            result,
+            rule_hits,
+            verdict,
+        }
+    }
+
+    /// The model's strongest features on one message.
+    pub fn drivers(&self, input: &ScanInput<'_>, n: usize) -> Vec<Driver> {
+        let rules = self.rules.scan(input);
+        self.model
+            .explain(input.text, input.prev, input.sender, &rules, n)
+    }
+}
