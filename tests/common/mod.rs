@@ -400,24 +400,7 @@ impl Rel {
 /// A customer named `name` followed by `user` (with `remark`), written straight to the store.
 pub async fn seed_relation(db: &Db, ext: &str, name: &str, user: &str, remark: &str) {
     let now = scrm::platform::db::now_ms();
-    scrm::domain::customers::upsert_customer(
-        db,
-        CORP,
-        &scrm::domain::customers::CustomerProfile {
-            external_user_id: self::ext(ext),
-            name: name.to_owned(),
-            customer_type: 1,
-            gender: 0,
-            avatar: String::new(),
-            corp_name: String::new(),
-            corp_full_name: String::new(),
-            position: String::new(),
-            unionid: None,
-        },
-        now,
-    )
-    .await
-    .expect("customer");
+    seed_customer(db, ext, name, now).await;
     scrm::domain::customers::apply_relation(
         db,
         &corp(CORP),
@@ -439,6 +422,28 @@ pub async fn seed_relation(db: &Db, ext: &str, name: &str, user: &str, remark: &
     )
     .await
     .expect("relation");
+}
+
+/// A customer of [`CORP`] named `name`, as WeCom's profile gives it, stored at `now`.
+pub async fn seed_customer(db: &Db, ext: &str, name: &str, now: i64) {
+    scrm::domain::customers::upsert_customer(
+        db,
+        CORP,
+        &scrm::domain::customers::CustomerProfile {
+            external_user_id: self::ext(ext),
+            name: name.to_owned(),
+            customer_type: 1,
+            gender: 0,
+            avatar: String::new(),
+            corp_name: String::new(),
+            corp_full_name: String::new(),
+            position: String::new(),
+            unionid: None,
+        },
+        now,
+    )
+    .await
+    .expect("customer");
 }
 
 /// Scrapes `{base_url}/metrics` until `wanted` holds for the text (the database gauges are

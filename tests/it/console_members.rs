@@ -211,6 +211,21 @@ impl Fixture {
     }
 }
 
+/// The bootstrap admin signs in with the console account's password.
+async fn admin_signs_in(browser: &mut Browser) {
+    let signed = browser
+        .post_form(
+            "/console/login",
+            &[
+                ("username", ADMIN),
+                ("password", PASSWORD),
+                ("next", "/console"),
+            ],
+        )
+        .await;
+    assert_eq!(signed.status, 303, "{}", signed.text);
+}
+
 async fn members_sign_in_with_wecom_and_reach_what_their_role_allows(backend: Backend) {
     let f = fixture(backend).await;
     let base = f.app.server.base_url.clone();
@@ -368,17 +383,7 @@ async fn members_sign_in_with_wecom_and_reach_what_their_role_allows(backend: Ba
 
     // The admin: departments filter the alerts (sub-departments included).
     let mut admin = Browser::new(&base);
-    let signed = admin
-        .post_form(
-            "/console/login",
-            &[
-                ("username", ADMIN),
-                ("password", PASSWORD),
-                ("next", "/console"),
-            ],
-        )
-        .await;
-    assert_eq!(signed.status, 303);
+    admin_signs_in(&mut admin).await;
     let east = admin.get("/console/alerts?dept=2").await;
     assert!(east.text.contains("华东销售部"));
     assert!(east.text.contains(&format!("/console/alerts/{east_alert}")));
@@ -811,16 +816,7 @@ async fn a_manager_reassigns_customers_only_within_their_team(backend: Backend) 
     };
     // The admin's reassignment in 华南: not the manager's.
     let mut admin = Browser::new(&base);
-    admin
-        .post_form(
-            "/console/login",
-            &[
-                ("username", ADMIN),
-                ("password", PASSWORD),
-                ("next", "/console"),
-            ],
-        )
-        .await;
+    admin_signs_in(&mut admin).await;
     let form = admin.get("/console/transfers/new").await;
     assert!(form.text.contains("陈华南"), "{}", form.text);
     let south_plan = admin

@@ -543,24 +543,7 @@ async fn customer_search_filters_by_phone_tag_stage_channel_and_dates(backend: B
         ("wmD", "lisi", &["13800001111"], &[], None, 31),
     ];
     for (ext, user, mobiles, tags, channel, day) in rows {
-        customers::upsert_customer(
-            &db,
-            common::CORP,
-            &customers::CustomerProfile {
-                external_user_id: common::ext(ext),
-                name: ext.to_owned(),
-                customer_type: 1,
-                gender: 0,
-                avatar: String::new(),
-                corp_name: String::new(),
-                corp_full_name: String::new(),
-                position: String::new(),
-                unionid: None,
-            },
-            t0,
-        )
-        .await
-        .unwrap();
+        common::seed_customer(&db, ext, ext, t0).await;
         customers::apply_relation(
             &db,
             &common::corp(common::CORP),

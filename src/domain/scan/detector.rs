@@ -85,7 +85,18 @@ impl<'a> Detector<'a> {
             .iter()
             .any(|r| r.category == verdict.category);
         let mut result = if !rules.hits.is_empty() {
-            if verdict.score < VETO {
+            // The veto weighs the sentence the first hit is in, not the whole message: a message
+            // of innocent sentences around one offer is not innocent.
+            let veto = verdict.score < VETO && {
+                let sentence = sentence_around(input.text, rules.hits[0].spans.first().copied());
+                sentence.len() == input.text.len()
+                    || self
+                        .model
+                        .judge(sentence, input.prev, input.sender, &rules)
+                        .score
+                        < VETO
+            };
+            if veto {
                 // Only the hits of the bundled rules, whose hits the model learned to weigh: a
                 // corp's own rule (an id the default library does not have) always stands.
                 let known = RuleLibrary::default_library();
@@ -131,4 +142,26 @@ impl<'a> Detector<'a> {
         self.model
             .explain(input.text, input.prev, input.sender, &rules, n)
     }
+}
+
+/// The sentence of `text` holding the char span `span` (up to the sentence marks around it), or
+/// the whole text.
+fn sentence_around(text: &str, span: Option<(usize, usize)>) -> &str {
+    const MARKS: [char; 8] = ['。', '！', '？', '!', '?', '；', ';', '\n'];
+    let Some((start, end)) = span else {
+        return text;
+    };
+    let mut from = 0;
+    let mut to = text.len();
+    for (i, (byte, c)) in text.char_indices().enumerate() {
+        if MARKS.contains(&c) {
+            if i < start {
+                from = byte + c.len_utf8();
+            } else if i >= end {
+                to = byte;
+                break;
+            }
+        }
+    }
+    text.get(from..to).unwrap_or(text)
 }
