@@ -200,6 +200,24 @@ pub async fn raise_hits(
     now_ms: i64,
 ) -> Result<Vec<Raised>, StoreError> {
     let mut raised = Vec::new();
+    if result.hits.is_empty() {
+        return Ok(raised);
+    }
+    // Why, in the model's words (once per message, for every hit's evidence): its score and the
+    // features that drove it.
+    let (model, drivers) = crate::domain::scan::Detector::bundled(library).explain(
+        &crate::domain::scan::ScanInput {
+            text: m.text,
+            prev,
+            sender: m.sender,
+            msg_type: m.msg_type,
+        },
+        6,
+    );
+    let drivers: Vec<String> = drivers
+        .into_iter()
+        .map(|d| format!("{} {:+.2}", d.feature, d.weight))
+        .collect();
     for hit in &result.hits {
         // A hit only the model found takes the scope and recipients of the library's first rule
         // of its category: a library without one (a corp that watches other things) raises none.
@@ -215,20 +233,6 @@ pub async fn raise_hits(
             continue;
         }
         metrics::counter!("scrm_scan_hits_total", "category" => hit.category.clone()).increment(1);
-        // Why, in the model's words: its score and the features that drove it.
-        let detector = crate::domain::scan::Detector::bundled(library);
-        let input = crate::domain::scan::ScanInput {
-            text: m.text,
-            prev,
-            sender: m.sender,
-            msg_type: m.msg_type,
-        };
-        let model = detector.decide(&input).verdict;
-        let drivers: Vec<String> = detector
-            .drivers(&input, 6)
-            .into_iter()
-            .map(|d| format!("{} {:+.2}", d.feature, d.weight))
-            .collect();
         let evidence = Evidence {
             corp_id: m.corp_id,
             staff_user_id: m.staff_user_id,

@@ -1059,11 +1059,12 @@ pub async fn list_customers(
         // member's): by default, anyone's active relation. With a date span, the relations in
         // it are read along their time index and the customers found among them; otherwise each
         // customer in key order is checked until the page is full.
-        let mut relation = String::from("follow_relation a WHERE a.corp_id = c.corp_id");
         let by_time = search.added.is_set() || search.ended.is_set();
-        if by_time {
-            relation = String::from("follow_relation a WHERE a.corp_id = $1");
-        }
+        let mut relation = String::from(if by_time {
+            "follow_relation a WHERE a.corp_id = $1"
+        } else {
+            "follow_relation a WHERE a.corp_id = c.corp_id"
+        });
         relation.push_str(&relation_conditions(db, "a", search, &mut binds));
         if let Some(team) = team {
             binds.owned(team);

@@ -20,6 +20,12 @@ use super::{Hit, RuleLibrary, ScanInput, ScanResult, Sender, Severity};
 pub const VETO: f32 = 0.1;
 /// Texts longer than this (bytes) are left to the rules: the model learned from chat messages.
 pub const MODEL_MAX_BYTES: usize = 2_000;
+/// The verdict on a text the model does not judge (longer than [`MODEL_MAX_BYTES`]).
+const UNJUDGED: Verdict = Verdict {
+    score: 0.0,
+    alert: false,
+    category: "",
+};
 /// The `rule_id` of a hit only the model found.
 pub const MODEL_RULE: &str = "model";
 
@@ -67,23 +73,12 @@ impl<'a> Detector<'a> {
             return Decision {
                 result: rules,
                 rule_hits,
-                verdict: Verdict {
-                    score: 0.0,
-                    alert: false,
-                    category: "",
-                },
+                verdict: UNJUDGED,
             };
         }
         let verdict = self
             .model
             .judge(input.text, input.prev, input.sender, &rules);
-        // The model speaks only for categories the library watches (a corp's own library may
-        // leave some out).
-        let watched = self
-            .rules
-            .rules()
-            .iter()
-            .any(|r| r.category == verdict.category);
         let mut result = if !rules.hits.is_empty() {
             // The veto weighs the sentence the first hit is in, not the whole message: a message
             // of innocent sentences around one offer is not innocent.
@@ -110,7 +105,7 @@ impl<'a> Detector<'a> {
             } else {
                 rules
             }
-        } else if verdict.alert && watched {
+        } else if verdict.alert && self.watches(verdict.category) {
             ScanResult {
                 hits: vec![Hit {
                     rule_id: MODEL_RULE.to_owned(),
@@ -136,11 +131,32 @@ impl<'a> Detector<'a> {
         }
     }
 
+    /// Whether the library has a rule of `category`: the model speaks only for categories the
+    /// library watches (a corp's own library may leave some out). Asked only of a message the
+    /// model alone flags, not of every message.
+    fn watches(&self, category: &str) -> bool {
+        self.rules.rules().iter().any(|r| r.category == category)
+    }
+
     /// The model's strongest features on one message.
     pub fn drivers(&self, input: &ScanInput<'_>, n: usize) -> Vec<Driver> {
+        self.explain(input, n).1
+    }
+
+    /// The model's verdict on one message and its `n` strongest features, from one scan of the
+    /// rules (an alert's evidence, `scrm rules check`).
+    pub fn explain(&self, input: &ScanInput<'_>, n: usize) -> (Verdict, Vec<Driver>) {
         let rules = self.rules.scan(input);
-        self.model
-            .explain(input.text, input.prev, input.sender, &rules, n)
+        let verdict = if input.text.len() > MODEL_MAX_BYTES {
+            UNJUDGED
+        } else {
+            self.model
+                .judge(input.text, input.prev, input.sender, &rules)
+        };
+        let drivers = self
+            .model
+            .explain(input.text, input.prev, input.sender, &rules, n);
+        (verdict, drivers)
     }
 }
 

@@ -157,8 +157,9 @@ impl Model {
             if name == "bias" {
                 model.bias = w;
             } else {
-                model.weights.insert(hash(name), w);
-                model.alert_weights.insert(hash(name), w[0]);
+                let key = hash(name);
+                model.weights.insert(key, w);
+                model.alert_weights.insert(key, w[0]);
             }
         }
         model.features = model.weights.len();
@@ -281,15 +282,20 @@ pub fn hash(s: &str) -> u64 {
     hash_parts(&[s.as_bytes()])
 }
 
-fn hash_parts(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for b in *part {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+/// FNV-1a's starting state.
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a from state `h` over `bytes` (a feature is hashed in pieces: prefix, then each char).
+fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h
+}
+
+fn hash_parts(parts: &[&[u8]]) -> u64 {
+    parts.iter().fold(FNV_OFFSET, |h, part| fnv(h, part))
 }
 
 /// Word lists whose presence the model reads as features of their own, so that what it learns
@@ -579,6 +585,8 @@ pub struct Features {
     shaped: Vec<char>,
     text_norm: String,
     text_chars: Vec<char>,
+    /// The UTF-8 of each char of `shaped` (with its length), for hashing its grams.
+    encoded: Vec<([u8; 4], usize)>,
     /// Feature hashes (duplicates possible: a repeated gram counts again).
     pub hashes: Vec<u64>,
     /// Their names, when `named`.
@@ -630,38 +638,27 @@ impl Features {
     }
 
     fn grams(&mut self, prefix: &str, sizes: &[usize]) {
-        let chars = std::mem::take(&mut self.shaped);
-        if self.named {
-            for &n in sizes {
-                for w in chars.windows(n) {
-                    self.push_chars(prefix, w);
-                }
-            }
-        } else {
-            // The hot path: each char's UTF-8 once, the prefix's hash state once.
-            let start = hash_parts(&[prefix.as_bytes()]);
+        // Each char's UTF-8 once, the prefix's hash state once: this is the hot path.
+        let start = fnv(FNV_OFFSET, prefix.as_bytes());
+        self.encoded.clear();
+        self.encoded.extend(self.shaped.iter().map(|c| {
             let mut utf8 = [0u8; 4];
-            let encoded: Vec<([u8; 4], usize)> = chars
-                .iter()
-                .map(|c| {
-                    let len = c.encode_utf8(&mut utf8).len();
-                    (utf8, len)
-                })
-                .collect();
-            for &n in sizes {
-                for w in encoded.windows(n) {
-                    let mut h = start;
-                    for (bytes, len) in w {
-                        for b in &bytes[..*len] {
-                            h ^= u64::from(*b);
-                            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-                        }
-                    }
-                    self.hashes.push(h);
+            let len = c.encode_utf8(&mut utf8).len();
+            (utf8, len)
+        }));
+        for &n in sizes {
+            for (i, w) in self.encoded.windows(n).enumerate() {
+                let h = w
+                    .iter()
+                    .fold(start, |h, (bytes, len)| fnv(h, &bytes[..*len]));
+                self.hashes.push(h);
+                if self.named {
+                    let mut name = String::from(prefix);
+                    name.extend(&self.shaped[i..i + n]);
+                    self.names.push(name);
                 }
             }
         }
-        self.shaped = chars;
     }
 
     /// [`Features::push`] of a feature written in parts.
@@ -677,14 +674,12 @@ impl Features {
 
     /// [`Features::push`] of a gram given as chars (hashed from their UTF-8 without a String).
     fn push_chars(&mut self, prefix: &str, gram: &[char]) {
-        let mut h = hash_parts(&[prefix.as_bytes()]);
         let mut utf8 = [0u8; 4];
-        for c in gram {
-            for b in c.encode_utf8(&mut utf8).as_bytes() {
-                h ^= u64::from(*b);
-                h = h.wrapping_mul(0x0000_0100_0000_01b3);
-            }
-        }
+        let h = gram
+            .iter()
+            .fold(fnv(FNV_OFFSET, prefix.as_bytes()), |h, c| {
+                fnv(h, c.encode_utf8(&mut utf8).as_bytes())
+            });
         self.hashes.push(h);
         if self.named {
             let mut name = String::from(prefix);
