@@ -142,6 +142,7 @@ fn main() {
                 let input = ScanInput {
                     text,
                     prev: prev.as_deref(),
+                    context: None,
                     sender: Sender::Staff,
                     msg_type: None,
                 };

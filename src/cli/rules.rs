@@ -32,7 +32,7 @@ const EXIT_UNUSABLE: i32 = 2;
 /// `scrm rules …`.
 #[derive(Debug, Subcommand)]
 pub enum RulesCommand {
-    /// Scan JSON lines `{"id", "text", "prev", "sender"}` and print one JSON line of the decision
+    /// Scan JSON lines `{"id", "text", "prev", "context", "sender"}` and print one JSON line of the decision
     /// per input.
     Test {
         /// The input file (`-` for stdin).
@@ -49,6 +49,9 @@ pub enum RulesCommand {
         /// The previous message of the same sender.
         #[arg(long)]
         prev: Option<String>,
+        /// The other party's message this one answers (a customer's request): read by the model.
+        #[arg(long)]
+        context: Option<String>,
         /// `staff` or `customer`.
         #[arg(long, default_value = "staff")]
         sender: String,
@@ -89,7 +92,7 @@ pub enum RulesCommand {
         #[arg(long, default_value_t = 20)]
         epochs: usize,
         /// The alert's score threshold.
-        #[arg(long, default_value_t = 0.7)]
+        #[arg(long, default_value_t = crate::domain::scan::model::DEFAULT_THRESHOLD)]
         threshold: f32,
         /// L2 strength.
         #[arg(long, default_value_t = 3e-4)]
@@ -110,6 +113,7 @@ pub async fn run(command: RulesCommand) -> anyhow::Result<i32> {
         RulesCommand::Check {
             text,
             prev,
+            context,
             sender,
             msg_type,
             rules,
@@ -126,6 +130,7 @@ pub async fn run(command: RulesCommand) -> anyhow::Result<i32> {
             let input = ScanInput {
                 text: &text,
                 prev: prev.as_deref(),
+                context: context.as_deref(),
                 sender,
                 msg_type: msg_type.as_deref(),
             };
@@ -323,6 +328,7 @@ struct InputLine<'a> {
     id: &'a Value,
     text: &'a str,
     prev: Option<&'a str>,
+    context: Option<&'a str>,
     sender: Sender,
     msg_type: Option<&'a str>,
 }
@@ -436,6 +442,7 @@ fn decide_line<W: Write>(
     let result = Detector::bundled(library).scan(&ScanInput {
         text: input.text,
         prev: input.prev,
+        context: input.context,
         sender: input.sender,
         msg_type: input.msg_type,
     });
@@ -463,27 +470,26 @@ fn parse_input(value: &Value) -> Result<InputLine<'_>, String> {
         Some(_) => return Err("\"text\" must be a string".to_owned()),
         None => return Err("\"text\" is missing".to_owned()),
     };
-    let prev = match map.get("prev") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.as_str()),
-        Some(_) => return Err("\"prev\" must be a string or null".to_owned()),
+    let optional = |key: &str| match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.as_str())),
+        Some(_) => Err(format!("\"{key}\" must be a string or null")),
     };
+    let prev = optional("prev")?;
+    let context = optional("context")?;
     let sender = match map.get("sender") {
         None | Some(Value::Null) => Sender::Staff,
         Some(Value::String(s)) => parse_sender(s)
             .ok_or_else(|| format!("\"sender\" must be \"staff\" or \"customer\", got {s:?}"))?,
         Some(_) => return Err("\"sender\" must be \"staff\" or \"customer\"".to_owned()),
     };
-    let msg_type = match map.get("msg_type") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.as_str()),
-        Some(_) => return Err("\"msg_type\" must be a string or null".to_owned()),
-    };
+    let msg_type = optional("msg_type")?;
     static NULL: Value = Value::Null;
     Ok(InputLine {
         id: map.get("id").unwrap_or(&NULL),
         text,
         prev,
+        context,
         sender,
         msg_type,
     })

@@ -99,6 +99,8 @@ struct RawConfig {
     #[serde(default)]
     console: ConsoleSettings,
     #[serde(default)]
+    judge: JudgeSettings,
+    #[serde(default)]
     corps: Vec<RawCorp>,
 }
 
@@ -702,6 +704,62 @@ impl SidebarSettings {
     }
 }
 
+/// An external judge (`[judge]`, off by default): an HTTP endpoint — a self-hosted language model
+/// behind a small adapter — asked about the messages the content model finds borderline (its score
+/// in `[low, high)`, no rule fired). Its answer replaces the model's there; a timeout, an error or
+/// a spent budget leaves the embedded detector's decision, which always works alone.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JudgeSettings {
+    /// `POST` endpoint; unset: no judge.
+    pub url: Option<String>,
+    /// Sent as `Authorization: Bearer …` when set.
+    pub token: Option<Secret<String>>,
+    /// A question's whole time (connect, send, answer).
+    pub timeout_ms: u64,
+    /// Questions per minute at most (per instance); past it the detector decides alone.
+    pub max_per_minute: u32,
+    /// The model's scores from here…
+    pub low: f32,
+    /// …up to here (not included) are borderline.
+    pub high: f32,
+}
+
+impl Default for JudgeSettings {
+    /// Off; 1.5 s, 60 questions a minute, scores 0.35–0.9.
+    fn default() -> Self {
+        Self {
+            url: None,
+            token: None,
+            timeout_ms: 1500,
+            max_per_minute: 60,
+            low: 0.35,
+            high: 0.9,
+        }
+    }
+}
+
+impl JudgeSettings {
+    /// The URL is http(s); the timeout and budget are positive; `0 ≤ low < high ≤ 1`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(invalid("judge.url", "must be an http(s) URL"));
+        }
+        if self.timeout_ms == 0 || self.timeout_ms > 60_000 {
+            return Err(invalid("judge.timeout_ms", "must be between 1 and 60000"));
+        }
+        if self.max_per_minute == 0 {
+            return Err(invalid("judge.max_per_minute", "must be positive"));
+        }
+        if !((0.0..1.0).contains(&self.low) && self.low < self.high && self.high <= 1.0) {
+            return Err(invalid("judge.low", "need 0 ≤ low < high ≤ 1"));
+        }
+        Ok(())
+    }
+}
+
 /// The scheduled reconciliation.
 #[derive(Debug, Clone)]
 pub struct SyncSettings {
@@ -756,6 +814,8 @@ pub struct Config {
     pub metrics: MetricsSettings,
     /// The salesperson's sidebar.
     pub sidebar: SidebarSettings,
+    /// The optional external judge of borderline messages.
+    pub judge: JudgeSettings,
     /// The console's WeCom login.
     pub console: ConsoleSettings,
 }
@@ -787,6 +847,7 @@ impl std::fmt::Debug for Config {
             .field("metrics", &self.metrics)
             .field("sidebar", &self.sidebar)
             .field("console", &self.console)
+            .field("judge", &self.judge)
             .finish()
     }
 }
@@ -1027,7 +1088,9 @@ impl Config {
         let archive = archive_settings(raw.archive, &corps)?;
         raw.sidebar.validate()?;
         raw.console.validate()?;
+        raw.judge.validate()?;
         Ok(Self {
+            judge: raw.judge,
             sidebar: raw.sidebar,
             console: raw.console,
             archive,

@@ -24,6 +24,7 @@ pub struct Wecom {
     pub client: WecomClient,
     corps: Arc<HashMap<String, CorpConfig>>,
     alerts: Arc<AlertSettings>,
+    judge: Option<Arc<crate::platform::judge::Judge>>,
 }
 
 impl Wecom {
@@ -48,12 +49,18 @@ impl Wecom {
             client,
             corps: Arc::new(corps),
             alerts: Arc::new(config.alerts.clone()),
+            judge: crate::platform::judge::Judge::new(&config.judge).map(Arc::new),
         }
     }
 
     /// The `[alerts]` settings (who is told of a corp's alerts is in its [`CorpConfig`]).
     pub fn alert_settings(&self) -> &AlertSettings {
         &self.alerts
+    }
+
+    /// The external judge of borderline messages, when one is configured.
+    pub fn judge(&self) -> Option<&crate::platform::judge::Judge> {
+        self.judge.as_deref()
     }
 
     /// A configured corp.

@@ -816,3 +816,87 @@ async fn changing_the_rule_library_rescans_stored_messages(backend: Backend) {
     third.stop().await;
     f.app.stop().await;
 }
+
+/// A stand-in for a self-hosted language model behind the judge protocol: "yes" to texts naming
+/// 那份, a slow answer to texts with 慢, "no" to the rest; it counts the questions.
+async fn spawn_judge() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let asked = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = asked.clone();
+    let app = axum::Router::new().route(
+        "/judge",
+        axum::routing::post(move |body: axum::Json<Value>| {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let text = body["text"].as_str().unwrap_or_default().to_owned();
+                if text.contains('慢') {
+                    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+                }
+                axum::Json(if text.contains("那份") {
+                    json!({"alert": true, "category": "kickback", "reason": "事成之后的好处"})
+                } else {
+                    json!({"alert": false})
+                })
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/judge"), asked)
+}
+
+/// The external judge is asked about the messages without a rule's hit whose score is borderline
+/// (here every score, to make the test independent of the model's weights), within its budget and
+/// timeout; its "yes" raises an alert of its category with its reason, its "no" raises nothing, and
+/// a message a rule catches never waits for it.
+#[tokio::test]
+async fn an_external_judge_decides_borderline_messages() {
+    use std::sync::atomic::Ordering;
+    let (url, asked) = spawn_judge().await;
+    let f = fixture_with(
+        Backend::Sqlite,
+        &format!(
+            "\n[judge]\nurl = \"{url}\"\ntimeout_ms = 300\nmax_per_minute = 3\nlow = 0.0\nhigh = 1.0\n"
+        ),
+    )
+    .await;
+    let sales = &f.staff[0];
+    point_app_messages(&f);
+    let say = |text: &str| f.app.wecom().app_text_message(CORP, AGENT_ID, sales, text);
+    // The judge says no: nothing, whatever the model thought.
+    say("周五的会改到下午三点了");
+    f.settle().await;
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
+    assert!(f.alerts().await.is_empty(), "{:?}", f.alerts().await);
+    // The judge says yes: an alert of its category, its reason in the evidence.
+    say("这个项目您多帮忙，回头那份我记着");
+    f.settle().await;
+    assert_eq!(asked.load(Ordering::SeqCst), 2);
+    let alerts = f.alerts().await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].category.as_deref(), Some("kickback"));
+    let (evidence, _, _) = scrm::domain::alerts::details(&f.app.db, alerts[0].id)
+        .await
+        .unwrap();
+    let detail = evidence[0].detail.to_string();
+    assert!(detail.contains("事成之后的好处"), "{detail}");
+    // A rule's hit: raised without asking.
+    say("私下转账给我，便宜五百");
+    f.settle().await;
+    assert_eq!(asked.load(Ordering::SeqCst), 2);
+    assert_eq!(f.alerts().await.len(), 2);
+    // Too slow: the detector decides alone (an innocent message stays quiet), the scan goes on.
+    let started = std::time::Instant::now();
+    say("今天路上有点慢，晚点到");
+    f.settle().await;
+    assert_eq!(asked.load(Ordering::SeqCst), 3);
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    assert_eq!(f.alerts().await.len(), 2);
+    // The budget (3 a minute) is spent: not asked again.
+    say("合同下周一寄出，请注意查收，那份附件也在里面");
+    f.settle().await;
+    assert_eq!(asked.load(Ordering::SeqCst), 3);
+    f.app.stop().await;
+}

@@ -651,6 +651,7 @@ async fn category_recipients_receive_the_alert_message(backend: Backend) {
             .scan(&scrm::domain::scan::ScanInput {
                 text,
                 prev: None,
+                context: None,
                 sender: scrm::domain::scan::Sender::Staff,
                 msg_type: Some("text"),
             })

@@ -505,6 +505,8 @@ pub async fn scan_pending(
         let ctx = crate::domain::alerts::Ctx::of(wecom, corp_id);
         let mut window: HashMap<Key, Option<(String, i64)>> = HashMap::new();
         let mut touched: HashMap<Key, (String, i64)> = HashMap::new();
+        // Per conversation, its latest messages: the other party's request a reply answers.
+        let mut tails: HashMap<String, crate::domain::alerts::ConversationTail> = HashMap::new();
         let mut owners: HashMap<String, Option<String>> = HashMap::new();
         for (_, msgid, msgtype, sender, kind, room, at, staff, ext, text) in rows {
             let Some(ctx) = ctx else { continue };
@@ -568,35 +570,32 @@ pub async fn scan_pending(
                 .await?;
                 window.insert(key.clone(), entry);
             }
-            let prev = window
-                .get(&key)
-                .cloned()
-                .flatten()
-                .filter(|(_, prev_at)| crate::domain::alerts::window_counts(ctx, &m, *prev_at))
-                .map(|(text, _)| text);
-            let result = crate::domain::alerts::scan_text(rules, &m, prev.as_deref());
+            if !tails.contains_key(&m.conversation) {
+                let tail =
+                    crate::domain::alerts::conversation_tail(db, corp_id, &m.conversation).await?;
+                tails.insert(m.conversation.clone(), tail);
+            }
+            let own = window.get(&key).cloned().flatten();
+            let before = crate::domain::alerts::Before::of(
+                ctx,
+                &m,
+                own.clone(),
+                tails.get(&m.conversation).unwrap_or(&Default::default()),
+            );
+            let decision = crate::domain::alerts::scan_text(rules, &m, &before);
+            let result = crate::domain::alerts::judged(ctx, rules, &m, &before, decision).await;
             if let Some(tail) = crate::domain::alerts::window_tail(&m) {
-                let newer = window
-                    .get(&key)
-                    .cloned()
-                    .flatten()
-                    .is_none_or(|(_, prev_at)| prev_at <= at);
-                if newer {
+                if own.is_none_or(|(_, prev_at)| prev_at <= at) {
                     window.insert(key.clone(), Some((tail.clone(), at)));
-                    touched.insert(key, (tail, at));
+                    touched.insert(key, (tail.clone(), at));
+                }
+                if let Some(conversation) = tails.get_mut(&m.conversation) {
+                    conversation.push(&sender, tail, at);
                 }
             }
             if !result.hits.is_empty() {
-                crate::domain::alerts::raise_hits(
-                    db,
-                    ctx,
-                    rules,
-                    &m,
-                    prev.as_deref(),
-                    &result,
-                    now_ms(),
-                )
-                .await?;
+                crate::domain::alerts::raise_hits(db, ctx, rules, &m, &before, &result, now_ms())
+                    .await?;
             }
         }
         let mut tx = db.begin().await?;

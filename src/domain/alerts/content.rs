@@ -55,8 +55,10 @@ impl<'a> Scanned<'a> {
     }
 }
 
-/// Scans one message and raises an alert per rule hit in scope; the sender's previous message in
-/// the conversation (kept in `scan_window`) completes a phrase split over two messages.
+/// Scans one message and raises an alert per rule hit in scope. The sender's previous message in
+/// the conversation (kept in `scan_window`) completes a phrase split over two messages; the other
+/// party's latest message, when more recent, is read with it (a customer's request and the
+/// staff member's reply are one exchange).
 pub async fn scan_message(
     db: &Db,
     ctx: Ctx<'_>,
@@ -64,24 +66,116 @@ pub async fn scan_message(
     m: &Scanned<'_>,
     now_ms: i64,
 ) -> Result<Vec<Raised>, StoreError> {
-    let prev = window_prev(db, ctx, m).await?;
-    let result = scan_text(library, m, prev.as_deref());
+    let own = window_entry(db, WindowKey::of(m)).await?;
+    let tail = conversation_tail(db, m.corp_id, &m.conversation).await?;
+    let before = Before::of(ctx, m, own, &tail);
+    let result = judged(ctx, library, m, &before, scan_text(library, m, &before)).await;
     if let Some(tail) = window_tail(m) {
         let mut tx = db.begin().await?;
         keep_window(&mut tx, WindowKey::of(m), &tail, m.at_ms).await?;
         tx.commit().await?;
     }
-    raise_hits(db, ctx, library, m, prev.as_deref(), &result, now_ms).await
+    raise_hits(db, ctx, library, m, &before, &result, now_ms).await
 }
 
-/// The sender's previous message in the conversation, when recent enough to count.
-pub async fn window_prev(
+/// What a message is read with: the sender's own previous message (joined by the rules) and the
+/// other party's message in between (read by the model only).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Before {
+    /// The sender's previous message in the conversation, when recent enough to count.
+    pub prev: Option<String>,
+    /// The latest message of someone else in the conversation, when recent enough and more recent
+    /// than `prev`: the request this message answers.
+    pub context: Option<String>,
+}
+
+impl Before {
+    /// From the sender's window entry (`own`) and the conversation's latest messages (`tail`),
+    /// what still counts for `m`.
+    pub fn of(
+        ctx: Ctx<'_>,
+        m: &Scanned<'_>,
+        own: Option<(String, i64)>,
+        tail: &ConversationTail,
+    ) -> Self {
+        let own = own.filter(|(_, at)| window_counts(ctx, m, *at));
+        let own_at = own.as_ref().map_or(i64::MIN, |(_, at)| *at);
+        let context = tail
+            .other_than(m.sender_id)
+            .filter(|(_, text, at)| !text.is_empty() && *at >= own_at && window_counts(ctx, m, *at))
+            .map(|(_, text, _)| text.clone());
+        Self {
+            prev: own.map(|(text, _)| text),
+            context,
+        }
+    }
+
+    fn input<'s>(&'s self, m: &'s Scanned<'_>) -> crate::domain::scan::ScanInput<'s> {
+        crate::domain::scan::ScanInput {
+            text: m.text,
+            prev: self.prev.as_deref(),
+            context: self.context.as_deref(),
+            sender: m.sender,
+            msg_type: m.msg_type,
+        }
+    }
+}
+
+/// A conversation's latest message and the latest one of a different sender (one `scan_window`
+/// row per sender: the two newest rows), enough to find for any sender the latest message of
+/// someone else.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConversationTail {
+    /// `(sender, text, at_ms)` of the newest message.
+    pub latest: Option<(String, String, i64)>,
+    /// The newest message of a sender other than `latest`'s.
+    pub other: Option<(String, String, i64)>,
+}
+
+impl ConversationTail {
+    /// The latest message in the conversation not sent by `sender`.
+    pub fn other_than(&self, sender: &str) -> Option<&(String, String, i64)> {
+        match &self.latest {
+            Some(latest) if latest.0 != sender => Some(latest),
+            Some(_) => self.other.as_ref(),
+            None => None,
+        }
+    }
+
+    /// Takes in a message of `sender` (in the order they were sent; an older one changes
+    /// nothing).
+    pub fn push(&mut self, sender: &str, text: String, at_ms: i64) {
+        match self.latest.take() {
+            Some(latest) if latest.2 > at_ms => self.latest = Some(latest),
+            Some(latest) => {
+                if latest.0 != sender {
+                    self.other = Some(latest);
+                }
+                self.latest = Some((sender.to_owned(), text, at_ms));
+            }
+            None => self.latest = Some((sender.to_owned(), text, at_ms)),
+        }
+    }
+}
+
+/// The conversation's two newest window rows.
+pub async fn conversation_tail(
     db: &Db,
-    ctx: Ctx<'_>,
-    m: &Scanned<'_>,
-) -> Result<Option<String>, StoreError> {
-    let prev = window_entry(db, WindowKey::of(m)).await?;
-    Ok(prev.and_then(|(text, at)| window_counts(ctx, m, at).then_some(text)))
+    corp_id: &str,
+    conversation: &str,
+) -> Result<ConversationTail, StoreError> {
+    const TAIL: &str = "SELECT sender, text, at_ms FROM scan_window WHERE corp_id = $1 \
+        AND conversation = $2 ORDER BY at_ms DESC, sender LIMIT 2";
+    let rows: Vec<(String, String, i64)> = on_db!(db, |pool| sqlx::query_as(TAIL)
+        .bind(corp_id)
+        .bind(conversation)
+        .fetch_all(pool)
+        .await)?;
+    let mut rows = rows.into_iter();
+    Ok(ConversationTail {
+        latest: rows.next(),
+        other: rows.next(),
+    })
 }
 
 /// Whose previous message the scan window keeps: a sender in a conversation of a corp.
@@ -134,20 +228,80 @@ pub fn window_counts(ctx: Ctx<'_>, m: &Scanned<'_>, at_ms: i64) -> bool {
     at_ms <= m.at_ms && at_ms >= m.at_ms.saturating_sub(window_ms)
 }
 
-/// The pure scan of `m` (with `prev`), counted in `/metrics`.
+/// The pure scan of `m` (with what came before it), counted in `/metrics`.
 pub fn scan_text(
     library: &crate::domain::scan::RuleLibrary,
     m: &Scanned<'_>,
-    prev: Option<&str>,
-) -> crate::domain::scan::ScanResult {
-    let input = crate::domain::scan::ScanInput {
-        text: m.text,
-        prev,
-        sender: m.sender,
-        msg_type: m.msg_type,
-    };
+    before: &Before,
+) -> crate::domain::scan::detector::Decision {
     metrics::counter!("scrm_scan_messages_total").increment(1);
-    crate::domain::scan::Detector::bundled(library).scan(&input)
+    crate::domain::scan::Detector::bundled(library).decide(&before.input(m))
+}
+
+/// The decision, with the external judge's word where the model was unsure: no rule fired and the
+/// model's score is borderline. The judge's "yes" raises (of its category when the library
+/// watches it, else the model's), its "no" takes the model's hits back; without an answer the
+/// detector's decision stands.
+pub async fn judged(
+    ctx: Ctx<'_>,
+    library: &crate::domain::scan::RuleLibrary,
+    m: &Scanned<'_>,
+    before: &Before,
+    decision: crate::domain::scan::detector::Decision,
+) -> crate::domain::scan::ScanResult {
+    use crate::domain::scan::{Hit, Sender, detector};
+    let Some(judge) = ctx.judge else {
+        return decision.result;
+    };
+    if decision.rule_hits > 0
+        || m.text.is_empty()
+        || m.text.len() > detector::MODEL_MAX_BYTES
+        || !judge.borderline(decision.verdict.score)
+    {
+        return decision.result;
+    }
+    let question = crate::platform::judge::Question {
+        text: m.text,
+        prev: before.prev.as_deref(),
+        context: before.context.as_deref(),
+        sender: match m.sender {
+            Sender::Staff => "staff",
+            Sender::Customer => "customer",
+        },
+        score: decision.verdict.score,
+        category: decision.verdict.category,
+    };
+    let Some(answer) = judge.ask(&question).await else {
+        return decision.result;
+    };
+    if !answer.alert {
+        return crate::domain::scan::ScanResult::default();
+    }
+    let reason = answer.reason.as_deref().unwrap_or("").chars().take(200);
+    let matched = format!("外部判定 (judge): {}", reason.collect::<String>());
+    let mut result = decision.result;
+    if result.hits.is_empty() {
+        let category = answer
+            .category
+            .filter(|c| library.rules().iter().any(|r| &r.category == c))
+            .unwrap_or_else(|| decision.verdict.category.to_owned());
+        result.hits.push(Hit {
+            rule_id: detector::JUDGE_RULE.to_owned(),
+            category,
+            severity: match m.sender {
+                Sender::Staff => crate::domain::scan::Severity::Medium,
+                Sender::Customer => crate::domain::scan::Severity::Low,
+            },
+            spans: vec![(0, m.text.chars().count())],
+            matched,
+            across_messages: before.context.is_some(),
+        });
+    } else {
+        for hit in &mut result.hits {
+            hit.matched = format!("{} · {matched}", hit.matched);
+        }
+    }
+    result
 }
 
 /// What of `m` the window remembers (its last characters); `None` for a message without text.
@@ -195,7 +349,7 @@ pub async fn raise_hits(
     ctx: Ctx<'_>,
     library: &crate::domain::scan::RuleLibrary,
     m: &Scanned<'_>,
-    prev: Option<&str>,
+    before: &Before,
     result: &crate::domain::scan::ScanResult,
     now_ms: i64,
 ) -> Result<Vec<Raised>, StoreError> {
@@ -205,26 +359,24 @@ pub async fn raise_hits(
     }
     // Why, in the model's words (once per message, for every hit's evidence): its score and the
     // features that drove it.
-    let (model, drivers) = crate::domain::scan::Detector::bundled(library).explain(
-        &crate::domain::scan::ScanInput {
-            text: m.text,
-            prev,
-            sender: m.sender,
-            msg_type: m.msg_type,
-        },
-        6,
-    );
+    let (model, drivers) =
+        crate::domain::scan::Detector::bundled(library).explain(&before.input(m), 6);
     let drivers: Vec<String> = drivers
         .into_iter()
         .map(|d| format!("{} {:+.2}", d.feature, d.weight))
         .collect();
     for hit in &result.hits {
-        // A hit only the model found takes the scope and recipients of the library's first rule
+        // A hit only the model found (or an exchange, or the judge) takes the scope and recipients of the library's first rule
         // of its category: a library without one (a corp that watches other things) raises none.
         let rule = library.rule(&hit.rule_id).or_else(|| {
-            (hit.rule_id == crate::domain::scan::detector::MODEL_RULE)
-                .then(|| library.rules().iter().find(|r| r.category == hit.category))
-                .flatten()
+            [
+                crate::domain::scan::detector::MODEL_RULE,
+                crate::domain::scan::detector::EXCHANGE_RULE,
+                crate::domain::scan::detector::JUDGE_RULE,
+            ]
+            .contains(&hit.rule_id.as_str())
+            .then(|| library.rules().iter().find(|r| r.category == hit.category))
+            .flatten()
         });
         let Some(rule) = rule else {
             continue;
@@ -245,7 +397,9 @@ pub async fn raise_hits(
                 "msg_type": m.msg_type,
                 "matched": hit.matched,
                 "across_messages": hit.across_messages,
-                "prev": if hit.across_messages { prev } else { None },
+                "prev": if hit.across_messages { before.prev.as_deref() } else { None },
+                // The other party's message this one answers: the exchange is the event.
+                "context": before.context.as_deref(),
                 "model": {"score": model.score, "features": drivers},
             }),
         };
@@ -301,4 +455,35 @@ pub(super) async fn in_scope(
         }
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConversationTail;
+
+    /// For any sender, the latest message of someone else: the newest when another sent it, else
+    /// the newest of a different sender; older messages change nothing.
+    #[test]
+    fn the_tail_finds_the_other_partys_latest_message() {
+        let mut tail = ConversationTail::default();
+        assert_eq!(tail.other_than("staff"), None);
+        tail.push("customer", "能便宜点吗".to_owned(), 10);
+        assert_eq!(tail.other_than("staff").map(|m| m.2), Some(10));
+        assert_eq!(tail.other_than("customer"), None);
+        tail.push("staff", "我问问".to_owned(), 20);
+        tail.push("staff", "可以".to_owned(), 30);
+        assert_eq!(
+            tail.other_than("staff").map(|m| m.1.as_str()),
+            Some("能便宜点吗")
+        );
+        assert_eq!(
+            tail.other_than("customer").map(|m| m.1.as_str()),
+            Some("可以")
+        );
+        tail.push("customer", "旧消息".to_owned(), 5);
+        assert_eq!(tail.latest.as_ref().map(|m| m.2), Some(30));
+        tail.push("customer", "好".to_owned(), 40);
+        assert_eq!(tail.other_than("customer").map(|m| m.2), Some(30));
+        assert_eq!(tail.other_than("staff").map(|m| m.1.as_str()), Some("好"));
+    }
 }

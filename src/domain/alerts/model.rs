@@ -191,6 +191,8 @@ pub struct Ctx<'a> {
     pub settings: &'a AlertSettings,
     /// The corp's configuration (its `alert_recipients`).
     pub corp: &'a CorpConfig,
+    /// The external judge of borderline messages, when configured.
+    pub judge: Option<&'a crate::platform::judge::Judge>,
 }
 
 impl<'a> Ctx<'a> {
@@ -199,6 +201,7 @@ impl<'a> Ctx<'a> {
         wecom.corp(corp_id).map(|corp| Ctx {
             settings: wecom.alert_settings(),
             corp,
+            judge: wecom.judge(),
         })
     }
 }

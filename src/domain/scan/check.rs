@@ -35,6 +35,9 @@ impl<'a> Check<'a> {
         if let Some(prev) = self.input.prev {
             writeln!(out, "上一条 (prev):         {prev}")?;
         }
+        if let Some(context) = self.input.context {
+            writeln!(out, "对方上一条 (context):  {context}")?;
+        }
         let sender = match self.input.sender {
             Sender::Staff => "staff 员工",
             Sender::Customer => "customer 客户",
@@ -196,6 +199,7 @@ mod tests {
             ScanInput {
                 text: "这单私下转账给我",
                 prev: None,
+                context: None,
                 sender: Sender::Staff,
                 msg_type: None,
             },
@@ -209,6 +213,7 @@ mod tests {
             ScanInput {
                 text: "明天下午三点见",
                 prev: None,
+                context: None,
                 sender: Sender::Staff,
                 msg_type: None,
             },

@@ -10,6 +10,10 @@
 //!   [`VETO`]: a warning, a refusal, training material naming the word): nothing. A corp's own
 //!   rules (ids the bundled library does not have) always stand: the model never saw their hits.
 //!
+//! - A staff member's reply that agrees ("好的", "可以，转我吧") to the customer's proposal it answers
+//!   (the other party's message before it, which the detector flags as a customer's message): one
+//!   hit of the proposal's category (`rule_id` `exchange`) on the reply.
+//!
 //! A message the customer sent is a lower-severity `low` signal about the staff member in the
 //! conversation (the alert layer attributes it to them and it joins their burst).
 
@@ -18,6 +22,11 @@ use super::{Hit, RuleLibrary, ScanInput, ScanResult, Sender, Severity};
 
 /// Under this score a rule's hit is taken back.
 pub const VETO: f32 = 0.1;
+/// What a customer's message must score (without a rule's hit) for an agreement to it to be an
+/// exchange.
+pub const PROPOSAL: f32 = 0.9;
+/// What a message flagged with the other party's message must score alone.
+pub const OWN_WORDS: f32 = 0.3;
 /// Texts longer than this (bytes) are left to the rules: the model learned from chat messages.
 pub const MODEL_MAX_BYTES: usize = 2_000;
 /// The verdict on a text the model does not judge (longer than [`MODEL_MAX_BYTES`]).
@@ -28,6 +37,10 @@ const UNJUDGED: Verdict = Verdict {
 };
 /// The `rule_id` of a hit only the model found.
 pub const MODEL_RULE: &str = "model";
+/// The `rule_id` of a staff member's reply agreeing to a customer's proposal.
+pub const EXCHANGE_RULE: &str = "exchange";
+/// The `rule_id` of a hit the external judge raised on a message the model was unsure of.
+pub const JUDGE_RULE: &str = "judge";
 
 /// Rules and model.
 #[derive(Debug, Clone, Copy)]
@@ -76,9 +89,7 @@ impl<'a> Detector<'a> {
                 verdict: UNJUDGED,
             };
         }
-        let verdict = self
-            .model
-            .judge(input.text, input.prev, input.sender, &rules);
+        let verdict = self.model.judge(input, &rules);
         let mut result = if !rules.hits.is_empty() {
             // The veto weighs the sentence the first hit is in, not the whole message: a message
             // of innocent sentences around one offer is not innocent.
@@ -87,7 +98,13 @@ impl<'a> Detector<'a> {
                 sentence.len() == input.text.len()
                     || self
                         .model
-                        .judge(sentence, input.prev, input.sender, &rules)
+                        .judge(
+                            &ScanInput {
+                                text: sentence,
+                                ..*input
+                            },
+                            &rules,
+                        )
                         .score
                         < VETO
             };
@@ -105,7 +122,7 @@ impl<'a> Detector<'a> {
             } else {
                 rules
             }
-        } else if verdict.alert && self.watches(verdict.category) {
+        } else if verdict.alert && self.watches(verdict.category) && self.own_words(input) {
             ScanResult {
                 hits: vec![Hit {
                     rule_id: MODEL_RULE.to_owned(),
@@ -113,12 +130,18 @@ impl<'a> Detector<'a> {
                     severity: Severity::Medium,
                     spans: vec![(0, input.text.chars().count())],
                     matched: format!("模型 {:.0}%", verdict.score * 100.0),
-                    across_messages: input.prev.is_some_and(|p| !p.is_empty()),
+                    across_messages: input.prev.is_some_and(|p| !p.is_empty())
+                        || input.context.is_some_and(|c| !c.is_empty()),
                 }],
             }
         } else {
             ScanResult::default()
         };
+        if result.hits.is_empty()
+            && let Some(hit) = self.exchange(input)
+        {
+            result.hits.push(hit);
+        }
         if input.sender == Sender::Customer {
             for hit in &mut result.hits {
                 hit.severity = Severity::Low;
@@ -129,6 +152,58 @@ impl<'a> Detector<'a> {
             rule_hits,
             verdict,
         }
+    }
+
+    /// Whether a message the model flags with the other party's message before it says something
+    /// itself: the message alone scores at least [`OWN_WORDS`] ("好的" after an innocent question is
+    /// not an alert because of the question's words).
+    fn own_words(&self, input: &ScanInput<'_>) -> bool {
+        input.context.is_none_or(str::is_empty)
+            || self
+                .model
+                .judge(
+                    &ScanInput {
+                        context: None,
+                        ..*input
+                    },
+                    &ScanResult::default(),
+                )
+                .score
+                >= OWN_WORDS
+    }
+
+    /// A staff member's reply that agrees to the customer's proposal it answers ("好的，转我吧" after
+    /// "钱直接转你个人行吗"): the exchange is one event, raised on the reply (the staff member's act),
+    /// of the proposal's category, with the reply as its span.
+    fn exchange(&self, input: &ScanInput<'_>) -> Option<Hit> {
+        let context = input.context.filter(|c| !c.is_empty())?;
+        if input.sender != Sender::Staff
+            || context.len() > MODEL_MAX_BYTES
+            || !super::model::accepts(input.text)
+        {
+            return None;
+        }
+        let proposal = self.decide(&ScanInput {
+            text: context,
+            prev: None,
+            context: None,
+            sender: Sender::Customer,
+            msg_type: None,
+        });
+        // A clear proposal only (a rule's hit, or the model sure of it): an agreement to an
+        // ordinary request ("到了给我打电话" → "好的") is not an exchange.
+        if proposal.rule_hits == 0 && proposal.verdict.score < PROPOSAL {
+            return None;
+        }
+        let asked = proposal.result.alert()?;
+        Some(Hit {
+            rule_id: EXCHANGE_RULE.to_owned(),
+            category: asked.category.clone(),
+            severity: Severity::Medium,
+            spans: vec![(0, input.text.chars().count())],
+            matched: format!("客户提议 (proposal): {}", asked.matched),
+            across_messages: true,
+        })
     }
 
     /// Whether the library has a rule of `category`: the model speaks only for categories the
@@ -150,12 +225,9 @@ impl<'a> Detector<'a> {
         let verdict = if input.text.len() > MODEL_MAX_BYTES {
             UNJUDGED
         } else {
-            self.model
-                .judge(input.text, input.prev, input.sender, &rules)
+            self.model.judge(input, &rules)
         };
-        let drivers = self
-            .model
-            .explain(input.text, input.prev, input.sender, &rules, n);
+        let drivers = self.model.explain(input, &rules, n);
         (verdict, drivers)
     }
 }

@@ -25,14 +25,17 @@ pub const MIN_GROUP_CASES: usize = 5;
 /// The corpus gate (issue 22) checks each family and author with at least this many cases.
 pub const MIN_CORPUS_GROUP_CASES: usize = 15;
 /// The corpus's authors the model is never trained on: its figures on them are the honest ones.
-pub const HELD_OUT_AUTHORS: [&str; 2] = ["dai", "eli"];
+pub const HELD_OUT_AUTHORS: [&str; 3] = ["dai", "eli", "gus"];
 /// The corpus, by author (`fixtures/corpus/`, see its README).
-pub const CORPUS: [(&str, &str); 5] = [
+pub const CORPUS: [(&str, &str); 7] = [
     ("ana", include_str!("../../../fixtures/corpus/ana.jsonl")),
     ("bo", include_str!("../../../fixtures/corpus/bo.jsonl")),
     ("chen", include_str!("../../../fixtures/corpus/chen.jsonl")),
     ("dai", include_str!("../../../fixtures/corpus/dai.jsonl")),
     ("eli", include_str!("../../../fixtures/corpus/eli.jsonl")),
+    // Everyday chat only (greetings, scheduling, acknowledgements): what most traffic is.
+    ("fay", include_str!("../../../fixtures/corpus/fay.jsonl")),
+    ("gus", include_str!("../../../fixtures/corpus/gus.jsonl")),
 ];
 
 /// The corpus's cases of the authors `keep` accepts.
@@ -98,6 +101,21 @@ pub struct LabeledCase {
     /// Who wrote `prev` (the corpus: a customer's request answered by the salesperson).
     #[serde(default)]
     pub prev_sender: Option<Sender>,
+}
+
+impl LabeledCase {
+    /// The case as the scanner sees it: `prev` from the other party (a customer's request the
+    /// salesperson answers) is the model's context, not the rules' previous message.
+    pub fn input(&self) -> ScanInput<'_> {
+        let other = self.prev_sender.is_some_and(|s| s != self.sender);
+        ScanInput {
+            text: &self.text,
+            prev: if other { None } else { self.prev.as_deref() },
+            context: if other { self.prev.as_deref() } else { None },
+            sender: self.sender,
+            msg_type: self.msg_type.as_deref(),
+        }
+    }
 }
 
 fn default_sender() -> Sender {
@@ -325,12 +343,7 @@ fn evaluate_with(
     let mut engine = FilterTally::default();
     let mut baseline = FilterTally::default();
     for case in cases {
-        let result = scan(&ScanInput {
-            text: &case.text,
-            prev: case.prev.as_deref(),
-            sender: case.sender,
-            msg_type: case.msg_type.as_deref(),
-        });
+        let result = scan(&case.input());
         engine.add(case, result.alert().map(|hit| hit.category.as_str()));
         let joined = format!("{}{}", case.prev.as_deref().unwrap_or(""), case.text);
         let substring = keywords

@@ -76,6 +76,10 @@ pub struct ScanInput<'a> {
     pub text: &'a str,
     /// The previous message of the same sender in the same conversation, if recent.
     pub prev: Option<&'a str>,
+    /// The other party's message just before this one (the customer's request a staff member
+    /// answers), when more recent than `prev`: read by the model only (a request and its reply
+    /// are one exchange), never joined by the rules.
+    pub context: Option<&'a str>,
     /// Who wrote it.
     pub sender: Sender,
     /// WeCom's `msgtype` (`text`, `redpacket`, `external_redpacket`, …); `None` for plain text.

@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 use std::sync::LazyLock;
 
 use super::normalize::{Normalized, Normalizer};
-use super::{ScanResult, Sender};
+use super::{ScanInput, ScanResult, Sender};
 
 /// The bundled model, trained by `scrm rules train` on `fixtures/corpus` (the held-out authors
 /// excluded) and `fixtures/rules/labeled.jsonl`.
@@ -199,17 +199,11 @@ impl Model {
     }
 
     /// Scores one message (`rules`: what the first stage found on it).
-    pub fn judge(
-        &self,
-        text: &str,
-        prev: Option<&str>,
-        sender: Sender,
-        rules: &ScanResult,
-    ) -> Verdict {
+    pub fn judge(&self, input: &ScanInput<'_>, rules: &ScanResult) -> Verdict {
         let mut sums = self.bias;
         FEATURES.with(|cell| {
             let mut f = cell.borrow_mut();
-            f.extract(text, prev, sender, rules);
+            f.extract(input, rules);
             for h in &f.hashes {
                 if let Some(w) = self.alert_weights.get(h) {
                     sums[0] += w;
@@ -243,16 +237,9 @@ impl Model {
 
     /// The features of one message that carry weight toward (or against) the alert, strongest
     /// first, at most `n`.
-    pub fn explain(
-        &self,
-        text: &str,
-        prev: Option<&str>,
-        sender: Sender,
-        rules: &ScanResult,
-        n: usize,
-    ) -> Vec<Driver> {
+    pub fn explain(&self, input: &ScanInput<'_>, rules: &ScanResult, n: usize) -> Vec<Driver> {
         let mut f = Features::named();
-        f.extract(text, prev, sender, rules);
+        f.extract(input, rules);
         let mut drivers: Vec<Driver> = f
             .hashes
             .iter()
@@ -561,6 +548,36 @@ static CUE_MATCHER: LazyLock<Option<(aho_corasick::AhoCorasick, Vec<usize>)>> =
     });
 
 /// Which [`CUES`] occur in `text`, as a bit per list.
+/// Words a reply that agrees starts with (normalized: lower case, no spaces).
+const ACCEPT: [&str; 16] = [
+    "可以",
+    "好的",
+    "好啊",
+    "好嘞",
+    "好",
+    "行",
+    "没问题",
+    "ok",
+    "嗯",
+    "成",
+    "妥",
+    "当然",
+    "sure",
+    "yes",
+    "老规矩",
+    "安排",
+];
+
+/// Whether a reply agrees to what it answers: it opens with a word of agreement and has no refusal
+/// or warning anywhere (the cue lists the model reads). "好的，转我吧" agrees; "不可以，请走公司账户"
+/// and "直接在企业微信找我就行" do not.
+pub fn accepts(reply: &str) -> bool {
+    const REFUSES: u32 = 0b11; // neg, warn
+    let normalized = super::normalize::normalize(reply).text;
+    let opening = normalized.trim_start_matches(|c: char| !c.is_alphanumeric());
+    ACCEPT.iter().any(|w| opening.starts_with(w)) && cues_in(&normalized) & REFUSES == 0
+}
+
 fn cues_in(text: &str) -> u32 {
     let Some((ac, kinds)) = &*CUE_MATCHER else {
         return 0;
@@ -688,18 +705,29 @@ impl Features {
         }
     }
 
-    /// Extracts the features of one message into `hashes` (and `names`).
-    pub fn extract(&mut self, text: &str, prev: Option<&str>, sender: Sender, rules: &ScanResult) {
+    /// Extracts the features of one message into `hashes` (and `names`). What came before is
+    /// the other party's message when there is one (`q:` grams: the request a reply answers),
+    /// else the sender's own previous message (`p:` grams and the grams across the seam: a phrase
+    /// split over two messages).
+    pub fn extract(&mut self, input: &ScanInput<'_>, rules: &ScanResult) {
         self.hashes.clear();
         self.names.clear();
-        // prev and text normalized in one pass (as the rules do), then told apart by where each
-        // normalized char came from.
-        let prev = prev.filter(|p| !p.is_empty());
-        let boundary = match prev {
-            Some(prev) => {
-                Normalizer::global().normalize_into(&mut self.norm, &[prev, text]);
-                let prev_chars = prev.chars().count();
-                self.norm.origins.partition_point(|o| o.start < prev_chars)
+        let text = input.text;
+        let sender = input.sender;
+        let (before, own) = match (input.context, input.prev) {
+            (Some(c), _) if !c.is_empty() => (Some(c), false),
+            (_, Some(p)) if !p.is_empty() => (Some(p), true),
+            _ => (None, false),
+        };
+        // before and text normalized in one pass (as the rules do), then told apart by where
+        // each normalized char came from.
+        let boundary = match before {
+            Some(before) => {
+                Normalizer::global().normalize_into(&mut self.norm, &[before, text]);
+                let before_chars = before.chars().count();
+                self.norm
+                    .origins
+                    .partition_point(|o| o.start < before_chars)
             }
             None => {
                 Normalizer::global().normalize_into(&mut self.norm, &[text]);
@@ -725,23 +753,27 @@ impl Features {
                 self.push("w:", &w);
             }
         }
-        if prev.is_some() {
+        if before.is_some() {
             self.shape(0, boundary);
-            let prev_chars = std::mem::take(&mut self.shaped);
-            // The end of prev and the start of text: a phrase split over the two.
-            let tail_len = prev_chars.len().min(4);
-            let tail = &prev_chars[prev_chars.len() - tail_len..];
-            let head = &text_chars[..text_chars.len().min(4)];
-            let seam: Vec<char> = tail.iter().chain(head).copied().collect();
-            self.shaped = prev_chars;
-            self.grams("p:", &[2, 3]);
-            for n in [2, 3] {
-                for (i, w) in seam.windows(n).enumerate() {
-                    // Only grams that cross the seam.
-                    if i < tail_len && i + n > tail_len {
-                        self.push_chars("j:", w);
+            if own {
+                // The end of prev and the start of text: a phrase split over the two.
+                let tail_len = self.shaped.len().min(4);
+                let seam: Vec<char> = self.shaped[self.shaped.len() - tail_len..]
+                    .iter()
+                    .chain(&text_chars[..text_chars.len().min(4)])
+                    .copied()
+                    .collect();
+                self.grams("p:", &[2, 3]);
+                for n in [2, 3] {
+                    for (i, w) in seam.windows(n).enumerate() {
+                        // Only grams that cross the seam.
+                        if i < tail_len && i + n > tail_len {
+                            self.push_chars("j:", w);
+                        }
                     }
                 }
+            } else {
+                self.grams("q:", &[2, 3]);
             }
         }
         let sender_name = match sender {
@@ -908,13 +940,8 @@ pub fn training_examples(library: &super::RuleLibrary) -> (Vec<Example>, usize) 
     let examples = cases
         .iter()
         .map(|c| {
-            let input = super::ScanInput {
-                text: &c.text,
-                prev: c.prev.as_deref(),
-                sender: c.sender,
-                msg_type: c.msg_type.as_deref(),
-            };
-            features.extract(&c.text, c.prev.as_deref(), c.sender, &library.scan(&input));
+            let input = c.input();
+            features.extract(&input, &library.scan(&input));
             Example {
                 features: std::mem::take(&mut features.names),
                 alert: c.alert,
@@ -959,7 +986,7 @@ pub fn train_file(
 }
 
 /// The threshold the bundled model is written with.
-pub const DEFAULT_THRESHOLD: f32 = 0.7;
+pub const DEFAULT_THRESHOLD: f32 = 0.6;
 
 #[cfg(test)]
 mod tests {
@@ -971,6 +998,7 @@ mod tests {
         ScanInput {
             text,
             prev: None,
+            context: None,
             sender: Sender::Staff,
             msg_type: None,
         }
@@ -1043,7 +1071,7 @@ mod tests {
             eval::MIN_CORPUS_GROUP_CASES,
         );
         let overall = &report.engine.overall;
-        assert_eq!(overall.alert_cases + overall.clean_cases, 1320);
+        assert_eq!(overall.alert_cases + overall.clean_cases, 1770);
         assert!(overall.recall.unwrap() >= 0.98, "{overall:?}");
         assert!(overall.fpr.unwrap() <= 0.045, "{overall:?}");
         for (kind, groups) in [
@@ -1063,6 +1091,71 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Everyday chat — most of what is scanned — stays quiet, alone and as a reply.
+    #[test]
+    fn everyday_chat_stays_quiet() {
+        let rules = RuleLibrary::default_library();
+        let d = Detector::bundled(&rules);
+        for text in [
+            "你好",
+            "在吗",
+            "好的",
+            "收到",
+            "嗯嗯",
+            "谢谢",
+            "明天见",
+            "好的，我们六点下班",
+            "我下午三点到店",
+            "合同我已经发你邮箱了",
+            "发票开好了",
+            "OK",
+            "👌",
+        ] {
+            assert!(
+                d.scan(&input(text)).hits.is_empty(),
+                "{text}: {:?}",
+                d.decide(&input(text))
+            );
+        }
+        let reply = ScanInput {
+            context: Some("到了给我打电话"),
+            ..input("好的")
+        };
+        assert!(d.scan(&reply).hits.is_empty(), "{:?}", d.decide(&reply));
+    }
+
+    /// A customer's proposal and the staff member's agreement are one exchange, raised on the
+    /// reply at the staff member's severity; a refusal of the same proposal is quiet.
+    #[test]
+    fn an_agreement_to_a_customers_proposal_is_an_exchange() {
+        let rules = RuleLibrary::default_library();
+        let d = Detector::bundled(&rules);
+        let proposal = "你私人手机号给我一个呗，以后直接找你";
+        let yes = ScanInput {
+            context: Some(proposal),
+            ..input("好的，你记一下")
+        };
+        let hit = d.scan(&yes).hits.into_iter().next().expect("an exchange");
+        assert_eq!(hit.category, "contact_leak");
+        assert_eq!(hit.severity, Severity::Medium);
+        assert!(hit.across_messages);
+        assert!(
+            !d.scan(&input("好的，你记一下"))
+                .hits
+                .iter()
+                .any(|h| h.category == "contact_leak")
+        );
+        let no = ScanInput {
+            context: Some(proposal),
+            ..input("不好意思，私人号码不方便给，有事在这里找我就行")
+        };
+        assert!(d.scan(&no).hits.is_empty(), "{:?}", d.decide(&no));
+        assert!(super::accepts("好的，转我吧"));
+        assert!(super::accepts("OK 没问题"));
+        assert!(!super::accepts("不可以，请走公司账户"));
+        assert!(!super::accepts("直接在企业微信找我就行"));
     }
 
     #[test]

@@ -9,6 +9,7 @@ fn staff(text: &str) -> ScanInput<'_> {
     ScanInput {
         text,
         prev: None,
+        context: None,
         sender: Sender::Staff,
         msg_type: None,
     }
@@ -86,6 +87,7 @@ fn phrase_split_across_messages_matches_once() {
     let input = ScanInput {
         text: "转账给我",
         prev: Some("我们私下"),
+        context: None,
         sender: Sender::Staff,
         msg_type: None,
     };
@@ -99,6 +101,7 @@ fn phrase_split_across_messages_matches_once() {
     let input = ScanInput {
         text: "好的",
         prev: Some("私下转账给我"),
+        context: None,
         sender: Sender::Staff,
         msg_type: None,
     };
@@ -147,6 +150,7 @@ fn message_types_fire_without_text() {
     let input = ScanInput {
         text: "",
         prev: None,
+        context: None,
         sender: Sender::Customer,
         msg_type: Some("external_redpacket"),
     };
@@ -368,6 +372,7 @@ fn labeled_set_meets_quality_targets() {
         let input = ScanInput {
             text: &case.text,
             prev: case.prev.as_deref(),
+            context: None,
             sender: case.sender,
             msg_type: None,
         };

@@ -592,6 +592,7 @@ pub(super) async fn try_it(
     let input = ScanInput {
         text: &text,
         prev: (!prev.is_empty()).then_some(prev.as_str()),
+        context: None,
         sender: if e.trial.customer {
             Sender::Customer
         } else {
