@@ -27,6 +27,7 @@ mod console_members;
 mod console_rules;
 mod contacts;
 mod coord;
+mod deploy;
 mod durability;
 mod followup;
 mod hardening;
