@@ -130,17 +130,6 @@ enum Kind {
     Histogram,
 }
 
-/// A file's code without `//` comments.
-fn code_of(text: &str) -> String {
-    text.lines()
-        .map(|l| match l.find("//") {
-            Some(i) if !l[..i].contains('"') => &l[..i],
-            _ => l,
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 /// Every metric the server records, by name: `metrics::counter!/gauge!/histogram!` with a literal
 /// name, or with a constant whose value is a literal (`Q::OUTCOMES_METRIC`).
 fn emitted_metrics() -> BTreeMap<String, Kind> {
@@ -164,7 +153,7 @@ fn emitted_metrics() -> BTreeMap<String, Kind> {
         .iter()
         .filter(|f| f.extension().is_some_and(|e| e == "rs"))
     {
-        let code = code_of(&std::fs::read_to_string(file).unwrap());
+        let code = crate::layers::code_lines(&std::fs::read_to_string(file).unwrap());
         for c in literal.captures_iter(&code) {
             names.insert(c[2].to_owned(), kind(&c[1]));
         }

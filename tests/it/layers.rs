@@ -48,7 +48,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// The code of a file without its comments (doc links may point anywhere).
-fn code_lines(text: &str) -> String {
+pub(crate) fn code_lines(text: &str) -> String {
     text.lines()
         .map(|l| match l.find("//") {
             // A `//` inside a string literal (a URL) keeps the line: good enough for paths.

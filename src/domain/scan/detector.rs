@@ -78,18 +78,21 @@ impl<'a> Detector<'a> {
 
     /// Scans one message and keeps the model's verdict.
     pub fn decide(&self, input: &ScanInput<'_>) -> Decision {
-        let rules = self.rules.scan(input);
-        let rule_hits = rules.hits.len();
         if input.text.len() > MODEL_MAX_BYTES {
             // Longer than any chat message the model learned from (a document pasted, a file's
             // text): the rules alone.
+            let rules = self.rules.scan(input);
             return Decision {
+                rule_hits: rules.hits.len(),
                 result: rules,
-                rule_hits,
                 verdict: UNJUDGED,
             };
         }
-        let verdict = self.model.judge(input, &rules);
+        // One normalization for both stages.
+        let (rules, verdict) = self.rules.scan_then(input, |rules, normalized| {
+            self.model.judge_normalized(input, rules, Some(normalized))
+        });
+        let rule_hits = rules.hits.len();
         let mut result = if !rules.hits.is_empty() {
             // The veto weighs the sentence the first hit is in, not the whole message: a message
             // of innocent sentences around one offer is not innocent.

@@ -619,6 +619,21 @@ impl RuleLibrary {
         self.with_scratch(|s| self.run(s, input, &mut allowed))
     }
 
+    /// Scans one message, then runs `then` on the result and the normalized `[prev, text]` the
+    /// scan made (the second stage reads it instead of normalizing again).
+    pub fn scan_then<T>(
+        &self,
+        input: &ScanInput<'_>,
+        then: impl FnOnce(&ScanResult, &super::normalize::Normalized) -> T,
+    ) -> (ScanResult, T) {
+        let mut allowed = None;
+        self.with_scratch(|s| {
+            let result = self.run(s, input, &mut allowed);
+            let after = then(&result, &s.norm);
+            (result, after)
+        })
+    }
+
     /// Scans one message and says why.
     pub fn explain(&self, input: &ScanInput<'_>) -> Explanation {
         let mut allowed = Some(Vec::new());

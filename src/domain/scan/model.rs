@@ -200,10 +200,21 @@ impl Model {
 
     /// Scores one message (`rules`: what the first stage found on it).
     pub fn judge(&self, input: &ScanInput<'_>, rules: &ScanResult) -> Verdict {
+        self.judge_normalized(input, rules, None)
+    }
+
+    /// [`Model::judge`] given the rules' normalization of `prev` and `text` (read when the model
+    /// reads `prev`, not the other party's message), so the text is normalized once.
+    pub fn judge_normalized(
+        &self,
+        input: &ScanInput<'_>,
+        rules: &ScanResult,
+        normalized: Option<&Normalized>,
+    ) -> Verdict {
         let mut sums = self.bias;
         FEATURES.with(|cell| {
             let mut f = cell.borrow_mut();
-            f.extract(input, rules);
+            f.extract_normalized(input, rules, normalized);
             for h in &f.hashes {
                 if let Some(w) = self.alert_weights.get(h) {
                     sums[0] += w;
@@ -540,7 +551,9 @@ static CUE_MATCHER: LazyLock<Option<(aho_corasick::AhoCorasick, Vec<usize>)>> =
                 kinds.push(kind);
             }
         }
+        // A few hundred words: a DFA is small and the fastest to run.
         aho_corasick::AhoCorasick::builder()
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
             .ascii_case_insensitive(true)
             .build(&words)
             .ok()
@@ -710,6 +723,17 @@ impl Features {
     /// else the sender's own previous message (`p:` grams and the grams across the seam: a phrase
     /// split over two messages).
     pub fn extract(&mut self, input: &ScanInput<'_>, rules: &ScanResult) {
+        self.extract_normalized(input, rules, None);
+    }
+
+    /// [`Features::extract`] with the rules' normalization of `[prev, text]` (or `[text]`) when
+    /// there is one: used unless the other party's message is what came before.
+    pub fn extract_normalized(
+        &mut self,
+        input: &ScanInput<'_>,
+        rules: &ScanResult,
+        normalized: Option<&Normalized>,
+    ) {
         self.hashes.clear();
         self.names.clear();
         let text = input.text;
@@ -719,20 +743,25 @@ impl Features {
             (_, Some(p)) if !p.is_empty() => (Some(p), true),
             _ => (None, false),
         };
+        let normalized = normalized.filter(|_| own || before.is_none());
         // before and text normalized in one pass (as the rules do), then told apart by where
         // each normalized char came from.
+        let parts: &[&str] = match before {
+            Some(before) => &[before, text],
+            None => &[text],
+        };
+        match normalized {
+            Some(n) => self.norm.copy_from(n),
+            None => Normalizer::global().normalize_into(&mut self.norm, parts),
+        }
         let boundary = match before {
             Some(before) => {
-                Normalizer::global().normalize_into(&mut self.norm, &[before, text]);
                 let before_chars = before.chars().count();
                 self.norm
                     .origins
                     .partition_point(|o| o.start < before_chars)
             }
-            None => {
-                Normalizer::global().normalize_into(&mut self.norm, &[text]);
-                0
-            }
+            None => 0,
         };
         let all = self.norm.chars.len();
         self.shape(boundary, all);

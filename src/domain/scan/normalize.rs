@@ -65,6 +65,13 @@ pub struct Normalized {
 }
 
 impl Normalized {
+    /// Becomes a copy of `other`, reusing its own buffers.
+    pub fn copy_from(&mut self, other: &Self) {
+        self.text.clone_from(&other.text);
+        self.chars.clone_from(&other.chars);
+        self.origins.clone_from(&other.origins);
+    }
+
     /// The normalized char index that starts at byte `byte` of `text` (or the first one after it).
     pub fn char_at_byte(&self, byte: usize) -> usize {
         self.origins.partition_point(|o| o.byte < byte)
