@@ -5,6 +5,7 @@ mod alerts;
 mod apikey;
 mod archive;
 mod emulator;
+mod export;
 mod inbox;
 mod outbox;
 mod reassign;
@@ -102,6 +103,8 @@ pub enum Command {
     Sync(sync::SyncArgs),
     /// Run the WeCom emulator (API and callback sender) for demos and tests.
     Emulator(emulator::EmulatorArgs),
+    /// Export a corp's customers, relations (with tags), tag library and notes as CSV files.
+    Export(export::ExportArgs),
 
     /// Check a callback configuration end to end.
     Callback {
@@ -182,6 +185,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             telemetry::init_tracing(config.log_format, &config.log_level);
             emulator::run(args, shutdown_signal()).await
         }
+        Command::Export(args) => export::run(&config, args).await,
 
         Command::Callback {
             command: CallbackCommand::Selftest(args),

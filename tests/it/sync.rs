@@ -61,6 +61,7 @@ async fn run_sync(
 }
 
 both_backends!(
+    export_writes_the_synced_corp_as_csv,
     full_sync_imports_the_corp_with_the_fewest_calls,
     reconciliation_repairs_missed_adds_edits_and_deletions,
     a_failed_sync_resumes_from_its_checkpoint,
@@ -330,5 +331,101 @@ async fn only_one_sync_of_a_corp_runs_at_a_time(backend: Backend) {
         1,
         "one job"
     );
+    app.stop().await;
+}
+
+/// `scrm export` after a sync: every customer, relation (tags by name, remark phones), tag and note
+/// as CSV with a BOM, cells quoted and formulas defused; any page size writes the same bytes.
+async fn export_writes_the_synced_corp_as_csv(backend: Backend) {
+    let app = EmulatedApp::spawn(backend).await;
+    let seeded = app.wecom().seed(CORP, &corp(3, 25, 0));
+    let tag = seeded.tag_ids[0].clone();
+    let ext = app.wecom().add_customer(
+        CORP,
+        &seeded.staff[0],
+        NewCustomer {
+            name: "=HYPERLINK(\"http://x\",\"点我\")".to_owned(),
+            remark: Some("老客户,VIP".to_owned()),
+            remark_mobiles: vec!["13800000000".to_owned()],
+            tag_ids: vec![tag.clone()],
+            ..NewCustomer::default()
+        },
+    );
+    let wecom = wecom_for(&app);
+    run_sync(&app, &wecom).await.expect("sync");
+    scrm::domain::followup::create_note(
+        &app.db,
+        &crate::common::corp(CORP),
+        &crate::common::ext(&ext),
+        &seeded.staff[0],
+        "第一次拜访，\"很满意\"",
+        None,
+        scrm::platform::db::now_ms(),
+    )
+    .await
+    .expect("note");
+    let customers = contacts::count_customers(&app.db, CORP).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut seen = Vec::new();
+    let exported = scrm::app::export::export(&app.db, CORP, dir.path(), |file, rows| {
+        seen.push((file.to_owned(), rows));
+    })
+    .await
+    .expect("export");
+    let rows: HashMap<&str, u64> = exported.files.iter().copied().collect();
+    assert_eq!(rows["customers.csv"], u64::try_from(customers).unwrap());
+    assert_eq!(rows["customers.csv"], 26);
+    assert!(rows["relations.csv"] >= 26, "{rows:?}");
+    assert_eq!(rows["tags.csv"], 12);
+    assert_eq!(rows["notes.csv"], 1);
+    assert!(seen.contains(&("notes.csv".to_owned(), 1)), "{seen:?}");
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+    for name in ["customers.csv", "relations.csv", "tags.csv", "notes.csv"] {
+        let text = read(name);
+        assert!(text.starts_with('\u{feff}'), "{name} has a BOM");
+        // One line per row plus the header (no cell here holds a line break).
+        assert_eq!(
+            text.matches("\r\n").count() as u64,
+            rows[name] + 1,
+            "{name}"
+        );
+    }
+    assert!(
+        !std::fs::read_dir(dir.path())
+            .unwrap()
+            .any(|e| { e.unwrap().path().extension().is_some_and(|x| x == "part") })
+    );
+    let customers_csv = read("customers.csv");
+    assert!(
+        customers_csv.contains("\"'=HYPERLINK(\"\"http://x\"\",\"\"点我\"\")\""),
+        "{customers_csv}"
+    );
+    let relations_csv = read("relations.csv");
+    let line = relations_csv
+        .lines()
+        .find(|l| l.contains(&ext))
+        .expect("the new customer's relation");
+    let tag_name = read("tags.csv")
+        .lines()
+        .find(|l| l.contains(&tag))
+        .and_then(|l| l.split(',').nth(3).map(str::to_owned))
+        .expect("the tag's row");
+    assert!(line.contains("\"老客户,VIP\""), "{line}");
+    assert!(line.contains("13800000000"), "{line}");
+    assert!(line.contains(&tag_name), "{line} / {tag_name}");
+    assert!(line.contains("跟进中"), "{line}");
+    assert!(read("notes.csv").contains("\"第一次拜访，\"\"很满意\"\"\""));
+    // Pages of 7 rows: the same files, byte for byte.
+    let small = tempfile::tempdir().unwrap();
+    scrm::app::export::export_paged(&app.db, CORP, small.path(), 7, |_, _| {})
+        .await
+        .expect("paged export");
+    for name in ["customers.csv", "relations.csv", "tags.csv", "notes.csv"] {
+        assert_eq!(
+            std::fs::read(small.path().join(name)).unwrap(),
+            std::fs::read(dir.path().join(name)).unwrap(),
+            "{name}"
+        );
+    }
     app.stop().await;
 }
