@@ -138,6 +138,11 @@ pub async fn serve(
         config.reminders.clone(),
         stop_rx.clone(),
     ));
+    let retention = tokio::spawn(crate::app::retention::run(
+        db.clone(),
+        config.retention.clone(),
+        stop_rx.clone(),
+    ));
     let transfers = tokio::spawn(crate::app::transfers::engine::run(
         db.clone(),
         wecom.clone(),
@@ -205,6 +210,7 @@ pub async fn serve(
         let _ = scheduler.await;
     }
     let _ = reminders.await;
+    let _ = retention.await;
     let _ = transfers.await;
     let _ = gauges.await;
     if let Some(metrics_server) = metrics_server {

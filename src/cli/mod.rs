@@ -4,6 +4,7 @@ mod admin;
 mod alerts;
 mod apikey;
 mod archive;
+mod backup;
 mod emulator;
 mod export;
 mod inbox;
@@ -103,6 +104,8 @@ pub enum Command {
     Sync(sync::SyncArgs),
     /// Run the WeCom emulator (API and callback sender) for demos and tests.
     Emulator(emulator::EmulatorArgs),
+    /// Back up the embedded SQLite database online into a new file (PostgreSQL: use pg_dump).
+    Backup(backup::BackupArgs),
     /// Export a corp's customers, relations (with tags), tag library and notes as CSV files.
     Export(export::ExportArgs),
 
@@ -186,6 +189,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             emulator::run(args, shutdown_signal()).await
         }
         Command::Export(args) => export::run(&config, args).await,
+        Command::Backup(args) => backup::run(&config, args).await,
 
         Command::Callback {
             command: CallbackCommand::Selftest(args),

@@ -227,6 +227,20 @@ pub async fn hourly(
     Ok(rows)
 }
 
+/// Deletes up to `limit` processed rows received before `before_ms` (pending rows and dead letters
+/// stay); returns how many went. The retention task calls it until it returns less than `limit`.
+pub async fn prune_done(db: &Db, before_ms: i64, limit: i64) -> Result<u64, StoreError> {
+    const SQL: &str = "DELETE FROM inbox WHERE id IN (SELECT id FROM inbox WHERE state = 'done' \
+        AND received_at_ms < $1 ORDER BY id LIMIT $2)";
+    let done = on_db!(db, |pool| sqlx::query(SQL)
+        .bind(before_ms)
+        .bind(limit)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(done)
+}
+
 /// Rows not yet processed by a worker.
 pub async fn count_pending(db: &Db) -> Result<i64, StoreError> {
     const SQL: &str = "SELECT COUNT(*) FROM inbox WHERE state = 'pending'";

@@ -101,6 +101,8 @@ struct RawConfig {
     #[serde(default)]
     judge: JudgeSettings,
     #[serde(default)]
+    retention: RetentionSettings,
+    #[serde(default)]
     corps: Vec<RawCorp>,
 }
 
@@ -760,6 +762,57 @@ impl JudgeSettings {
     }
 }
 
+/// What is deleted when old (`[retention]`): processed callbacks (the inbox rows handled without
+/// error; dead letters stay until replayed) and downloaded chat-archive media files (the message
+/// and its text stay; the media row says `expired`). 0 keeps forever.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Processed inbox rows older than this many days are deleted (WeCom retries a callback for
+    /// minutes, so the dedup they give is long past).
+    pub inbox_days: u32,
+    /// Downloaded archive media files older than this many days are deleted.
+    pub media_days: u32,
+    /// How often the cleanup runs.
+    pub check_interval_secs: u64,
+}
+
+impl Default for RetentionSettings {
+    /// Callbacks 90 days, media forever, hourly.
+    fn default() -> Self {
+        Self {
+            inbox_days: 90,
+            media_days: 0,
+            check_interval_secs: 3600,
+        }
+    }
+}
+
+impl RetentionSettings {
+    /// Kept callbacks cover the retroactive scan's `rescan_days`; the interval is at least a
+    /// minute.
+    pub fn validate(&self, rescan_days: u32) -> Result<(), ConfigError> {
+        if self.inbox_days != 0 && self.inbox_days <= rescan_days {
+            return Err(invalid(
+                "retention.inbox_days",
+                "must be 0 (keep) or more than alerts.rescan_days (the retroactive scan reads them)",
+            ));
+        }
+        if self.check_interval_secs < 60 {
+            return Err(invalid(
+                "retention.check_interval_secs",
+                "must be at least 60",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The cut-off of `days` before `now_ms`, or `None` for 0 (keep).
+    pub fn cutoff_ms(days: u32, now_ms: i64) -> Option<i64> {
+        (days > 0).then(|| now_ms.saturating_sub(i64::from(days).saturating_mul(86_400_000)))
+    }
+}
+
 /// The scheduled reconciliation.
 #[derive(Debug, Clone)]
 pub struct SyncSettings {
@@ -816,6 +869,8 @@ pub struct Config {
     pub sidebar: SidebarSettings,
     /// The optional external judge of borderline messages.
     pub judge: JudgeSettings,
+    /// How long processed callbacks and archived media are kept.
+    pub retention: RetentionSettings,
     /// The console's WeCom login.
     pub console: ConsoleSettings,
 }
@@ -848,6 +903,7 @@ impl std::fmt::Debug for Config {
             .field("sidebar", &self.sidebar)
             .field("console", &self.console)
             .field("judge", &self.judge)
+            .field("retention", &self.retention)
             .finish()
     }
 }
@@ -1089,8 +1145,10 @@ impl Config {
         raw.sidebar.validate()?;
         raw.console.validate()?;
         raw.judge.validate()?;
+        raw.retention.validate(alerts.rescan_days)?;
         Ok(Self {
             judge: raw.judge,
+            retention: raw.retention,
             sidebar: raw.sidebar,
             console: raw.console,
             archive,

@@ -242,6 +242,34 @@ impl Db {
         Ok(())
     }
 
+    /// An online backup of a SQLite database into `path` (`VACUUM INTO`: one consistent, compacted
+    /// file with the WAL's content, while others keep writing), created `0600`; `path` must not
+    /// exist. PostgreSQL is backed up with `pg_dump` (docs/operations.md): `Unsupported`.
+    pub async fn backup_into(&self, path: &std::path::Path) -> Result<u64, BackupError> {
+        let Self::Sqlite(pool) = self else {
+            return Err(BackupError::Unsupported);
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(BackupError::Io)?;
+        }
+        // SQLite writes into an empty file: create it first, private, and never over another.
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options.open(path).map_err(BackupError::Io)?;
+        let target = path.to_string_lossy().into_owned();
+        if let Err(e) = sqlx::query("VACUUM INTO ?")
+            .bind(&target)
+            .execute(pool)
+            .await
+        {
+            let _ = std::fs::remove_file(path);
+            return Err(BackupError::Store(e.into()));
+        }
+        Ok(std::fs::metadata(path).map_err(BackupError::Io)?.len())
+    }
+
     /// The backend's name, for logs and metrics.
     pub fn backend(&self) -> &'static str {
         match self {
@@ -404,4 +432,18 @@ mod tests {
         );
         assert!(!super::is_refusal_code(None));
     }
+}
+
+/// Why [`Db::backup_into`] did not write a backup.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// PostgreSQL: back it up with `pg_dump`.
+    #[error("PostgreSQL is backed up with pg_dump -Fc (see docs/operations.md), not by scrm")]
+    Unsupported,
+    /// The file (it exists already, or cannot be written).
+    #[error("the backup file: {0}")]
+    Io(std::io::Error),
+    /// The database refused.
+    #[error(transparent)]
+    Store(StoreError),
 }

@@ -19,6 +19,7 @@ mod webdriver;
 mod alerts;
 mod api_docs;
 mod archive;
+mod backup;
 mod callback;
 mod cli;
 mod cli_record;

@@ -278,7 +278,7 @@ pub struct MediaRow {
     pub size: Option<i64>,
     /// File name (for files).
     pub file_name: Option<String>,
-    /// `pending`, `done`, `too_large`, `failed`.
+    /// `pending`, `done`, `too_large`, `failed`, `expired` (deleted by `[retention] media_days`).
     pub state: String,
     /// Bytes downloaded so far.
     pub bytes_done: i64,

@@ -747,6 +747,43 @@ pub async fn media_checkpoint(
     Ok(())
 }
 
+/// Expires up to `limit` downloaded media last written before `before_ms`: the row says `expired`
+/// without a path, and its file is deleted unless a row still `done` shares it (same content is
+/// stored once). Returns the rows expired; a file that cannot be deleted is logged and left.
+pub async fn expire_media(db: &Db, before_ms: i64, limit: i64) -> Result<u64, StoreError> {
+    const OLD: &str = "SELECT id, path FROM archive_media WHERE state = 'done' \
+        AND updated_at_ms < $1 ORDER BY id LIMIT $2";
+    const EXPIRE: &str = "UPDATE archive_media SET state = 'expired', path = NULL, \
+        updated_at_ms = $2 WHERE id = $1 AND state = 'done'";
+    const SHARED: &str = "SELECT COUNT(*) FROM archive_media WHERE path = $1 AND state = 'done'";
+    let rows: Vec<(i64, Option<String>)> = on_db!(db, |pool| sqlx::query_as(OLD)
+        .bind(before_ms)
+        .bind(limit)
+        .fetch_all(pool)
+        .await)?;
+    let now = crate::platform::db::now_ms();
+    for (id, path) in &rows {
+        on_db!(db, |pool| sqlx::query(EXPIRE)
+            .bind(id)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        let Some(path) = path else { continue };
+        let shared: i64 = on_db!(db, |pool| sqlx::query_scalar(SHARED)
+            .bind(path)
+            .fetch_one(pool)
+            .await)?;
+        if shared == 0
+            && let Err(e) = std::fs::remove_file(path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(media_id = id, error = %e, "an expired media file cannot be deleted");
+        }
+    }
+    Ok(rows.len() as u64)
+}
+
 /// The file of content already downloaded for another message (same md5).
 pub async fn downloaded_path(
     db: &Db,
