@@ -183,7 +183,8 @@ async fn retention_removes_old_processed_callbacks_and_media_only(backend: Backe
          WHEN dedup_key = 'old-pending' THEN 'pending' ELSE 'done' END"
     )
     .execute(pool)
-    .await)
+    .await
+    .map(|_| ()))
     .unwrap();
     // Media: an old file alone, an old file shared with a newer row, a new file.
     let dir = tempfile::tempdir().unwrap();
@@ -209,7 +210,8 @@ async fn retention_removes_old_processed_callbacks_and_media_only(backend: Backe
         .bind(path)
         .bind(at)
         .execute(pool)
-        .await)
+        .await
+        .map(|_| ()))
         .unwrap();
     }
     let settings = scrm::platform::config::RetentionSettings {
