@@ -131,19 +131,21 @@ async fn customers(
         "unionid",
         "阶段 stage",
     ])?;
-    let mut after = String::new();
-    let mut rows = 0u64;
-    loop {
-        let page: Vec<Row> = on_db!(db, |pool| sqlx::query_as(SQL)
-            .bind(corp_id)
-            .bind(&after)
-            .bind(page_size)
-            .fetch_all(pool)
-            .await)?;
-        let Some(last) = page.last() else { break };
-        after = last.0.clone();
-        let full = page.len() as i64 == page_size;
-        for (ext, name, kind, gender, corp, corp_full, position, unionid, stage) in &page {
+    pages(
+        "customers.csv",
+        page_size,
+        w,
+        progress,
+        async |after: &String| -> Result<Vec<Row>, sqlx::Error> {
+            on_db!(db, |pool| sqlx::query_as(SQL)
+                .bind(corp_id)
+                .bind(after)
+                .bind(page_size)
+                .fetch_all(pool)
+                .await)
+        },
+        |r| r.0.clone(),
+        |w, (ext, name, kind, gender, corp, corp_full, position, unionid, stage)| {
             let kind = match kind {
                 1 => "微信",
                 2 => "企业微信",
@@ -164,15 +166,10 @@ async fn customers(
                 position,
                 unionid.as_deref().unwrap_or(""),
                 stage.as_deref().unwrap_or(""),
-            ])?;
-        }
-        rows += page.len() as u64;
-        progress("customers.csv", rows);
-        if !full {
-            break;
-        }
-    }
-    Ok(rows)
+            ])
+        },
+    )
+    .await
 }
 
 async fn relations(
@@ -223,20 +220,22 @@ async fn relations(
         "状态 status",
         "结束时间 ended_at",
     ])?;
-    let (mut after_user, mut after_ext) = (String::new(), String::new());
-    let mut rows = 0u64;
-    loop {
-        let page: Vec<Row> = on_db!(db, |pool| sqlx::query_as(SQL)
-            .bind(corp_id)
-            .bind(&after_user)
-            .bind(&after_ext)
-            .bind(page_size)
-            .fetch_all(pool)
-            .await)?;
-        let Some(last) = page.last() else { break };
-        (after_user, after_ext) = (last.0.clone(), last.2.clone());
-        let full = page.len() as i64 == page_size;
-        for r in &page {
+    pages(
+        "relations.csv",
+        page_size,
+        w,
+        progress,
+        async |(user, ext): &(String, String)| -> Result<Vec<Row>, sqlx::Error> {
+            on_db!(db, |pool| sqlx::query_as(SQL)
+                .bind(corp_id)
+                .bind(user)
+                .bind(ext)
+                .bind(page_size)
+                .fetch_all(pool)
+                .await)
+        },
+        |r| (r.0.clone(), r.2.clone()),
+        |w, r| {
             let mobiles = json_list(&r.7).join(";");
             let tags = json_list(&r.8)
                 .into_iter()
@@ -266,15 +265,10 @@ async fn relations(
                 &china_time(r.11),
                 status,
                 &china_time(r.13),
-            ])?;
-        }
-        rows += page.len() as u64;
-        progress("relations.csv", rows);
-        if !full {
-            break;
-        }
-    }
-    Ok(rows)
+            ])
+        },
+    )
+    .await
 }
 
 async fn tags(db: &Db, corp_id: &str, w: &mut CsvFile) -> Result<u64, ExportError> {
@@ -327,19 +321,21 @@ async fn notes(
         "创建时间 created_at",
         "修改时间 updated_at",
     ])?;
-    let mut after = 0i64;
-    let mut rows = 0u64;
-    loop {
-        let page: Vec<Row> = on_db!(db, |pool| sqlx::query_as(SQL)
-            .bind(corp_id)
-            .bind(after)
-            .bind(page_size)
-            .fetch_all(pool)
-            .await)?;
-        let Some(last) = page.last() else { break };
-        after = last.0;
-        let full = page.len() as i64 == page_size;
-        for (id, ext, author, body, attachment, created, updated) in &page {
+    pages(
+        "notes.csv",
+        page_size,
+        w,
+        progress,
+        async |after: &i64| -> Result<Vec<Row>, sqlx::Error> {
+            on_db!(db, |pool| sqlx::query_as(SQL)
+                .bind(corp_id)
+                .bind(after)
+                .bind(page_size)
+                .fetch_all(pool)
+                .await)
+        },
+        |r| r.0,
+        |w, (id, ext, author, body, attachment, created, updated)| {
             w.row(&[
                 &id.to_string(),
                 ext,
@@ -348,11 +344,35 @@ async fn notes(
                 attachment.as_deref().unwrap_or(""),
                 &china_time(Some(*created)),
                 &china_time(Some(*updated)),
-            ])?;
+            ])
+        },
+    )
+    .await
+}
+
+/// Writes a table page by page: `fetch` the rows after a key (the default key: from the start),
+/// `write` each, tell `progress`, until a page comes back short.
+async fn pages<R, K: Default>(
+    file: &str,
+    page_size: i64,
+    w: &mut CsvFile,
+    progress: &mut impl FnMut(&str, u64),
+    mut fetch: impl AsyncFnMut(&K) -> Result<Vec<R>, sqlx::Error>,
+    key: impl Fn(&R) -> K,
+    mut write: impl FnMut(&mut CsvFile, &R) -> Result<(), ExportError>,
+) -> Result<u64, ExportError> {
+    let mut after = K::default();
+    let mut rows = 0u64;
+    loop {
+        let page = fetch(&after).await?;
+        let Some(last) = page.last() else { break };
+        after = key(last);
+        for r in &page {
+            write(w, r)?;
         }
         rows += page.len() as u64;
-        progress("notes.csv", rows);
-        if !full {
+        progress(file, rows);
+        if (page.len() as i64) < page_size {
             break;
         }
     }

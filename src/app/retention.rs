@@ -59,18 +59,10 @@ pub async fn run(db: Db, settings: RetentionSettings, mut stop: watch::Receiver<
     if settings.inbox_days == 0 && settings.media_days == 0 {
         return;
     }
-    let mut tick = tokio::time::interval(Duration::from_secs(settings.check_interval_secs.max(60)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            changed = stop.changed() => {
-                if changed.is_err() || *stop.borrow() {
-                    return;
-                }
-                continue;
-            }
-        }
+    let mut tick = crate::platform::ticker::interval(Duration::from_secs(
+        settings.check_interval_secs.max(60),
+    ));
+    while crate::platform::ticker::next_tick(&mut tick, &mut stop).await {
         match run_once(&db, &settings, crate::platform::db::now_ms()).await {
             Ok(Pruned { inbox: 0, media: 0 }) => {}
             Ok(p) => tracing::info!(

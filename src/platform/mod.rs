@@ -8,4 +8,5 @@ pub mod coord;
 pub mod db;
 pub mod judge;
 pub mod telemetry;
+pub mod ticker;
 pub mod wecom;

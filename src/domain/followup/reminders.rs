@@ -504,21 +504,9 @@ pub async fn run_due_reminders_once(db: &Db, now_ms: i64) -> Result<usize, Store
 /// The reminder loop of `serve`: every `check_interval_secs`, [`run_due_reminders_once`]; returns
 /// when `stop` turns true (or its sender is gone).
 pub async fn run_reminders(db: Db, settings: ReminderSettings, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(settings.check_interval_secs.max(1)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            changed = stop.changed() => {
-                if changed.is_err() || *stop.borrow() {
-                    return;
-                }
-                continue;
-            }
-        }
-        if *stop.borrow() {
-            return;
-        }
+    let mut tick =
+        crate::platform::ticker::interval(Duration::from_secs(settings.check_interval_secs));
+    while crate::platform::ticker::next_tick(&mut tick, &mut stop).await {
         match run_due_reminders_once(&db, crate::platform::db::now_ms()).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(sent = n, "due reminders handed to the outbox"),
