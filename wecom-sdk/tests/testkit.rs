@@ -2691,3 +2691,141 @@ async fn dropping_the_handle_stops_the_server() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// `POST /testkit/actions` plays what a WeCom user does, each with WeCom's callback and API state;
+/// an action that cannot happen (an unknown relation, a member already gone) is a 400 and changes
+/// nothing.
+#[tokio::test]
+async fn the_admin_api_plays_what_a_wecom_user_does() {
+    let emu = Emulator::start(quick()).await.unwrap();
+    let state = emu.state();
+    state.add_app(CORP, SECRET, Some(AGENT));
+    let seeded = state.seed(
+        CORP,
+        &SeedSpec {
+            staff: 3,
+            departments: 2,
+            customers: 4,
+            follows_per_customer: (1, 1),
+            tag_groups: 1,
+            tags_per_group: 2,
+            group_chats: 1,
+            members_per_chat: (2, 3),
+            rng_seed: 3,
+        },
+    );
+    let contacts = Receiver::start(vec![]).await;
+    let directory = Receiver::start(vec![]).await;
+    state.set_callback_target(CORP, CallbackKind::Contacts, contacts.target());
+    state.set_callback_target(CORP, CallbackKind::Directory, directory.target());
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = format!("http://{}/testkit/actions", emu.addr());
+    let act = |body: Value| {
+        let req = http.post(&url).json(&body);
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap())
+        }
+    };
+    let customer = seeded.customers[0].clone();
+    let owner = state.followers(CORP, &customer)[0].clone();
+
+    // The member tags the customer in the WeCom client.
+    let tag = seeded.tag_ids[0].clone();
+    let (s, _) = act(json!({"action": "edit_customer", "corp_id": CORP, "userid": owner,
+        "external_userid": customer, "add_tags": [tag], "remark": "老客户"}))
+    .await;
+    assert_eq!(s, 200);
+    let relation = state.relation(CORP, &owner, &customer).unwrap();
+    assert!(relation.tag_ids.contains(&tag));
+    assert_eq!(relation.remark, "老客户");
+    // An admin creates a tag; the customer deletes the member; the member deletes another.
+    let (s, created) = act(json!({"action": "create_tag", "corp_id": CORP, "group": "意向",
+        "name": "高意向"}))
+    .await;
+    assert_eq!(s, 200);
+    assert!(created["tag_id"].as_str().is_some_and(|t| !t.is_empty()));
+    let (s, _) = act(json!({"action": "customer_deletes_staff", "corp_id": CORP,
+        "userid": owner, "external_userid": customer}))
+    .await;
+    assert_eq!(s, 200);
+    assert!(state.relation(CORP, &owner, &customer).unwrap().deleted_by_customer);
+    let other = seeded.customers[1].clone();
+    let other_owner = state.followers(CORP, &other)[0].clone();
+    let (s, _) = act(json!({"action": "staff_deletes_customer", "corp_id": CORP,
+        "userid": other_owner, "external_userid": other}))
+    .await;
+    assert_eq!(s, 200);
+    assert!(state.relation(CORP, &other_owner, &other).is_none());
+    let (s, again) = act(json!({"action": "staff_deletes_customer", "corp_id": CORP,
+        "userid": other_owner, "external_userid": other}))
+    .await;
+    assert_eq!(s, 400, "{again}");
+    // A member moves department, another resigns (twice: the second changes nothing).
+    let (s, _) = act(json!({"action": "staff_moves", "corp_id": CORP, "userid": seeded.staff[0],
+        "department": [seeded.departments[0]]}))
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = act(json!({"action": "staff_resigns", "corp_id": CORP, "userid": seeded.staff[1]})).await;
+    assert_eq!(s, 200);
+    let (s, _) = act(json!({"action": "staff_resigns", "corp_id": CORP, "userid": seeded.staff[1]})).await;
+    assert_eq!(s, 400);
+    // A customer joins the group chat, then leaves it.
+    let chat = seeded.chats[0].clone();
+    let joiner = seeded.customers[3].clone();
+    let (s, _) = act(json!({"action": "join_group", "corp_id": CORP, "chat_id": chat,
+        "members": [joiner]}))
+    .await;
+    assert_eq!(s, 200);
+    assert!(state.chat(CORP, &chat).unwrap().1.contains(&joiner));
+    let (s, _) = act(json!({"action": "leave_group", "corp_id": CORP, "chat_id": chat,
+        "members": [joiner]}))
+    .await;
+    assert_eq!(s, 200);
+    assert!(!state.chat(CORP, &chat).unwrap().1.contains(&joiner));
+    // A message in a 1:1 chat is archived.
+    let before = state.archive_newest_seq(CORP);
+    let (s, sent) = act(json!({"action": "chat_message", "corp_id": CORP, "from": seeded.staff[2],
+        "to": [seeded.customers[2]], "content": "您好，资料已发"}))
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(sent["seq"].as_u64(), Some(before + 1));
+    assert!(sent["msgid"].as_str().is_some_and(|m| m.ends_with("_external")));
+    // Bad input: an unknown action, a missing field.
+    let (s, bad) = act(json!({"action": "teleport", "corp_id": CORP})).await;
+    assert_eq!(s, 400, "{bad}");
+    let (s, _) = act(json!({"action": "staff_resigns", "corp_id": CORP})).await;
+    assert_eq!(s, 400);
+
+    state.flush_callbacks().await;
+    let pushed: Vec<String> = contacts
+        .received()
+        .into_iter()
+        .map(|r| r.plaintext)
+        .collect();
+    for change in [
+        "edit_external_contact",
+        "del_follow_user",
+        "del_external_contact",
+        "<ChangeType><![CDATA[create]]></ChangeType>",
+        "add_member",
+        "del_member",
+    ] {
+        assert!(pushed.iter().any(|p| p.contains(change)), "{change} in {pushed:#?}");
+    }
+    let directory: Vec<String> = directory
+        .received()
+        .into_iter()
+        .map(|r| r.plaintext)
+        .collect();
+    assert!(
+        directory.iter().any(|p| p.contains("update_user")
+            && p.contains(&format!("<MainDepartment><![CDATA[{}]]></MainDepartment>", seeded.departments[0]))),
+        "{directory:#?}"
+    );
+    assert_eq!(
+        directory.iter().filter(|p| p.contains("delete_user")).count(),
+        1
+    );
+}

@@ -16,6 +16,22 @@
 //! | `GET /testkit/deliveries` | | `[{"corp_id","kind","plaintext","attempts","delivered","last_status","dropped","error"}]` |
 //! | `GET /testkit/writes[?api=externalcontact/mark_tag]` | | the [write log](super::EmulatorState::writes), oldest first: `[{"api","corp_id","at_unix_ms","body"}]` |
 //! | `POST /testkit/flush` | | `{"deliveries": n}` once every delivery finished |
+//! | `POST /testkit/actions` | `{"action", …}`, one of the [actions](Action) a WeCom user takes | `{"ok":true, …}`; 400 when nothing could change (unknown member, relation, chat) |
+//!
+//! The actions, each with exactly the callbacks and API state WeCom gives:
+//!
+//! | `action` | fields | WeCom pushes |
+//! |---|---|---|
+//! | `staff_deletes_customer` | `corp_id`, `userid`, `external_userid` | `del_external_contact` |
+//! | `customer_deletes_staff` | `corp_id`, `userid`, `external_userid` | `del_follow_user` |
+//! | `edit_customer` | `corp_id`, `userid`, `external_userid`, `add_tags`?, `remove_tags`?, `remark`?, `description`? (the member in the WeCom client) | `edit_external_contact` |
+//! | `staff_resigns` | `corp_id`, `userid` | `change_contact`/`delete_user` |
+//! | `staff_moves` | `corp_id`, `userid`, `department` (ids, main first) | `change_contact`/`update_user` |
+//! | `create_tag` | `corp_id`, `group`, `name` → `tag_id` | `change_external_tag`/`create` |
+//! | `delete_tag` | `corp_id`, `tag_id` | `change_external_tag`/`delete` |
+//! | `join_group` / `leave_group` | `corp_id`, `chat_id`, `members` | `change_external_chat`/`update` |
+//! | `chat_message` | `corp_id`, `from`, `to` (ids), `room_id`? (group chat), `content` → `seq`, `msgid` (archived) | `msgaudit_notify` |
+//! | `app_message` | `corp_id`, `agent_id`, `userid`, `content` (a member writes to an app) | the text message |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +71,7 @@ pub(crate) fn routes() -> Router<Arc<EmulatorState>> {
         .route("/deliveries", get(deliveries))
         .route("/writes", get(writes))
         .route("/flush", post(flush))
+        .route("/actions", post(action))
         .merge(super::web::admin_routes())
 }
 
@@ -361,4 +378,248 @@ async fn writes(State(state): Shared, RawQuery(query): RawQuery) -> Response {
 async fn flush(State(state): Shared) -> Response {
     state.flush_callbacks().await;
     reply(&json!({ "deliveries": state.deliveries().len() }))
+}
+
+/// What a WeCom user does, played through `POST /testkit/actions`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Action {
+    /// 员工删除客户.
+    StaffDeletesCustomer {
+        /// The corp.
+        corp_id: String,
+        /// The member.
+        userid: String,
+        /// The customer.
+        external_userid: String,
+    },
+    /// 客户删除员工.
+    CustomerDeletesStaff {
+        /// The corp.
+        corp_id: String,
+        /// The member.
+        userid: String,
+        /// The customer.
+        external_userid: String,
+    },
+    /// The member edits the customer in the WeCom client (tags, remark, description).
+    EditCustomer {
+        /// The corp.
+        corp_id: String,
+        /// The member.
+        userid: String,
+        /// The customer.
+        external_userid: String,
+        /// Corp tags added.
+        #[serde(default)]
+        add_tags: Vec<String>,
+        /// Corp tags removed.
+        #[serde(default)]
+        remove_tags: Vec<String>,
+        /// A new remark.
+        #[serde(default)]
+        remark: Option<String>,
+        /// A new description.
+        #[serde(default)]
+        description: Option<String>,
+    },
+    /// The member leaves the company (离职).
+    StaffResigns {
+        /// The corp.
+        corp_id: String,
+        /// The member.
+        userid: String,
+    },
+    /// The member moves to other departments.
+    StaffMoves {
+        /// The corp.
+        corp_id: String,
+        /// The member.
+        userid: String,
+        /// Department ids, the main one first.
+        department: Vec<i64>,
+    },
+    /// An admin creates a corp tag.
+    CreateTag {
+        /// The corp.
+        corp_id: String,
+        /// The tag group's name (created when missing).
+        group: String,
+        /// The tag's name.
+        name: String,
+    },
+    /// An admin deletes a corp tag.
+    DeleteTag {
+        /// The corp.
+        corp_id: String,
+        /// The tag.
+        tag_id: String,
+    },
+    /// Members or customers join a group chat.
+    JoinGroup {
+        /// The corp.
+        corp_id: String,
+        /// The chat.
+        chat_id: String,
+        /// Who joins.
+        members: Vec<String>,
+    },
+    /// Members or customers leave a group chat.
+    LeaveGroup {
+        /// The corp.
+        corp_id: String,
+        /// The chat.
+        chat_id: String,
+        /// Who leaves.
+        members: Vec<String>,
+    },
+    /// A text message in a 1:1 or group chat, archived (会话内容存档).
+    ChatMessage {
+        /// The corp.
+        corp_id: String,
+        /// The sender (userid or external_userid).
+        from: String,
+        /// The receivers.
+        to: Vec<String>,
+        /// The group chat, or empty for a 1:1 chat.
+        #[serde(default)]
+        room_id: String,
+        /// The text.
+        content: String,
+    },
+    /// A member writes to an app.
+    AppMessage {
+        /// The corp.
+        corp_id: String,
+        /// The app.
+        agent_id: i64,
+        /// The member.
+        userid: String,
+        /// The text.
+        content: String,
+    },
+}
+
+/// Largest text an action carries (WeCom's own text limit is 2,048 bytes).
+const MAX_ACTION_TEXT: usize = 2_048;
+
+async fn action(State(state): Shared, body: Bytes) -> Response {
+    let action = match parse::<Action>(&body) {
+        Ok(action) => action,
+        Err(resp) => return *resp,
+    };
+    let nothing = |what: &str| bad_request(&format!("nothing changed: {what}"));
+    match action {
+        Action::StaffDeletesCustomer {
+            corp_id,
+            userid,
+            external_userid,
+        } => {
+            if !state.staff_deletes_customer(&corp_id, &userid, &external_userid) {
+                return nothing("no such relation");
+            }
+        }
+        Action::CustomerDeletesStaff {
+            corp_id,
+            userid,
+            external_userid,
+        } => {
+            if !state.customer_deletes_staff(&corp_id, &userid, &external_userid) {
+                return nothing("no such relation");
+            }
+        }
+        Action::EditCustomer {
+            corp_id,
+            userid,
+            external_userid,
+            add_tags,
+            remove_tags,
+            remark,
+            description,
+        } => {
+            let edit = super::model::RelationEdit {
+                remark,
+                description,
+                add_tags,
+                remove_tags,
+            };
+            if !state.edit_relation(&corp_id, &userid, &external_userid, edit) {
+                return nothing("no such relation");
+            }
+        }
+        Action::StaffResigns { corp_id, userid } => {
+            if !state.depart_staff(&corp_id, &userid) {
+                return nothing("no such active member");
+            }
+        }
+        Action::StaffMoves {
+            corp_id,
+            userid,
+            department,
+        } => {
+            if !state.move_staff(&corp_id, &userid, department) {
+                return nothing("no such active member, or no department");
+            }
+        }
+        Action::CreateTag {
+            corp_id,
+            group,
+            name,
+        } => {
+            if group.is_empty() || name.is_empty() {
+                return bad_request("group and name must not be empty");
+            }
+            let tag_id = state.create_tag(&corp_id, &group, &name);
+            return reply(&json!({"ok": true, "tag_id": tag_id}));
+        }
+        Action::DeleteTag { corp_id, tag_id } => {
+            if !state.delete_tag(&corp_id, &tag_id) {
+                return nothing("no such tag");
+            }
+        }
+        Action::JoinGroup {
+            corp_id,
+            chat_id,
+            members,
+        } => {
+            if !state.add_chat_members(&corp_id, &chat_id, members) {
+                return nothing("no such chat, or nobody new");
+            }
+        }
+        Action::LeaveGroup {
+            corp_id,
+            chat_id,
+            members,
+        } => {
+            if !state.remove_chat_members(&corp_id, &chat_id, members) {
+                return nothing("no such chat, or nobody in it");
+            }
+        }
+        Action::ChatMessage {
+            corp_id,
+            from,
+            to,
+            room_id,
+            content,
+        } => {
+            if content.len() > MAX_ACTION_TEXT || to.is_empty() {
+                return bad_request("to must name someone; content at most 2048 bytes");
+            }
+            let to: Vec<&str> = to.iter().map(String::as_str).collect();
+            let (seq, msgid) = state.archive_text(&corp_id, &from, &to, &room_id, &content);
+            return reply(&json!({"ok": true, "seq": seq, "msgid": msgid}));
+        }
+        Action::AppMessage {
+            corp_id,
+            agent_id,
+            userid,
+            content,
+        } => {
+            if content.len() > MAX_ACTION_TEXT {
+                return bad_request("content at most 2048 bytes");
+            }
+            state.app_text_message(&corp_id, agent_id, &userid, &content);
+        }
+    }
+    reply(&json!({"ok": true}))
 }

@@ -737,6 +737,40 @@ impl EmulatorState {
         true
     }
 
+    /// An admin moves a member to other departments (the first is the main one):
+    /// `change_contact`/`update_user` with `Department` and `MainDepartment`. False for an unknown
+    /// or departed member, or an empty list.
+    pub fn move_staff(&self, corp_id: &str, userid: &str, departments: Vec<i64>) -> bool {
+        let now = self.now();
+        let mut out = Vec::new();
+        {
+            let mut inner = self.lock();
+            let corp = inner.corp_mut(corp_id);
+            let Some(main) = departments.first().copied() else {
+                return false;
+            };
+            let Some(staff) = corp.staff.get_mut(userid) else {
+                return false;
+            };
+            if staff.is_departed() {
+                return false;
+            }
+            staff.department.clone_from(&departments);
+            let list = departments
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            let xml = events::contact_user(corp_id, now, "update_user", userid)
+                .text("Department", &list)
+                .text("MainDepartment", &main.to_string())
+                .finish();
+            out.push(Outgoing::new(corp_id, CallbackKind::Directory, xml));
+        }
+        self.enqueue(out);
+        true
+    }
+
     /// An admin creates a corp tag in the console (in the named group, created if needed):
     /// `change_external_tag`/`create` with `TagType=tag`. Returns the tag id (the existing one,
     /// without a callback, when the group already has a tag of that name).
