@@ -2733,16 +2733,20 @@ async fn the_admin_api_plays_what_a_wecom_user_does() {
 
     // The member tags the customer in the WeCom client.
     let tag = seeded.tag_ids[0].clone();
-    let (s, _) = act(json!({"action": "edit_customer", "corp_id": CORP, "userid": owner,
-        "external_userid": customer, "add_tags": [tag], "remark": "老客户"}))
+    let (s, _) = act(
+        json!({"action": "edit_customer", "corp_id": CORP, "userid": owner,
+        "external_userid": customer, "add_tags": [tag], "remark": "老客户"}),
+    )
     .await;
     assert_eq!(s, 200);
     let relation = state.relation(CORP, &owner, &customer).unwrap();
     assert!(relation.tag_ids.contains(&tag));
     assert_eq!(relation.remark, "老客户");
     // An admin creates a tag; the customer deletes the member; the member deletes another.
-    let (s, created) = act(json!({"action": "create_tag", "corp_id": CORP, "group": "意向",
-        "name": "高意向"}))
+    let (s, created) = act(
+        json!({"action": "create_tag", "corp_id": CORP, "group": "意向",
+        "name": "高意向"}),
+    )
     .await;
     assert_eq!(s, 200);
     assert!(created["tag_id"].as_str().is_some_and(|t| !t.is_empty()));
@@ -2750,7 +2754,12 @@ async fn the_admin_api_plays_what_a_wecom_user_does() {
         "userid": owner, "external_userid": customer}))
     .await;
     assert_eq!(s, 200);
-    assert!(state.relation(CORP, &owner, &customer).unwrap().deleted_by_customer);
+    assert!(
+        state
+            .relation(CORP, &owner, &customer)
+            .unwrap()
+            .deleted_by_customer
+    );
     let other = seeded.customers[1].clone();
     let other_owner = state.followers(CORP, &other)[0].clone();
     let (s, _) = act(json!({"action": "staff_deletes_customer", "corp_id": CORP,
@@ -2763,35 +2772,49 @@ async fn the_admin_api_plays_what_a_wecom_user_does() {
     .await;
     assert_eq!(s, 400, "{again}");
     // A member moves department, another resigns (twice: the second changes nothing).
-    let (s, _) = act(json!({"action": "staff_moves", "corp_id": CORP, "userid": seeded.staff[0],
-        "department": [seeded.departments[0]]}))
+    let (s, _) = act(
+        json!({"action": "staff_moves", "corp_id": CORP, "userid": seeded.staff[0],
+        "department": [seeded.departments[0]]}),
+    )
     .await;
     assert_eq!(s, 200);
-    let (s, _) = act(json!({"action": "staff_resigns", "corp_id": CORP, "userid": seeded.staff[1]})).await;
+    let (s, _) =
+        act(json!({"action": "staff_resigns", "corp_id": CORP, "userid": seeded.staff[1]})).await;
     assert_eq!(s, 200);
-    let (s, _) = act(json!({"action": "staff_resigns", "corp_id": CORP, "userid": seeded.staff[1]})).await;
+    let (s, _) =
+        act(json!({"action": "staff_resigns", "corp_id": CORP, "userid": seeded.staff[1]})).await;
     assert_eq!(s, 400);
     // A customer joins the group chat, then leaves it.
     let chat = seeded.chats[0].clone();
     let joiner = seeded.customers[3].clone();
-    let (s, _) = act(json!({"action": "join_group", "corp_id": CORP, "chat_id": chat,
-        "members": [joiner]}))
+    let (s, _) = act(
+        json!({"action": "join_group", "corp_id": CORP, "chat_id": chat,
+        "members": [joiner]}),
+    )
     .await;
     assert_eq!(s, 200);
     assert!(state.chat(CORP, &chat).unwrap().1.contains(&joiner));
-    let (s, _) = act(json!({"action": "leave_group", "corp_id": CORP, "chat_id": chat,
-        "members": [joiner]}))
+    let (s, _) = act(
+        json!({"action": "leave_group", "corp_id": CORP, "chat_id": chat,
+        "members": [joiner]}),
+    )
     .await;
     assert_eq!(s, 200);
     assert!(!state.chat(CORP, &chat).unwrap().1.contains(&joiner));
     // A message in a 1:1 chat is archived.
     let before = state.archive_newest_seq(CORP);
-    let (s, sent) = act(json!({"action": "chat_message", "corp_id": CORP, "from": seeded.staff[2],
-        "to": [seeded.customers[2]], "content": "您好，资料已发"}))
+    let (s, sent) = act(
+        json!({"action": "chat_message", "corp_id": CORP, "from": seeded.staff[2],
+        "to": [seeded.customers[2]], "content": "您好，资料已发"}),
+    )
     .await;
     assert_eq!(s, 200);
     assert_eq!(sent["seq"].as_u64(), Some(before + 1));
-    assert!(sent["msgid"].as_str().is_some_and(|m| m.ends_with("_external")));
+    assert!(
+        sent["msgid"]
+            .as_str()
+            .is_some_and(|m| m.ends_with("_external"))
+    );
     // Bad input: an unknown action, a missing field.
     let (s, bad) = act(json!({"action": "teleport", "corp_id": CORP})).await;
     assert_eq!(s, 400, "{bad}");
@@ -2812,7 +2835,10 @@ async fn the_admin_api_plays_what_a_wecom_user_does() {
         "add_member",
         "del_member",
     ] {
-        assert!(pushed.iter().any(|p| p.contains(change)), "{change} in {pushed:#?}");
+        assert!(
+            pushed.iter().any(|p| p.contains(change)),
+            "{change} in {pushed:#?}"
+        );
     }
     let directory: Vec<String> = directory
         .received()
@@ -2821,11 +2847,17 @@ async fn the_admin_api_plays_what_a_wecom_user_does() {
         .collect();
     assert!(
         directory.iter().any(|p| p.contains("update_user")
-            && p.contains(&format!("<MainDepartment><![CDATA[{}]]></MainDepartment>", seeded.departments[0]))),
+            && p.contains(&format!(
+                "<MainDepartment><![CDATA[{}]]></MainDepartment>",
+                seeded.departments[0]
+            ))),
         "{directory:#?}"
     );
     assert_eq!(
-        directory.iter().filter(|p| p.contains("delete_user")).count(),
+        directory
+            .iter()
+            .filter(|p| p.contains("delete_user"))
+            .count(),
         1
     );
 }
