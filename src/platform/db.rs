@@ -253,11 +253,11 @@ impl Db {
             std::fs::create_dir_all(parent).map_err(BackupError::Io)?;
         }
         // SQLite writes into an empty file: create it first, private, and never over another.
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        options.open(path).map_err(BackupError::Io)?;
+        private_file()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(BackupError::Io)?;
         let target = path.to_string_lossy().into_owned();
         if let Err(e) = sqlx::query("VACUUM INTO ?")
             .bind(&target)

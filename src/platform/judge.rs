@@ -126,24 +126,12 @@ impl Judge {
             request = request.bearer_auth(token.expose());
         }
         let outcome = async {
-            let mut response = request.send().await.map_err(|e| {
-                if e.is_timeout() {
-                    "timeout"
-                } else {
-                    "unreachable"
-                }
-            })?;
+            let mut response = request.send().await.map_err(transport)?;
             if !response.status().is_success() {
                 return Err("refused");
             }
             let mut body = Vec::new();
-            while let Some(chunk) = response.chunk().await.map_err(|e| {
-                if e.is_timeout() {
-                    "timeout"
-                } else {
-                    "unreachable"
-                }
-            })? {
+            while let Some(chunk) = response.chunk().await.map_err(transport)? {
                 if body.len() + chunk.len() > MAX_ANSWER_BYTES {
                     return Err("too_large");
                 }
@@ -166,5 +154,14 @@ impl Judge {
                 None
             }
         }
+    }
+}
+
+/// The outcome of a request that failed in transport, for the metric and the log.
+fn transport(e: reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else {
+        "unreachable"
     }
 }

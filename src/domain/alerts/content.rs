@@ -264,10 +264,7 @@ pub async fn judged(
         text: m.text,
         prev: before.prev.as_deref(),
         context: before.context.as_deref(),
-        sender: match m.sender {
-            Sender::Staff => "staff",
-            Sender::Customer => "customer",
-        },
+        sender: m.sender.as_str(),
         score: decision.verdict.score,
         category: decision.verdict.category,
     };

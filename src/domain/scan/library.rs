@@ -615,8 +615,7 @@ impl RuleLibrary {
 
     /// Scans one message.
     pub fn scan(&self, input: &ScanInput<'_>) -> ScanResult {
-        let mut allowed = None;
-        self.with_scratch(|s| self.run(s, input, &mut allowed))
+        self.scan_then(input, |_, _| ()).0
     }
 
     /// Scans one message, then runs `then` on the result and the normalized `[prev, text]` the

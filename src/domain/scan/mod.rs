@@ -41,6 +41,16 @@ pub enum Sender {
     Customer,
 }
 
+impl Sender {
+    /// The stored and wire name (`staff`, `customer`), as serde writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Staff => "staff",
+            Self::Customer => "customer",
+        }
+    }
+}
+
 /// How bad a hit is.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,

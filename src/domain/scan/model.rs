@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 use std::sync::LazyLock;
 
 use super::normalize::{Normalized, Normalizer};
-use super::{ScanInput, ScanResult, Sender};
+use super::{ScanInput, ScanResult};
 
 /// The bundled model, trained by `scrm rules train` on `fixtures/corpus` (the held-out authors
 /// excluded) and `fixtures/rules/labeled.jsonl`.
@@ -560,7 +560,6 @@ static CUE_MATCHER: LazyLock<Option<(aho_corasick::AhoCorasick, Vec<usize>)>> =
             .map(|ac| (ac, kinds))
     });
 
-/// Which [`CUES`] occur in `text`, as a bit per list.
 /// Words a reply that agrees starts with (normalized: lower case, no spaces).
 const ACCEPT: [&str; 16] = [
     "可以",
@@ -591,6 +590,7 @@ pub fn accepts(reply: &str) -> bool {
     ACCEPT.iter().any(|w| opening.starts_with(w)) && cues_in(&normalized) & REFUSES == 0
 }
 
+/// Which [`CUES`] occur in `text`, as a bit per list.
 fn cues_in(text: &str) -> u32 {
     let Some((ac, kinds)) = &*CUE_MATCHER else {
         return 0;
@@ -805,10 +805,7 @@ impl Features {
                 self.grams("q:", &[2, 3]);
             }
         }
-        let sender_name = match sender {
-            Sender::Staff => "staff",
-            Sender::Customer => "customer",
-        };
+        let sender_name = sender.as_str();
         self.push("s:", sender_name);
         self.text_chars = text_chars;
         // The cue lists of the (normalized) text, each alone, with the rules' verdict and the sender, and the offer slots in pairs.
@@ -1021,7 +1018,7 @@ pub const DEFAULT_THRESHOLD: f32 = 0.6;
 mod tests {
     use super::*;
     use crate::domain::scan::eval::{self, evaluate_detector};
-    use crate::domain::scan::{Detector, RuleLibrary, ScanInput, Severity};
+    use crate::domain::scan::{Detector, RuleLibrary, ScanInput, Sender, Severity};
 
     fn input(text: &str) -> ScanInput<'_> {
         ScanInput {
