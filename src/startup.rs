@@ -37,7 +37,20 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_with(config, listener, shutdown, None).await
+}
+
+/// [`serve`], with `scrm demo`'s one-click sign-ins when `demo` is given (loopback only).
+pub async fn serve_with(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    demo: Option<Arc<http::DemoAccess>>,
+) -> anyhow::Result<()> {
     let addr = listener.local_addr().ok();
+    if demo.is_some() && !addr.is_some_and(|a| a.ip().is_loopback()) {
+        anyhow::bail!("the demo's one-click sign-ins are served on loopback only (127.0.0.1)");
+    }
     if let Some(addr) = addr
         && !addr.ip().is_loopback()
     {
@@ -169,6 +182,7 @@ pub async fn serve(
         config: Arc::new(config.clone()),
         rules: rules.clone(),
         coord: coord.clone(),
+        demo,
     });
     tracing::info!(addr = ?addr, backend = db.backend(), corps = config.corps.len(), coordination = if config.redis_url.is_some() { "redis" } else { "in-process" }, instance = %owner, "serving");
     for corp in &config.corps {

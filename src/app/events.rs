@@ -597,24 +597,7 @@ impl Ctx<'_> {
         };
         if let Ok(creds) = self.p.wecom.credentials(self.corp.as_str(), Some(self.app)) {
             match self.p.wecom.client.user_get(&creds, user_id).await {
-                Ok(profile) => {
-                    update.name = Some(profile.name).filter(|n| !n.is_empty()).or(update.name);
-                    if !profile.department.is_empty() {
-                        update.departments = Some(profile.department.clone());
-                    }
-                    update.main_department = profile.main_department.or(update.main_department);
-                    update.position = Some(profile.position)
-                        .filter(|p| !p.is_empty())
-                        .or(update.position);
-                    update.status = Some(profile.status).filter(|&s| s != 0).or(update.status);
-                    if !profile.department.is_empty() {
-                        update.leads_departments = Some(led(
-                            profile.department.iter().copied(),
-                            profile.is_leader_in_dept.iter().map(|&x| x == 1),
-                        ));
-                    }
-                    update.direct_leaders = Some(profile.direct_leader);
-                }
+                Ok(profile) => update = crate::app::wecom_records::with_profile(update, &profile),
                 // Outside the app's visibility or already gone: the event's fields will do.
                 Err(ApiError::Wecom {
                     errcode: 60111 | 60011 | 40003 | 48002,

@@ -329,11 +329,57 @@ impl Run<'_> {
             )
             .await?;
         }
+        self.directory(&users).await?;
         self.cp.follow_users = users.to_vec();
         self.cp.summary.follow_users = users.len() as u64;
         self.cp.chunk = 0;
         self.cp.page_cursor.clear();
         self.cp.phase = Phase::Customers;
+        Ok(())
+    }
+
+    /// Names, departments and leaders: `get_follow_user_list` gives userids only, and contact
+    /// callbacks only what changes later. The department tree in one call, then `user/get` for
+    /// each member we know by id only (a later run asks again only for new members). An app
+    /// without directory access (48002, 60011) leaves the ids as they are.
+    async fn directory(&mut self, users: &[UserId]) -> Result<(), SyncError> {
+        let no_access = |e: &wecom_sdk::api::ApiError| matches!(e.errcode(), Some(48002 | 60011));
+        self.call();
+        let departments = match self.wecom.client.department_list(&self.creds, None).await {
+            Ok(list) => list,
+            Err(e) if no_access(&e) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let now = now_ms();
+        for d in &departments {
+            staff::upsert_department(
+                self.db,
+                self.corp.as_str(),
+                d.id,
+                Some(d.name.as_str()).filter(|n| !n.is_empty()),
+                Some(d.parentid),
+                Some(d.order),
+                now,
+            )
+            .await?;
+        }
+        let unnamed = staff::unnamed(self.db, self.corp.as_str()).await?;
+        for user in users.iter().filter(|u| unnamed.contains(u.as_str())) {
+            self.call();
+            let profile = match self.wecom.client.user_get(&self.creds, user).await {
+                Ok(profile) => profile,
+                Err(e) if no_access(&e) || e.errcode() == Some(60111) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let update = wecom_records::with_profile(
+                staff::StaffUpdate {
+                    user_id: user.to_string(),
+                    ..staff::StaffUpdate::default()
+                },
+                &profile,
+            );
+            staff::upsert(self.db, self.corp.as_str(), &update, now_ms()).await?;
+        }
         Ok(())
     }
 

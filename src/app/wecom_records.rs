@@ -2,10 +2,11 @@
 //! see WeCom's types, the WeCom adapter never sees ours).
 
 use wecom_sdk::ExternalUserId;
-use wecom_sdk::api::{ExternalContact, FollowInfo, FollowUser, GroupChat, TagGroup};
+use wecom_sdk::api::{ExternalContact, FollowInfo, FollowUser, GroupChat, StaffProfile, TagGroup};
 
 use crate::domain::customers::{CustomerProfile, RelationSnapshot};
 use crate::domain::group_chats::{ChatSnapshot, MemberSnapshot};
+use crate::domain::staff::StaffUpdate;
 use crate::domain::tags::{LibraryGroup, LibraryTag};
 use crate::platform::wecom::secs_to_ms;
 
@@ -116,4 +117,30 @@ pub fn chat_snapshot(g: &GroupChat) -> ChatSnapshot {
             })
             .collect(),
     }
+}
+
+/// `update` completed with what `user/get` says about the member: its non-empty fields win, and
+/// the departments led are read from `is_leader_in_dept` (parallel to `department`).
+pub fn with_profile(mut update: StaffUpdate, profile: &StaffProfile) -> StaffUpdate {
+    update.name = Some(profile.name.clone())
+        .filter(|n| !n.is_empty())
+        .or(update.name);
+    if !profile.department.is_empty() {
+        update.departments = Some(profile.department.clone());
+        update.leads_departments = Some(
+            profile
+                .department
+                .iter()
+                .zip(&profile.is_leader_in_dept)
+                .filter_map(|(&d, &leader)| (leader == 1).then_some(d))
+                .collect(),
+        );
+    }
+    update.main_department = profile.main_department.or(update.main_department);
+    update.position = Some(profile.position.clone())
+        .filter(|p| !p.is_empty())
+        .or(update.position);
+    update.status = Some(profile.status).filter(|&s| s != 0).or(update.status);
+    update.direct_leaders = Some(profile.direct_leader.clone());
+    update
 }

@@ -15,6 +15,16 @@ use crate::startup;
 /// `scrm archive …`.
 #[derive(Debug, Subcommand)]
 pub enum ArchiveCommand {
+    /// Make a key pair for the archive's 消息加密公钥: the private key file (0600) for
+    /// `[corps.archive] keys`, and the public key to paste into WeCom's admin console.
+    Keygen {
+        /// The folder for `archive-key-v{N}.pem` and `archive-key-v{N}.pub.pem`.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// The version WeCom will give the key (1 for the first, then one more each time).
+        #[arg(long, default_value_t = 1)]
+        version: u32,
+    },
     /// Cursor, lag, last error, worker restarts and undecryptable count of every corp.
     Status {
         /// JSON instead of a table.
@@ -50,8 +60,13 @@ pub enum ArchiveCommand {
 
 /// Runs `scrm archive …`.
 pub async fn run(config: &Config, command: ArchiveCommand) -> anyhow::Result<i32> {
+    if let ArchiveCommand::Keygen { out, version } = &command {
+        return keygen(out, *version);
+    }
     let db = startup::open_database(config).await?;
     let code = match command {
+        // Answered above, before the database is opened.
+        ArchiveCommand::Keygen { out, version } => keygen(&out, version)?,
         ArchiveCommand::Status { json } => {
             let all = archive_pull::status(&db).await?;
             if json {
@@ -178,4 +193,44 @@ async fn open(
         .supervisor(corp)
         .with_context(|| format!("corp {corp} has no [corps.archive]"))?;
     Ok((archive, sup))
+}
+
+/// `scrm archive keygen`: never over an existing file (a lost private key loses every message
+/// wrapped with its public key).
+fn keygen(out: &std::path::Path, version: u32) -> anyhow::Result<i32> {
+    use std::io::Write as _;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let private = out.join(format!("archive-key-v{version}.pem"));
+    let public = out.join(format!("archive-key-v{version}.pub.pem"));
+    for path in [&private, &public] {
+        if path.exists() {
+            anyhow::bail!(
+                "{} exists: not replacing a key (choose another --version or folder)",
+                path.display()
+            );
+        }
+    }
+    let (private_pem, public_pem) = wecom_sdk::archive::keys::generate_pem_pair()?;
+    let mut file = crate::platform::db::private_file()
+        .write(true)
+        .create_new(true)
+        .open(&private)
+        .with_context(|| format!("cannot write {}", private.display()))?;
+    file.write_all(private_pem.as_bytes())?;
+    std::fs::write(&public, &public_pem)
+        .with_context(|| format!("cannot write {}", public.display()))?;
+    println!(
+        "私钥 (private key, keep it; 0600): {}\n公钥 (public key): {}\n",
+        private.display(),
+        public.display()
+    );
+    println!(
+        "粘贴到企业微信管理后台 → 管理工具 → 会话内容存档 → 消息加密公钥 (paste into WeCom's admin console):\n"
+    );
+    println!("{public_pem}");
+    println!(
+        "scrm.toml, [corps.archive] of the corp — with the version WeCom shows for this key:\n  keys = [{{ version = {version}, file = \"{}\" }}]",
+        private.display()
+    );
+    Ok(0)
 }

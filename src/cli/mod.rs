@@ -5,6 +5,7 @@ mod alerts;
 mod apikey;
 mod archive;
 mod backup;
+mod demo;
 mod emulator;
 mod export;
 mod inbox;
@@ -102,6 +103,8 @@ pub enum Command {
     Replay(replay::ReplayArgs),
     /// Full sync and reconciliation with WeCom (resumes an interrupted run).
     Sync(sync::SyncArgs),
+    /// The whole product in one process: the server on SQLite, an emulated corp, a played working day.
+    Demo(demo::DemoArgs),
     /// Run the WeCom emulator (API and callback sender) for demos and tests.
     Emulator(emulator::EmulatorArgs),
     /// Back up the embedded SQLite database online into a new file (PostgreSQL: use pg_dump).
@@ -183,6 +186,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Sync(args) => {
             telemetry::init_tracing(config.log_format, &config.log_level);
             sync::run(&config, args).await
+        }
+        Command::Demo(args) => {
+            // The demo tells its story on stdout: the server's log shows warnings only, unless
+            // asked for more.
+            let asked = std::env::var_os("SCRM_LOG_LEVEL").is_some();
+            let level = if asked {
+                config.log_level.as_str()
+            } else {
+                "warn"
+            };
+            telemetry::init_tracing(config.log_format, level);
+            demo::run(args, shutdown_signal()).await
         }
         Command::Emulator(args) => {
             telemetry::init_tracing(config.log_format, &config.log_level);

@@ -133,7 +133,7 @@ pub async fn run(config: &Config, args: SyncArgs) -> anyhow::Result<i32> {
     Ok(code)
 }
 
-fn progress_bar(hidden: bool) -> ProgressBar {
+pub(super) fn progress_bar(hidden: bool) -> ProgressBar {
     let bar = ProgressBar::new(1);
     if hidden || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         bar.set_draw_target(ProgressDrawTarget::hidden());

@@ -154,6 +154,20 @@ pub async fn list(db: &Db, corp_id: &str) -> Result<Vec<StaffMember>, StoreError
     Ok(rows)
 }
 
+/// The userids of the corp's members we know by id only (no name yet).
+pub async fn unnamed(
+    db: &Db,
+    corp_id: &str,
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    const SQL: &str =
+        "SELECT user_id FROM staff WHERE corp_id = $1 AND (name = '' OR name = user_id)";
+    let rows: Vec<String> = on_db!(db, |pool| sqlx::query_scalar(SQL)
+        .bind(corp_id)
+        .fetch_all(pool)
+        .await)?;
+    Ok(rows.into_iter().collect())
+}
+
 /// A department as WeCom reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct Department {

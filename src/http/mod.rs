@@ -16,6 +16,7 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 pub use callback::CallbackError;
+pub use console::demo::{DemoAccess, DemoPerson};
 
 use crate::pipeline::inbox::InboxWriter;
 use crate::platform::config::{AppEndpoint, CallbackSettings, Config};
@@ -43,6 +44,8 @@ pub struct AppState {
     pub rules: crate::domain::rule_book::RuleBook,
     /// Shared buckets (per-key request rates, the tag-library refresh), across instances.
     pub coord: Arc<dyn wecom_sdk::Coordinator>,
+    /// `scrm demo`'s one-click sign-ins (`None` for `scrm serve`: no `/demo` routes at all).
+    pub demo: Option<Arc<DemoAccess>>,
 }
 
 impl AppState {
@@ -68,6 +71,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(ops::readyz));
     if state.config.metrics.listen.is_none() {
         routes = routes.route("/metrics", get(ops::metrics));
+    }
+    if state.demo.is_some() {
+        routes = routes.merge(console::demo::router());
     }
     routes
         .merge(api::router(&state.config.http))

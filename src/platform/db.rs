@@ -217,12 +217,51 @@ impl Db {
         format!("sqlite://{}", data_dir.join("scrm.db").display())
     }
 
-    /// Applies the embedded migrations of this backend.
-    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
-        match self {
-            Self::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await,
-            Self::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await,
+    /// Applies this release's migrations. A schema migrated by a newer release (a rolling
+    /// upgrade, or a rollback) is fine as long as none of the migrations this binary does not
+    /// know is marked breaking (`NNNN_breaking_….sql`: it changes what older binaries read or
+    /// write): those are skipped, the rest applied as usual. Otherwise the start is refused,
+    /// naming the migration. See docs/operations.md, "Upgrades".
+    pub async fn migrate(&self) -> Result<(), MigrationError> {
+        let mut migrator = match self {
+            Self::Sqlite(_) => sqlx::migrate!("./migrations/sqlite"),
+            Self::Postgres(_) => sqlx::migrate!("./migrations/postgres"),
+        };
+        let known: std::collections::HashSet<i64> = migrator.iter().map(|m| m.version).collect();
+        for (version, description) in self.applied_migrations().await? {
+            if !known.contains(&version) && is_breaking(&description) {
+                return Err(MigrationError::TooNew {
+                    version,
+                    description,
+                });
+            }
         }
+        migrator.set_ignore_missing(true);
+        match self {
+            Self::Sqlite(pool) => migrator.run(pool).await?,
+            Self::Postgres(pool) => migrator.run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// The migrations applied to this database (none before the first).
+    async fn applied_migrations(&self) -> Result<Vec<(i64, String)>, MigrationError> {
+        const EXISTS_SQLITE: &str =
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'";
+        const EXISTS_PG: &str = "SELECT COUNT(*) FROM information_schema.tables \
+            WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations'";
+        const APPLIED: &str = "SELECT version, description FROM _sqlx_migrations WHERE success";
+        let exists: i64 = match self {
+            Self::Sqlite(pool) => sqlx::query_scalar(EXISTS_SQLITE).fetch_one(pool).await,
+            Self::Postgres(pool) => sqlx::query_scalar(EXISTS_PG).fetch_one(pool).await,
+        }
+        .map_err(StoreError::from)?;
+        if exists == 0 {
+            return Ok(Vec::new());
+        }
+        let applied = on_db!(self, |pool| sqlx::query_as(APPLIED).fetch_all(pool).await)
+            .map_err(StoreError::from)?;
+        Ok(applied)
     }
 
     /// Starts a transaction (see [`Tx`]).
@@ -432,6 +471,33 @@ mod tests {
         );
         assert!(!super::is_refusal_code(None));
     }
+}
+
+/// A migration's description (from its file name) says it breaks older binaries.
+fn is_breaking(description: &str) -> bool {
+    description.split_whitespace().next() == Some("breaking")
+}
+
+/// Why [`Db::migrate`] did not bring the schema to this release.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    /// A newer release applied a migration this binary cannot live with.
+    #[error(
+        "the database was migrated by a newer release (migration {version} \"{description}\" changes what \
+         this version reads or writes): run that release or a newer one (docs/operations.md, Upgrades)"
+    )]
+    TooNew {
+        /// The migration's version.
+        version: i64,
+        /// Its description.
+        description: String,
+    },
+    /// sqlx's migrator failed.
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Reading the applied migrations failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Why [`Db::backup_into`] did not write a backup.

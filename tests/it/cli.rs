@@ -338,3 +338,55 @@ async fn emulator_and_sync_commands_import_an_emulated_corp() {
     assert!(wrong.stderr.contains("not configured"), "{}", wrong.stderr);
     emulator.kill().await.expect("stop emulator");
 }
+
+/// `scrm archive keygen`: a private key only its owner reads, the public key WeCom's console
+/// takes (the emulator's parser is WeCom's side), the line for scrm.toml — and never a key
+/// written over.
+#[tokio::test]
+async fn archive_keygen_makes_a_pair_and_never_overwrites_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = scrm(
+        dir.path(),
+        &["archive", "keygen", "--out", "keys", "--version", "3"],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let private = dir.path().join("keys/archive-key-v3.pem");
+    let public = dir.path().join("keys/archive-key-v3.pub.pem");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&private).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let public_pem = std::fs::read_to_string(&public).unwrap();
+    assert!(out.stdout.contains(public_pem.trim()), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("keys = [{ version = 3, file = "),
+        "{}",
+        out.stdout
+    );
+    // The pair works: what the public key wraps, the private key unwraps.
+    let mut ring = wecom_sdk::archive::keys::KeyRing::new();
+    ring.insert_pem(3, &std::fs::read_to_string(&private).unwrap())
+        .unwrap();
+    let wrapped = wecom_sdk::archive::keys::PublicKey::from_pem(&public_pem)
+        .unwrap()
+        .wrap("the message key")
+        .unwrap();
+    assert_eq!(ring.unwrap_key(3, &wrapped).unwrap(), "the message key");
+
+    let before = std::fs::read(&private).unwrap();
+    let again = scrm(
+        dir.path(),
+        &["archive", "keygen", "--out", "keys", "--version", "3"],
+    )
+    .await;
+    assert_ne!(again.code, 0);
+    assert!(
+        again.stderr.contains("not replacing a key"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(std::fs::read(&private).unwrap(), before);
+}

@@ -981,7 +981,13 @@ async fn in_the_browser_a_manager_scans_in_and_an_admin_sets_roles(backend: Back
     let text = browser.eval("return document.body.innerText;").await;
     let text = text.as_str().unwrap().to_owned();
     assert!(text.contains("部门负责人"), "{text}");
-    assert!(text.contains(SHANGHAI) && !text.contains(SOUTH), "{text}");
+    // The team's member (the list shows members by name) and their customer; nothing of the
+    // other department.
+    assert!(text.contains("李上海") && text.contains("孙总"), "{text}");
+    assert!(
+        !text.contains("陈华南") && !text.contains("吴总") && !text.contains(SOUTH),
+        "{text}"
+    );
     browser.screenshot(&name("manager-alerts")).await;
     browser
         .click("button[formaction='/console/logout/everywhere']")

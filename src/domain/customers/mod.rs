@@ -460,6 +460,32 @@ pub async fn recently_active(
     Ok(rows)
 }
 
+/// The names of customers and group chats among `ids` (external userids and chat ids), by id;
+/// unknown ids and empty names are left out. For pages that list ids of both kinds.
+pub async fn display_names(
+    db: &Db,
+    corp_id: &str,
+    ids: &[&str],
+) -> Result<std::collections::HashMap<String, String>, StoreError> {
+    let mut out = std::collections::HashMap::new();
+    for chunk in ids.chunks(200) {
+        let list = crate::platform::db::placeholders(2, chunk.len());
+        let sql = format!(
+            "SELECT external_user_id, name FROM customer WHERE corp_id = $1 AND external_user_id IN ({list}) \
+             UNION ALL SELECT chat_id, name FROM group_chat WHERE corp_id = $1 AND chat_id IN ({list})"
+        );
+        let rows: Vec<(String, String)> = on_db!(db, |pool| {
+            let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str())).bind(corp_id);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            q.fetch_all(pool).await
+        })?;
+        out.extend(rows.into_iter().filter(|(_, name)| !name.is_empty()));
+    }
+    Ok(out)
+}
+
 /// Counts of relations by status, for one corp.
 pub async fn count_relations(db: &Db, corp_id: &str, status: &str) -> Result<i64, StoreError> {
     const SQL: &str = "SELECT COUNT(*) FROM follow_relation WHERE corp_id = $1 AND status = $2";

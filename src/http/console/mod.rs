@@ -6,6 +6,7 @@
 //! the sidebar and the API, so every rule of the policy applies unchanged.
 
 mod customer_pages;
+pub(crate) mod demo;
 mod members;
 mod replies;
 mod rules;
@@ -450,6 +451,14 @@ fn name_of(names: &std::collections::HashMap<String, String>, user: &str) -> Str
     names.get(user).cloned().unwrap_or_else(|| user.to_owned())
 }
 
+/// `名字（id）` when the name is known and differs, else the id.
+fn named(names: &std::collections::HashMap<String, String>, id: &str) -> String {
+    match names.get(id) {
+        Some(name) if name != id => format!("{name}（{id}）"),
+        _ => id.to_owned(),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Sign-in
 // ---------------------------------------------------------------------------------------------
@@ -577,13 +586,18 @@ async fn login(State(state): State<Arc<AppState>>, form: Form) -> Response {
             Some("账号或密码错误，或账号已停用"),
         );
     };
+    signed_in(&state, &account, &next, now).await
+}
+
+/// Signs `account` in: the session, its audit row, the cookie, and on to `next`.
+async fn signed_in(state: &AppState, account: &account::Account, next: &str, now: i64) -> Response {
     let (token, s) =
-        match session::create(&state.db, &account.corp_id, SignIn::Account(&account), now).await {
+        match session::create(&state.db, &account.corp_id, SignIn::Account(account), now).await {
             Ok(created) => created,
             Err(e) => return Failure::from(e).into_response(),
         };
     if let Err(e) = record(
-        &state,
+        state,
         &account.corp_id,
         &s.principal.actor(),
         "console.login",
@@ -597,11 +611,11 @@ async fn login(State(state): State<Arc<AppState>>, form: Form) -> Response {
         tracing::warn!(error = %e, "console: cannot sweep idle sessions");
     }
     tracing::info!(username = %account.username, "console: signed in");
-    let mut r = see_other(&next);
+    let mut r = see_other(next);
     let c = format!(
         "{COOKIE}={token}; Max-Age={}; {}",
         MAX_MS / 1000,
-        cookie_attributes(&state)
+        cookie_attributes(state)
     );
     if let Ok(v) = HeaderValue::from_str(&c) {
         r.headers_mut().insert(header::SET_COOKIE, v);
@@ -1007,6 +1021,7 @@ async fn alerts_page(
     let next_page = (i64::try_from(rows.len()).unwrap_or(0) == PAGE_ROWS)
         .then(|| rows.last().map(|a| format!("{query}&before={}", a.id)))
         .flatten();
+    let names = staff_names(&state, &s.principal.corp_id).await?;
     let alerts = rows
         .into_iter()
         .map(|a| views::AlertRow {
@@ -1017,7 +1032,7 @@ async fn alerts_page(
             state_label: label(&views::STATES, &a.state),
             severity: a.severity,
             title: a.title,
-            staff: a.staff_user_id,
+            staff: name_of(&names, &a.staff_user_id),
             evidence_count: a.evidence_count,
             state: a.state,
         })
@@ -1311,8 +1326,14 @@ async fn alert_page(
         state: a.state,
         category: a.category.unwrap_or_default(),
         rule_id: a.rule_id.unwrap_or_default(),
-        staff: a.staff_user_id,
-        customer: a.external_user_id.unwrap_or_else(|| "—".to_owned()),
+        staff: named(&staff_names(&state, &corp).await?, &a.staff_user_id),
+        customer: match a.external_user_id {
+            Some(ext) => named(
+                &customers::display_names(&state.db, corp.as_str(), &[ext.as_str()]).await?,
+                &ext,
+            ),
+            None => "—".to_owned(),
+        },
         created: when(a.created_at_ms),
         first: when(a.first_at_ms),
         last: when(a.last_at_ms),

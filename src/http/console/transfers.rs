@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::views::{self, Chrome};
 use super::{
-    Failure, Form, Signed, html, name_of, query_map, render, see_other, staff_names, when,
+    Failure, Form, Signed, html, name_of, named, query_map, render, see_other, staff_names, when,
 };
 use crate::app::transfers::departures;
 use crate::auth::Action;
@@ -272,6 +272,10 @@ pub(super) async fn job(
         },
     )
     .await?;
+    let targets: Vec<&str> = items.iter().map(|i| i.target_id.as_str()).collect();
+    let target_names =
+        crate::domain::customers::display_names(&state.db, s.principal.corp_id.as_str(), &targets)
+            .await?;
     let mut flagged = std::collections::BTreeMap::<String, usize>::new();
     for i in &items {
         for f in serde_json::from_str::<Vec<String>>(&i.flags).unwrap_or_default() {
@@ -319,7 +323,7 @@ pub(super) async fn job(
                 } else {
                     "客户群"
                 },
-                target: i.target_id,
+                target: named(&target_names, &i.target_id),
                 taker: name_of(&names, i.takeover_user_id.as_str()),
                 state_label: item_state_label(&i.state),
                 state: i.state,

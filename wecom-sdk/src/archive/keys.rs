@@ -162,6 +162,37 @@ impl PublicKey {
     }
 }
 
+/// A new RSA-2048 key pair for the chat archive's 消息加密公钥: the private key as PKCS#8 PEM
+/// (`BEGIN PRIVATE KEY`, for `[corps.archive] keys`) and the public key as PEM (`BEGIN PUBLIC
+/// KEY`, what the corp uploads in WeCom's admin console).
+pub fn generate_pem_pair() -> Result<(String, String), KeyError> {
+    use aws_lc_rs::encoding::AsDer as _;
+    let failed = |what: &str| KeyError::PublicKey(format!("cannot {what}"));
+    let key = PrivateDecryptingKey::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+        .map_err(|_| failed("generate an RSA key"))?;
+    let private = key.as_der().map_err(|_| failed("encode the private key"))?;
+    let public = key
+        .public_key()
+        .as_der()
+        .map_err(|_| failed("encode the public key"))?;
+    Ok((
+        pem("PRIVATE KEY", private.as_ref()),
+        pem("PUBLIC KEY", public.as_ref()),
+    ))
+}
+
+/// DER as PEM: base64 in lines of 64 between the label's BEGIN and END lines.
+fn pem(label: &str, der: &[u8]) -> String {
+    let body = STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in body.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
 /// Wraps a PKCS#1 `RSAPrivateKey` in a PKCS#8 `PrivateKeyInfo` (version 0, rsaEncryption, NULL
 /// parameters), which is what aws-lc-rs reads.
 fn pkcs1_to_pkcs8(pkcs1: &[u8]) -> Vec<u8> {
@@ -206,6 +237,22 @@ mod tests {
             env!("CARGO_MANIFEST_DIR")
         );
         std::fs::read_to_string(&path).expect(&path)
+    }
+
+    #[test]
+    fn a_generated_pair_wraps_and_unwraps() {
+        let (private, public) = super::generate_pem_pair().unwrap();
+        assert!(private.starts_with("-----BEGIN PRIVATE KEY-----\n"));
+        assert!(public.starts_with("-----BEGIN PUBLIC KEY-----\n"));
+        let mut ring = KeyRing::new();
+        ring.insert_pem(7, &private).unwrap();
+        let wrapped = PublicKey::from_pem(&public)
+            .unwrap()
+            .wrap("0123456789abcdef")
+            .unwrap();
+        assert_eq!(ring.unwrap_key(7, &wrapped).unwrap(), "0123456789abcdef");
+        let (other, _) = super::generate_pem_pair().unwrap();
+        assert_ne!(other, private, "a new key each time");
     }
 
     #[test]

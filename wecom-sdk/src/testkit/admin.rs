@@ -381,7 +381,7 @@ async fn flush(State(state): Shared) -> Response {
 }
 
 /// What a WeCom user does, played through `POST /testkit/actions`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Action {
     /// 员工删除客户.
@@ -508,118 +508,142 @@ async fn action(State(state): Shared, body: Bytes) -> Response {
         Ok(action) => action,
         Err(resp) => return *resp,
     };
-    let nothing = |what: &str| bad_request(&format!("nothing changed: {what}"));
-    match action {
-        Action::StaffDeletesCustomer {
-            corp_id,
-            userid,
-            external_userid,
-        } => {
-            if !state.staff_deletes_customer(&corp_id, &userid, &external_userid) {
-                return nothing("no such relation");
+    match action.apply(&state) {
+        Ok(answer) => reply(&answer),
+        Err(ActionRefused(why)) => bad_request(&why),
+    }
+}
+
+/// Why an [`Action`] changed nothing (the admin API's 400).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionRefused(pub String);
+
+impl std::fmt::Display for ActionRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ActionRefused {}
+
+impl Action {
+    /// Plays the action on `state`, pushing the callbacks WeCom would: `{"ok": true, …}` (with
+    /// `tag_id`, or `seq` and `msgid`), or why nothing could change.
+    pub fn apply(self, state: &EmulatorState) -> Result<Value, ActionRefused> {
+        let nothing = |what: &str| Err(ActionRefused(format!("nothing changed: {what}")));
+        let refuse = |why: &str| Err(ActionRefused(why.to_owned()));
+        match self {
+            Action::StaffDeletesCustomer {
+                corp_id,
+                userid,
+                external_userid,
+            } => {
+                if !state.staff_deletes_customer(&corp_id, &userid, &external_userid) {
+                    return nothing("no such relation");
+                }
             }
-        }
-        Action::CustomerDeletesStaff {
-            corp_id,
-            userid,
-            external_userid,
-        } => {
-            if !state.customer_deletes_staff(&corp_id, &userid, &external_userid) {
-                return nothing("no such relation");
+            Action::CustomerDeletesStaff {
+                corp_id,
+                userid,
+                external_userid,
+            } => {
+                if !state.customer_deletes_staff(&corp_id, &userid, &external_userid) {
+                    return nothing("no such relation");
+                }
             }
-        }
-        Action::EditCustomer {
-            corp_id,
-            userid,
-            external_userid,
-            add_tags,
-            remove_tags,
-            remark,
-            description,
-        } => {
-            let edit = super::model::RelationEdit {
-                remark,
-                description,
+            Action::EditCustomer {
+                corp_id,
+                userid,
+                external_userid,
                 add_tags,
                 remove_tags,
-            };
-            if !state.edit_relation(&corp_id, &userid, &external_userid, edit) {
-                return nothing("no such relation");
+                remark,
+                description,
+            } => {
+                let edit = super::model::RelationEdit {
+                    remark,
+                    description,
+                    add_tags,
+                    remove_tags,
+                };
+                if !state.edit_relation(&corp_id, &userid, &external_userid, edit) {
+                    return nothing("no such relation");
+                }
+            }
+            Action::StaffResigns { corp_id, userid } => {
+                if !state.depart_staff(&corp_id, &userid) {
+                    return nothing("no such active member");
+                }
+            }
+            Action::StaffMoves {
+                corp_id,
+                userid,
+                department,
+            } => {
+                if !state.move_staff(&corp_id, &userid, department) {
+                    return nothing("no such active member, or no department");
+                }
+            }
+            Action::CreateTag {
+                corp_id,
+                group,
+                name,
+            } => {
+                if group.is_empty() || name.is_empty() {
+                    return refuse("group and name must not be empty");
+                }
+                let tag_id = state.create_tag(&corp_id, &group, &name);
+                return Ok(json!({"ok": true, "tag_id": tag_id}));
+            }
+            Action::DeleteTag { corp_id, tag_id } => {
+                if !state.delete_tag(&corp_id, &tag_id) {
+                    return nothing("no such tag");
+                }
+            }
+            Action::JoinGroup {
+                corp_id,
+                chat_id,
+                members,
+            } => {
+                if !state.add_chat_members(&corp_id, &chat_id, members) {
+                    return nothing("no such chat, or nobody new");
+                }
+            }
+            Action::LeaveGroup {
+                corp_id,
+                chat_id,
+                members,
+            } => {
+                if !state.remove_chat_members(&corp_id, &chat_id, members) {
+                    return nothing("no such chat, or nobody in it");
+                }
+            }
+            Action::ChatMessage {
+                corp_id,
+                from,
+                to,
+                room_id,
+                content,
+            } => {
+                if content.len() > MAX_ACTION_TEXT || to.is_empty() {
+                    return refuse("to must name someone; content at most 2048 bytes");
+                }
+                let to: Vec<&str> = to.iter().map(String::as_str).collect();
+                let (seq, msgid) = state.archive_text(&corp_id, &from, &to, &room_id, &content);
+                return Ok(json!({"ok": true, "seq": seq, "msgid": msgid}));
+            }
+            Action::AppMessage {
+                corp_id,
+                agent_id,
+                userid,
+                content,
+            } => {
+                if content.len() > MAX_ACTION_TEXT {
+                    return refuse("content at most 2048 bytes");
+                }
+                state.app_text_message(&corp_id, agent_id, &userid, &content);
             }
         }
-        Action::StaffResigns { corp_id, userid } => {
-            if !state.depart_staff(&corp_id, &userid) {
-                return nothing("no such active member");
-            }
-        }
-        Action::StaffMoves {
-            corp_id,
-            userid,
-            department,
-        } => {
-            if !state.move_staff(&corp_id, &userid, department) {
-                return nothing("no such active member, or no department");
-            }
-        }
-        Action::CreateTag {
-            corp_id,
-            group,
-            name,
-        } => {
-            if group.is_empty() || name.is_empty() {
-                return bad_request("group and name must not be empty");
-            }
-            let tag_id = state.create_tag(&corp_id, &group, &name);
-            return reply(&json!({"ok": true, "tag_id": tag_id}));
-        }
-        Action::DeleteTag { corp_id, tag_id } => {
-            if !state.delete_tag(&corp_id, &tag_id) {
-                return nothing("no such tag");
-            }
-        }
-        Action::JoinGroup {
-            corp_id,
-            chat_id,
-            members,
-        } => {
-            if !state.add_chat_members(&corp_id, &chat_id, members) {
-                return nothing("no such chat, or nobody new");
-            }
-        }
-        Action::LeaveGroup {
-            corp_id,
-            chat_id,
-            members,
-        } => {
-            if !state.remove_chat_members(&corp_id, &chat_id, members) {
-                return nothing("no such chat, or nobody in it");
-            }
-        }
-        Action::ChatMessage {
-            corp_id,
-            from,
-            to,
-            room_id,
-            content,
-        } => {
-            if content.len() > MAX_ACTION_TEXT || to.is_empty() {
-                return bad_request("to must name someone; content at most 2048 bytes");
-            }
-            let to: Vec<&str> = to.iter().map(String::as_str).collect();
-            let (seq, msgid) = state.archive_text(&corp_id, &from, &to, &room_id, &content);
-            return reply(&json!({"ok": true, "seq": seq, "msgid": msgid}));
-        }
-        Action::AppMessage {
-            corp_id,
-            agent_id,
-            userid,
-            content,
-        } => {
-            if content.len() > MAX_ACTION_TEXT {
-                return bad_request("content at most 2048 bytes");
-            }
-            state.app_text_message(&corp_id, agent_id, &userid, &content);
-        }
+        Ok(json!({"ok": true}))
     }
-    reply(&json!({"ok": true}))
 }

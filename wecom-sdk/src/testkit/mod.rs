@@ -121,8 +121,8 @@ pub use archive::{ArchiveFault, ArchiveMedia};
 pub use callbacks::{CallbackKind, CallbackTarget, DeliveryMode, DeliveryRecord};
 pub use faults::{Fault, FaultKind};
 pub use model::{
-    DroppedMessage, NewCustomer, NewStaff, RelationEdit, RelationView, TransferMode, TransferView,
-    WriteRecord,
+    DroppedMessage, MemberView, NewCustomer, NewStaff, RelationEdit, RelationView, TransferMode,
+    TransferView, WriteRecord,
 };
 pub use seed::{SeedSpec, SeedSummary};
 pub use state::{EmulatorState, MAX_WRITES, Stats};

@@ -207,6 +207,8 @@ pub(crate) struct Staff {
     pub(crate) archive_permitted: bool,
     pub(crate) customer_limit: Option<usize>,
     pub(crate) departed_at: Option<i64>,
+    /// The departments the member leads (`is_leader_in_dept`).
+    pub(crate) leads: BTreeSet<i64>,
 }
 
 impl Staff {
@@ -228,6 +230,7 @@ impl Staff {
             archive_permitted: true,
             customer_limit: None,
             departed_at: None,
+            leads: BTreeSet::new(),
         }
     }
 
@@ -419,6 +422,21 @@ impl From<&Relation> for RelationView {
             add_way: r.add_way,
         }
     }
+}
+
+/// A member as the directory holds them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberView {
+    /// userid.
+    pub userid: String,
+    /// Name.
+    pub name: String,
+    /// Department ids, the main one first.
+    pub department: Vec<i64>,
+    /// The departments they lead.
+    pub leads: Vec<i64>,
+    /// They left the company.
+    pub departed: bool,
 }
 
 /// One customer of one transfer request, as `transfer_result` would report it.

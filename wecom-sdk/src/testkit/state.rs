@@ -20,8 +20,8 @@ use super::events;
 use super::faults::{Fault, FaultKind};
 use super::handlers::transfers;
 use super::model::{
-    App, ChatMember, Corp, Customer, DroppedMessage, GroupChat, NewCustomer, NewStaff, Relation,
-    RelationEdit, RelationView, Staff, Tag, TagGroup, TransferView, WriteRecord,
+    App, ChatMember, Corp, Customer, DroppedMessage, GroupChat, MemberView, NewCustomer, NewStaff,
+    Relation, RelationEdit, RelationView, Staff, Tag, TagGroup, TransferView, WriteRecord,
 };
 use super::seed::{self, SeedRng, SeedSpec, SeedSummary};
 
@@ -756,6 +756,7 @@ impl EmulatorState {
                 return false;
             }
             staff.department.clone_from(&departments);
+            staff.leads.retain(|d| departments.contains(d));
             let list = departments
                 .iter()
                 .map(i64::to_string)
@@ -766,6 +767,44 @@ impl EmulatorState {
                 .text("MainDepartment", &main.to_string())
                 .finish();
             out.push(Outgoing::new(corp_id, CallbackKind::Directory, xml));
+        }
+        self.enqueue(out);
+        true
+    }
+
+    /// An admin makes the member the leader of one of their departments (or no longer):
+    /// `user/get` answers `is_leader_in_dept` and `department/list` `department_leader`
+    /// accordingly; pushes `change_contact`/`update_user`. False for an unknown or departed member
+    /// or a department they are not in.
+    pub fn set_leader(&self, corp_id: &str, userid: &str, department: i64, leads: bool) -> bool {
+        let now = self.now();
+        let mut out = Vec::new();
+        {
+            let mut inner = self.lock();
+            let corp = inner.corp_mut(corp_id);
+            let Some(staff) = corp.staff.get_mut(userid) else {
+                return false;
+            };
+            if staff.is_departed() || !staff.department.contains(&department) {
+                return false;
+            }
+            let changed = if leads {
+                staff.leads.insert(department)
+            } else {
+                staff.leads.remove(&department)
+            };
+            if changed {
+                let list = staff
+                    .department
+                    .iter()
+                    .map(i64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let xml = events::contact_user(corp_id, now, "update_user", userid)
+                    .text("Department", &list)
+                    .finish();
+                out.push(Outgoing::new(corp_id, CallbackKind::Directory, xml));
+            }
         }
         self.enqueue(out);
         true
@@ -1180,6 +1219,26 @@ impl EmulatorState {
             .get(corp_id)
             .map(|c| c.relations_of(userid).map(|(e, _)| e.to_owned()).collect())
             .unwrap_or_default()
+    }
+
+    /// A member of the directory (`None` for an unknown userid).
+    pub fn member(&self, corp_id: &str, userid: &str) -> Option<MemberView> {
+        let inner = self.lock();
+        let staff = inner.corps.get(corp_id)?.staff.get(userid)?;
+        Some(MemberView {
+            userid: staff.userid.clone(),
+            name: staff.name.clone(),
+            department: staff.department.clone(),
+            leads: staff.leads.iter().copied().collect(),
+            departed: staff.is_departed(),
+        })
+    }
+
+    /// A customer's WeChat name (`None` for an unknown customer).
+    pub fn customer_name(&self, corp_id: &str, external_userid: &str) -> Option<String> {
+        let inner = self.lock();
+        let customer = inner.corps.get(corp_id)?.customers.get(external_userid)?;
+        Some(customer.name.clone())
     }
 
     /// A group chat's owner and member ids (`None` for an unknown chat).

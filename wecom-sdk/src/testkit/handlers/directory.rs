@@ -36,7 +36,11 @@ pub(crate) fn user_get(
     let userid = ctx.param("userid").ok_or_else(|| ApiErr::new(41009))?;
     let staff = corp.staff.get(userid).ok_or_else(|| ApiErr::new(60111))?;
     let order: Vec<i64> = staff.department.iter().map(|_| 0).collect();
-    let leader: Vec<i64> = staff.department.iter().map(|_| 0).collect();
+    let leader: Vec<i64> = staff
+        .department
+        .iter()
+        .map(|d| i64::from(staff.leads.contains(d)))
+        .collect();
     Ok(json!({
         "userid": staff.userid,
         "name": staff.name,
@@ -98,7 +102,13 @@ pub(crate) fn department_list(
         .values()
         .filter(|d| included.contains(&d.id))
         .map(|d| {
-            json!({"id": d.id, "name": d.name, "parentid": d.parent_id, "order": d.order, "department_leader": []})
+            let leaders: Vec<&str> = corp
+                .staff
+                .values()
+                .filter(|s| !s.is_departed() && s.leads.contains(&d.id))
+                .map(|s| s.userid.as_str())
+                .collect();
+            json!({"id": d.id, "name": d.name, "parentid": d.parent_id, "order": d.order, "department_leader": leaders})
         })
         .collect();
     Ok(json!({ "department": list }))
