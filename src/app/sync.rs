@@ -613,6 +613,12 @@ pub async fn schedule(
                     continue;
                 }
             }
+            // Asked again under the lock: another instance may have finished the sync and let the
+            // lock go since we asked, and would otherwise be followed by a second full sync.
+            if !matches!(is_due(&db, &corp, daily_at_minute).await, Ok(true)) {
+                let _ = leader.release().await;
+                continue;
+            }
             let outcome = tokio::select! {
                 r = run(&db, &wecom, &corp_id, &owner, Some(&leader), &|_| {}) => Some(r),
                 _ = shutdown.changed() => None,
