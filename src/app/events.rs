@@ -294,13 +294,25 @@ impl Ctx<'_> {
         for f in &detail.follow_user {
             let snapshot = wecom_records::relation_from_follow_user(ext, f);
             saw_event_user |= snapshot.user_id == *user;
-            let change =
-                customers::apply_relation(self.db(), self.corp, &snapshot, now, None).await?;
-            let Some(label) = change.history_label() else {
-                continue;
+            // The change and its history entry are one transaction.
+            let note = customers::ChangeNote {
+                source: self.source,
+                detail: "",
+                at_ms: self.event_ms,
             };
-            self.record(&snapshot.user_id, ext, label, "").await?;
-            if matches!(change, RelationChange::Added | RelationChange::Reactivated) {
+            let change =
+                customers::apply_relation_noted(self.db(), self.corp, &snapshot, now, None, note)
+                    .await?;
+            let added = match change {
+                RelationChange::Added | RelationChange::Reactivated => true,
+                // A retry of this event, whose earlier attempt stored the addition and stopped
+                // (killed, lease lost) before what follows it: finish that now (it is idempotent).
+                RelationChange::Unchanged | RelationChange::Edited => {
+                    self.added_by_this_event(&snapshot).await?
+                }
+                RelationChange::StaleIgnored => false,
+            };
+            if added {
                 self.relation_added(&snapshot).await?;
             }
         }
@@ -313,6 +325,24 @@ impl Ctx<'_> {
             });
         }
         Ok(())
+    }
+
+    /// Whether this event's history holds the addition of the relation (an earlier attempt made
+    /// it).
+    async fn added_by_this_event(
+        &self,
+        s: &customers::RelationSnapshot,
+    ) -> Result<bool, HandlerError> {
+        let relation = RelationKey::new(self.corp, &s.user_id, &s.external_user_id);
+        for change in [RelationChange::Added, RelationChange::Reactivated] {
+            let Some(label) = change.history_label() else {
+                continue;
+            };
+            if customers::changed_by(self.db(), relation, label, self.source).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// A customer was added (or re-added): the default follow-up reminders, and channel rules by

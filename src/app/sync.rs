@@ -414,9 +414,22 @@ impl Run<'_> {
             )
             .await?;
             let snapshot = wecom_records::relation_from_follow_info(&ext, &row.follow_info);
-            let change =
-                customers::apply_relation(self.db, self.corp, &snapshot, now, Some(self.job_id))
-                    .await?;
+            // The change and its history entry are one transaction: a sync killed between the
+            // two and resumed would find the relation unchanged and record nothing.
+            let note = customers::ChangeNote {
+                source: Source::Sync(self.job_id),
+                detail: "repaired by reconciliation",
+                at_ms: now,
+            };
+            let change = customers::apply_relation_noted(
+                self.db,
+                self.corp,
+                &snapshot,
+                now,
+                Some(self.job_id),
+                note,
+            )
+            .await?;
             self.cp.summary.relations_seen += 1;
             match change {
                 RelationChange::Added => self.cp.summary.added += 1,
@@ -424,18 +437,6 @@ impl Run<'_> {
                 RelationChange::Edited => self.cp.summary.edited += 1,
                 RelationChange::Unchanged | RelationChange::StaleIgnored => {}
             }
-            let Some(label) = change.history_label() else {
-                continue;
-            };
-            customers::record_event(
-                self.db,
-                RelationKey::new(self.corp, &snapshot.user_id, &ext),
-                label,
-                Source::Sync(self.job_id),
-                "repaired by reconciliation",
-                now,
-            )
-            .await?;
         }
         self.next_page(page.next_cursor);
         Ok(())
@@ -657,6 +658,12 @@ pub async fn schedule(
                     tracing::warn!(corp_id = %corp, error = %e, "leader lock unavailable");
                     continue;
                 }
+            }
+            // Asked again under the lock: another instance may have finished the sync and let the
+            // lock go since we asked, and would otherwise be followed by a second full sync.
+            if !matches!(is_due(&db, &corp, daily_at_minute).await, Ok(true)) {
+                let _ = leader.release().await;
+                continue;
             }
             let outcome = tokio::select! {
                 r = run(&db, &wecom, &corp_id, &owner, Some(&leader), &|_| {}) => Some(r),

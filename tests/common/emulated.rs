@@ -249,6 +249,26 @@ pub fn point_callbacks(state: &EmulatorState, server: &Instance) {
     );
 }
 
+/// A Redis database of its own (`db_index`, one per test that needs Redis), emptied first. Redis
+/// is required: a missing server fails the test, naming the address.
+pub async fn fresh_redis(db_index: u8) -> String {
+    let base =
+        std::env::var("SCRM_TEST_REDIS_HOST").unwrap_or_else(|_| "127.0.0.1:6379".to_owned());
+    let url = format!("redis://{base}/{db_index}");
+    let client = redis::Client::open(url.as_str()).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| {
+            panic!("Redis is required for this test and is not reachable at {url}: {e}")
+        });
+    redis::cmd("FLUSHDB")
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("FLUSHDB");
+    url
+}
+
 /// Polls until no inbox row is pending or leased (20 s at most).
 pub async fn wait_idle(db: &Db) {
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -32,6 +32,7 @@ both_backends!(
     group_chat_members_follow_the_callbacks,
     duplicate_deliveries_change_nothing_twice,
     expired_token_and_a_silent_wecom_are_survived,
+    a_retry_finishes_what_a_killed_attempt_left_after_storing_the_relation,
 );
 
 async fn added_customer_is_fetched_and_stored_with_its_relation(backend: Backend) {
@@ -424,4 +425,119 @@ async fn expired_token_and_a_silent_wecom_are_survived(backend: Backend) {
         "{stats:?}"
     );
     app.stop().await;
+}
+
+/// A worker killed (`kill -9`, a lost lease) after it stored a new relation and before what
+/// follows: the relation and its history entry are one transaction, and the retry, which finds
+/// the relation unchanged, sees from that entry that its event added it and makes the follow-up
+/// reminders; the history keeps one entry. (Before, the retry recorded nothing and made no
+/// reminder: `tests/it/processes.rs` found it.)
+async fn a_retry_finishes_what_a_killed_attempt_left_after_storing_the_relation(backend: Backend) {
+    use scrm::pipeline::{inbox, worker};
+    use std::sync::Arc;
+
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let emulator = wecom_sdk::testkit::Emulator::start(crate::emulated::quick_emulator())
+        .await
+        .unwrap();
+    let wecom = emulator.state();
+    wecom.add_app(
+        CORP,
+        crate::emulated::SECRET,
+        Some(crate::emulated::AGENT_ID),
+    );
+    let user = "zhangsan";
+    // No callback target: the test stores the event itself.
+    let ext = wecom.add_customer(CORP, user, NewCustomer::default());
+    let body = wecom.deliveries().last().unwrap().plaintext.clone();
+    let test_db = crate::common::TestDb::create(backend).await;
+    let db = test_db.connect().await;
+    let now = scrm::platform::db::now_ms();
+    let row = inbox::NewInboxRow {
+        corp_id: CORP.to_owned(),
+        app: "contacts".to_owned(),
+        agent_id: None,
+        dedup_key: crate::common::dedup_key_of(&body),
+        msg_type: "event".to_owned(),
+        event: Some("change_external_contact".to_owned()),
+        change_type: Some("add_external_contact".to_owned()),
+        create_time: None,
+        received_at_ms: now,
+        body,
+    };
+    inbox::insert_batch(&db, &[&row]).await.unwrap();
+
+    // The attempt that died: it claimed the row (its lease has run out since) and stored the
+    // relation as WeCom reported it.
+    let lease = std::time::Duration::from_secs(60);
+    let claimed = inbox::claim(&db, "killed#1", now - 120_000, lease, 1)
+        .await
+        .unwrap();
+    let id = claimed[0].id;
+    let corp = crate::common::corp(CORP);
+    let snapshot = contacts::RelationSnapshot {
+        user_id: crate::common::user(user),
+        external_user_id: crate::common::ext(&ext),
+        remark: String::new(),
+        description: String::new(),
+        remark_corp_name: String::new(),
+        remark_mobiles: Vec::new(),
+        tag_ids: Vec::new(),
+        add_way: 1,
+        state: None,
+        oper_user_id: Some(user.to_owned()),
+        added_at_ms: Some(wecom.now_ms()),
+    };
+    let note = contacts::ChangeNote {
+        source: contacts::Source::Callback(id),
+        detail: "",
+        at_ms: now,
+    };
+    let change = contacts::apply_relation_noted(&db, &corp, &snapshot, now, None, note)
+        .await
+        .unwrap();
+    assert_eq!(change, contacts::RelationChange::Added);
+
+    // The retry, by a live worker.
+    let config_text = crate::emulated::server_config(&test_db.url, &emulator.base_url(), "", None);
+    let config =
+        scrm::platform::config::Config::from_toml(&config_text, &std::collections::HashMap::new())
+            .unwrap();
+    let client =
+        scrm::platform::wecom::Wecom::new(&config, Arc::new(wecom_sdk::MemoryCoordinator::new()))
+            .unwrap();
+    let processor = scrm::app::events::EventProcessor::new(db.clone(), client);
+    worker::drain(
+        &db,
+        &processor,
+        &worker::WorkerSettings::from(&config.worker),
+    )
+    .await
+    .unwrap();
+    let stored = inbox::get(&db, id).await.unwrap();
+    assert_eq!((stored.state.as_str(), stored.attempts), ("done", 2));
+    let key = crate::common::Rel::in_corp(CORP, user, &ext);
+    let history = contacts::relation_history(&db, key.key()).await.unwrap();
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(history[0].change, "added");
+    let reminders = scrm::domain::followup::list_reminders(
+        &db,
+        CORP,
+        &scrm::domain::followup::ReminderFilter {
+            external_user_id: Some(ext.clone()),
+            limit: 100,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        reminders.len(),
+        scrm::platform::config::ReminderSettings::default()
+            .after_add_days
+            .len(),
+        "the follow-up reminders of the new customer: {reminders:?}"
+    );
+    db.close().await;
+    test_db.drop_database().await;
 }

@@ -11,27 +11,10 @@ use crate::emulated;
 use std::time::Duration;
 
 use crate::common::{Backend, CORP, TestDb};
-use crate::emulated::{AGENT_ID, Instance, SECRET, eventually, point_callbacks, quick_emulator};
+use crate::emulated::{
+    AGENT_ID, Instance, SECRET, eventually, fresh_redis, point_callbacks, quick_emulator,
+};
 use wecom_sdk::testkit::{Emulator, EmulatorConfig, NewCustomer, SeedSpec};
-
-/// A Redis database of its own for this test binary, emptied first.
-async fn fresh_redis(db_index: u8) -> String {
-    let base =
-        std::env::var("SCRM_TEST_REDIS_HOST").unwrap_or_else(|_| "127.0.0.1:6379".to_owned());
-    let url = format!("redis://{base}/{db_index}");
-    let client = redis::Client::open(url.as_str()).expect("redis url");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap_or_else(|e| {
-            panic!("Redis is required for this test and is not reachable at {url}: {e}")
-        });
-    redis::cmd("FLUSHDB")
-        .query_async::<()>(&mut conn)
-        .await
-        .expect("FLUSHDB");
-    url
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_instances_share_tokens_events_and_the_reconciliation() {

@@ -35,6 +35,7 @@ mod followup;
 mod hardening;
 mod instances;
 mod layers;
+mod processes;
 mod quick_replies;
 mod record;
 mod roles;

@@ -511,6 +511,17 @@ fn json_list(v: &[String]) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "[]".to_owned())
 }
 
+/// Who brought the news a relation change is recorded under (its history entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeNote<'a> {
+    /// The callback or job.
+    pub source: Source,
+    /// Why, for people.
+    pub detail: &'a str,
+    /// When it happened, epoch ms.
+    pub at_ms: i64,
+}
+
 /// Applies what WeCom reports about a relation and says what changed. `seen_by_job` marks the
 /// relation as seen by a reconciliation job. A snapshot of a relation created before the stored
 /// relation ended is stale and ignored (WeCom may list a deleted relation for a while).
@@ -524,6 +535,32 @@ pub async fn apply_relation(
     s: &RelationSnapshot,
     now_ms: i64,
     seen_by_job: Option<i64>,
+) -> Result<RelationChange, StoreError> {
+    apply(db, corp, s, now_ms, seen_by_job, None).await
+}
+
+/// [`apply_relation`], writing the change's history entry under `note` in the same transaction.
+/// A change is then never stored without its entry: a handler stopped between the change and
+/// what follows it (a worker killed, a lease lost) finds on its retry, which sees the relation
+/// unchanged, that its source made the change ([`changed_by`]) and can finish the rest.
+pub async fn apply_relation_noted(
+    db: &Db,
+    corp: &CorpId,
+    s: &RelationSnapshot,
+    now_ms: i64,
+    seen_by_job: Option<i64>,
+    note: ChangeNote<'_>,
+) -> Result<RelationChange, StoreError> {
+    apply(db, corp, s, now_ms, seen_by_job, Some(note)).await
+}
+
+async fn apply(
+    db: &Db,
+    corp: &CorpId,
+    s: &RelationSnapshot,
+    now_ms: i64,
+    seen_by_job: Option<i64>,
+    note: Option<ChangeNote<'_>>,
 ) -> Result<RelationChange, StoreError> {
     // Our edits not yet delivered stay on top of what WeCom reports (see `crate::domain::customers::record`).
     let overlaid = crate::domain::customers::record::with_pending(db, corp, s).await?;
@@ -564,8 +601,11 @@ pub async fn apply_relation(
         (edit.as_str(), RelationChange::Edited),
         (seen.as_str(), RelationChange::Unchanged),
     ];
+    let mut tx = db.begin().await?;
+    // Without a match the relation exists, has ended, and this snapshot predates the end.
+    let mut outcome = RelationChange::StaleIgnored;
     for (sql, change) in statements {
-        let n = on_db!(db, |pool| sqlx::query(sqlx::AssertSqlSafe(sql))
+        let n = on_tx!(&mut tx, |conn| sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(corp_id)
             .bind(s.user_id.as_str())
             .bind(s.external_user_id.as_str())
@@ -580,15 +620,20 @@ pub async fn apply_relation(
             .bind(s.added_at_ms)
             .bind(seen_by_job)
             .bind(now_ms)
-            .execute(pool)
+            .execute(&mut *conn)
             .await
             .map(|r| r.rows_affected()))?;
         if n > 0 {
-            return Ok(change);
+            outcome = change;
+            break;
         }
     }
-    // The relation exists, has ended, and this snapshot predates the end.
-    Ok(RelationChange::StaleIgnored)
+    if let (Some(note), Some(label)) = (note, outcome.history_label()) {
+        let relation = RelationKey::new(corp, &s.user_id, &s.external_user_id);
+        record_event_in(&mut tx, relation, label, note).await?;
+    }
+    tx.commit().await?;
+    Ok(outcome)
 }
 
 /// Ends a relation for `reason` at `at_ms`. A relation we never saw is recorded as ended, so a
@@ -741,12 +786,9 @@ pub async fn record_event(
     at_ms: i64,
 ) -> Result<bool, StoreError> {
     let (corp_id, user_id, external_user_id) = relation.parts();
-    const SQL: &str = "INSERT INTO relation_event (corp_id, user_id, external_user_id, change, \
-        source, inbox_id, job_id, detail, at_ms, dedup) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-        ON CONFLICT (corp_id, dedup) DO NOTHING";
     let (kind, inbox_id, job_id) = source.parts();
-    let dedup = format!("{}:{change}:{user_id}:{external_user_id}", source.tag());
-    let n = on_db!(db, |pool| sqlx::query(SQL)
+    let dedup = event_dedup(relation, change, source);
+    let n = on_db!(db, |pool| sqlx::query(INSERT_EVENT)
         .bind(corp_id)
         .bind(user_id)
         .bind(external_user_id)
@@ -761,6 +803,61 @@ pub async fn record_event(
         .await
         .map(|r| r.rows_affected()))?;
     Ok(n == 1)
+}
+
+/// The history entry of a change, once per (source, change, relation).
+const INSERT_EVENT: &str = "INSERT INTO relation_event (corp_id, user_id, external_user_id, change, \
+    source, inbox_id, job_id, detail, at_ms, dedup) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+    ON CONFLICT (corp_id, dedup) DO NOTHING";
+
+fn event_dedup(relation: RelationKey<'_>, change: &str, source: Source) -> String {
+    let (_, user_id, external_user_id) = relation.parts();
+    format!("{}:{change}:{user_id}:{external_user_id}", source.tag())
+}
+
+/// [`record_event`] in the caller's transaction.
+async fn record_event_in(
+    tx: &mut Tx,
+    relation: RelationKey<'_>,
+    change: &str,
+    note: ChangeNote<'_>,
+) -> Result<(), StoreError> {
+    let (corp_id, user_id, external_user_id) = relation.parts();
+    let (kind, inbox_id, job_id) = note.source.parts();
+    let dedup = event_dedup(relation, change, note.source);
+    on_tx!(tx, |conn| sqlx::query(INSERT_EVENT)
+        .bind(corp_id)
+        .bind(user_id)
+        .bind(external_user_id)
+        .bind(change)
+        .bind(kind)
+        .bind(inbox_id)
+        .bind(job_id)
+        .bind(note.detail)
+        .bind(note.at_ms)
+        .bind(&dedup)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ()))?;
+    Ok(())
+}
+
+/// Whether `source` recorded `change` for the relation: a retried handler asking whether its
+/// earlier attempt made the change.
+pub async fn changed_by(
+    db: &Db,
+    relation: RelationKey<'_>,
+    change: &str,
+    source: Source,
+) -> Result<bool, StoreError> {
+    const SQL: &str = "SELECT COUNT(*) FROM relation_event WHERE corp_id = $1 AND dedup = $2";
+    let dedup = event_dedup(relation, change, source);
+    let n: i64 = on_db!(db, |pool| sqlx::query_scalar(SQL)
+        .bind(relation.corp_id.as_str())
+        .bind(&dedup)
+        .fetch_one(pool)
+        .await)?;
+    Ok(n > 0)
 }
 
 /// A relation's history, oldest first.
