@@ -194,6 +194,24 @@ impl Browser {
         self.call(reqwest::Method::DELETE, "/cookie", None).await;
     }
 
+    /// On an open alert page of the console: acknowledge it with `comment`, then resolve it,
+    /// waiting for the page to show each state.
+    pub async fn acknowledge_and_resolve(&self, comment: &str) {
+        self.type_into("form.steps textarea", comment).await;
+        self.click("form.steps button[value='acknowledge']").await;
+        self.wait_for(
+            "acknowledged",
+            "document.querySelector('.alert-head .state').innerText === '处理中'",
+        )
+        .await;
+        self.click("form.steps button[value='resolve']").await;
+        self.wait_for(
+            "resolved",
+            "document.querySelector('.alert-head .state').innerText === '已解决'",
+        )
+        .await;
+    }
+
     /// Saves a PNG of the viewport to `target/screenshots/{name}.png`.
     pub async fn screenshot(&self, name: &str) {
         let png = self.call(reqwest::Method::GET, "/screenshot", None).await;

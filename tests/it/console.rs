@@ -556,23 +556,7 @@ async fn in_the_browser_an_alert_is_worked_to_a_close(backend: Backend) {
     );
     browser.screenshot(&name("alert")).await;
     browser
-        .type_into("form.steps textarea", "已与成员核实：客户为误加好友")
-        .await;
-    browser
-        .click("form.steps button[value='acknowledge']")
-        .await;
-    browser
-        .wait_for(
-            "acknowledged",
-            "document.querySelector('.alert-head .state').innerText === '处理中'",
-        )
-        .await;
-    browser.click("form.steps button[value='resolve']").await;
-    browser
-        .wait_for(
-            "resolved",
-            "document.querySelector('.alert-head .state').innerText === '已解决'",
-        )
+        .acknowledge_and_resolve("已与成员核实：客户为误加好友")
         .await;
     browser.screenshot(&name("alert-resolved")).await;
     let state = f

@@ -73,16 +73,41 @@ impl Demo {
 
     /// Waits (3 minutes at most) for a line containing `text`.
     async fn until(&mut self, text: &str) {
+        assert!(
+            self.wait_for(text).await,
+            "scrm demo never printed {text:?}; it printed:\n{}",
+            self.seen.join("\n")
+        );
+    }
+
+    /// Whether a line containing `text` came (3 minutes at most) before the output ended.
+    async fn wait_for(&mut self, text: &str) -> bool {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
         while !self.seen.iter().any(|l| l.contains(text)) {
             match tokio::time::timeout_at(deadline, self.lines.recv()).await {
                 Ok(Some(line)) => self.seen.push(line),
-                Ok(None) | Err(_) => panic!(
-                    "scrm demo never printed {text:?}; it printed:\n{}",
-                    self.seen.join("\n")
-                ),
+                Ok(None) | Err(_) => return false,
             }
         }
+        true
+    }
+
+    /// Starts the demo on a free port and waits until the day is played: another port when the
+    /// one picked was taken meanwhile (another test bound it). Returns it and its base URL.
+    async fn played(dir: &Path) -> (Self, String) {
+        for _ in 0..5 {
+            let port = crate::common::free_port();
+            let mut demo = Self::start(dir, port);
+            if demo.wait_for(PLAYED).await {
+                return (demo, format!("http://127.0.0.1:{port}"));
+            }
+            assert!(
+                demo.seen.iter().any(|l| l.contains("cannot listen on")),
+                "scrm demo never printed {PLAYED:?}; it printed:\n{}",
+                demo.seen.join("\n")
+            );
+        }
+        panic!("no free port for scrm demo in 5 tries");
     }
 
     /// The URLs it printed.
@@ -144,10 +169,7 @@ async fn the_demo_plays_a_day_and_every_url_it_prints_works() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo");
     let db = data.join("scrm.db");
-    let port = crate::common::free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut demo = Demo::start(&data, port);
-    demo.until(PLAYED).await;
+    let (demo, base) = Demo::played(&data).await;
 
     // What the day left, all of it through callbacks, the archive and the API.
     let alerts = |kind: &str| {
@@ -256,26 +278,7 @@ async fn the_demo_plays_a_day_and_every_url_it_prints_works() {
         .wait_for("the alert", "document.querySelector('form.steps')")
         .await;
     browser
-        .type_into(
-            "form.steps textarea",
-            "已与成员核实：要求客户转个人账户，已上报",
-        )
-        .await;
-    browser
-        .click("form.steps button[value='acknowledge']")
-        .await;
-    browser
-        .wait_for(
-            "acknowledged",
-            "document.querySelector('.alert-head .state').innerText === '处理中'",
-        )
-        .await;
-    browser.click("form.steps button[value='resolve']").await;
-    browser
-        .wait_for(
-            "resolved",
-            "document.querySelector('.alert-head .state').innerText === '已解决'",
-        )
+        .acknowledge_and_resolve("已与成员核实：要求客户转个人账户，已上报")
         .await;
     browser.screenshot(&shot("alert-resolved")).await;
     assert_eq!(
@@ -361,8 +364,7 @@ async fn the_demo_plays_a_day_and_every_url_it_prints_works() {
     // A restart resumes: nothing imported or played twice, the same data.
     let inbox = count(&db, "SELECT COUNT(*) FROM inbox");
     let all_alerts = count(&db, "SELECT COUNT(*) FROM alert");
-    let mut again = Demo::start(&data, port);
-    again.until(PLAYED).await;
+    let (mut again, base) = Demo::played(&data).await;
     assert!(
         again.seen.iter().any(|l| l.contains("继续上次的演示")),
         "says it resumes: {:?}",

@@ -692,12 +692,7 @@ impl EmulatorState {
                 return false;
             }
             let member = Staff::new(&staff.userid, &staff.name, staff.department);
-            let departments = member
-                .department
-                .iter()
-                .map(i64::to_string)
-                .collect::<Vec<_>>()
-                .join(",");
+            let departments = id_list(&member.department);
             corp.staff.insert(staff.userid.clone(), member);
             let xml = events::contact_user(corp_id, now, "create_user", &staff.userid)
                 .text("Department", &departments)
@@ -757,11 +752,7 @@ impl EmulatorState {
             }
             staff.department.clone_from(&departments);
             staff.leads.retain(|d| departments.contains(d));
-            let list = departments
-                .iter()
-                .map(i64::to_string)
-                .collect::<Vec<_>>()
-                .join(",");
+            let list = id_list(&departments);
             let xml = events::contact_user(corp_id, now, "update_user", userid)
                 .text("Department", &list)
                 .text("MainDepartment", &main.to_string())
@@ -794,12 +785,7 @@ impl EmulatorState {
                 staff.leads.remove(&department)
             };
             if changed {
-                let list = staff
-                    .department
-                    .iter()
-                    .map(i64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(",");
+                let list = id_list(&staff.department);
                 let xml = events::contact_user(corp_id, now, "update_user", userid)
                     .text("Department", &list)
                     .finish();
@@ -1314,4 +1300,9 @@ fn chat_member(corp: &Corp, id: &str, now: i64, invitor: Option<&str>) -> ChatMe
         name,
         unionid,
     }
+}
+
+/// Department ids as a callback's `Department` field says them: `1,2,3`.
+fn id_list(ids: &[i64]) -> String {
+    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
 }
