@@ -404,32 +404,43 @@ impl Run<'_> {
             .batch_get_by_user(&self.creds, &users, &self.cp.page_cursor, ROWS_PER_PAGE)
             .await?;
         let now = now_ms();
-        for row in &page.external_contact_list {
-            let ext = row.external_contact.external_userid.clone();
-            customers::upsert_customer(
-                self.db,
-                self.corp.as_str(),
-                &wecom_records::customer_profile(&row.external_contact),
-                now,
-            )
-            .await?;
-            let snapshot = wecom_records::relation_from_follow_info(&ext, &row.follow_info);
-            // The change and its history entry are one transaction: a sync killed between the
-            // two and resumed would find the relation unchanged and record nothing.
-            let note = customers::ChangeNote {
-                source: Source::Sync(self.job_id),
-                detail: "repaired by reconciliation",
-                at_ms: now,
-            };
-            let change = customers::apply_relation_noted(
-                self.db,
-                self.corp,
-                &snapshot,
-                now,
-                Some(self.job_id),
-                note,
-            )
-            .await?;
+        let rows: Vec<_> = page
+            .external_contact_list
+            .iter()
+            .map(|row| {
+                let ext = &row.external_contact.external_userid;
+                (
+                    wecom_records::customer_profile(&row.external_contact),
+                    wecom_records::relation_from_follow_info(ext, &row.follow_info),
+                )
+            })
+            .collect();
+        // The page in one transaction: each change with its history entry, a sync killed in the
+        // middle and resumed applies the page again (it is idempotent) and records nothing twice.
+        let note = customers::ChangeNote {
+            source: Source::Sync(self.job_id),
+            detail: "repaired by reconciliation",
+            at_ms: now,
+        };
+        let changes =
+            customers::apply_page(self.db, self.corp, &rows, now, self.job_id, note).await?;
+        // Each time the relations seen grow fourfold (from 400 on), the planner learns the new
+        // size: the plans made while the tables were empty would scan them for every row.
+        let (before, after) = (
+            self.cp.summary.relations_seen,
+            self.cp.summary.relations_seen + changes.len() as u64,
+        );
+        if (0..12).any(|k| (before..after).contains(&(400u64 << (2 * k)))) {
+            self.db
+                .refresh_statistics(&[
+                    "follow_relation",
+                    "customer",
+                    "customer_search",
+                    "relation_event",
+                ])
+                .await?;
+        }
+        for change in changes {
             self.cp.summary.relations_seen += 1;
             match change {
                 RelationChange::Added => self.cp.summary.added += 1,

@@ -264,6 +264,22 @@ impl Db {
         Ok(applied)
     }
 
+    /// Refreshes the planner's statistics of `tables` (PostgreSQL's `ANALYZE`; SQLite plans by
+    /// its indexes without them). A table filled from empty in one go — a corp's first sync —
+    /// otherwise keeps the plans made while it was empty: the search index's trigger then scans
+    /// every relation for each one it adds.
+    pub async fn refresh_statistics(&self, tables: &[&str]) -> Result<(), StoreError> {
+        let Self::Postgres(pool) = self else {
+            return Ok(());
+        };
+        if tables.is_empty() {
+            return Ok(());
+        }
+        let sql = format!("ANALYZE {}", tables.join(", "));
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await?;
+        Ok(())
+    }
+
     /// Starts a transaction (see [`Tx`]).
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         Ok(match self {

@@ -306,6 +306,19 @@ pub async fn upsert_customer(
     c: &CustomerProfile,
     now_ms: i64,
 ) -> Result<(), StoreError> {
+    let mut tx = db.begin().await?;
+    upsert_customer_in(&mut tx, corp_id, c, now_ms).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// [`upsert_customer`] inside the caller's transaction.
+pub async fn upsert_customer_in(
+    tx: &mut Tx,
+    corp_id: &str,
+    c: &CustomerProfile,
+    now_ms: i64,
+) -> Result<(), StoreError> {
     const SQL: &str = "INSERT INTO customer (corp_id, external_user_id, name, customer_type, gender, \
         avatar, corp_name, corp_full_name, position, unionid, updated_at_ms) \
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
@@ -313,7 +326,7 @@ pub async fn upsert_customer(
         customer_type = excluded.customer_type, gender = excluded.gender, avatar = excluded.avatar, \
         corp_name = excluded.corp_name, corp_full_name = excluded.corp_full_name, \
         position = excluded.position, unionid = excluded.unionid, updated_at_ms = excluded.updated_at_ms";
-    on_db!(db, |pool| sqlx::query(SQL)
+    on_tx!(tx, |conn| sqlx::query(SQL)
         .bind(corp_id)
         .bind(c.external_user_id.as_str())
         .bind(&c.name)
@@ -325,7 +338,7 @@ pub async fn upsert_customer(
         .bind(&c.position)
         .bind(&c.unionid)
         .bind(now_ms)
-        .execute(pool)
+        .execute(&mut *conn)
         .await
         .map(|_| ()))?;
     Ok(())
@@ -564,8 +577,48 @@ async fn apply(
 ) -> Result<RelationChange, StoreError> {
     // Our edits not yet delivered stay on top of what WeCom reports (see `crate::domain::customers::record`).
     let overlaid = crate::domain::customers::record::with_pending(db, corp, s).await?;
+    let mut tx = db.begin().await?;
+    let outcome = apply_overlaid_in(&mut tx, corp, &overlaid, now_ms, seen_by_job, note).await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// What a reconciliation page brings: each customer's profile and relation, applied in one
+/// transaction (one commit per page, not two per relation). Our edits not yet delivered stay on
+/// top of WeCom's snapshots, as in [`apply_relation_noted`]; each change is noted under `note`.
+pub async fn apply_page(
+    db: &Db,
+    corp: &CorpId,
+    rows: &[(CustomerProfile, RelationSnapshot)],
+    now_ms: i64,
+    seen_by_job: i64,
+    note: ChangeNote<'_>,
+) -> Result<Vec<RelationChange>, StoreError> {
+    let mut overlaid = Vec::with_capacity(rows.len());
+    for (_, s) in rows {
+        overlaid.push(crate::domain::customers::record::with_pending(db, corp, s).await?);
+    }
+    let mut tx = db.begin().await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for ((profile, _), s) in rows.iter().zip(&overlaid) {
+        upsert_customer_in(&mut tx, corp.as_str(), profile, now_ms).await?;
+        out.push(apply_overlaid_in(&mut tx, corp, s, now_ms, Some(seen_by_job), Some(note)).await?);
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// [`apply`]'s statements for a snapshot already overlaid with our pending edits, inside the
+/// caller's transaction.
+async fn apply_overlaid_in(
+    tx: &mut Tx,
+    corp: &CorpId,
+    s: &RelationSnapshot,
+    now_ms: i64,
+    seen_by_job: Option<i64>,
+    note: Option<ChangeNote<'_>>,
+) -> Result<RelationChange, StoreError> {
     let corp_id = corp.as_str();
-    let s = &overlaid;
     let mut tags = s.tag_ids.clone();
     tags.sort();
     tags.dedup();
@@ -601,11 +654,10 @@ async fn apply(
         (edit.as_str(), RelationChange::Edited),
         (seen.as_str(), RelationChange::Unchanged),
     ];
-    let mut tx = db.begin().await?;
     // Without a match the relation exists, has ended, and this snapshot predates the end.
     let mut outcome = RelationChange::StaleIgnored;
     for (sql, change) in statements {
-        let n = on_tx!(&mut tx, |conn| sqlx::query(sqlx::AssertSqlSafe(sql))
+        let n = on_tx!(tx, |conn| sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(corp_id)
             .bind(s.user_id.as_str())
             .bind(s.external_user_id.as_str())
@@ -630,9 +682,8 @@ async fn apply(
     }
     if let (Some(note), Some(label)) = (note, outcome.history_label()) {
         let relation = RelationKey::new(corp, &s.user_id, &s.external_user_id);
-        record_event_in(&mut tx, relation, label, note).await?;
+        record_event_in(tx, relation, label, note).await?;
     }
-    tx.commit().await?;
     Ok(outcome)
 }
 
