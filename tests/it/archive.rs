@@ -34,14 +34,14 @@ both_backends!(a_batch_stored_by_another_puller_changes_nothing);
 both_backends!(a_deletion_alert_links_the_last_archived_messages);
 both_backends!(the_console_shows_the_conversation_around_archived_evidence);
 
-fn fixture(path: &str) -> PathBuf {
+pub(crate) fn fixture(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures")
         .join(path)
 }
 
 /// The stand-in library next to the test binaries (`cargo build -p wework-finance-standin`).
-fn standin() -> PathBuf {
+pub(crate) fn standin() -> PathBuf {
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_scrm"));
     let lib = exe
         .parent()

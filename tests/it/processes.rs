@@ -11,6 +11,7 @@
     reason = "a test or benchmark fails loudly"
 )]
 
+use crate::archive::{fixture, standin};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -291,28 +292,6 @@ async fn leased_by(db: &Db, process: &str) -> i64 {
     .fetch_one(pg(db))
     .await
     .expect("leases")
-}
-
-fn fixture(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(path)
-}
-
-/// The stand-in chat-archive library next to the binaries (`cargo build -p
-/// wework-finance-standin`).
-fn standin() -> PathBuf {
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_scrm"));
-    let lib = exe
-        .parent()
-        .expect("target dir")
-        .join("libwework_finance_standin.so");
-    assert!(
-        lib.exists(),
-        "{} is missing: build it with `cargo build -p wework-finance-standin`",
-        lib.display()
-    );
-    lib
 }
 
 /// The `scrm archive-worker` children of each process (Linux: read from `/proc`).
