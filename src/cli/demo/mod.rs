@@ -348,7 +348,7 @@ pub async fn run(
 
 /// Waits (two minutes at most) until what the day set off has landed: WeCom's callbacks
 /// delivered, every stored event and outbox item processed, the archive pulled up to WeCom's
-/// newest message.
+/// newest message and every stored message scanned.
 async fn settle(
     db: &Db,
     emulator: &wecom_sdk::testkit::EmulatorHandle,
@@ -361,11 +361,16 @@ async fn settle(
         let now = now_ms();
         let events = crate::pipeline::worker::stats(db, None).await?;
         let outbox = crate::pipeline::outbox::stats(db, None, now).await?;
+        // Stored is not yet scanned: the content alerts come with the scan.
         let pulled = !archive
-            || crate::domain::archive::store::cursor(db, CORP, now)
+            || (crate::domain::archive::store::cursor(db, CORP, now)
                 .await?
                 .seq
-                >= newest;
+                >= newest
+                && crate::domain::archive::store::counts(db, CORP)
+                    .await?
+                    .unscanned
+                    == 0);
         if events.pending == 0 && outbox.pending == 0 && pulled {
             return Ok(());
         }
