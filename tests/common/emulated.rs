@@ -55,6 +55,39 @@ pub fn quick_emulator() -> EmulatorConfig {
     }
 }
 
+/// The emulator for several instances of ours sharing one token: tokens live an hour, the test
+/// corp's contacts app is there. Also installs rustls' provider, which the instances need.
+pub async fn shared_token_emulator() -> (EmulatorHandle, std::sync::Arc<EmulatorState>) {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let emulator = Emulator::start(EmulatorConfig {
+        token_ttl: Duration::from_secs(3600),
+        ..quick_emulator()
+    })
+    .await
+    .expect("emulator");
+    let wecom = emulator.state();
+    wecom.add_app(CORP, SECRET, Some(AGENT_ID));
+    (emulator, wecom)
+}
+
+/// The follow-up reminders of a customer (100 at most).
+pub async fn reminders_of(
+    db: &Db,
+    external_user_id: &str,
+) -> Vec<scrm::domain::followup::Reminder> {
+    scrm::domain::followup::list_reminders(
+        db,
+        CORP,
+        &scrm::domain::followup::ReminderFilter {
+            external_user_id: Some(external_user_id.to_owned()),
+            limit: 100,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("list reminders")
+}
+
 pub fn server_config(db_url: &str, api_base: &str, extra: &str, redis: Option<&str>) -> String {
     server_config_with(db_url, api_base, extra, "", redis)
 }

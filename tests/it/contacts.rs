@@ -520,17 +520,7 @@ async fn a_retry_finishes_what_a_killed_attempt_left_after_storing_the_relation(
     let history = contacts::relation_history(&db, key.key()).await.unwrap();
     assert_eq!(history.len(), 1, "{history:?}");
     assert_eq!(history[0].change, "added");
-    let reminders = scrm::domain::followup::list_reminders(
-        &db,
-        CORP,
-        &scrm::domain::followup::ReminderFilter {
-            external_user_id: Some(ext.clone()),
-            limit: 100,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let reminders = crate::emulated::reminders_of(&db, &ext).await;
     assert_eq!(
         reminders.len(),
         scrm::platform::config::ReminderSettings::default()

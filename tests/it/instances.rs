@@ -11,22 +11,12 @@ use crate::emulated;
 use std::time::Duration;
 
 use crate::common::{Backend, CORP, TestDb};
-use crate::emulated::{
-    AGENT_ID, Instance, SECRET, eventually, fresh_redis, point_callbacks, quick_emulator,
-};
-use wecom_sdk::testkit::{Emulator, EmulatorConfig, NewCustomer, SeedSpec};
+use crate::emulated::{Instance, eventually, fresh_redis, point_callbacks};
+use wecom_sdk::testkit::{NewCustomer, SeedSpec};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_instances_share_tokens_events_and_the_reconciliation() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let emulator = Emulator::start(EmulatorConfig {
-        token_ttl: Duration::from_secs(3600),
-        ..quick_emulator()
-    })
-    .await
-    .expect("emulator");
-    let wecom = emulator.state();
-    wecom.add_app(CORP, SECRET, Some(AGENT_ID));
+    let (emulator, wecom) = emulated::shared_token_emulator().await;
     let seeded = wecom.seed(
         CORP,
         &SeedSpec {

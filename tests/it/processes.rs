@@ -25,18 +25,15 @@ use serde_json::{Value, json};
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinSet;
 use wecom_sdk::testkit::{
-    CallbackKind, ClientContext, Emulator, EmulatorConfig, EmulatorState, Fault, FaultKind,
-    NewCustomer, NewStaff, TransferMode,
+    CallbackKind, ClientContext, EmulatorState, Fault, FaultKind, NewCustomer, NewStaff,
+    TransferMode,
 };
 use wecom_sdk::{CallbackCrypto, sender};
 
 use crate::common::{
     self, ARCHIVE_KEY, ARCHIVE_TOKEN, Backend, CORP, KEY, TOKEN, TestDb, dedup_key_of,
 };
-use crate::emulated::{
-    self, AGENT_ID, Api, SECRET, eventually, fresh_redis, quick_emulator, wait_idle,
-    wait_outbox_idle,
-};
+use crate::emulated::{self, Api, eventually, fresh_redis, wait_idle, wait_outbox_idle};
 use crate::web_client::Browser;
 
 /// The member whose customers are reassigned, and the two who take them over.
@@ -274,6 +271,19 @@ fn half_a_day_away() -> String {
 /// An inbox row: id, dedup key, state, attempts, when done, the last error.
 type Row = (i64, String, String, i32, Option<i64>, Option<String>);
 
+/// The inbox rows of these dedup keys.
+async fn inbox_rows(db: &Db, keys: &[String]) -> Vec<Row> {
+    sqlx::query_as(
+        "SELECT id, dedup_key, state, attempts, processed_at_ms, last_error FROM inbox \
+         WHERE corp_id = $1 AND dedup_key = ANY($2)",
+    )
+    .bind(CORP)
+    .bind(keys)
+    .fetch_all(pg(db))
+    .await
+    .expect("inbox rows")
+}
+
 fn pg(db: &Db) -> &sqlx::PgPool {
     match db {
         Db::Postgres(pool) => pool,
@@ -341,15 +351,7 @@ fn staff(wecom: &EmulatorState, userid: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_processes_share_sessions_tokens_jobs_and_events_through_a_kill() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let emulator = Emulator::start(EmulatorConfig {
-        token_ttl: Duration::from_secs(3600),
-        ..quick_emulator()
-    })
-    .await
-    .expect("emulator");
-    let wecom = emulator.state();
-    wecom.add_app(CORP, SECRET, Some(AGENT_ID));
+    let (emulator, wecom) = emulated::shared_token_emulator().await;
     for userid in [HANDOVER].iter().chain(&TAKERS).chain(&SALES) {
         staff(&wecom, userid);
     }
@@ -812,15 +814,7 @@ async fn three_processes_share_sessions_tokens_jobs_and_events_through_a_kill() 
     );
 
     // Every acknowledged callback is stored, once.
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, dedup_key, state, attempts, processed_at_ms, last_error FROM inbox \
-         WHERE corp_id = $1 AND dedup_key = ANY($2)",
-    )
-    .bind(CORP)
-    .bind(&keys)
-    .fetch_all(pg(&db))
-    .await
-    .unwrap();
+    let rows = inbox_rows(&db, &keys).await;
     let mut stored: BTreeMap<&str, usize> = BTreeMap::new();
     for (_, key, ..) in &rows {
         *stored.entry(key.as_str()).or_default() += 1;
@@ -836,15 +830,7 @@ async fn three_processes_share_sessions_tokens_jobs_and_events_through_a_kill() 
     // The survivors finish everything, the victim's rows once its leases ran out.
     wait_idle(&db).await;
     wecom.clear_faults();
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, dedup_key, state, attempts, processed_at_ms, last_error FROM inbox \
-         WHERE corp_id = $1 AND dedup_key = ANY($2)",
-    )
-    .bind(CORP)
-    .bind(&keys)
-    .fetch_all(pg(&db))
-    .await
-    .unwrap();
+    let rows = inbox_rows(&db, &keys).await;
     assert_eq!(rows.len(), EVENTS);
     let mut attempts_in_all = 0;
     for (id, key, state, attempts, processed_at_ms, last_error) in &rows {
@@ -877,17 +863,7 @@ async fn three_processes_share_sessions_tokens_jobs_and_events_through_a_kill() 
         .await
         .unwrap();
         assert_eq!(history.len(), 1, "{user}/{ext} added once: {history:?}");
-        let reminders = scrm::domain::followup::list_reminders(
-            &db,
-            CORP,
-            &scrm::domain::followup::ReminderFilter {
-                external_user_id: Some(ext.clone()),
-                limit: 100,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+        let reminders = emulated::reminders_of(&db, ext).await;
         assert_eq!(
             reminders.len(),
             follow_ups,

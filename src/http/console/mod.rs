@@ -1314,6 +1314,13 @@ async fn alert_page(
     let flash = q
         .get("done")
         .map(|step| format!("已{}", history_label(step)));
+    // The one member's name, not the corp's whole list.
+    let member = match UserId::try_from(a.staff_user_id.as_str()) {
+        Ok(user) => crate::domain::staff::get(&state.db, &corp, &user).await?,
+        Err(_) => None,
+    };
+    let member_name: std::collections::HashMap<String, String> =
+        member.into_iter().map(|m| (m.user_id, m.name)).collect();
     let page = views::AlertPage {
         chrome: Chrome::new(&s.principal, &s.csrf_token, "/console/alerts", flash),
         id: a.id,
@@ -1326,7 +1333,7 @@ async fn alert_page(
         state: a.state,
         category: a.category.unwrap_or_default(),
         rule_id: a.rule_id.unwrap_or_default(),
-        staff: named(&staff_names(&state, &corp).await?, &a.staff_user_id),
+        staff: named(&member_name, &a.staff_user_id),
         customer: match a.external_user_id {
             Some(ext) => named(
                 &customers::display_names(&state.db, corp.as_str(), &[ext.as_str()]).await?,
