@@ -10,7 +10,8 @@
 //! cargo bench --bench callback_load -- --backend postgres
 //! ```
 //! Options: `--backend sqlite|postgres`, `--connections N`, `--events N`, `--repeat N`,
-//! `--server-core N`, `--client-core N`. PostgreSQL: `SCRM_TEST_PG_URL` (default
+//! `--server-core N`, `--client-core N`, `--corps N` (N − 1 idle corps configured besides the one
+//! the traffic is for: the cost of many corps on one instance). PostgreSQL: `SCRM_TEST_PG_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`) names the server; a database is created and dropped.
 #![allow(
     clippy::unwrap_used,
@@ -44,6 +45,7 @@ struct Options {
     repeat: usize,
     server_core: usize,
     client_core: usize,
+    corps: usize,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -55,6 +57,7 @@ fn options() -> anyhow::Result<Options> {
         repeat: f.number("--repeat", 3)?,
         server_core: f.number("--server-core", 1)?,
         client_core: f.number("--client-core", 0)?,
+        corps: f.number("--corps", 1)?.max(1),
     })
 }
 
@@ -254,8 +257,17 @@ async fn one_run(o: &Options, run: usize) -> anyhow::Result<Measurement> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
+    // `--corps N`: N − 1 idle corps configured before the one the traffic is for.
+    let idle_corps: String = (1..o.corps)
+        .map(|i| {
+            format!(
+                "[[corps]]\ncorp_id = \"ww{i:016x}\"\n[[corps.apps]]\nname = \"contacts\"\n\
+                 token = \"{TOKEN}\"\nencoding_aes_key = \"{KEY}\"\n"
+            )
+        })
+        .collect();
     let config = format!(
-        "listen = \"127.0.0.1:{port}\"\ndatabase_url = \"{db_url}\"\n[log]\nlevel = \"warn\"\n[[corps]]\ncorp_id = \"{CORP}\"\n[[corps.apps]]\nname = \"contacts\"\ntoken = \"{TOKEN}\"\nencoding_aes_key = \"{KEY}\"\n"
+        "listen = \"127.0.0.1:{port}\"\ndatabase_url = \"{db_url}\"\n[log]\nlevel = \"warn\"\n{idle_corps}[[corps]]\ncorp_id = \"{CORP}\"\n[[corps.apps]]\nname = \"contacts\"\ntoken = \"{TOKEN}\"\nencoding_aes_key = \"{KEY}\"\n"
     );
     let config_path = dir.path().join("scrm.toml");
     std::fs::write(&config_path, config)?;
@@ -354,8 +366,8 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         println!(
-            "callback_load: backend {}, server on core {}, generator on core {}",
-            o.backend, o.server_core, o.client_core
+            "callback_load: backend {}, server on core {}, generator on core {}, {} corps configured",
+            o.backend, o.server_core, o.client_core, o.corps
         );
         let mut runs = Vec::new();
         for run in 1..=o.repeat.max(1) {

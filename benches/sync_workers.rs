@@ -116,11 +116,13 @@ async fn worker_run(
         let refs: Vec<&NewInboxRow> = chunk.iter().collect();
         scrm::pipeline::inbox::insert_batch(db, &refs).await?;
     }
+    // The workers' own connections, as `serve` opens them.
+    let work_db = db.for_workers().await?;
     let started = Instant::now();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let pool = WorkerPool::spawn(
-        db.clone(),
-        Arc::new(EventProcessor::new(db.clone(), wecom.clone())),
+        work_db.clone(),
+        Arc::new(EventProcessor::new(work_db.clone(), wecom.clone())),
         WorkerSettings {
             concurrency,
             ..WorkerSettings::default()
@@ -144,6 +146,7 @@ async fn worker_run(
     let secs = started.elapsed().as_secs_f64();
     let _ = stop_tx.send(());
     pool.join().await;
+    work_db.close().await;
     Ok(events as f64 / secs)
 }
 

@@ -106,12 +106,18 @@ pub async fn serve_with(
         tracing::info!(corps = ?a.corp_ids(), "chat archive: pulling");
         Arc::clone(a).spawn(coord.clone(), owner.clone(), stop_rx.clone())
     });
+    // The workers' commits need not wait for the disk: what they did follows from rows committed
+    // durably before (see `Db::for_workers`).
+    let work_db = db
+        .for_workers()
+        .await
+        .context("cannot open the workers' connections")?;
     let workers = {
         let mut stop = stop_rx.clone();
         WorkerPool::spawn(
-            db.clone(),
+            work_db.clone(),
             Arc::new(
-                EventProcessor::new(db.clone(), wecom.clone())
+                EventProcessor::new(work_db.clone(), wecom.clone())
                     .with_reminders(config.reminders.clone())
                     .with_rules(rules.clone())
                     .with_archive(archive.clone()),
@@ -127,7 +133,7 @@ pub async fn serve_with(
     let deliveries = {
         let mut stop = stop_rx.clone();
         WorkerPool::spawn_queue(
-            OutboxQueue::new(db.clone(), wecom.clone()),
+            OutboxQueue::new(work_db.clone(), wecom.clone()),
             crate::pipeline::worker::WorkerSettings::from(&config.outbox),
             owner.clone(),
             outbox::wakeups(),
@@ -237,6 +243,7 @@ pub async fn serve_with(
     // The router (and with it every writer handle) is gone: the writer drains and stops.
     writer_task.await.context("inbox writer panicked")?;
     write_db.close().await;
+    work_db.close().await;
     db.close().await;
     tracing::info!("stopped");
     Ok(())

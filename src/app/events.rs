@@ -435,17 +435,19 @@ impl Ctx<'_> {
         ext: &ExternalUserId,
         reason: EndReason,
     ) -> Result<(), HandlerError> {
-        let changed = customers::end_relation(
+        let note = customers::ChangeNote {
+            source: self.source,
+            detail: "",
+            at_ms: self.event_ms,
+        };
+        customers::end_relation(
             self.db(),
             RelationKey::new(self.corp, user, ext),
             reason,
-            self.event_ms,
             now_ms(),
+            note,
         )
         .await?;
-        if changed {
-            self.record(user, ext, reason.status(), "").await?;
-        }
         // After the history entry, so the alert carries it; raised at most once per relation end.
         crate::domain::alerts::relation_ended(
             self.db(),

@@ -468,25 +468,21 @@ impl Run<'_> {
                 let Ok(ext) = ExternalUserId::try_from(ext) else {
                     continue;
                 };
+                let note = customers::ChangeNote {
+                    source: Source::Sync(self.job_id),
+                    detail: "relation gone from WeCom without a deletion event",
+                    at_ms: now,
+                };
                 let ended = customers::end_relation(
                     self.db,
                     RelationKey::new(self.corp, &user, &ext),
                     EndReason::Vanished,
                     now,
-                    now,
+                    note,
                 )
                 .await?;
                 if ended {
                     self.cp.summary.vanished += 1;
-                    customers::record_event(
-                        self.db,
-                        RelationKey::new(self.corp, &user, &ext),
-                        EndReason::Vanished.status(),
-                        Source::Sync(self.job_id),
-                        "relation gone from WeCom without a deletion event",
-                        now,
-                    )
-                    .await?;
                     crate::domain::alerts::relation_ended(
                         self.db,
                         self.wecom,

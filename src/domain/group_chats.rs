@@ -207,6 +207,8 @@ pub async fn apply(
         updated_at_ms = excluded.updated_at_ms";
     const LEFT: &str = "UPDATE group_chat_member SET left_at_ms = $4, updated_at_ms = $4 \
         WHERE corp_id = $1 AND chat_id = $2 AND member_id = $3 AND left_at_ms IS NULL";
+    // A transaction begun through the pool: its writes take this process's turn first.
+    let _turn = db.write_turn().await?;
     on_db!(db, |pool| {
         let mut tx = pool.begin().await?;
         sqlx::query(CHAT)

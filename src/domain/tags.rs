@@ -85,6 +85,8 @@ pub async fn replace_library(
     const GONE_GROUPS: &str = "UPDATE tag_group SET deleted_at_ms = $2 WHERE corp_id = $1 \
         AND deleted_at_ms IS NULL AND updated_at_ms < $2";
     let mut changes = LibraryChanges::default();
+    // A transaction begun through the pool: its writes take this process's turn first.
+    let _turn = db.write_turn().await?;
     let gone: Vec<String> = on_db!(db, |pool| {
         let mut tx = pool.begin().await?;
         for g in groups {
@@ -143,6 +145,8 @@ pub async fn upsert_group(
         updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (corp_id, tag_id) DO UPDATE \
         SET group_id = excluded.group_id, name = excluded.name, sort_order = excluded.sort_order, \
         deleted_at_ms = NULL, updated_at_ms = excluded.updated_at_ms";
+    // A transaction begun through the pool: its writes take this process's turn first.
+    let _turn = db.write_turn().await?;
     on_db!(db, |pool| {
         let mut tx = pool.begin().await?;
         sqlx::query(GROUP)

@@ -118,6 +118,7 @@ async fn insert_sqlite(
     pool: &sqlx::SqlitePool,
     rows: &[&NewInboxRow],
 ) -> Result<Vec<bool>, StoreError> {
+    let _turn = crate::platform::db::sqlite_write_turn(pool).await?;
     let mut tx = pool.begin().await?;
     let inserted = sqlite_insert(rows)
         .build()
@@ -535,6 +536,7 @@ pub async fn claim(
         Db::Postgres(_) => PG,
         Db::Sqlite(_) => LITE,
     };
+    let _turn = db.write_turn().await?;
     let mut rows: Vec<ClaimedEvent> = on_db!(db, |pool| sqlx::query_as(sql)
         .bind(owner)
         .bind(until)

@@ -205,9 +205,12 @@ impl Intent {
     }
 }
 
+/// The prefix of a customer's [`customer_key`].
+const CUSTOMER_KEY: &str = "customer:";
+
 /// The order key of one customer's relation edits.
 pub fn customer_key(external_user_id: &str) -> String {
-    format!("customer:{external_user_id}")
+    format!("{CUSTOMER_KEY}{external_user_id}")
 }
 
 static WAKE: LazyLock<Arc<Notify>> = LazyLock::new(|| Arc::new(Notify::new()));
@@ -368,18 +371,46 @@ pub async fn pending_for_customer(
     corp_id: &CorpId,
     external_user_id: &ExternalUserId,
 ) -> Result<Vec<(i64, Intent)>, StoreError> {
-    let (corp_id, external_user_id) = (corp_id.as_str(), external_user_id.as_str());
-    const SQL: &str = "SELECT id, payload FROM outbox WHERE corp_id = $1 AND order_key = $2 \
-        AND state = 'pending' ORDER BY id";
-    let rows: Vec<(i64, String)> = on_db!(db, |pool| sqlx::query_as(SQL)
-        .bind(corp_id)
-        .bind(customer_key(external_user_id))
-        .fetch_all(pool)
-        .await)?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(id, payload)| Some((id, serde_json::from_str(&payload).ok()?)))
-        .collect())
+    let mut by_customer = pending_for_customers(db, corp_id, &[external_user_id.as_str()]).await?;
+    Ok(by_customer
+        .remove(external_user_id.as_str())
+        .unwrap_or_default())
+}
+
+/// [`pending_for_customer`] for many customers in one query, by external user id (customers with
+/// nothing pending are absent).
+pub async fn pending_for_customers(
+    db: &Db,
+    corp_id: &CorpId,
+    external_user_ids: &[&str],
+) -> Result<std::collections::HashMap<String, Vec<(i64, Intent)>>, StoreError> {
+    let keys: Vec<String> = external_user_ids.iter().map(|e| customer_key(e)).collect();
+    let sql = format!(
+        "SELECT id, order_key, payload FROM outbox WHERE corp_id = $1 AND order_key IN {} \
+         AND state = 'pending' ORDER BY id",
+        crate::platform::db::in_json_list(db, 2)
+    );
+    let rows: Vec<(i64, String, String)> =
+        on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(corp_id.as_str())
+            .bind(crate::platform::db::json_list(&keys))
+            .fetch_all(pool)
+            .await)?;
+    let mut by_customer: std::collections::HashMap<String, Vec<(i64, Intent)>> =
+        std::collections::HashMap::new();
+    for (id, key, payload) in rows {
+        let (Some(ext), Ok(intent)) = (
+            key.strip_prefix(CUSTOMER_KEY),
+            serde_json::from_str::<Intent>(&payload),
+        ) else {
+            continue;
+        };
+        by_customer
+            .entry(ext.to_owned())
+            .or_default()
+            .push((id, intent));
+    }
+    Ok(by_customer)
 }
 
 /// Puts dead items back for delivery now, with their attempts reset: `id` one item, else every
@@ -549,6 +580,7 @@ pub(crate) async fn claim(
              RETURNING id, corp_id, kind, payload, attempts, created_at_ms"
         ),
     };
+    let _turn = db.write_turn().await?;
     let mut rows: Vec<OutboxItem> =
         on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
             .bind(owner)

@@ -1052,7 +1052,7 @@ impl Config {
             timeout_ms: raw.wecom.timeout_ms.unwrap_or(10_000),
         };
         let worker = WorkerConfig {
-            concurrency: raw.worker.concurrency.unwrap_or(4),
+            concurrency: raw.worker.concurrency.unwrap_or(16),
             max_attempts: raw.worker.max_attempts.unwrap_or(10),
             lease_secs: raw.worker.lease_secs.unwrap_or(60),
             backoff_max_secs: raw.worker.backoff_max_secs.unwrap_or(600).max(1),

@@ -36,8 +36,11 @@ macro_rules! on_db {
 /// it never fails halfway with "database is locked".
 #[derive(Debug)]
 pub enum Tx {
-    /// SQLite.
-    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    /// SQLite, with this process's turn to write the file (see [`Db::write_turn`]).
+    Sqlite(
+        sqlx::Transaction<'static, sqlx::Sqlite>,
+        tokio::sync::OwnedSemaphorePermit,
+    ),
     /// PostgreSQL.
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
 }
@@ -48,7 +51,7 @@ pub enum Tx {
 macro_rules! on_tx {
     ($tx:expr, |$conn:ident| $body:expr) => {
         match $tx {
-            $crate::platform::db::Tx::Sqlite(t) => {
+            $crate::platform::db::Tx::Sqlite(t, _) => {
                 let $conn = &mut **t;
                 $body
             }
@@ -64,7 +67,7 @@ impl Tx {
     /// Commits.
     pub async fn commit(self) -> Result<(), StoreError> {
         match self {
-            Self::Sqlite(t) => t.commit().await?,
+            Self::Sqlite(t, _turn) => t.commit().await?,
             Self::Postgres(t) => t.commit().await?,
         }
         Ok(())
@@ -73,7 +76,7 @@ impl Tx {
     /// Rolls back (dropping a `Tx` does the same, later; this says so and frees the connection now).
     pub async fn rollback(self) -> Result<(), StoreError> {
         match self {
-            Self::Sqlite(t) => t.rollback().await?,
+            Self::Sqlite(t, _turn) => t.rollback().await?,
             Self::Postgres(t) => t.rollback().await?,
         }
         Ok(())
@@ -143,17 +146,76 @@ fn is_refusal_code(code: Option<&str>) -> bool {
         || code.parse::<u32>().is_ok_and(|c| c & 0xff == 19)
 }
 
+/// The longest a SQLite writer waits for its turn, as long as SQLite's own busy timeout.
+const WRITE_TURN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// This process's writers of one SQLite file (the inbox writer, the workers, the API) take turns
+/// here before they take SQLite's write lock. Without it, a writer finding the lock held polls
+/// for it in SQLite's busy handler, sleeping 1, 2, 5, 10, 15, 20 ms… between tries: a callback
+/// whose commit waited behind a worker's transaction took tens of milliseconds more. Turns are
+/// handed out in order, the moment the previous writer is done.
+pub async fn sqlite_write_turn(
+    pool: &SqlitePool,
+) -> Result<tokio::sync::OwnedSemaphorePermit, StoreError> {
+    static TURNS: std::sync::LazyLock<
+        std::sync::Mutex<
+            std::collections::HashMap<std::path::PathBuf, std::sync::Arc<tokio::sync::Semaphore>>,
+        >,
+    > = std::sync::LazyLock::new(Default::default);
+    let file = pool.connect_options().get_filename().to_path_buf();
+    let turns = {
+        let mut all = TURNS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::sync::Arc::clone(
+            all.entry(file)
+                .or_insert_with(|| std::sync::Arc::new(tokio::sync::Semaphore::new(1))),
+        )
+    };
+    match tokio::time::timeout(WRITE_TURN_TIMEOUT, turns.acquire_owned()).await {
+        Ok(Ok(turn)) => Ok(turn),
+        _ => Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut)),
+    }
+}
+
+/// A PostgreSQL connection idle longer than this is pinged before it is handed out (one that the
+/// server or a firewall dropped meanwhile is replaced, not failed on).
+const PING_IDLE_AFTER: Duration = Duration::from_secs(30);
+
+/// Our pool settings for SQLite. No ping before each use (sqlx's default): the file cannot hang up,
+/// and each ping is one more hop to the connection's thread.
+fn sqlite_pool(max: u32) -> SqlitePoolOptions {
+    SqlitePoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(Duration::from_secs(3))
+        .test_before_acquire(false)
+}
+
+/// Our pool settings for PostgreSQL: a connection in steady use is handed out without the ping
+/// sqlx would send first (one round trip more per statement outside a transaction); one idle for
+/// [`PING_IDLE_AFTER`] is pinged.
+fn pg_pool(max: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(Duration::from_secs(3))
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for < PING_IDLE_AFTER {
+                    return Ok(true);
+                }
+                sqlx::Connection::ping(conn).await.map(|()| true)
+            })
+        })
+}
+
 impl Db {
     /// Opens the database named by `url` (`sqlite://path` or `postgres://…`). A SQLite file and its
     /// folder are created when missing.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url).map_err(StoreError::Other)?;
-            let pool = PgPoolOptions::new()
-                .max_connections(16)
-                .acquire_timeout(Duration::from_secs(3))
-                .connect_with(options)
-                .await?;
+            let pool = pg_pool(16).connect_with(options).await?;
             return Ok(Self::Postgres(pool));
         }
         let options = SqliteConnectOptions::from_str(url)
@@ -185,11 +247,7 @@ impl Db {
         if file != std::path::Path::new(":memory:") && !file.exists() {
             private_file().write(true).open(file).map_err(io)?;
         }
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(3))
-            .connect_with(options)
-            .await?;
+        let pool = sqlite_pool(4).connect_with(options).await?;
         Ok(Self::Sqlite(pool))
     }
 
@@ -200,15 +258,43 @@ impl Db {
         match self {
             Self::Sqlite(pool) => {
                 let options = (*pool.connect_options()).clone();
-                let writer = SqlitePoolOptions::new()
-                    .max_connections(1)
+                let writer = sqlite_pool(1)
                     .min_connections(1)
-                    .acquire_timeout(Duration::from_secs(3))
                     .connect_with(options)
                     .await?;
                 Ok(Self::Sqlite(writer))
             }
             Self::Postgres(_) => Ok(self.clone()),
+        }
+    }
+
+    /// A handle for the workers (inbox events, outbox deliveries): their commits do not wait for
+    /// the disk. SQLite: a pool of its own with `synchronous=NORMAL` (in WAL mode a commit is in
+    /// the log, safe from a crash of this process, and reaches the disk with the next checkpoint or
+    /// the next `FULL` commit of any connection, such as the inbox writer's); PostgreSQL:
+    /// `synchronous_commit = off` for its sessions.
+    ///
+    /// Why that keeps every guarantee: a workers' commit lost to a power cut is lost together with
+    /// everything committed after it (both backends recover a prefix of their log), and the
+    /// callback, or the intent, it came from was committed durably before it. So what a lost commit
+    /// did is simply done again, by a worker claiming the row once more (handlers are idempotent);
+    /// callbacks acknowledged to WeCom and edits acknowledged to a user are never among the losses.
+    pub async fn for_workers(&self) -> Result<Self, StoreError> {
+        match self {
+            Self::Sqlite(pool) => {
+                let options = (*pool.connect_options())
+                    .clone()
+                    .synchronous(SqliteSynchronous::Normal);
+                let workers = sqlite_pool(1).connect_with(options).await?;
+                Ok(Self::Sqlite(workers))
+            }
+            Self::Postgres(pool) => {
+                let options = (*pool.connect_options())
+                    .clone()
+                    .options([("synchronous_commit", "off")]);
+                let workers = pg_pool(8).connect_with(options).await?;
+                Ok(Self::Postgres(workers))
+            }
         }
     }
 
@@ -280,10 +366,25 @@ impl Db {
         Ok(())
     }
 
+    /// SQLite: this process's turn to write the file, for a statement written outside a [`Tx`]
+    /// (a `Tx` takes its own); hold it until the statement is done. PostgreSQL: `None`, its
+    /// writers do not take turns.
+    pub async fn write_turn(
+        &self,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, StoreError> {
+        match self {
+            Self::Sqlite(pool) => Ok(Some(sqlite_write_turn(pool).await?)),
+            Self::Postgres(_) => Ok(None),
+        }
+    }
+
     /// Starts a transaction (see [`Tx`]).
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         Ok(match self {
-            Self::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Self::Sqlite(pool) => {
+                let turn = sqlite_write_turn(pool).await?;
+                Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?, turn)
+            }
             Self::Postgres(pool) => Tx::Postgres(pool.begin().await?),
         })
     }

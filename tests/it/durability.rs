@@ -130,3 +130,131 @@ async fn kill_9_under_load_loses_no_acknowledged_callback(backend: Backend) {
 }
 
 both_backends!(kill_9_under_load_loses_no_acknowledged_callback);
+
+/// Deletions stored before the server starts: the workers process them in batches (claims of many
+/// rows, outcomes committed together, on connections that do not wait for the disk).
+const BACKLOG: usize = 5_000;
+
+/// A `del_follow_user` (the customer deleted the member) of relation `n`: no WeCom call needed.
+fn deletion(n: usize, create_time: i64) -> scrm::pipeline::inbox::NewInboxRow {
+    let body = format!(
+        "<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>\
+<CreateTime>{create_time}</CreateTime><MsgType><![CDATA[event]]></MsgType>\
+<Event><![CDATA[change_external_contact]]></Event><ChangeType><![CDATA[del_follow_user]]></ChangeType>\
+<UserID><![CDATA[sales{}]]></UserID><ExternalUserID><![CDATA[wmBatch{n:08}]]></ExternalUserID></xml>",
+        n % 7
+    );
+    scrm::pipeline::inbox::NewInboxRow {
+        corp_id: CORP.to_owned(),
+        app: "contacts".to_owned(),
+        agent_id: None,
+        dedup_key: dedup_key_of(&body),
+        msg_type: "event".to_owned(),
+        event: Some("change_external_contact".to_owned()),
+        change_type: Some("del_follow_user".to_owned()),
+        create_time: Some(create_time),
+        received_at_ms: scrm::platform::db::now_ms(),
+        body,
+    }
+}
+
+async fn scalar(db: &scrm::platform::db::Db, sql: &'static str) -> i64 {
+    scrm::on_db!(db, |pool| sqlx::query_scalar(sql).fetch_one(pool).await).expect("query")
+}
+
+async fn kill_9_while_workers_process_a_backlog_loses_and_doubles_nothing(backend: Backend) {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let test_db = TestDb::create(backend).await;
+    let config_path = test_db.dir.path().join("scrm.toml");
+    // Leases of 5 s (the least allowed): the rows the killed process held come back soon after the
+    // restart.
+    let config = config_toml(&test_db.url, "") + "\n[worker]\nlease_secs = 5\nconcurrency = 32\n";
+    std::fs::write(&config_path, config).expect("write config");
+    let db = test_db.connect().await;
+    let base = chrono::Utc::now().timestamp() - 3600;
+    let rows: Vec<_> = (0..BACKLOG)
+        .map(|n| deletion(n, base + i64::try_from(n).unwrap()))
+        .collect();
+    for chunk in rows.chunks(500) {
+        let refs: Vec<_> = chunk.iter().collect();
+        scrm::pipeline::inbox::insert_batch(&db, &refs)
+            .await
+            .expect("store the backlog");
+    }
+
+    // Pull the plug once the workers are into the backlog, not through it.
+    let port = common::free_port();
+    let mut server = start_server(&config_path, port).await;
+    const DONE: &str = "SELECT COUNT(*) FROM inbox WHERE state = 'done'";
+    let started = std::time::Instant::now();
+    let done_at_kill = loop {
+        let done = scalar(&db, DONE).await;
+        if done > 0 {
+            break done;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the workers processed nothing in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    server.start_kill().expect("kill -9");
+    server.wait().await.expect("reap");
+    let backlog = i64::try_from(BACKLOG).unwrap();
+    let done_after_kill = scalar(&db, DONE).await;
+    assert!(
+        done_after_kill < backlog,
+        "the backlog was through before the kill ({done_at_kill} done when it was sent)"
+    );
+
+    // Restart: the dead process's leases run out and everything is processed.
+    let server = start_server(&config_path, port).await;
+    let started = std::time::Instant::now();
+    while scalar(&db, DONE).await < backlog {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "{} of {BACKLOG} done 90 s after the restart",
+            scalar(&db, DONE).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Once each: every relation ended, one history entry per relation, no dead letter, and no
+    // row took more than the attempt the kill interrupted plus one.
+    let ended = scalar(
+        &db,
+        "SELECT COUNT(*) FROM follow_relation WHERE status = 'deleted_by_customer'",
+    )
+    .await;
+    let history = scalar(
+        &db,
+        "SELECT COUNT(*) FROM relation_event WHERE change = 'deleted_by_customer'",
+    )
+    .await;
+    let distinct = scalar(
+        &db,
+        "SELECT COUNT(*) FROM (SELECT DISTINCT user_id, external_user_id FROM relation_event) d",
+    )
+    .await;
+    assert_eq!((ended, history, distinct), (backlog, backlog, backlog));
+    assert_eq!(
+        scalar(&db, "SELECT COUNT(*) FROM inbox WHERE state <> 'done'").await,
+        0
+    );
+    assert!(
+        scalar(
+            &db,
+            "SELECT CAST(COALESCE(MAX(attempts), 0) AS BIGINT) FROM inbox"
+        )
+        .await
+            <= 2
+    );
+    assert!(
+        done_after_kill > 0,
+        "nothing recorded done before the kill survived it"
+    );
+    drop(server);
+    db.close().await;
+    test_db.drop_database().await;
+}
+
+both_backends!(kill_9_while_workers_process_a_backlog_loses_and_doubles_nothing);

@@ -435,7 +435,7 @@ async fn searches_follow_renames_remark_edits_and_ended_relations(backend: Backe
         };
         let reason = scrm::domain::customers::EndReason::DeletedByCustomer;
         assert!(
-            scrm::domain::customers::end_relation(&db, key, reason, now, now)
+            scrm::domain::customers::end_relation(&db, key, reason, now, ended_note(now))
                 .await
                 .unwrap()
         );
@@ -580,8 +580,8 @@ async fn customer_search_filters_by_phone_tag_stage_channel_and_dates(backend: B
             external_user_id: &wm_c,
         },
         EndReason::DeletedByStaff,
-        t0 + 35 * DAY,
         t0 + 41 * DAY,
+        ended_note(t0 + 35 * DAY),
     )
     .await
     .unwrap();
@@ -760,7 +760,7 @@ async fn a_salesperson_sees_only_their_own_relation_and_reminders(backend: Backe
         crate::common::Rel::in_corp(common::CORP, "lisi", "wmGone").key(),
         scrm::domain::customers::EndReason::DeletedByStaff,
         scrm::platform::db::now_ms() + 1,
-        scrm::platform::db::now_ms() + 1,
+        ended_note(scrm::platform::db::now_ms() + 1),
     )
     .await
     .unwrap();
@@ -1219,4 +1219,13 @@ async fn new_reminders_are_capped_per_corp_and_hour() {
         "{statuses:?}"
     );
     app.stop().await;
+}
+
+/// The history note of a relation ended by hand in a test (as by a sync job).
+fn ended_note(at_ms: i64) -> scrm::domain::customers::ChangeNote<'static> {
+    scrm::domain::customers::ChangeNote {
+        source: scrm::domain::customers::Source::Sync(0),
+        detail: "",
+        at_ms,
+    }
 }

@@ -6,6 +6,8 @@
 
 pub mod record;
 
+use std::collections::{HashMap, HashSet};
+
 use serde::Serialize;
 
 use wecom_sdk::{ChatId, CorpId, ExternalUserId, UserId};
@@ -586,6 +588,10 @@ async fn apply(
 /// What a reconciliation page brings: each customer's profile and relation, applied in one
 /// transaction (one commit per page, not two per relation). Our edits not yet delivered stay on
 /// top of WeCom's snapshots, as in [`apply_relation_noted`]; each change is noted under `note`.
+///
+/// The page's customers are one statement, its new relations one more and their history entries
+/// a third (a corp's first sync is nearly all new relations); relations we hold already take
+/// [`apply`]'s statements each.
 pub async fn apply_page(
     db: &Db,
     corp: &CorpId,
@@ -594,18 +600,212 @@ pub async fn apply_page(
     seen_by_job: i64,
     note: ChangeNote<'_>,
 ) -> Result<Vec<RelationChange>, StoreError> {
-    let mut overlaid = Vec::with_capacity(rows.len());
-    for (_, s) in rows {
-        overlaid.push(crate::domain::customers::record::with_pending(db, corp, s).await?);
-    }
+    let snapshots: Vec<RelationSnapshot> = rows.iter().map(|(_, s)| s.clone()).collect();
+    let overlaid = crate::domain::customers::record::with_pending_all(db, corp, &snapshots).await?;
+    let profiles: Vec<&CustomerProfile> = rows.iter().map(|(p, _)| p).collect();
     let mut tx = db.begin().await?;
+    upsert_customers_in(&mut tx, corp.as_str(), &profiles, now_ms).await?;
+    let inserted = insert_new_relations_in(&mut tx, corp, &overlaid, now_ms, seen_by_job).await?;
     let mut out = Vec::with_capacity(rows.len());
-    for ((profile, _), s) in rows.iter().zip(&overlaid) {
-        upsert_customer_in(&mut tx, corp.as_str(), profile, now_ms).await?;
-        out.push(apply_overlaid_in(&mut tx, corp, s, now_ms, Some(seen_by_job), Some(note)).await?);
+    let mut added = Vec::new();
+    for s in &overlaid {
+        let key = (s.user_id.as_str(), s.external_user_id.as_str());
+        if inserted.contains(&key) {
+            out.push(RelationChange::Added);
+            added.push(s);
+        } else {
+            out.push(
+                apply_overlaid_in(&mut tx, corp, s, now_ms, Some(seen_by_job), Some(note)).await?,
+            );
+        }
     }
+    record_added_in(&mut tx, corp, &added, note).await?;
     tx.commit().await?;
     Ok(out)
+}
+
+/// Upserts `profiles` (the last of each customer wins) in one statement.
+async fn upsert_customers_in(
+    tx: &mut Tx,
+    corp_id: &str,
+    profiles: &[&CustomerProfile],
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    const COLUMNS: &str = "external_user_id, name, customer_type, gender, avatar, corp_name, \
+        corp_full_name, position, unionid";
+    const UPSERT: &str = "ON CONFLICT (corp_id, external_user_id) DO UPDATE SET name = excluded.name, \
+        customer_type = excluded.customer_type, gender = excluded.gender, avatar = excluded.avatar, \
+        corp_name = excluded.corp_name, corp_full_name = excluded.corp_full_name, \
+        position = excluded.position, unionid = excluded.unionid, updated_at_ms = excluded.updated_at_ms";
+    let mut last: HashMap<&str, &CustomerProfile> = HashMap::new();
+    for p in profiles {
+        last.insert(p.external_user_id.as_str(), p);
+    }
+    if last.is_empty() {
+        return Ok(());
+    }
+    let json = serde_json::Value::Array(
+        last.values()
+            .map(|c| {
+                serde_json::json!({
+                    "external_user_id": c.external_user_id.as_str(), "name": c.name,
+                    "customer_type": c.customer_type, "gender": c.gender, "avatar": c.avatar,
+                    "corp_name": c.corp_name, "corp_full_name": c.corp_full_name,
+                    "position": c.position, "unionid": c.unionid,
+                })
+            })
+            .collect(),
+    )
+    .to_string();
+    let sql = match tx {
+        Tx::Sqlite(..) => format!(
+            "INSERT INTO customer (corp_id, {COLUMNS}, updated_at_ms) SELECT $1, \
+             value ->> 'external_user_id', value ->> 'name', value ->> 'customer_type', \
+             value ->> 'gender', value ->> 'avatar', value ->> 'corp_name', \
+             value ->> 'corp_full_name', value ->> 'position', value ->> 'unionid', $3 \
+             FROM json_each($2) WHERE true {UPSERT}"
+        ),
+        Tx::Postgres(_) => format!(
+            "INSERT INTO customer (corp_id, {COLUMNS}, updated_at_ms) SELECT $1, {COLUMNS}, $3 \
+             FROM jsonb_to_recordset($2::jsonb) AS j(external_user_id text, name text, \
+             customer_type bigint, gender bigint, avatar text, corp_name text, \
+             corp_full_name text, position text, unionid text) {UPSERT}"
+        ),
+    };
+    on_tx!(tx, |conn| sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(corp_id)
+        .bind(json)
+        .bind(now_ms)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ()))?;
+    Ok(())
+}
+
+/// Inserts the relations of `snapshots` we do not hold yet, in one statement; returns them as
+/// (user, customer).
+async fn insert_new_relations_in<'s>(
+    tx: &mut Tx,
+    corp: &CorpId,
+    snapshots: &'s [RelationSnapshot],
+    now_ms: i64,
+    seen_by_job: i64,
+) -> Result<HashSet<(&'s str, &'s str)>, StoreError> {
+    const COLUMNS: &str = "user_id, external_user_id, remark, description, remark_corp_name, \
+        remark_mobiles, tag_ids, add_way, state, oper_user_id, added_at_ms";
+    if snapshots.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let json = serde_json::Value::Array(
+        snapshots
+            .iter()
+            .map(|s| {
+                let mut tags = s.tag_ids.clone();
+                tags.sort();
+                tags.dedup();
+                serde_json::json!({
+                    "user_id": s.user_id.as_str(), "external_user_id": s.external_user_id.as_str(),
+                    "remark": s.remark, "description": s.description,
+                    "remark_corp_name": s.remark_corp_name,
+                    "remark_mobiles": json_list(&s.remark_mobiles), "tag_ids": json_list(&tags),
+                    "add_way": s.add_way, "state": s.state, "oper_user_id": s.oper_user_id,
+                    "added_at_ms": s.added_at_ms,
+                })
+            })
+            .collect(),
+    )
+    .to_string();
+    let rows = match tx {
+        Tx::Sqlite(..) => "SELECT value ->> 'user_id', value ->> 'external_user_id', \
+             value ->> 'remark', value ->> 'description', value ->> 'remark_corp_name', \
+             value ->> 'remark_mobiles', value ->> 'tag_ids', value ->> 'add_way', value ->> 'state', \
+             value ->> 'oper_user_id', value ->> 'added_at_ms', $3, $4 FROM json_each($2) WHERE true"
+            .to_owned(),
+        Tx::Postgres(_) => format!(
+            "SELECT {COLUMNS}, $3::bigint, $4::bigint FROM jsonb_to_recordset($2::jsonb) AS j(user_id text, \
+             external_user_id text, remark text, description text, remark_corp_name text, \
+             remark_mobiles text, tag_ids text, add_way bigint, state text, oper_user_id text, \
+             added_at_ms bigint)"
+        ),
+    };
+    let sql = format!(
+        "INSERT INTO follow_relation (corp_id, {COLUMNS}, last_seen_job, updated_at_ms, status) \
+         SELECT $1, s.*, 'active' FROM ({rows}) AS s WHERE true \
+         ON CONFLICT (corp_id, user_id, external_user_id) DO NOTHING \
+         RETURNING user_id, external_user_id"
+    );
+    let inserted: Vec<(String, String)> =
+        on_tx!(tx, |conn| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(corp.as_str())
+            .bind(json)
+            .bind(seen_by_job)
+            .bind(now_ms)
+            .fetch_all(&mut *conn)
+            .await)?;
+    let inserted: HashSet<(String, String)> = inserted.into_iter().collect();
+    Ok(snapshots
+        .iter()
+        .map(|s| (s.user_id.as_str(), s.external_user_id.as_str()))
+        .filter(|(u, e)| inserted.contains(&((*u).to_owned(), (*e).to_owned())))
+        .collect())
+}
+
+/// The `added` history entries of `relations`, in one statement.
+async fn record_added_in(
+    tx: &mut Tx,
+    corp: &CorpId,
+    relations: &[&RelationSnapshot],
+    note: ChangeNote<'_>,
+) -> Result<(), StoreError> {
+    let Some(label) = RelationChange::Added.history_label() else {
+        return Ok(());
+    };
+    if relations.is_empty() {
+        return Ok(());
+    }
+    let json = serde_json::Value::Array(
+        relations
+            .iter()
+            .map(|s| {
+                let key = RelationKey::new(corp, &s.user_id, &s.external_user_id);
+                serde_json::json!({
+                    "user_id": s.user_id.as_str(), "external_user_id": s.external_user_id.as_str(),
+                    "dedup": event_dedup(key, label, note.source),
+                })
+            })
+            .collect(),
+    )
+    .to_string();
+    let rows = match tx {
+        Tx::Sqlite(..) => {
+            "SELECT value ->> 'user_id' AS user_id, \
+            value ->> 'external_user_id' AS external_user_id, value ->> 'dedup' AS dedup \
+            FROM json_each($8) WHERE true"
+        }
+        Tx::Postgres(_) => {
+            "SELECT user_id, external_user_id, dedup \
+            FROM jsonb_to_recordset($8::jsonb) AS j(user_id text, external_user_id text, dedup text)"
+        }
+    };
+    let (kind, inbox_id, job_id) = note.source.parts();
+    let sql = format!(
+        "INSERT INTO relation_event (corp_id, user_id, external_user_id, change, source, inbox_id, \
+         job_id, detail, at_ms, dedup) SELECT $1, r.user_id, r.external_user_id, $2, $3, $4, $5, \
+         $6, $7, r.dedup FROM ({rows}) AS r WHERE true ON CONFLICT (corp_id, dedup) DO NOTHING"
+    );
+    on_tx!(tx, |conn| sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(corp.as_str())
+        .bind(label)
+        .bind(kind)
+        .bind(inbox_id)
+        .bind(job_id)
+        .bind(note.detail)
+        .bind(note.at_ms)
+        .bind(json)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ()))?;
+    Ok(())
 }
 
 /// [`apply`]'s statements for a snapshot already overlaid with our pending edits, inside the
@@ -687,16 +887,18 @@ async fn apply_overlaid_in(
     Ok(outcome)
 }
 
-/// Ends a relation for `reason` at `at_ms`. A relation we never saw is recorded as ended, so a
-/// late, stale add cannot revive it. A relation re-added after `at_ms` (WeCom's `createtime` is
-/// later) stays active: the end is older news. Returns whether this call changed the relation,
-/// decided by the statement itself so that concurrent ends record one change.
+/// Ends a relation for `reason` at `note.at_ms`, with its history entry in the same transaction
+/// (a retry after a crash between the two would find the relation already ended and leave it
+/// without one). A relation we never saw is recorded as ended, so a late, stale add cannot revive
+/// it. A relation re-added after `at_ms` (WeCom's `createtime` is later) stays active: the end is
+/// older news. Returns whether this call changed the relation, decided by the statement itself so
+/// that concurrent ends record one change.
 pub async fn end_relation(
     db: &Db,
     relation: RelationKey<'_>,
     reason: EndReason,
-    at_ms: i64,
     now_ms: i64,
+    note: ChangeNote<'_>,
 ) -> Result<bool, StoreError> {
     let (corp_id, user_id, external_user_id) = relation.parts();
     const END: &str = "UPDATE follow_relation SET status = $4, ended_at_ms = $5, updated_at_ms = $6 \
@@ -705,22 +907,62 @@ pub async fn end_relation(
     const UNSEEN: &str = "INSERT INTO follow_relation (corp_id, user_id, external_user_id, status, \
         ended_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6) \
         ON CONFLICT (corp_id, user_id, external_user_id) DO NOTHING";
-    for sql in [END, UNSEEN] {
-        let n = on_db!(db, |pool| sqlx::query(sql)
+    // PostgreSQL: the same three steps as one statement (one round trip, not five). Its parts see
+    // one snapshot: the insert runs only when the update matched nothing, the history entry only
+    // when either changed a row.
+    const PG_ONE: &str = "WITH ended AS (UPDATE follow_relation SET status = $4, ended_at_ms = $5, \
+        updated_at_ms = $6 WHERE corp_id = $1 AND user_id = $2 AND external_user_id = $3 \
+        AND status <> $4 AND NOT (status = 'active' AND added_at_ms IS NOT NULL AND added_at_ms > $5) \
+        RETURNING 1), \
+        unseen AS (INSERT INTO follow_relation (corp_id, user_id, external_user_id, status, \
+        ended_at_ms, updated_at_ms) SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS (SELECT 1 FROM ended) \
+        ON CONFLICT (corp_id, user_id, external_user_id) DO NOTHING RETURNING 1), \
+        noted AS (INSERT INTO relation_event (corp_id, user_id, external_user_id, change, source, \
+        inbox_id, job_id, detail, at_ms, dedup) SELECT $1, $2, $3, $4, $7, $8, $9, $10, $5, $11 \
+        WHERE EXISTS (SELECT 1 FROM ended) OR EXISTS (SELECT 1 FROM unseen) \
+        ON CONFLICT (corp_id, dedup) DO NOTHING) \
+        SELECT (SELECT COUNT(*) FROM ended) + (SELECT COUNT(*) FROM unseen)";
+    if let Db::Postgres(pool) = db {
+        let (kind, inbox_id, job_id) = note.source.parts();
+        let changed: i64 = sqlx::query_scalar(PG_ONE)
             .bind(corp_id)
             .bind(user_id)
             .bind(external_user_id)
             .bind(reason.status())
-            .bind(at_ms)
+            .bind(note.at_ms)
             .bind(now_ms)
-            .execute(pool)
+            .bind(kind)
+            .bind(inbox_id)
+            .bind(job_id)
+            .bind(note.detail)
+            .bind(event_dedup(relation, reason.status(), note.source))
+            .fetch_one(pool)
+            .await?;
+        return Ok(changed > 0);
+    }
+    let mut tx = db.begin().await?;
+    let mut changed = false;
+    for sql in [END, UNSEEN] {
+        let n = on_tx!(&mut tx, |conn| sqlx::query(sql)
+            .bind(corp_id)
+            .bind(user_id)
+            .bind(external_user_id)
+            .bind(reason.status())
+            .bind(note.at_ms)
+            .bind(now_ms)
+            .execute(&mut *conn)
             .await
             .map(|r| r.rows_affected()))?;
         if n > 0 {
-            return Ok(true);
+            changed = true;
+            break;
         }
     }
-    Ok(false)
+    if changed {
+        record_event_in(&mut tx, relation, reason.status(), note).await?;
+    }
+    tx.commit().await?;
+    Ok(changed)
 }
 
 /// Whether the relation is active (the staff member follows the customer now), inside the

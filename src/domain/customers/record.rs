@@ -304,18 +304,46 @@ pub async fn with_pending(
     corp_id: &CorpId,
     snapshot: &RelationSnapshot,
 ) -> Result<RelationSnapshot, StoreError> {
-    let pending = outbox::pending_for_customer(db, corp_id, &snapshot.external_user_id).await?;
-    let corp_id = corp_id.as_str();
-    let mut s = snapshot.clone();
+    let mut page = with_pending_all(db, corp_id, std::slice::from_ref(snapshot)).await?;
+    Ok(page.pop().unwrap_or_else(|| snapshot.clone()))
+}
+
+/// [`with_pending`] for many snapshots (a page of a sync) with one query for the pending edits.
+pub async fn with_pending_all(
+    db: &Db,
+    corp_id: &CorpId,
+    snapshots: &[RelationSnapshot],
+) -> Result<Vec<RelationSnapshot>, StoreError> {
+    let customers: Vec<&str> = snapshots
+        .iter()
+        .map(|s| s.external_user_id.as_str())
+        .collect();
+    let pending = outbox::pending_for_customers(db, corp_id, &customers).await?;
     if pending.is_empty() {
-        return Ok(s);
+        return Ok(snapshots.to_vec());
     }
     // A tag deleted from the library since the edit will not reach WeCom.
-    let live: BTreeSet<String> = crate::domain::tags::live_tags(db, corp_id)
+    let live: BTreeSet<String> = crate::domain::tags::live_tags(db, corp_id.as_str())
         .await?
         .into_iter()
         .map(|t| t.tag_id)
         .collect();
+    Ok(snapshots
+        .iter()
+        .map(|s| {
+            let edits = pending.get(s.external_user_id.as_str());
+            overlay(s, edits.map_or(&[][..], Vec::as_slice), &live)
+        })
+        .collect())
+}
+
+/// `snapshot` with `pending` (one customer's edits, oldest first) applied.
+fn overlay(
+    snapshot: &RelationSnapshot,
+    pending: &[(i64, Intent)],
+    live: &BTreeSet<String>,
+) -> RelationSnapshot {
+    let mut s = snapshot.clone();
     for (_, intent) in pending {
         match intent {
             Intent::MarkTag {
@@ -323,10 +351,10 @@ pub async fn with_pending(
                 add,
                 remove,
                 ..
-            } if s.user_id == user_id => {
+            } if s.user_id == *user_id => {
                 for t in add {
-                    if live.contains(&t) && !s.tag_ids.contains(&t) {
-                        s.tag_ids.push(t);
+                    if live.contains(t) && !s.tag_ids.contains(t) {
+                        s.tag_ids.push(t.clone());
                     }
                 }
                 s.tag_ids.retain(|t| !remove.contains(t));
@@ -336,18 +364,18 @@ pub async fn with_pending(
                 remark,
                 description,
                 ..
-            } if s.user_id == user_id => {
+            } if s.user_id == *user_id => {
                 if let Some(r) = remark {
-                    s.remark = r;
+                    s.remark.clone_from(r);
                 }
                 if let Some(d) = description {
-                    s.description = d;
+                    s.description.clone_from(d);
                 }
             }
             _ => {}
         }
     }
-    Ok(s)
+    s
 }
 
 /// A corp tag on a relation, with who set it when we know.

@@ -12,9 +12,14 @@
 //! Handlers must be idempotent (wecom-protocol §2.3): a row may be processed again after a lease
 //! expired mid-event, after a replay, or when recording the outcome failed.
 //!
+//! Under a backlog the database sees batches, not events: a pool claims once half its slots are
+//! free (one statement for many rows), and the attempts' outcomes are committed together by one
+//! recorder per pool (`record`), each attempt waiting for the commit that holds its outcome.
+//!
 //! [`WorkerPool`] runs this in the server; [`drain`] runs it until nothing is claimable (tests, CLI).
 
 mod pool;
+mod record;
 mod store;
 
 use std::any::Any;
@@ -40,6 +45,7 @@ pub use store::{
 };
 
 use crate::pipeline::inbox::{ClaimedEvent, claim};
+use record::{Ending, Finish, Recorder};
 
 /// A table of work claimed under leases and the handler of its rows: the inbox (callbacks to
 /// process) and the outbox (calls to make to WeCom) run on the same [`WorkerPool`] and [`drain`],
@@ -326,6 +332,7 @@ pub async fn drain_queue<Q: Queue>(
     settings: &WorkerSettings,
 ) -> Result<DrainReport, StoreError> {
     let instance = format!("drain:{}", instance_owner());
+    let recorder = Recorder::spawn(queue.db().clone(), queue.table());
     let mut report = DrainReport::default();
     let mut seq: u64 = 0;
     loop {
@@ -344,7 +351,10 @@ pub async fn drain_queue<Q: Queue>(
         }
         let attempts = items
             .iter()
-            .map(|item| settle(queue, item, &owner, settings, caught(queue.handle(item))))
+            .map(|item| {
+                let handling = caught(queue.handle(item));
+                settle(queue, &recorder, item, &owner, settings, handling)
+            })
             .collect();
         for outcome in join_all(attempts).await {
             report.add(outcome?);
@@ -369,6 +379,7 @@ pub fn instance_owner() -> String {
 /// Runs one attempt under the lease `owner` holds, with the heartbeat, and records its outcome.
 async fn settle<Q, F>(
     queue: &Q,
+    recorder: &Recorder,
     item: &Q::Item,
     owner: &str,
     settings: &WorkerSettings,
@@ -379,13 +390,14 @@ where
     F: Future<Output = Result<(), HandlerError>>,
 {
     let span = Q::span(item);
-    settle_in_span(queue, item, owner, settings, handling)
+    settle_in_span(queue, recorder, item, owner, settings, handling)
         .instrument(span)
         .await
 }
 
 async fn settle_in_span<Q, F>(
     queue: &Q,
+    recorder: &Recorder,
     item: &Q::Item,
     owner: &str,
     settings: &WorkerSettings,
@@ -400,30 +412,45 @@ where
     let result = with_heartbeat(db, table, id, owner, settings.lease, handling).await;
     metrics::histogram!(Q::SECONDS_METRIC).record(started.elapsed().as_secs_f64());
     let now = now_ms();
-    let (planned, applied) = match &result {
-        Ok(()) => (Outcome::Done, table.done(db, id, owner, now).await?),
-        Err(HandlerError::Permanent { reason }) => {
-            (Outcome::Dead, table.dead(db, id, owner, now, reason).await?)
-        }
-        Err(HandlerError::Defer { reason, after }) => {
-            let retry_at = now.saturating_add(store::millis(*after));
-            (
-                Outcome::Deferred,
-                table.defer(db, id, owner, retry_at, reason).await?,
-            )
-        }
-        Err(HandlerError::Retry { reason, .. }) if attempts >= settings.max_attempts => {
-            (Outcome::Dead, table.dead(db, id, owner, now, reason).await?)
-        }
+    let (planned, finish) = match &result {
+        Ok(()) => (Outcome::Done, Finish::Done),
+        Err(HandlerError::Permanent { reason }) => (
+            Outcome::Dead,
+            Finish::Dead {
+                reason: reason.clone(),
+            },
+        ),
+        Err(HandlerError::Defer { reason, after }) => (
+            Outcome::Deferred,
+            Finish::Defer {
+                retry_at_ms: now.saturating_add(store::millis(*after)),
+                reason: reason.clone(),
+            },
+        ),
+        Err(HandlerError::Retry { reason, .. }) if attempts >= settings.max_attempts => (
+            Outcome::Dead,
+            Finish::Dead {
+                reason: reason.clone(),
+            },
+        ),
         Err(HandlerError::Retry { reason, after }) => {
             let delay = after.unwrap_or_else(|| retry_delay(settings, attempts));
-            let retry_at = now.saturating_add(store::millis(delay));
             (
                 Outcome::Retried,
-                table.retry(db, id, owner, retry_at, reason).await?,
+                Finish::Retry {
+                    retry_at_ms: now.saturating_add(store::millis(delay)),
+                    reason: reason.clone(),
+                },
             )
         }
     };
+    let ending = Ending {
+        id,
+        owner: owner.to_owned(),
+        at_ms: now,
+        finish,
+    };
+    let applied = recorder.record(ending).await?;
     let outcome = if applied { planned } else { Outcome::LeaseLost };
     metrics::counter!(Q::OUTCOMES_METRIC, "outcome" => outcome.as_str()).increment(1);
     let reason = result.as_ref().err().map(HandlerError::reason);

@@ -10,6 +10,7 @@ use tokio::sync::{Notify, oneshot};
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tracing::Instrument as _;
 
+use super::record::Recorder;
 use super::{HandlerError, InboxHandler, InboxQueue, Queue, WorkerSettings, panicked, settle};
 use crate::platform::db::{Db, now_ms};
 
@@ -18,6 +19,7 @@ const MIN_POLL: Duration = Duration::from_millis(10);
 
 struct Shared<Q> {
     queue: Q,
+    recorder: Recorder,
     settings: WorkerSettings,
     owner: String,
 }
@@ -72,6 +74,7 @@ impl WorkerPool {
             }
         };
         let shared = Arc::new(Shared {
+            recorder: Recorder::spawn(queue.db().clone(), queue.table()),
             queue,
             settings,
             owner,
@@ -114,11 +117,17 @@ where
     let concurrency = shared.settings.concurrency.max(1);
     let idle = shared.settings.idle_poll.max(MIN_POLL);
     let mut running: JoinSet<()> = JoinSet::new();
+    // Claims wait until half the slots are free (or all are): under a backlog one statement
+    // then claims many rows, instead of one per finished event.
+    let refill = (concurrency / 2).max(1);
     let mut seq: u64 = 0;
     tracing::info!(queue = Q::NAME, owner = %shared.owner, concurrency, "worker pool started");
     loop {
+        while let Some(joined) = running.try_join_next() {
+            log_join(joined);
+        }
         let free = concurrency.saturating_sub(running.len());
-        if free > 0 {
+        if free >= refill || running.is_empty() {
             seq += 1;
             let owner = format!("{}#{seq}", shared.owner);
             match shared
@@ -183,7 +192,16 @@ where
             Err(_) => Err(HandlerError::retry("handler task was cancelled")),
         }
     };
-    if let Err(e) = settle(&shared.queue, &item, &owner, &shared.settings, handling).await {
+    let settled = settle(
+        &shared.queue,
+        &shared.recorder,
+        &item,
+        &owner,
+        &shared.settings,
+        handling,
+    )
+    .await;
+    if let Err(e) = settled {
         tracing::warn!(
             queue = Q::NAME,
             id = Q::id(&item),

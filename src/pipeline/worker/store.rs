@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::record::{Ending, Finish};
 use crate::on_db;
 use crate::platform::db::{Db, StoreError};
 
@@ -58,30 +59,6 @@ pub const INBOX: LeaseTable = LeaseTable {
 };
 
 impl LeaseTable {
-    async fn update(
-        self,
-        db: &Db,
-        set: &str,
-        id: i64,
-        owner: &str,
-        at_ms: i64,
-        reason: Option<&str>,
-    ) -> Result<bool, StoreError> {
-        let sql = format!(
-            "UPDATE {} SET {set} WHERE id = $1 AND lease_owner = $2 AND state = 'pending'",
-            self.table
-        );
-        let n = on_db!(db, |pool| sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
-            .bind(id)
-            .bind(owner)
-            .bind(at_ms)
-            .bind(reason.map(truncate_reason))
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected()))?;
-        Ok(n == 1)
-    }
-
     /// Extends the lease of a row this token still holds to `until_ms`. False when the lease is
     /// gone (taken over, finished or replayed).
     pub async fn renew(
@@ -91,15 +68,20 @@ impl LeaseTable {
         owner: &str,
         until_ms: i64,
     ) -> Result<bool, StoreError> {
-        self.update(
-            db,
-            "lease_until_ms = $3, last_error = COALESCE($4, last_error)",
-            id,
-            owner,
-            until_ms,
-            None,
-        )
-        .await
+        let sql = format!(
+            "UPDATE {} SET lease_until_ms = $3 WHERE id = $1 AND lease_owner = $2 \
+             AND state = 'pending'",
+            self.table
+        );
+        let _turn = db.write_turn().await?;
+        let n = on_db!(db, |pool| sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+            .bind(id)
+            .bind(owner)
+            .bind(until_ms)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(n == 1)
     }
 
     /// Marks a held row done. False (and nothing changed) when `owner` no longer holds it.
@@ -111,12 +93,7 @@ impl LeaseTable {
         owner: &str,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let set = format!(
-            "state = 'done', {} = $3, lease_owner = NULL, lease_until_ms = 0, \
-             last_error = COALESCE($4, last_error)",
-            self.done_at
-        );
-        self.update(db, &set, id, owner, now_ms, None).await
+        self.finish(db, id, owner, now_ms, Finish::Done).await
     }
 
     /// Releases a held row for another attempt no earlier than `retry_at_ms`, noting `reason`. The
@@ -129,7 +106,12 @@ impl LeaseTable {
         retry_at_ms: i64,
         reason: &str,
     ) -> Result<bool, StoreError> {
-        self.release(db, id, owner, retry_at_ms, reason, "").await
+        let reason = reason.to_owned();
+        let finish = Finish::Retry {
+            retry_at_ms,
+            reason,
+        };
+        self.finish(db, id, owner, retry_at_ms, finish).await
     }
 
     /// Releases a held row until `retry_at_ms` without counting the attempt it was claimed for
@@ -142,23 +124,12 @@ impl LeaseTable {
         retry_at_ms: i64,
         reason: &str,
     ) -> Result<bool, StoreError> {
-        let uncount = ", attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END";
-        self.release(db, id, owner, retry_at_ms, reason, uncount)
-            .await
-    }
-
-    async fn release(
-        self,
-        db: &Db,
-        id: i64,
-        owner: &str,
-        retry_at_ms: i64,
-        reason: &str,
-        also: &str,
-    ) -> Result<bool, StoreError> {
-        let set = format!("lease_owner = NULL, lease_until_ms = $3, last_error = $4{also}");
-        self.update(db, &set, id, owner, retry_at_ms, Some(reason))
-            .await
+        let reason = reason.to_owned();
+        let finish = Finish::Defer {
+            retry_at_ms,
+            reason,
+        };
+        self.finish(db, id, owner, retry_at_ms, finish).await
     }
 
     /// Makes a held row a dead letter with `reason`: no worker claims it again until an operator
@@ -171,15 +142,29 @@ impl LeaseTable {
         now_ms: i64,
         reason: &str,
     ) -> Result<bool, StoreError> {
-        self.update(
-            db,
-            "state = 'dead', dead_at_ms = $3, last_error = $4, lease_owner = NULL, lease_until_ms = 0",
+        let reason = reason.to_owned();
+        self.finish(db, id, owner, now_ms, Finish::Dead { reason })
+            .await
+    }
+
+    /// One ending, in a transaction of its own (the pools batch theirs through a
+    /// [`super::record::Recorder`]).
+    async fn finish(
+        self,
+        db: &Db,
+        id: i64,
+        owner: &str,
+        at_ms: i64,
+        finish: Finish,
+    ) -> Result<bool, StoreError> {
+        let ending = Ending {
             id,
-            owner,
-            now_ms,
-            Some(reason),
-        )
-        .await
+            owner: owner.to_owned(),
+            at_ms,
+            finish,
+        };
+        let applied = self.finish_all(db, &[&ending]).await?;
+        Ok(applied.first().copied().unwrap_or(false))
     }
 }
 
