@@ -7,7 +7,9 @@
 //!
 //! 1. **Sync**: seeds an emulated corp, runs `scrm::app::sync::run` on a fresh database and reports wall
 //!    time, the calls made per API against the minimum the page sizes allow, and how often the
-//!    emulator answered a rate limit (must be 0: the client keeps under WeCom's published limits).
+//!    emulator answered a rate limit (must be 0: the client keeps under WeCom's published limits),
+//!    and how much the process's peak resident set grew over the sync. `--workers 0` stops there
+//!    (a corp of a million relations: `--customers 666667 --workers 0`).
 //! 2. **Workers**: stores a backlog of `--events` callbacks and lets a worker pool (the one `serve`
 //!    runs, `--concurrency` events at a time) process it, reporting events/s. Two backlogs: events
 //!    that need a WeCom call (`edit_external_contact` → `externalcontact/get`) and events that do not
@@ -49,6 +51,7 @@ struct Options {
     chats: usize,
     events: usize,
     concurrency: usize,
+    workers: bool,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -60,6 +63,7 @@ fn options() -> anyhow::Result<Options> {
         chats: f.number("--chats", 500)?,
         events: f.number("--events", 100_000)?,
         concurrency: f.number("--concurrency", 16)?,
+        workers: f.number("--workers", 1)? != 0,
     })
 }
 
@@ -150,6 +154,19 @@ async fn worker_run(
     Ok(events as f64 / secs)
 }
 
+/// A `/proc/self/status` figure in KiB (`VmRSS` now, `VmHWM` the peak).
+fn rss_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -191,7 +208,10 @@ async fn main() -> anyhow::Result<()> {
     db.migrate().await?;
     let wecom = Wecom::new(&config, Arc::new(MemoryCoordinator::new()))?;
 
-    // 1. Full sync.
+    // 1. Full sync. Memory: the emulator's corp is in memory already; what the sync adds shows as
+    // the growth of this process's peak resident set over the run, flat if it keeps nothing per
+    // relation.
+    let rss_before = rss_kib("VmHWM");
     let started = Instant::now();
     let (_, summary) =
         scrm::app::sync::run(&db, &wecom, &common::corp(CORP), "bench", None, &|_| {}).await?;
@@ -223,6 +243,18 @@ async fn main() -> anyhow::Result<()> {
         "  rate-limit answers from the emulator: {}",
         state.rate_limited()
     );
+    println!(
+        "  resident memory: peak {:.1} MiB before the sync (the emulated corp included), {:.1} MiB after \
+         ({:.1} MiB per 100,000 relations above the start)",
+        rss_before as f64 / 1024.0,
+        rss_kib("VmHWM") as f64 / 1024.0,
+        rss_kib("VmHWM").saturating_sub(rss_before) as f64 / 1024.0 * 100_000.0
+            / summary.relations_seen.max(1) as f64
+    );
+    if !o.workers {
+        db.close().await;
+        return common::drop_database(pg).await;
+    }
 
     // 2. Workers: lift the per-API limit on both sides to measure the engine, not WeCom's quota.
     drop(wecom);

@@ -198,13 +198,50 @@ pub async fn apply(
         dismissed_at_ms = NULL, \
         last_seen_job = COALESCE(excluded.last_seen_job, group_chat.last_seen_job), \
         updated_at_ms = excluded.updated_at_ms";
-    const MEMBER: &str = "INSERT INTO group_chat_member (corp_id, chat_id, member_id, member_type, \
-        name, group_nickname, join_scene, joined_at_ms, updated_at_ms) \
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-        ON CONFLICT (corp_id, chat_id, member_id) DO UPDATE SET member_type = excluded.member_type, \
-        name = excluded.name, group_nickname = excluded.group_nickname, \
-        join_scene = excluded.join_scene, joined_at_ms = excluded.joined_at_ms, left_at_ms = NULL, \
-        updated_at_ms = excluded.updated_at_ms";
+    // The new or changed members in one statement (a list of any length, one bind).
+    const MEMBER_COLUMNS: &str =
+        "member_id, member_type, name, group_nickname, join_scene, joined_at_ms";
+    const MEMBER_UPSERT: &str = "ON CONFLICT (corp_id, chat_id, member_id) DO UPDATE SET \
+        member_type = excluded.member_type, name = excluded.name, \
+        group_nickname = excluded.group_nickname, join_scene = excluded.join_scene, \
+        joined_at_ms = excluded.joined_at_ms, left_at_ms = NULL, updated_at_ms = excluded.updated_at_ms";
+    let members_sql = match db {
+        Db::Sqlite(_) => format!(
+            "INSERT INTO group_chat_member (corp_id, chat_id, {MEMBER_COLUMNS}, updated_at_ms) \
+             SELECT $1, $2, value ->> 'member_id', value ->> 'member_type', value ->> 'name', \
+             value ->> 'group_nickname', value ->> 'join_scene', value ->> 'joined_at_ms', $4 \
+             FROM json_each($3) WHERE true {MEMBER_UPSERT}"
+        ),
+        Db::Postgres(_) => format!(
+            "INSERT INTO group_chat_member (corp_id, chat_id, {MEMBER_COLUMNS}, updated_at_ms) \
+             SELECT $1, $2, {MEMBER_COLUMNS}, $4 FROM jsonb_to_recordset($3::jsonb) AS j(member_id text, \
+             member_type bigint, name text, group_nickname text, join_scene bigint, \
+             joined_at_ms bigint) {MEMBER_UPSERT}"
+        ),
+    };
+    // One entry per member (the last wins): a statement may not change a row twice.
+    let mut changed_or_new: std::collections::BTreeMap<&str, &MemberSnapshot> =
+        std::collections::BTreeMap::new();
+    for m in s
+        .members
+        .iter()
+        .filter(|m| !stored.contains(&m.member_id) || before.is_none())
+    {
+        changed_or_new.insert(m.member_id.as_str(), m);
+    }
+    let members_json = serde_json::Value::Array(
+        changed_or_new
+            .values()
+            .map(|m| {
+                serde_json::json!({
+                    "member_id": m.member_id, "member_type": m.member_type, "name": m.name,
+                    "group_nickname": m.group_nickname, "join_scene": m.join_scene,
+                    "joined_at_ms": m.joined_at_ms,
+                })
+            })
+            .collect(),
+    )
+    .to_string();
     const LEFT: &str = "UPDATE group_chat_member SET left_at_ms = $4, updated_at_ms = $4 \
         WHERE corp_id = $1 AND chat_id = $2 AND member_id = $3 AND left_at_ms IS NULL";
     // A transaction begun through the pool: its writes take this process's turn first.
@@ -224,20 +261,11 @@ pub async fn apply(
             .bind(now_ms)
             .execute(&mut *tx)
             .await?;
-        let changed_or_new = s
-            .members
-            .iter()
-            .filter(|m| !stored.contains(&m.member_id) || before.is_none());
-        for m in changed_or_new {
-            sqlx::query(MEMBER)
+        if !changed_or_new.is_empty() {
+            sqlx::query(sqlx::AssertSqlSafe(members_sql.as_str()))
                 .bind(corp_id)
                 .bind(s.chat_id.as_str())
-                .bind(&m.member_id)
-                .bind(m.member_type)
-                .bind(&m.name)
-                .bind(&m.group_nickname)
-                .bind(m.join_scene)
-                .bind(m.joined_at_ms)
+                .bind(&members_json)
                 .bind(now_ms)
                 .execute(&mut *tx)
                 .await?;

@@ -343,6 +343,27 @@ pub fn add_contact_event(n: u64, create_time: i64) -> String {
     )
 }
 
+/// A `change_external_contact` callback of [`CORP`] as intake stores it.
+pub fn contact_row(
+    body: String,
+    change_type: &str,
+    create_time: i64,
+    received_at_ms: i64,
+) -> scrm::pipeline::inbox::NewInboxRow {
+    scrm::pipeline::inbox::NewInboxRow {
+        corp_id: CORP.to_owned(),
+        app: "contacts".to_owned(),
+        agent_id: None,
+        dedup_key: dedup_key_of(&body),
+        msg_type: "event".to_owned(),
+        event: Some("change_external_contact".to_owned()),
+        change_type: Some(change_type.to_owned()),
+        create_time: Some(create_time),
+        received_at_ms,
+        body,
+    }
+}
+
 /// The dedup key the server computes for a plaintext.
 pub fn dedup_key_of(plaintext: &str) -> String {
     let header = parse_header(plaintext.as_bytes()).expect("test plaintext parses");

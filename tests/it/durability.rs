@@ -144,18 +144,12 @@ fn deletion(n: usize, create_time: i64) -> scrm::pipeline::inbox::NewInboxRow {
 <UserID><![CDATA[sales{}]]></UserID><ExternalUserID><![CDATA[wmBatch{n:08}]]></ExternalUserID></xml>",
         n % 7
     );
-    scrm::pipeline::inbox::NewInboxRow {
-        corp_id: CORP.to_owned(),
-        app: "contacts".to_owned(),
-        agent_id: None,
-        dedup_key: dedup_key_of(&body),
-        msg_type: "event".to_owned(),
-        event: Some("change_external_contact".to_owned()),
-        change_type: Some("del_follow_user".to_owned()),
-        create_time: Some(create_time),
-        received_at_ms: scrm::platform::db::now_ms(),
+    common::contact_row(
         body,
-    }
+        "del_follow_user",
+        create_time,
+        scrm::platform::db::now_ms(),
+    )
 }
 
 async fn scalar(db: &scrm::platform::db::Db, sql: &'static str) -> i64 {

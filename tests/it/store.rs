@@ -5,23 +5,17 @@
     reason = "a test or benchmark fails loudly"
 )]
 
-use crate::common::{Backend, CORP, TestDb, add_contact_event, dedup_key_of};
+use crate::common::{Backend, CORP, TestDb, add_contact_event, contact_row};
 use scrm::pipeline::inbox::{self, NewInboxRow, Stored};
 
 fn row(n: u64) -> NewInboxRow {
     let body = add_contact_event(n, 1_700_000_000);
-    NewInboxRow {
-        corp_id: CORP.to_owned(),
-        app: "contacts".to_owned(),
-        agent_id: None,
-        dedup_key: dedup_key_of(&body),
-        msg_type: "event".to_owned(),
-        event: Some("change_external_contact".to_owned()),
-        change_type: Some("add_external_contact".to_owned()),
-        create_time: Some(1_700_000_000),
-        received_at_ms: 1_700_000_000_123,
+    contact_row(
         body,
-    }
+        "add_external_contact",
+        1_700_000_000,
+        1_700_000_000_123,
+    )
 }
 
 /// A batch mixing new rows, rows stored earlier and a repeat within the batch.
