@@ -449,6 +449,8 @@ pub async fn cancel(
         .await
         .map(|r| r.rows_affected()))?;
     if n == 0 {
+        // The connection goes back before the job is read through the pool.
+        tx.rollback().await?;
         let job = get_job(db, corp_id, id).await?;
         return Err(JobError::Conflict(format!(
             "任务状态为 {}，只有未执行的计划可以取消 / only a planned job can be cancelled",
