@@ -205,20 +205,22 @@ pub async fn apply(
         member_type = excluded.member_type, name = excluded.name, \
         group_nickname = excluded.group_nickname, join_scene = excluded.join_scene, \
         joined_at_ms = excluded.joined_at_ms, left_at_ms = NULL, updated_at_ms = excluded.updated_at_ms";
-    let members_sql = match db {
-        Db::Sqlite(_) => format!(
-            "INSERT INTO group_chat_member (corp_id, chat_id, {MEMBER_COLUMNS}, updated_at_ms) \
-             SELECT $1, $2, value ->> 'member_id', value ->> 'member_type', value ->> 'name', \
-             value ->> 'group_nickname', value ->> 'join_scene', value ->> 'joined_at_ms', $4 \
-             FROM json_each($3) WHERE true {MEMBER_UPSERT}"
-        ),
-        Db::Postgres(_) => format!(
-            "INSERT INTO group_chat_member (corp_id, chat_id, {MEMBER_COLUMNS}, updated_at_ms) \
-             SELECT $1, $2, {MEMBER_COLUMNS}, $4 FROM jsonb_to_recordset($3::jsonb) AS j(member_id text, \
-             member_type bigint, name text, group_nickname text, join_scene bigint, \
-             joined_at_ms bigint) {MEMBER_UPSERT}"
-        ),
-    };
+    let members = crate::platform::db::json_rows(
+        matches!(db, Db::Postgres(_)),
+        3,
+        &[
+            ("member_id", "text"),
+            ("member_type", "bigint"),
+            ("name", "text"),
+            ("group_nickname", "text"),
+            ("join_scene", "bigint"),
+            ("joined_at_ms", "bigint"),
+        ],
+    );
+    let members_sql = format!(
+        "INSERT INTO group_chat_member (corp_id, chat_id, {MEMBER_COLUMNS}, updated_at_ms) \
+         SELECT $1, $2, {MEMBER_COLUMNS}, $4 FROM {members} AS m WHERE true {MEMBER_UPSERT}"
+    );
     // One entry per member (the last wins): a statement may not change a row twice.
     let mut changed_or_new: std::collections::BTreeMap<&str, &MemberSnapshot> =
         std::collections::BTreeMap::new();

@@ -498,6 +498,31 @@ pub fn like_contains(text: &str) -> String {
     pattern
 }
 
+/// A subquery reading the rows of a JSON array of objects bound at `$n` (many rows in one
+/// statement with one bind, on both backends): `columns` are the objects' keys, each with its
+/// PostgreSQL type; the subquery's columns are named after the keys.
+pub fn json_rows(postgres: bool, n: usize, columns: &[(&str, &str)]) -> String {
+    let list = |f: &dyn Fn(&str, &str) -> String| {
+        columns
+            .iter()
+            .map(|(name, kind)| f(name, kind))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if postgres {
+        format!(
+            "(SELECT {} FROM jsonb_to_recordset(${n}::jsonb) AS j({}))",
+            list(&|name, _| name.to_owned()),
+            list(&|name, kind| format!("{name} {kind}"))
+        )
+    } else {
+        format!(
+            "(SELECT {} FROM json_each(${n}))",
+            list(&|name, _| format!("value ->> '{name}' AS {name}"))
+        )
+    }
+}
+
 /// A subquery listing the strings of a JSON array bound at `$n` (`IN (…)` over a list of any
 /// length with one bind, on both backends): bind [`json_list`]'s text there; `NULL` lists nothing.
 pub fn in_json_list(db: &Db, n: usize) -> String {

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use wecom_sdk::{ChatId, CorpId, ExternalUserId, UserId};
 
-use crate::platform::db::{Db, StoreError, Tx};
+use crate::platform::db::{Db, StoreError, Tx, json_rows};
 use crate::{on_db, on_tx};
 
 /// One follow relation: a staff member and a customer of a corp. The three ids are typed, so
@@ -309,40 +309,8 @@ pub async fn upsert_customer(
     now_ms: i64,
 ) -> Result<(), StoreError> {
     let mut tx = db.begin().await?;
-    upsert_customer_in(&mut tx, corp_id, c, now_ms).await?;
+    upsert_customers_in(&mut tx, corp_id, &[c], now_ms).await?;
     tx.commit().await?;
-    Ok(())
-}
-
-/// [`upsert_customer`] inside the caller's transaction.
-pub async fn upsert_customer_in(
-    tx: &mut Tx,
-    corp_id: &str,
-    c: &CustomerProfile,
-    now_ms: i64,
-) -> Result<(), StoreError> {
-    const SQL: &str = "INSERT INTO customer (corp_id, external_user_id, name, customer_type, gender, \
-        avatar, corp_name, corp_full_name, position, unionid, updated_at_ms) \
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-        ON CONFLICT (corp_id, external_user_id) DO UPDATE SET name = excluded.name, \
-        customer_type = excluded.customer_type, gender = excluded.gender, avatar = excluded.avatar, \
-        corp_name = excluded.corp_name, corp_full_name = excluded.corp_full_name, \
-        position = excluded.position, unionid = excluded.unionid, updated_at_ms = excluded.updated_at_ms";
-    on_tx!(tx, |conn| sqlx::query(SQL)
-        .bind(corp_id)
-        .bind(c.external_user_id.as_str())
-        .bind(&c.name)
-        .bind(c.customer_type)
-        .bind(c.gender)
-        .bind(&c.avatar)
-        .bind(&c.corp_name)
-        .bind(&c.corp_full_name)
-        .bind(&c.position)
-        .bind(&c.unionid)
-        .bind(now_ms)
-        .execute(&mut *conn)
-        .await
-        .map(|_| ()))?;
     Ok(())
 }
 
@@ -600,7 +568,7 @@ pub async fn apply_page(
     seen_by_job: i64,
     note: ChangeNote<'_>,
 ) -> Result<Vec<RelationChange>, StoreError> {
-    let snapshots: Vec<RelationSnapshot> = rows.iter().map(|(_, s)| s.clone()).collect();
+    let snapshots: Vec<&RelationSnapshot> = rows.iter().map(|(_, s)| s).collect();
     let overlaid = crate::domain::customers::record::with_pending_all(db, corp, &snapshots).await?;
     let profiles: Vec<&CustomerProfile> = rows.iter().map(|(p, _)| p).collect();
     let mut tx = db.begin().await?;
@@ -657,21 +625,25 @@ async fn upsert_customers_in(
             .collect(),
     )
     .to_string();
-    let sql = match tx {
-        Tx::Sqlite(..) => format!(
-            "INSERT INTO customer (corp_id, {COLUMNS}, updated_at_ms) SELECT $1, \
-             value ->> 'external_user_id', value ->> 'name', value ->> 'customer_type', \
-             value ->> 'gender', value ->> 'avatar', value ->> 'corp_name', \
-             value ->> 'corp_full_name', value ->> 'position', value ->> 'unionid', $3 \
-             FROM json_each($2) WHERE true {UPSERT}"
-        ),
-        Tx::Postgres(_) => format!(
-            "INSERT INTO customer (corp_id, {COLUMNS}, updated_at_ms) SELECT $1, {COLUMNS}, $3 \
-             FROM jsonb_to_recordset($2::jsonb) AS j(external_user_id text, name text, \
-             customer_type bigint, gender bigint, avatar text, corp_name text, \
-             corp_full_name text, position text, unionid text) {UPSERT}"
-        ),
-    };
+    let rows = json_rows(
+        tx.is_postgres(),
+        2,
+        &[
+            ("external_user_id", "text"),
+            ("name", "text"),
+            ("customer_type", "bigint"),
+            ("gender", "bigint"),
+            ("avatar", "text"),
+            ("corp_name", "text"),
+            ("corp_full_name", "text"),
+            ("position", "text"),
+            ("unionid", "text"),
+        ],
+    );
+    let sql = format!(
+        "INSERT INTO customer (corp_id, {COLUMNS}, updated_at_ms) SELECT $1, {COLUMNS}, $3 \
+         FROM {rows} AS c WHERE true {UPSERT}"
+    );
     on_tx!(tx, |conn| sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(corp_id)
         .bind(json)
@@ -715,22 +687,26 @@ async fn insert_new_relations_in<'s>(
             .collect(),
     )
     .to_string();
-    let rows = match tx {
-        Tx::Sqlite(..) => "SELECT value ->> 'user_id', value ->> 'external_user_id', \
-             value ->> 'remark', value ->> 'description', value ->> 'remark_corp_name', \
-             value ->> 'remark_mobiles', value ->> 'tag_ids', value ->> 'add_way', value ->> 'state', \
-             value ->> 'oper_user_id', value ->> 'added_at_ms', $3, $4 FROM json_each($2) WHERE true"
-            .to_owned(),
-        Tx::Postgres(_) => format!(
-            "SELECT {COLUMNS}, $3::bigint, $4::bigint FROM jsonb_to_recordset($2::jsonb) AS j(user_id text, \
-             external_user_id text, remark text, description text, remark_corp_name text, \
-             remark_mobiles text, tag_ids text, add_way bigint, state text, oper_user_id text, \
-             added_at_ms bigint)"
-        ),
-    };
+    let rows = json_rows(
+        tx.is_postgres(),
+        2,
+        &[
+            ("user_id", "text"),
+            ("external_user_id", "text"),
+            ("remark", "text"),
+            ("description", "text"),
+            ("remark_corp_name", "text"),
+            ("remark_mobiles", "text"),
+            ("tag_ids", "text"),
+            ("add_way", "bigint"),
+            ("state", "text"),
+            ("oper_user_id", "text"),
+            ("added_at_ms", "bigint"),
+        ],
+    );
     let sql = format!(
         "INSERT INTO follow_relation (corp_id, {COLUMNS}, last_seen_job, updated_at_ms, status) \
-         SELECT $1, s.*, 'active' FROM ({rows}) AS s WHERE true \
+         SELECT $1, {COLUMNS}, $3, $4, 'active' FROM {rows} AS r WHERE true \
          ON CONFLICT (corp_id, user_id, external_user_id) DO NOTHING \
          RETURNING user_id, external_user_id"
     );
@@ -776,22 +752,20 @@ async fn record_added_in(
             .collect(),
     )
     .to_string();
-    let rows = match tx {
-        Tx::Sqlite(..) => {
-            "SELECT value ->> 'user_id' AS user_id, \
-            value ->> 'external_user_id' AS external_user_id, value ->> 'dedup' AS dedup \
-            FROM json_each($8) WHERE true"
-        }
-        Tx::Postgres(_) => {
-            "SELECT user_id, external_user_id, dedup \
-            FROM jsonb_to_recordset($8::jsonb) AS j(user_id text, external_user_id text, dedup text)"
-        }
-    };
+    let rows = json_rows(
+        tx.is_postgres(),
+        8,
+        &[
+            ("user_id", "text"),
+            ("external_user_id", "text"),
+            ("dedup", "text"),
+        ],
+    );
     let (kind, inbox_id, job_id) = note.source.parts();
     let sql = format!(
         "INSERT INTO relation_event (corp_id, user_id, external_user_id, change, source, inbox_id, \
          job_id, detail, at_ms, dedup) SELECT $1, r.user_id, r.external_user_id, $2, $3, $4, $5, \
-         $6, $7, r.dedup FROM ({rows}) AS r WHERE true ON CONFLICT (corp_id, dedup) DO NOTHING"
+         $6, $7, r.dedup FROM {rows} AS r WHERE true ON CONFLICT (corp_id, dedup) DO NOTHING"
     );
     on_tx!(tx, |conn| sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(corp.as_str())

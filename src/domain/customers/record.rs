@@ -304,7 +304,7 @@ pub async fn with_pending(
     corp_id: &CorpId,
     snapshot: &RelationSnapshot,
 ) -> Result<RelationSnapshot, StoreError> {
-    let mut page = with_pending_all(db, corp_id, std::slice::from_ref(snapshot)).await?;
+    let mut page = with_pending_all(db, corp_id, &[snapshot]).await?;
     Ok(page.pop().unwrap_or_else(|| snapshot.clone()))
 }
 
@@ -312,7 +312,7 @@ pub async fn with_pending(
 pub async fn with_pending_all(
     db: &Db,
     corp_id: &CorpId,
-    snapshots: &[RelationSnapshot],
+    snapshots: &[&RelationSnapshot],
 ) -> Result<Vec<RelationSnapshot>, StoreError> {
     let customers: Vec<&str> = snapshots
         .iter()
@@ -320,7 +320,7 @@ pub async fn with_pending_all(
         .collect();
     let pending = outbox::pending_for_customers(db, corp_id, &customers).await?;
     if pending.is_empty() {
-        return Ok(snapshots.to_vec());
+        return Ok(snapshots.iter().map(|s| (*s).clone()).collect());
     }
     // A tag deleted from the library since the edit will not reach WeCom.
     let live: BTreeSet<String> = crate::domain::tags::live_tags(db, corp_id.as_str())

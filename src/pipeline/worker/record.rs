@@ -2,8 +2,8 @@
 //! [`Recorder`] and waits until the transaction holding it has committed. Whatever finished while
 //! the previous commit was on its way to disk goes into the next one, so a backlog of short events
 //! costs one commit (SQLite: one fsync; PostgreSQL: a few round trips) per batch of outcomes, not
-//! one per event. The `done` outcomes of a batch are one statement per claim they came from; retries and dead letters (rare)
-//! one statement each, in the same transaction.
+//! one per event. The `done` outcomes of a batch are one statement per claim they came from;
+//! retries and dead letters (rare) one statement each, in the same transaction.
 //!
 //! Nothing moves in the guarantees: a caller hears `applied` only once its row's new state is
 //! committed, every write still names the lease token (a row taken over or replayed meanwhile is
